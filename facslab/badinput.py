@@ -1,0 +1,63 @@
+"""Bad input: one error type that names the file and the problem, and a report of what was skipped.
+
+Datasets in the wild have broken files. A loader records each problem in a ``SkipReport`` and
+goes on with the rest, so one broken image never kills a sweep; with ``strict=True`` the first
+problem raises instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+class BadInputError(ValueError):
+    """A file that cannot be used, and why."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class SkipReport:
+    """Which files were skipped and why; ``strict`` turns the first skip into an error."""
+
+    strict: bool = False
+    rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, path: str | Path, problem: str) -> None:
+        if self.strict:
+            raise BadInputError(path, problem)
+        log.warning("skipped %s: %s", path, problem)
+        self.rows.append((str(path), problem))
+
+    def add(self, error: BadInputError) -> None:
+        self.skip(error.path, error.problem)
+
+    def extend(self, other: SkipReport) -> None:
+        for path, problem in other.rows:
+            self.skip(path, problem)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["file", "problem"])
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.to_frame().to_csv(path, index=False)
+        return path
+
+    def summary(self) -> str:
+        if not self.rows:
+            return "no files skipped"
+        counts = self.to_frame()["problem"].str.split(":").str[0].value_counts()
+        return f"{len(self.rows)} skipped: " + ", ".join(f"{n} {why}" for why, n in counts.items())
