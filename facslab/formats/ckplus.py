@@ -141,7 +141,10 @@ def read_ckplus(root: str | Path, layout: CKPlusLayout = CKPlusLayout(),
         ))
     if not rows:
         raise BadInputError(images, "no usable CK+ sequences found")
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for column in ("neutral_landmarks", "peak_landmarks"):  # keep None, not NaN, for "absent"
+        table[column] = table[column].astype(object).where(table[column].notna(), None)
+    return table
 
 
 def _facs_codes_for(aus: np.ndarray, rng: np.random.Generator, ungraded_rate: float) -> dict[int, int]:

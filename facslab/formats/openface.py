@@ -131,8 +131,9 @@ def write_openface(
     landmarks = np.stack(truth["landmarks68"].to_numpy())
     success = rng.random(len(truth)) >= noise.no_face_rate
     confidence = np.where(success, rng.uniform(0.85, 0.98, len(truth)), 0.0)
+    r[~success], c[~success] = 0.0, 0.0  # OpenFace writes zeros where it found no face
     body = _body(landmarks, r, c, rng)
-    body[~success] = 0.0  # OpenFace writes zeros where it found no face
+    body[~success] = 0.0
     out = Path(out)
     if tool == "FeatureExtraction":
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,187 @@
+"""The preprocessing cache: a dataset's aligned crops, computed once in parallel and reused.
+
+Decoding a 640x490 PNG and warping it costs far more than reading a 224x224 crop back, and
+every epoch and every trial of a sweep would pay it again. The crops of one list of sources are
+stored as a single ``.npy`` array (memory-mapped when read), keyed by a hash of everything that
+changes a crop: each file's path, size and modification time, its landmarks, the alignment spec,
+the detector settings and the version of this code. A different key is a different cache entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from facslab.badinput import BadInputError, SkipReport
+from facslab.faces.align import AlignmentSpec, align_face
+from facslab.images import load_rgb
+
+log = logging.getLogger(__name__)
+
+#: Bump when the crop a source produces changes for the same inputs.
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FaceSource:
+    """One face to crop: an image and where its landmarks come from.
+
+    ``landmarks``: points given by the dataset (CelebA's eyes, as 2x2); ``landmarks_file``: a CK+
+    68-point file; neither: detect with dlib and use its 5-point predictor.
+    """
+
+    image: str
+    landmarks: tuple[float, ...] | None = None
+    landmarks_file: str | None = None
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    method: str = "hog"  # or "mmod"
+    upsample: int = 1
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FACSLAB_CACHE", Path.home() / ".cache" / "facslab")) / "aligned"
+
+
+def _stat(path: str | None) -> tuple:
+    if path is None:
+        return ()
+    try:
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns)
+    except OSError:
+        return ("missing",)
+
+
+def cache_key(sources: list[FaceSource], spec: AlignmentSpec, detection: DetectionSettings) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([CACHE_VERSION, asdict(spec), asdict(detection)]).encode())
+    for s in sources:
+        digest.update(repr((s.image, _stat(s.image), s.landmarks, s.landmarks_file,
+                            _stat(s.landmarks_file))).encode())
+    return digest.hexdigest()[:24]
+
+
+def crop_source(source: FaceSource, spec: AlignmentSpec, detection: DetectionSettings) -> np.ndarray:
+    """Decode and align one source; ``BadInputError`` names the file and the problem."""
+    image = load_rgb(source.image)
+    if source.landmarks is not None:
+        landmarks = np.asarray(source.landmarks, dtype=np.float64).reshape(-1, 2)
+    elif source.landmarks_file is not None:
+        from facslab.formats.ckplus import read_landmarks  # CK+'s 68-point text format
+
+        landmarks = read_landmarks(source.landmarks_file)
+    else:
+        from facslab.faces.detect import detect_faces, predict_landmarks
+
+        found = detect_faces(image, detection.method, detection.upsample)
+        if not found:
+            raise BadInputError(source.image, "no face found")
+        landmarks = predict_landmarks(image, found[0], points=5)
+    try:
+        return align_face(image, landmarks, spec)
+    except ValueError as error:
+        raise BadInputError(source.landmarks_file or source.image, f"cannot align: {error}") from None
+
+
+def _crop_chunk(args) -> list[tuple[int, np.ndarray | None, str | None]]:
+    chunk, sources, spec, detection = args
+    out = []
+    for i, source in zip(chunk, sources):
+        try:
+            out.append((i, crop_source(source, spec, detection), None))
+        except BadInputError as error:
+            out.append((i, None, f"{error.path}\t{error.problem}"))
+    return out
+
+
+@dataclass
+class CachedCrops:
+    """Crops of all sources (``crops[i]`` belongs to ``sources[i]``); ``index`` lists the ones
+    that worked, the others are zeros and named in ``report``."""
+
+    crops: np.ndarray  # (n, S, S, 3) uint8, memory-mapped
+    index: np.ndarray  # positions of the sources that were cropped
+    report: SkipReport
+    path: Path
+    built: bool  # False when read back from an earlier run
+
+
+def build_cache(
+    sources: list[FaceSource],
+    spec: AlignmentSpec = AlignmentSpec(),
+    detection: DetectionSettings = DetectionSettings(),
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    desc: str = "aligning faces",
+) -> CachedCrops:
+    """Aligned crops of ``sources``, from the cache when present, otherwise computed and stored."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    entry = cache_dir / cache_key(sources, spec, detection)
+    built = False
+    if not (entry / "done").exists():
+        _compute(entry, sources, spec, detection, workers, progress, desc)
+        built = True
+    table = pd.read_csv(entry / "index.csv", keep_default_na=False)
+    report = SkipReport(strict=strict)
+    for _, row in table[table["problem"] != ""].iterrows():
+        path, problem = row["problem"].split("\t", 1)
+        report.skip(path, problem)
+    crops = np.load(entry / "crops.npy", mmap_mode="r")
+    index = table.loc[table["problem"] == "", "position"].to_numpy()
+    return CachedCrops(crops=crops, index=index, report=report, path=entry, built=built)
+
+
+def _compute(entry: Path, sources, spec, detection, workers, progress, desc) -> None:
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n = len(sources)
+    chunk_size = max(1, min(64, n // (4 * max(workers, 1)) or 1))
+    chunks = [list(range(i, min(i + chunk_size, n))) for i in range(0, n, chunk_size)]
+    jobs = [(c, [sources[i] for i in c], spec, detection) for c in chunks]
+    # Crops go straight to disk: a full CelebA does not fit in memory.
+    array = np.lib.format.open_memmap(tmp / "crops.npy", mode="w+", dtype=np.uint8,
+                                      shape=(n, spec.size, spec.size, 3))
+    problems: dict[int, str] = {}
+    bar = tqdm(total=n, desc=desc, unit="face", disable=not progress)
+    if workers <= 1:
+        outputs = map(_crop_chunk, jobs)
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        outputs = pool.map(_crop_chunk, jobs)
+    try:
+        for out in outputs:
+            for i, crop, problem in out:
+                if crop is None:
+                    problems[i] = problem
+                else:
+                    array[i] = crop
+            bar.update(len(out))
+    finally:
+        bar.close()
+        if workers > 1:
+            pool.shutdown()
+    array.flush()
+    del array
+    pd.DataFrame({"position": range(n), "image": [s.image for s in sources],
+                  "problem": [problems.get(i, "") for i in range(n)]}).to_csv(tmp / "index.csv", index=False)
+    (tmp / "done").touch()
+    shutil.rmtree(entry, ignore_errors=True)
+    tmp.rename(entry)
+    log.info("cached %d crops (%d skipped) in %s", n - len(problems), len(problems), entry)
