@@ -1,0 +1,175 @@
+"""What the AU datamodules share: cached aligned crops, splits, normalisation and loaders.
+
+A subclass says which samples a dataset has (``read_samples``) and how they split
+(``assign_roles``); this class turns them into cached crops and PyTorch datasets.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.transforms import eval_transform, train_transform
+from facslab.au import AU_LABELS
+from facslab.badinput import SkipReport
+from facslab.faces.align import AlignmentSpec
+from facslab.faces.cache import CachedCrops, DetectionSettings, build_cache
+
+log = logging.getLogger(__name__)
+
+
+class AUFaceDataset(Dataset):
+    """Aligned face crops with 18-AU presence labels."""
+
+    def __init__(self, crops: np.ndarray, positions: np.ndarray, labels: np.ndarray, transform):
+        self.crops, self.positions, self.labels, self.transform = crops, positions, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        position = self.positions[k]
+        image = self.transform(image=np.asarray(self.crops[position]))["image"]
+        return image, torch.from_numpy(self.labels[position])
+
+
+class AUFaceDataModule(L.LightningDataModule):
+    """Base for datasets of faces with AU labels.
+
+    Args:
+        root: dataset folder.
+        image_size: side of the aligned square crop.
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes.
+        preprocess_workers: processes that decode and align faces for the cache (None: all cores).
+        cache_dir: where aligned crops are cached (None: ``$FACSLAB_CACHE`` or ~/.cache/facslab).
+        detector: dlib detector for images without landmarks: "hog" or "mmod".
+        strict: raise on the first bad file instead of skipping and reporting it.
+        augment: albumentations augmentation of the training split.
+        seed: makes the splits deterministic.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        preprocess_workers: int | None = None,
+        cache_dir: str | None = None,
+        detector: str = "hog",
+        strict: bool = False,
+        augment: bool = True,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        super().__init__()
+        self.root = Path(root)
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.preprocess_workers, self.cache_dir, self.detector = preprocess_workers, cache_dir, detector
+        self.strict, self.augment, self.seed, self.progress = strict, augment, seed, progress
+        self.report = SkipReport(strict=strict)
+        self.samples: pd.DataFrame | None = None
+        self.cached: CachedCrops | None = None
+        self.mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+        self.std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    # -- what a subclass provides -------------------------------------------------------------
+    def read_samples(self, report: SkipReport) -> pd.DataFrame:
+        """One row per sample: ``source`` (FaceSource), ``labels`` (18 floats), ``subject``."""
+        raise NotImplementedError
+
+    def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
+        """``train``, ``val`` or ``test`` (or ``unused``) for every sample."""
+        raise NotImplementedError
+
+    # -- the shared machinery -----------------------------------------------------------------
+    @property
+    def spec(self) -> AlignmentSpec:
+        return AlignmentSpec(size=self.image_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.samples is not None:
+            return
+        report = SkipReport(strict=self.strict)
+        samples = self.read_samples(report).reset_index(drop=True)
+        self.cached = build_cache(
+            list(samples["source"]), self.spec, DetectionSettings(self.detector),
+            cache_dir=self.cache_dir, workers=self.preprocess_workers, strict=self.strict,
+            progress=self.progress, desc=f"aligning {type(self).__name__.removesuffix('DataModule')}",
+        )
+        report.extend(self.cached.report)
+        samples["ok"] = False
+        samples.loc[self.cached.index, "ok"] = True
+        samples["role"] = self.assign_roles(samples)
+        self.samples, self.report = samples, report
+        train = self.positions("train")
+        if len(train):
+            self.mean, self.std = channel_stats(self.cached.crops, train, self.seed)
+        log.info("%s: %s; %s", type(self).__name__, self.describe(), report.summary())
+
+    def positions(self, role: str) -> np.ndarray:
+        """Cache positions of the usable samples with this role."""
+        s = self.samples
+        return s.index[(s["role"] == role) & s["ok"]].to_numpy()
+
+    def describe(self) -> str:
+        counts = self.samples[self.samples["ok"]]["role"].value_counts()
+        return ", ".join(f"{n} {role}" for role, n in counts.items())
+
+    def split_table(self) -> pd.DataFrame:
+        """Which file went where: save it with the run so a split can be checked and repeated."""
+        columns = ["image", "subject", "role", "ok"] + [c for c in ("fold",) if c in self.samples]
+        table = self.samples.assign(image=[s.image for s in self.samples["source"]])[columns]
+        return table
+
+    def save_split(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.split_table().to_csv(path, index=False)
+        return path
+
+    def labels_array(self) -> np.ndarray:
+        return np.stack(self.samples["labels"].to_numpy()).astype(np.float32)
+
+    def dataset(self, role: str) -> AUFaceDataset:
+        transform = (train_transform(self.mean, self.std, self.augment) if role == "train"
+                     else eval_transform(self.mean, self.std))
+        return AUFaceDataset(self.cached.crops, self.positions(role), self.labels_array(), transform)
+
+    def _loader(self, role: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.dataset(role), batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, generator=generator,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def positive_rate(self, role: str = "train") -> np.ndarray:
+        """Fraction of positives per AU in a split (for BCE ``pos_weight``)."""
+        labels = self.labels_array()[self.positions(role)]
+        return labels.mean(0) if len(labels) else np.zeros(len(AU_LABELS))
+
+
+def channel_stats(crops: np.ndarray, positions: np.ndarray, seed: int, max_images: int = 2000):
+    """Per-channel mean and std (0-1 scale) over (at most ``max_images`` of) the training crops."""
+    rng = np.random.default_rng(seed)
+    if len(positions) > max_images:
+        positions = np.sort(rng.choice(positions, max_images, replace=False))
+    pixels = np.asarray(crops[positions], dtype=np.float64) / 255.0
+    mean = pixels.mean(axis=(0, 1, 2))
+    std = pixels.std(axis=(0, 1, 2)) + 1e-6
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)

@@ -1,0 +1,86 @@
+"""CK+ with clean FACS labels: peak frames plus one neutral frame per subject.
+
+Splits are subject-exclusive: a held-out test split (10% of subjects by default), and k folds
+(3 by default) inside the rest, of which ``fold`` is the validation fold. ``fold=None`` trains on
+the whole training split (for the final model) and has no validation split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from datamodules.base import AUFaceDataModule
+from datamodules.splits import subject_folds, subject_holdout
+from facslab.au import NUM_AUS, labels_from_facs_codes
+from facslab.badinput import SkipReport
+from facslab.faces.cache import FaceSource
+from facslab.formats.ckplus import CKPlusLayout, read_ckplus
+
+
+class CKPlusDataModule(AUFaceDataModule):
+    """CK+ AU data.
+
+    Args:
+        fold: validation fold (0..n_folds-1), or None for no validation split.
+        n_folds: subject-exclusive folds inside the training split.
+        test_fraction: fraction of subjects held out for the test split.
+        min_intensity: FACS intensity (1-5 = A-E) at or above which an AU is positive.
+        ungraded: an AU coded with intensity 0 ("present, not graded") counts as "positive",
+            "negative", or makes its sequence be skipped ("reject").
+        include_neutral: add the first (neutral) frame of each subject as an all-negative sample.
+        layout: CK+ folder names (the release's by default).
+        **kwargs: see ``AUFaceDataModule``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        fold: int | None = 0,
+        n_folds: int = 3,
+        test_fraction: float = 0.1,
+        min_intensity: int = 1,
+        ungraded: str = "positive",
+        include_neutral: bool = True,
+        layout: CKPlusLayout = CKPlusLayout(),
+        **kwargs,
+    ):
+        super().__init__(root, **kwargs)
+        if fold is not None and not 0 <= fold < n_folds:
+            raise ValueError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
+        if ungraded not in ("positive", "negative", "reject"):
+            raise ValueError(f"ungraded must be positive, negative or reject, not {ungraded!r}")
+        self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
+        self.min_intensity, self.ungraded, self.include_neutral = min_intensity, ungraded, include_neutral
+        self.layout = layout
+        self.save_hyperparameters()
+
+    def read_samples(self, report: SkipReport) -> pd.DataFrame:
+        sequences = read_ckplus(self.root, self.layout, report)
+        rows = []
+        for seq in sequences.itertuples():
+            try:
+                labels = labels_from_facs_codes(seq.facs, self.min_intensity, self.ungraded)
+            except ValueError as error:
+                report.skip(seq.facs_file, str(error))
+                continue
+            rows.append(dict(source=FaceSource(seq.peak_image, landmarks_file=seq.peak_landmarks),
+                             labels=labels, subject=seq.subject, kind="peak", sequence=seq.sequence))
+        if self.include_neutral:
+            for subject, group in sequences.groupby("subject", sort=True):
+                first = group.sort_values("sequence").iloc[0]
+                rows.append(dict(source=FaceSource(first.neutral_image, landmarks_file=first.neutral_landmarks),
+                                 labels=np.zeros(NUM_AUS, np.float32), subject=subject, kind="neutral",
+                                 sequence=first.sequence))
+        return pd.DataFrame(rows)
+
+    def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
+        subjects = samples["subject"].to_numpy()
+        test = subject_holdout(subjects, self.test_fraction, self.seed)
+        folds = np.full(len(samples), -1)
+        folds[~test] = subject_folds(subjects[~test], self.n_folds, self.seed)
+        samples["fold"] = folds
+        roles = np.where(test, "test", "train").astype(object)
+        if self.fold is not None:
+            roles[folds == self.fold] = "val"
+        return pd.Series(roles, index=samples.index)

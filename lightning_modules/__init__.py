@@ -1,0 +1,1 @@
+"""LightningModules (model, loss, metrics). The AU detector lands with the sweeps issue (#3)."""
