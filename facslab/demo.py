@@ -1,0 +1,55 @@
+"""The built-in demo data: generated CK+ and CelebA(+OpenFace) datasets in their real layouts."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from facslab.formats.celeba import write_celeba
+from facslab.formats.ckplus import write_ckplus
+from facslab.formats.openface import write_openface
+
+log = logging.getLogger(__name__)
+
+CKPLUS_DIR = "CK+"
+CELEBA_DIR = "CelebA"
+OPENFACE_CSV = "openface/img_align_celeba.csv"  # relative to the CelebA folder
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    ckplus_subjects: int = 45
+    sequences_per_subject: int = 3
+    celeba_images: int = 3000
+
+
+def generate_ckplus(root: Path, subjects: int, sequences: int, seed: int, progress: bool = True) -> dict:
+    start = time.perf_counter()
+    truth = write_ckplus(root, n_subjects=subjects, sequences_per_subject=sequences, seed=seed, progress=progress)
+    seconds = time.perf_counter() - start
+    frames = int(truth["n_frames"].sum())
+    return dict(dataset="CK+", path=str(root), sequences=len(truth), faces=frames, seconds=seconds)
+
+
+def generate_celeba(root: Path, images: int, seed: int, progress: bool = True) -> dict:
+    start = time.perf_counter()
+    truth = write_celeba(root, n_images=images, seed=seed, progress=progress)
+    seconds = time.perf_counter() - start
+    write_openface(truth, root / OPENFACE_CSV, seed=seed)
+    return dict(dataset="CelebA", path=str(root), faces=len(truth), seconds=seconds)
+
+
+def generate_demo(out: str | Path, size: DemoSize = DemoSize(), seed: int = 0, progress: bool = True) -> list[dict]:
+    """Generate the demo datasets under ``out`` unless they are already there."""
+    out = Path(out)
+    done = []
+    ck, celeba = out / CKPLUS_DIR, out / CELEBA_DIR
+    if not (ck / ".complete").exists():
+        done.append(generate_ckplus(ck, size.ckplus_subjects, size.sequences_per_subject, seed, progress))
+        (ck / ".complete").touch()
+    if not (celeba / ".complete").exists():
+        done.append(generate_celeba(celeba, size.celeba_images, seed, progress))
+        (celeba / ".complete").touch()
+    return done
