@@ -112,7 +112,9 @@ class AUFaceDataModule(L.LightningDataModule):
         train = self.positions("train")
         if len(train):
             self.mean, self.std = channel_stats(self.cached.crops, train, self.seed)
-        log.info("%s: %s; %s", type(self).__name__, self.describe(), report.summary())
+        log.info("%s: %s", type(self).__name__, self.describe())
+        if len(report):  # one line, not one per file: the report lists them
+            log.warning("%s: %s (see .report / the run's data/skipped.csv)", type(self).__name__, report.summary())
 
     def positions(self, role: str) -> np.ndarray:
         """Cache positions of the usable samples with this role."""
@@ -139,7 +141,7 @@ class AUFaceDataModule(L.LightningDataModule):
         return np.stack(self.samples["labels"].to_numpy()).astype(np.float32)
 
     def dataset(self, role: str) -> AUFaceDataset:
-        transform = (train_transform(self.mean, self.std, self.augment) if role == "train"
+        transform = (train_transform(self.mean, self.std, self.augment, seed=self.seed) if role == "train"
                      else eval_transform(self.mean, self.std))
         return AUFaceDataset(self.cached.crops, self.positions(role), self.labels_array(), transform)
 

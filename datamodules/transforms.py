@@ -6,7 +6,8 @@ import albumentations as A
 from albumentations.pytorch import ToTensorV2
 
 
-def train_transform(mean, std, augment: bool = True) -> A.Compose:
+def train_transform(mean, std, augment: bool = True, seed: int | None = None) -> A.Compose:
+    """Albumentations keeps its own random state: ``seed`` makes the augmentation repeatable."""
     steps = []
     if augment:
         # Small geometric jitter on top of alignment, and photometric changes; a horizontal flip
@@ -17,7 +18,7 @@ def train_transform(mean, std, augment: bool = True) -> A.Compose:
             A.RandomBrightnessContrast(0.2, 0.2, p=0.7),
             A.ToGray(p=0.1),
         ]
-    return A.Compose(steps + [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
+    return A.Compose(steps + [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()], seed=seed)
 
 
 def eval_transform(mean, std) -> A.Compose:

@@ -34,7 +34,7 @@ class SkipReport:
     def skip(self, path: str | Path, problem: str) -> None:
         if self.strict:
             raise BadInputError(path, problem)
-        log.warning("skipped %s: %s", path, problem)
+        log.debug("skipped %s: %s", path, problem)
         self.rows.append((str(path), problem))
 
     def add(self, error: BadInputError) -> None:
