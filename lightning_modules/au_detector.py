@@ -1,0 +1,127 @@
+"""The AU detector: a torchvision backbone, the report's small head, BCE loss and AU metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.classification import MultilabelAveragePrecision
+
+from facslab.au import AU_LABELS, NUM_AUS
+from lightning_modules.backbones import build_backbone, freeze_all_but_last
+
+
+class AUHead(nn.Module):
+    """features -> hidden fully connected layer with LeakyReLU -> one logit per AU."""
+
+    def __init__(self, in_features: int, hidden_size: int = 256, dropout: float = 0.2, outputs: int = NUM_AUS):
+        super().__init__()
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, hidden_size), nn.LeakyReLU(0.01),
+                                 nn.Dropout(dropout), nn.Linear(hidden_size, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class AUDetector(L.LightningModule):
+    """Multi-label AU detection.
+
+    Args:
+        backbone: torchvision model name (resnet18, vgg16, alexnet, ...).
+        unfrozen_blocks: how many of the backbone's last blocks train; the rest is frozen.
+        hidden_size, dropout: the head.
+        lr, betas, weight_decay: Adam.
+        pos_weight: per-AU BCE positive weights (e.g. negatives / positives), or None.
+        thresholds: per-AU decision thresholds (default 0.5), chosen later on validation data.
+        weights: local backbone weights file or a TORCH_HOME-cached torchvision weights name.
+        image_size, mean, std: what the model expects as input (stored with it for the apps).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        unfrozen_blocks: int = 1,
+        hidden_size: int = 256,
+        dropout: float = 0.2,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        pos_weight: Sequence[float] | None = None,
+        thresholds: Sequence[float] | None = None,
+        weights: str | None = None,
+        image_size: int = 224,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        built = build_backbone(backbone, weights)
+        freeze_all_but_last(built, unfrozen_blocks)
+        self.backbone = built.trunk
+        self.head = AUHead(built.features, hidden_size, dropout)
+        weight = torch.as_tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
+        self.loss = nn.BCEWithLogitsLoss(pos_weight=weight)
+        self.register_buffer("thresholds", torch.as_tensor(
+            thresholds if thresholds is not None else [0.5] * NUM_AUS, dtype=torch.float32))
+        self.val_ap = MultilabelAveragePrecision(num_labels=NUM_AUS, average=None)
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.val_probs: np.ndarray | None = None  # last validation epoch, for thresholds and PR curves
+        self.val_labels: np.ndarray | None = None
+        self.history: list[dict] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:  # frozen BatchNorm keeps its running statistics: it stays in eval mode
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                        p.requires_grad for p in module.parameters()):
+                    module.eval()
+        return self
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        loss = self.loss(self(images), labels)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss(logits, labels)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        self._val_outputs.append((torch.sigmoid(logits).detach(), labels.detach()))
+
+    def on_validation_epoch_end(self):
+        if not self._val_outputs:
+            return
+        probs = torch.cat([p for p, _ in self._val_outputs])
+        labels = torch.cat([y for _, y in self._val_outputs])
+        self._val_outputs.clear()
+        self.val_probs, self.val_labels = probs.cpu().numpy(), labels.cpu().numpy()
+        ap = self.val_ap(probs, labels.int())
+        present = labels.sum(0) > 0  # AP is undefined for an AU with no positives
+        self.log("val_pr_auc", ap[present].mean() if present.any() else torch.tensor(0.0), prog_bar=True)
+        self.val_ap.reset()
+
+    def on_train_epoch_end(self):
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k in ("train_loss", "val_loss", "val_pr_auc")}
+        self.history.append({"epoch": self.current_epoch, **metrics})
+
+    def predict_step(self, batch, batch_idx):
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return torch.sigmoid(self(images))
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+                                weight_decay=self.hparams.weight_decay)
+
+    @property
+    def au_labels(self) -> tuple[str, ...]:
+        return AU_LABELS

@@ -1,0 +1,107 @@
+"""torchvision backbones as (trunk, feature size, freezable blocks), one function per family.
+
+Blocks are listed input to output; "the last N blocks" are the last N of the list. ResNet's are
+the stem and ``layer1``..``layer4``, and its trunk ends in the pooled features (512 for
+ResNet-18/34). VGG's and AlexNet's are the convolution groups between max-pools, and their trunk
+keeps the 1000-d classifier output the report's head reads; the classifier, which sits after the
+last group, trains whenever at least one block does.
+
+Weights are never downloaded: ``weights`` is a local state-dict file, or a torchvision weights
+name ("DEFAULT", "IMAGENET1K_V1") that must already be in the TORCH_HOME cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+
+@dataclass
+class Backbone:
+    trunk: nn.Module
+    features: int
+    blocks: list[nn.Module]  # input to output
+    tail: list[nn.Module]  # after the last block; trains when any block does
+
+
+def _load_weights(model: nn.Module, name: str, weights: str | None) -> None:
+    if weights is None:
+        return
+    path = Path(weights)
+    if path.suffix in (".pt", ".pth", ".bin") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"backbone weights file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if len(missing) > len(state) // 2:
+            raise ValueError(f"{path}: does not look like {name} weights ({len(missing)} missing keys)")
+        return
+    enum = torchvision.models.get_model_weights(name)[weights]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    if not cached.is_file():
+        raise FileNotFoundError(
+            f"{name} weights {weights} are not in the TORCH_HOME cache ({cached}); facslab never downloads "
+            "weights: copy the file there, pass a local weights file, or use weights=None (random init)"
+        )
+    model.load_state_dict(torch.load(cached, map_location="cpu", weights_only=True))
+
+
+def resnet(name: str = "resnet18", weights: str | None = None) -> Backbone:
+    model = torchvision.models.get_model(name, weights=None)
+    _load_weights(model, name, weights)
+    features = model.fc.in_features
+    model.fc = nn.Identity()
+    stem = nn.ModuleList([model.conv1, model.bn1])
+    return Backbone(model, features, [stem, model.layer1, model.layer2, model.layer3, model.layer4], [])
+
+
+def _conv_groups(features: nn.Sequential) -> list[nn.Module]:
+    groups, current = [], []
+    for layer in features:
+        current.append(layer)
+        if isinstance(layer, nn.MaxPool2d):
+            groups.append(nn.ModuleList(current))
+            current = []
+    if current:
+        groups.append(nn.ModuleList(current))
+    return groups
+
+
+def vgg(name: str = "vgg16", weights: str | None = None) -> Backbone:
+    model = torchvision.models.get_model(name, weights=None)
+    _load_weights(model, name, weights)
+    return Backbone(model, model.classifier[-1].out_features, _conv_groups(model.features), [model.classifier])
+
+
+def alexnet(name: str = "alexnet", weights: str | None = None) -> Backbone:
+    return vgg(name, weights)  # same structure: features, avgpool, classifier
+
+
+FAMILIES = {
+    "resnet18": resnet, "resnet34": resnet, "resnet50": resnet,
+    "vgg11": vgg, "vgg11_bn": vgg, "vgg16": vgg, "vgg16_bn": vgg,
+    "alexnet": alexnet,
+}
+
+
+def build_backbone(name: str, weights: str | None = None) -> Backbone:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(FAMILIES)}")
+    return FAMILIES[name](name, weights)
+
+
+def freeze_all_but_last(backbone: Backbone, unfrozen_blocks: int) -> None:
+    """Freeze the trunk except its last ``unfrozen_blocks`` blocks (and the tail when any)."""
+    if not 0 <= unfrozen_blocks <= len(backbone.blocks):
+        raise ValueError(f"unfrozen_blocks must be in 0..{len(backbone.blocks)}, not {unfrozen_blocks}")
+    backbone.trunk.requires_grad_(False)
+    trainable = backbone.blocks[len(backbone.blocks) - unfrozen_blocks:]
+    if unfrozen_blocks > 0:
+        trainable = trainable + backbone.tail
+    for module in trainable:
+        module.requires_grad_(True)
