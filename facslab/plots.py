@@ -1,0 +1,72 @@
+"""Figures people would rather look at than tables: training curves, PR curves, sweep plots."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import average_precision_score, precision_recall_curve  # noqa: E402
+
+from facslab.au import AU_LABELS  # noqa: E402
+
+
+def training_curves(histories: dict[str, list[dict]], title: str = "training curves"):
+    """Train and validation loss per epoch, one line pair per named history (e.g. per fold)."""
+    figure, ax = plt.subplots(figsize=(6, 4))
+    for k, (name, history) in enumerate(histories.items()):
+        colour = f"C{k}"
+        epochs = [h["epoch"] + 1 for h in history]
+        for key, style in (("train_loss", "--"), ("val_loss", "-")):
+            values = [h.get(key, np.nan) for h in history]
+            if not np.all(np.isnan(values)):
+                ax.plot(epochs, values, style, color=colour, label=f"{name} {key.split('_')[0]}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("BCE loss")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def pr_curves(probs: np.ndarray, labels: np.ndarray, title: str = "precision-recall per AU"):
+    """One small precision-recall plot per AU, with its average precision."""
+    figure, axes = plt.subplots(3, 6, figsize=(14, 7), sharex=True, sharey=True)
+    for k, ax in enumerate(axes.flat):
+        ax.set_title(f"AU{AU_LABELS[k]}", fontsize=9)
+        if labels[:, k].sum() == 0:
+            ax.text(0.5, 0.5, "no positives", ha="center", va="center", fontsize=8)
+            continue
+        precision, recall, _ = precision_recall_curve(labels[:, k], probs[:, k])
+        ax.plot(recall, precision)
+        ax.text(0.05, 0.05, f"AP {average_precision_score(labels[:, k], probs[:, k]):.2f}", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("recall")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("precision")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def bar_chart(labels, values, ylabel: str, title: str, errors=None):
+    figure, ax = plt.subplots(figsize=(6, 4))
+    ax.bar([str(v) for v in labels], values, yerr=errors, capsize=3)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def line_chart(x, series: dict[str, list], xlabel: str, ylabel: str, title: str):
+    figure, ax = plt.subplots(figsize=(6, 4))
+    for name, values in series.items():
+        ax.plot(x, values, marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(series) > 1:
+        ax.legend()
+    figure.tight_layout()
+    return figure

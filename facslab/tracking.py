@@ -1,0 +1,85 @@
+"""MLflow set-up and logging helpers.
+
+The default store is local: an SQLite tracking database ``mlruns/mlflow.db`` with artifacts
+under ``mlruns/artifacts`` (recent MLflow refuses the old plain-file store). ``MLFLOW_TRACKING_URI``
+or an explicit URI selects a tracking server instead, e.g. when sweeps run on many machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+DEFAULT_EXPERIMENT = "facslab"
+
+
+def store_dir() -> Path:
+    """The local store folder: ``$FACSLAB_MLRUNS`` or ``mlruns`` in the working directory."""
+    return Path(os.environ.get("FACSLAB_MLRUNS", "mlruns"))
+
+
+def default_tracking_uri() -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(store_dir() / 'mlflow.db').resolve()}"
+
+
+def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """Point MLflow at the store and select (or create) the experiment; returns the tracking URI."""
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        artifacts = None
+        if uri.startswith("sqlite:///"):
+            artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+        mlflow.create_experiment(experiment, artifact_location=artifacts)
+    mlflow.set_experiment(experiment)
+    return uri
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        commit = out.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return (commit + ("-dirty" if dirty else "")) if commit else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@contextmanager
+def artifact_dir():
+    """A temporary folder whose files are logged as run artifacts under their relative paths."""
+    with tempfile.TemporaryDirectory() as folder:
+        yield Path(folder)
+
+
+def log_table(table: pd.DataFrame, path: str) -> None:
+    """A DataFrame as a CSV artifact."""
+    with artifact_dir() as folder:
+        target = folder / Path(path).name
+        table.to_csv(target, index=False)
+        mlflow.log_artifact(str(target), str(Path(path).parent) if Path(path).parent != Path(".") else None)
+
+
+def log_json(data, path: str) -> None:
+    mlflow.log_text(json.dumps(data, indent=2, default=str), path)
+
+
+def log_figure(figure, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, path)
+    plt.close(figure)

@@ -1,0 +1,149 @@
+"""Fitting one AU detector on one datamodule: the piece pretraining, sweeps and the registry share."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.loggers import MLFlowLogger
+
+from datamodules.base import AUFaceDataModule
+from lightning_modules.au_detector import AUDetector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerConfig:
+    """How long and how to train (the Lightning Trainer's side of a config)."""
+
+    max_epochs: int = 20
+    min_epochs: int = 1
+    patience: int = 3  # early stopping on validation loss
+    progress: bool = True
+    deterministic: bool = True
+    threads: int | None = None  # torch threads per process (None: torch's default)
+
+
+class KeepBestWeights(Callback):
+    """Remembers the weights of the epoch with the lowest validation loss and restores them at the
+    end: early stopping without writing checkpoints to disk every epoch."""
+
+    def __init__(self, monitor: str = "val_loss"):
+        self.monitor, self.best, self.best_epoch, self.state = monitor, float("inf"), -1, None
+
+    def on_validation_epoch_end(self, trainer, module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and not trainer.sanity_checking and float(value) < self.best:
+            self.best, self.best_epoch = float(value), trainer.current_epoch
+            self.state = copy.deepcopy(module.state_dict())
+
+    def on_fit_end(self, trainer, module):
+        if self.state is not None:
+            module.load_state_dict(self.state)
+
+
+class _RunLogger(MLFlowLogger):
+    """MLFlowLogger writing metrics into an existing run; parameters are logged by the caller once
+    per run (Lightning would re-log them per fold, and MLflow refuses a changed parameter)."""
+
+    def log_hyperparams(self, params) -> None:
+        pass
+
+    def finalize(self, status: str = "success") -> None:
+        pass  # the caller owns the run and ends it
+
+
+@dataclass
+class FitResult:
+    model: AUDetector
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+
+
+def build_model(model_args: dict, dm: AUFaceDataModule, pos_weight: bool = True,
+                init_from: str | None = None) -> AUDetector:
+    """An AUDetector for a set-up datamodule: input size and normalisation from the data, optional
+    BCE ``pos_weight`` from the training split's label frequencies, optional initial weights."""
+    args = dict(model_args)
+    args.update(image_size=dm.image_size, mean=list(dm.mean), std=list(dm.std))
+    if pos_weight:
+        rate = np.clip(dm.positive_rate("train"), 0.01, 0.99)
+        args["pos_weight"] = [float(v) for v in np.clip((1 - rate) / rate, 1.0, 20.0)]
+    model = AUDetector(**args)
+    if init_from:
+        load_weights(model, init_from)
+    return model
+
+
+def load_weights(model: AUDetector, uri: str) -> None:
+    """Initialise from saved AUDetector weights: a file, or an MLflow artifact / model URI
+    (``runs:/<run id>/weights/model.pt``, ``models:/<name>@<alias>``)."""
+    path = Path(uri)
+    if not path.exists():
+        import mlflow
+
+        if uri.startswith("models:/"):
+            path = Path(mlflow.artifacts.download_artifacts(uri)) / "artifacts" / "model.pt"
+        else:
+            if uri.startswith("runs:/") and uri.rstrip("/").count("/") == 2:
+                uri = uri.rstrip("/") + "/weights/model.pt"
+            path = Path(mlflow.artifacts.download_artifacts(uri))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    backbone_missing = [k for k in missing if k.startswith("backbone.")]
+    if backbone_missing:
+        raise ValueError(f"{uri}: weights do not fit backbone {model.hparams.backbone} "
+                         f"({len(backbone_missing)} missing keys, e.g. {backbone_missing[0]})")
+    log.info("initialised from %s", uri)
+
+
+def fit(model: AUDetector, dm: AUFaceDataModule, config: TrainerConfig, run_id: str | None = None,
+        tracking_uri: str | None = None, prefix: str = "", epochs: int | None = None) -> FitResult:
+    """Train; with a validation split, early-stop on its loss and keep the best epoch's weights.
+    ``epochs`` fixes the number of epochs (used when there is no validation split)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    has_val = len(dm.positions("val")) > 0
+    callbacks = []
+    keeper = KeepBestWeights()
+    if has_val and epochs is None:
+        callbacks += [EarlyStopping("val_loss", patience=config.patience, mode="min"), keeper]
+    logger = False
+    if run_id is not None:
+        import mlflow
+
+        # explicit URI: without one Lightning's logger falls back to the refused ./mlruns file store
+        logger = _RunLogger(tracking_uri=tracking_uri or mlflow.get_tracking_uri(), run_id=run_id, prefix=prefix)
+    trainer = L.Trainer(
+        max_epochs=epochs or config.max_epochs, min_epochs=min(config.min_epochs, epochs or config.max_epochs),
+        accelerator="cpu", devices=1, logger=logger, callbacks=callbacks, enable_checkpointing=False,
+        enable_progress_bar=config.progress, enable_model_summary=False, deterministic=config.deterministic,
+        num_sanity_val_steps=0, log_every_n_steps=1,
+        limit_val_batches=1.0 if has_val else 0,
+    )
+    trainer.fit(model, datamodule=dm)
+    if has_val and epochs is None:
+        return FitResult(model, keeper.best_epoch, keeper.best, trainer.current_epoch, model.history)
+    return FitResult(model, trainer.current_epoch - 1, float("nan"), trainer.current_epoch, model.history)
+
+
+@torch.no_grad()
+def predict(model: AUDetector, loader) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, labels) over a loader, in eval mode."""
+    model.eval()
+    probs, labels = [], []
+    for images, y in loader:
+        probs.append(torch.sigmoid(model(images)).numpy())
+        labels.append(y.numpy())
+    if not probs:
+        return np.zeros((0, 18), np.float32), np.zeros((0, 18), np.float32)
+    return np.concatenate(probs), np.concatenate(labels)
