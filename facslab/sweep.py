@@ -1,0 +1,296 @@
+"""Optuna sweeps over CK+ fine-tuning; every trial an MLflow run nested under the sweep's run.
+
+The objective is the mean validation PR-AUC over the subject-exclusive folds; each fold is
+reported as an intermediate value, so a pruner meant for k-fold scores (Optuna's WilcoxonPruner)
+can stop a hopeless trial early. Per-AU thresholds are chosen on the out-of-fold predictions.
+
+Storage: by default a journal file (``mlruns/optuna/<study>.journal``) that several local worker
+processes share safely (Optuna advises against SQLite for parallel workers); a database URL
+(``postgresql://…``) spreads a study over machines. Studies resume: ``n_trials`` is the total, and
+a trial that raises is recorded as failed while the study goes on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import multiprocessing
+import os
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from datamodules import CKPlusDataModule
+from facslab import plots
+from facslab.config import SweepConfig
+from facslab.evaluation import choose_thresholds, mean_pr_auc, per_au_metrics
+from facslab.runs import find_pretraining, log_curves, log_run_basics
+from facslab.tracking import log_json, log_table, setup_tracking, store_dir
+from facslab.training import build_model, fit, predict
+
+log = logging.getLogger(__name__)
+TRAIN_KEYS = ("threshold_policy", "pos_weight")
+
+
+def storage_for(config: SweepConfig) -> optuna.storages.BaseStorage | str:
+    if config.storage:
+        if config.storage.startswith(("postgresql", "mysql")):
+            return optuna.storages.RDBStorage(
+                config.storage, heartbeat_interval=60, grace_period=180,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        return config.storage
+    path = store_dir() / "optuna" / f"{config.study}.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "wilcoxon":
+        return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"pruner must be wilcoxon, median or none, not {name!r}")
+
+
+def load_study(config: SweepConfig) -> optuna.Study:
+    return optuna.create_study(
+        study_name=config.study, storage=storage_for(config), direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=config.sampler_seed), pruner=make_pruner(config.pruner))
+
+
+def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
+    params = {}
+    for name, spec in search.items():
+        if "choices" in spec:
+            params[name] = trial.suggest_categorical(name, spec["choices"])
+        elif isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int) and not spec.get("log"):
+            params[name] = trial.suggest_int(name, spec["low"], spec["high"], step=spec.get("step", 1))
+        else:
+            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+    return params
+
+
+def trial_run_name(number: int, model: dict, train: dict) -> str:
+    lr = model.get("lr", 1e-4)
+    return (f"trial {number:03d} {model.get('backbone', 'resnet18')} unfrozen{model.get('unfrozen_blocks', 1)} "
+            f"lr{lr:.1e} h{model.get('hidden_size', 256)} {train['threshold_policy']}")
+
+
+class Objective:
+    """Cross-validated fine-tuning of one sampled configuration, logged as a nested MLflow run."""
+
+    def __init__(self, config: SweepConfig, parent_run_id: str, tracking_uri: str):
+        self.config, self.parent_run_id, self.tracking_uri = config, parent_run_id, tracking_uri
+
+    def resolve(self, trial: optuna.Trial) -> tuple[dict, dict]:
+        sampled = suggest(trial, self.config.search)
+        model = {**self.config.model, **{k: v for k, v in sampled.items() if k not in TRAIN_KEYS}}
+        train = {**asdict(self.config.train), **{k: v for k, v in sampled.items() if k in TRAIN_KEYS}}
+        return model, train
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        model_args, train = self.resolve(trial)
+        config = self.config
+        name = trial_run_name(trial.number, model_args, train)
+        run = mlflow.start_run(run_name=name, nested=True, parent_run_id=self.parent_run_id)
+        status = "FINISHED"
+        try:
+            trial.set_user_attr("mlflow_run_id", run.info.run_id)
+            mlflow.set_tags({"study": config.study, "trial": str(trial.number),
+                             "backbone": model_args.get("backbone", "resnet18"),
+                             "unfrozen_blocks": str(model_args.get("unfrozen_blocks", 1))})
+            return self._cross_validate(trial, model_args, train)
+        except optuna.TrialPruned:
+            status = "KILLED"
+            mlflow.set_tag("optuna_state", "PRUNED")
+            raise
+        except Exception:
+            status = "FAILED"
+            mlflow.set_tag("optuna_state", "FAIL")
+            mlflow.log_text(traceback.format_exc(), "error.txt")
+            raise
+        finally:
+            mlflow.end_run(status)
+
+    def _cross_validate(self, trial, model_args: dict, train: dict) -> float:
+        config = self.config
+        train_config = type(config.train)(**train)
+        n_folds = int(config.data.get("n_folds", 3))
+        init_from = train_config.init_from
+        if init_from == "auto":
+            init_from = find_pretraining(model_args.get("backbone", "resnet18"),
+                                         int(config.data.get("image_size", 224)), config.experiment)
+        mlflow.set_tag("init_from", init_from or "random")
+        oof_probs, oof_labels, scores, histories, best_epochs, losses = [], [], [], {}, [], []
+        for fold in range(n_folds):
+            L.seed_everything(int(config.data.get("seed", 0)) + fold, workers=True)
+            dm = CKPlusDataModule(**{**config.data, "fold": fold})
+            dm.setup("fit")
+            if fold == 0:
+                log_run_basics({"model": model_args, "train": train, "data": config.data,
+                                "trial": trial.number, "study": config.study}, dm, stage="sweep-trial")
+            model = build_model(model_args, dm, train_config.pos_weight, init_from=init_from)
+            result = fit(model, dm, train_config, run_id=mlflow.active_run().info.run_id,
+                         tracking_uri=self.tracking_uri, prefix=f"fold{fold}")
+            probs, labels = predict(result.model, dm.val_dataloader())
+            score = mean_pr_auc(probs, labels)
+            oof_probs.append(probs), oof_labels.append(labels), scores.append(score)
+            histories[f"fold {fold}"] = result.history
+            best_epochs.append(result.best_epoch + 1)
+            losses.append(result.best_val_loss)
+            mlflow.log_metrics({"fold_val_pr_auc": score, "fold_best_val_loss": result.best_val_loss,
+                                "fold_best_epoch": result.best_epoch + 1}, step=fold)
+            trial.report(score, step=fold)
+            if trial.should_prune():
+                log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
+                raise optuna.TrialPruned(f"pruned after fold {fold}")
+        probs, labels = np.concatenate(oof_probs), np.concatenate(oof_labels)
+        thresholds = choose_thresholds(probs, labels, train_config.threshold_policy)
+        table = per_au_metrics(probs, labels, thresholds)
+        mean = table[table["au"] == "mean"].iloc[0]
+        objective = float(np.mean(scores))
+        mlflow.log_metrics({"val_pr_auc": objective, "val_pr_auc_std": float(np.std(scores)),
+                            "oof_pr_auc": float(mean["pr_auc"]), "oof_f1": float(mean["f1"]),
+                            "oof_precision": float(mean["precision"]), "oof_recall": float(mean["recall"]),
+                            "best_epoch_mean": float(np.mean(best_epochs)),
+                            "best_val_loss_mean": float(np.mean(losses))})
+        mlflow.log_metrics({f"oof_pr_auc_AU{r.au.replace('/', '_')}": float(r.pr_auc)
+                            for r in table.itertuples() if r.au != "mean" and not math.isnan(r.pr_auc)})
+        log_table(table, "metrics/oof_per_au.csv")
+        log_json({"thresholds": thresholds.tolist(), "best_epochs": best_epochs}, "thresholds.json")
+        log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
+        mlflow.log_figure(plots.pr_curves(probs, labels, "out-of-fold PR curves"), "plots/pr_curves.png")
+        trial.set_user_attr("thresholds", thresholds.tolist())
+        trial.set_user_attr("epochs", int(round(np.mean(best_epochs))))
+        trial.set_user_attr("model", model_args)
+        trial.set_user_attr("train", train)
+        return objective
+
+
+@contextmanager
+def _coordinator_lock(config: SweepConfig):
+    """Held by the process that drives a local study: while it is held, RUNNING trials in the
+    journal belong to no live process (they were interrupted) and can be failed on resume."""
+    path = store_dir() / "optuna" / f"{config.study}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            acquired = True
+        except BlockingIOError:
+            acquired = False
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fail_interrupted_trials(study: optuna.Study) -> int:
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in stale:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return len(stale)
+
+
+def _counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+
+
+def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    setup_tracking(config.tracking_uri or tracking_uri, config.experiment)
+    study = load_study(config)
+    optuna.logging.set_verbosity(optuna.logging.WARNING if threads else optuna.logging.INFO)
+    study.optimize(
+        Objective(config, parent_run_id, tracking_uri), catch=(Exception,), gc_after_trial=True,
+        callbacks=[optuna.study.MaxTrialsCallback(config.n_trials,
+                                                  states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))],
+        n_trials=max(0, config.n_trials - _counted(study)), show_progress_bar=threads is None,
+    )
+
+
+def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
+    """Run (or resume) the study until it holds ``n_trials`` finished trials; returns it."""
+    tracking_uri = setup_tracking(config.tracking_uri, config.experiment)
+    study = load_study(config)
+    with _coordinator_lock(config) as coordinating:
+        if coordinating and config.storage is None:
+            failed = fail_interrupted_trials(study)
+            if failed:
+                log.warning("%d trial(s) interrupted by an earlier stop marked failed", failed)
+        parent_id = study.user_attrs.get("mlflow_parent_run_id")
+        with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"sweep {config.study}") as parent:
+            if parent_id is None:
+                study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
+                mlflow.set_tags({"stage": "sweep", "study": config.study})
+                mlflow.log_text(_yaml(config.to_dict()), "sweep_config.yaml")
+            remaining = config.n_trials - _counted(study)
+            log.info("study %s: %d trial(s) done, %d to go", config.study, _counted(study), max(remaining, 0))
+            if remaining > 0:
+                if workers <= 1:
+                    _worker(config, parent.info.run_id, tracking_uri, None)
+                else:
+                    context = multiprocessing.get_context("spawn")
+                    threads = max(1, (os.cpu_count() or 1) // workers)
+                    processes = [context.Process(target=_worker, args=(config, parent.info.run_id, tracking_uri, threads))
+                                 for _ in range(workers)]
+                    for p in processes:
+                        p.start()
+                    for p in processes:
+                        p.join()
+            study = load_study(config)
+            log_study(study)
+    return study
+
+
+def log_study(study: optuna.Study) -> None:
+    """Summary metrics, the trials table and Optuna's plots on the sweep's parent run."""
+    trials = study.trials_dataframe()
+    if not trials.empty:
+        log_table(trials, "optuna/trials.csv")
+    states = [t.state for t in study.trials]
+    mlflow.log_metrics({"trials_complete": states.count(TrialState.COMPLETE),
+                        "trials_pruned": states.count(TrialState.PRUNED),
+                        "trials_failed": states.count(TrialState.FAIL)})
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        return
+    mlflow.log_metric("best_val_pr_auc", study.best_value)
+    mlflow.set_tags({"best_trial": str(study.best_trial.number),
+                     "best_trial_run_id": study.best_trial.user_attrs.get("mlflow_run_id", "")})
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    figures = {"optuna/optimization_history.png": lambda: optuna_plots.plot_optimization_history(study)}
+    if len(complete) >= 2 and len(study.best_trial.params) >= 1:
+        figures["optuna/param_importances.png"] = lambda: optuna_plots.plot_param_importances(study)
+    for path, draw in figures.items():
+        try:
+            ax = draw()
+            figure = ax.figure if hasattr(ax, "figure") else ax[0].figure
+            figure.set_size_inches(8, 5)
+            figure.tight_layout()
+            mlflow.log_figure(figure, path)
+            plt.close(figure)
+        except Exception as error:  # a plot must never lose a finished sweep
+            log.warning("could not draw %s: %s", path, error)
+
+
+def _yaml(data) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False)
