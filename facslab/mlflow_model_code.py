@@ -1,0 +1,8 @@
+"""MLflow "models from code" entry point: the pyfunc model is this file's ``set_model`` object, so
+nothing is pickled and ``mlflow models serve`` imports the installed facslab package."""
+
+import mlflow
+
+from facslab.registry import AUPyfuncModel
+
+mlflow.models.set_model(AUPyfuncModel())
