@@ -1,0 +1,166 @@
+"""The report's tables and figures, regenerated from MLflow runs.
+
+* Table 1: per-AU precision, recall, F1 and PR-AUC of the registered champion on the held-out
+  test split, with the mean row.
+* Fig. 4: pretraining validation loss vs the fraction of pretraining data used.
+* Fig. 6: validation loss per backbone (pretraining runs, and the sweep's trials).
+* Fig. 7: training curves and per-AU PR-AUC for 0, 1 and 2 unfrozen blocks (best trial of each).
+
+Written as Markdown, CSV and PNG under ``output`` and logged to an MLflow run (stage ``report``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+
+from facslab import plots
+from facslab.au import AU_LABELS
+from facslab.tracking import setup_tracking
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportConfig:
+    output: str = "reports/latest"
+    experiment: str = "facslab"
+    tracking_uri: str | None = None
+    model_name: str = "facslab-au"
+    alias: str = "champion"
+    study: str | None = None  # the sweep whose trials feed Fig. 6 and 7 (None: all trials)
+
+
+def _runs(experiment_id: str, stage: str, extra: str = "") -> list:
+    query = f"tags.stage = '{stage}' and attributes.status = 'FINISHED'" + (f" and {extra}" if extra else "")
+    return mlflow.search_runs([experiment_id], filter_string=query, output_format="list", max_results=5000)
+
+
+def table1(config: ReportConfig) -> tuple[pd.DataFrame, str]:
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(config.model_name, config.alias)
+    path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="metrics/test_per_au.csv")
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    table["au"] = table["au"].astype(str)
+    return table, f"{config.model_name} version {version.version} (run {version.run_id})"
+
+
+def table1_markdown(table: pd.DataFrame, source: str) -> str:
+    lines = [f"Table 1: held-out test split, {source}", "",
+             "| AU | precision | recall | F1 | PR-AUC | positives |", "|---|---|---|---|---|---|"]
+    for row in table.itertuples():
+        name = "**mean**" if row.au == "mean" else f"AU{row.au}"
+        cells = [f"{v:.3f}" if not pd.isna(v) else "–" for v in (row.precision, row.recall, row.f1, row.pr_auc)]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.support} |")
+    return "\n".join(lines) + "\n"
+
+
+def _metric(run, key: str) -> float:
+    return float(run.data.metrics.get(key, np.nan))
+
+
+def figure4(experiment_id: str):
+    rows = [(float(r.data.tags.get("fraction", "nan")), _metric(r, "best_val_loss"), r.data.tags.get("backbone"))
+            for r in _runs(experiment_id, "pretrain")]
+    frame = pd.DataFrame(rows, columns=["fraction", "best_val_loss", "backbone"]).dropna()
+    if frame["fraction"].nunique() < 2:
+        return None, frame
+    series = {}
+    fractions = sorted(frame["fraction"].unique())
+    for backbone, group in frame.groupby("backbone"):
+        means = group.groupby("fraction")["best_val_loss"].mean()
+        series[backbone] = [means.get(f, np.nan) for f in fractions]
+    return plots.line_chart(fractions, series, "fraction of pretraining data", "best validation loss",
+                            "Fig. 4: validation loss vs pretraining data"), frame
+
+
+def figure6(experiment_id: str, study: str | None):
+    rows = [("pretrain", r.data.tags.get("backbone"), _metric(r, "best_val_loss")) for r in _runs(experiment_id, "pretrain")]
+    extra = f"tags.study = '{study}'" if study else ""
+    rows += [("fine-tune (CV)", r.data.tags.get("backbone"), _metric(r, "best_val_loss_mean"))
+             for r in _runs(experiment_id, "sweep-trial", extra)]
+    frame = pd.DataFrame(rows, columns=["stage", "backbone", "best_val_loss"]).dropna()
+    if frame.empty:
+        return None, frame
+    summary = frame.groupby(["stage", "backbone"])["best_val_loss"].agg(["min", "mean", "count"]).reset_index()
+    labels = [f"{r.backbone}\n{r.stage}" for r in summary.itertuples()]
+    return plots.bar_chart(labels, summary["min"], "best validation loss", "Fig. 6: validation loss per backbone"), summary
+
+
+def figure7(experiment_id: str, study: str | None):
+    extra = f"tags.study = '{study}'" if study else ""
+    runs = _runs(experiment_id, "sweep-trial", extra)
+    best = {}
+    for run in runs:
+        blocks = run.data.tags.get("unfrozen_blocks")
+        if blocks in ("0", "1", "2") and (blocks not in best or _metric(run, "val_pr_auc") > _metric(best[blocks], "val_pr_auc")):
+            best[blocks] = run
+    if not best:
+        return None, None, pd.DataFrame()
+    client = MlflowClient()
+    histories = {}
+    for blocks, run in sorted(best.items()):
+        history = []
+        for key, name in (("fold0-train_loss", "train_loss"), ("fold0-val_loss", "val_loss")):
+            for k, m in enumerate(sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)):
+                while len(history) <= k:
+                    history.append({"epoch": len(history)})
+                history[k][name] = m.value
+        histories[f"{blocks} unfrozen"] = history
+    curves = plots.training_curves(histories, "Fig. 7: training curves (fold 0) by unfrozen blocks")
+    per_au = pd.DataFrame({f"{b} unfrozen": [_metric(r, f"oof_pr_auc_AU{a.replace('/', '_')}") for a in AU_LABELS]
+                           for b, r in sorted(best.items())}, index=[f"AU{a}" for a in AU_LABELS])
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(12, 4))
+    per_au.plot.bar(ax=ax)
+    ax.set_ylabel("out-of-fold PR-AUC")
+    ax.set_title("Fig. 7: per-AU PR-AUC by unfrozen blocks")
+    figure.tight_layout()
+    return curves, figure, per_au
+
+
+def make_report(config: ReportConfig) -> Path:
+    setup_tracking(config.tracking_uri, config.experiment)
+    experiment_id = mlflow.get_experiment_by_name(config.experiment).experiment_id
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = ["# facslab report", ""]
+    figures = {}
+    try:
+        table, source = table1(config)
+        table.to_csv(out / "table1.csv", index=False)
+        markdown = table1_markdown(table, source)
+        (out / "table1.md").write_text(markdown)
+        sections.append(markdown)
+    except Exception as error:  # no champion yet: the rest of the report still stands
+        sections.append(f"Table 1: not available ({error})\n")
+    fig4, frame4 = figure4(experiment_id)
+    figures["fig4_val_loss_vs_fraction.png"] = fig4
+    frame4.to_csv(out / "fig4.csv", index=False)
+    fig6, frame6 = figure6(experiment_id, config.study)
+    figures["fig6_val_loss_per_backbone.png"] = fig6
+    frame6.to_csv(out / "fig6.csv", index=False)
+    fig7a, fig7b, per_au = figure7(experiment_id, config.study)
+    figures["fig7_training_curves.png"], figures["fig7_per_au_pr_auc.png"] = fig7a, fig7b
+    per_au.to_csv(out / "fig7_per_au_pr_auc.csv")
+    import matplotlib.pyplot as plt
+
+    for name, figure in figures.items():
+        if figure is None:
+            sections.append(f"- {name}: not enough runs to draw it")
+            continue
+        figure.savefig(out / name, dpi=110)
+        plt.close(figure)
+        sections.append(f"![{name}]({name})")
+    (out / "report.md").write_text("\n".join(sections) + "\n")
+    with mlflow.start_run(run_name="report"):
+        mlflow.set_tag("stage", "report")
+        mlflow.log_artifacts(str(out), "report")
+    return out
