@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,15 +15,27 @@ log = logging.getLogger("facslab")
 
 
 def _demo(args) -> int:
+    from facslab.demo import DemoSize
+    from facslab.pipeline import run_demo
+
+    size = DemoSize(args.ckplus_subjects, args.sequences, args.celeba_images)
+    if args.prepare_only:
+        return _prepare_demo(args, size)
+    overrides = {"sweep": {"n_trials": args.trials}} if args.trials else {}
+    run_demo(args.out, size, args.seed, workers=args.workers, overrides=overrides)
+    return 0
+
+
+def _prepare_demo(args, size) -> int:
+    """Generate the demo datasets and build their caches, without training."""
     from datamodules import CelebANoisyDataModule, CKPlusDataModule
-    from facslab.demo import CELEBA_DIR, CKPLUS_DIR, OPENFACE_CSV, DemoSize, generate_demo
+    from facslab.demo import CELEBA_DIR, CKPLUS_DIR, OPENFACE_CSV, generate_demo
 
     out = Path(args.out)
-    for made in generate_demo(out, DemoSize(args.ckplus_subjects, args.sequences, args.celeba_images), args.seed):
+    for made in generate_demo(out, size, args.seed):
         print(f"generated {made['dataset']}: {made['faces']} faces in {made['seconds']:.1f} s "
               f"({made['faces'] / made['seconds']:.0f} faces/s) -> {made['path']}")
-    common = dict(image_size=args.image_size, cache_dir=str(args.cache_dir or out / "cache"),
-                  preprocess_workers=args.workers, seed=args.seed)
+    common = dict(image_size=args.image_size, cache_dir=str(out / "cache"), preprocess_workers=None, seed=args.seed)
     modules = [CKPlusDataModule(str(out / CKPLUS_DIR), **common),
                CelebANoisyDataModule(str(out / CELEBA_DIR), openface_csv=OPENFACE_CSV, **common)]
     for dm in modules:
@@ -35,7 +48,52 @@ def _demo(args) -> int:
         if len(dm.report):
             print(f"  skipped files listed in {dm.report.save(out / f'{name}_skipped.csv')}")
         dm.save_split(out / f"{name}_split.csv")
-    print("Training, sweeps and the model registry arrive with issue #3; this demo stops at the cache.")
+    return 0
+
+
+def _pretrain(args, parser) -> int:
+    from facslab.pretrain import pretrain
+
+    run_id = pretrain(parser.instantiate(args).config)
+    print(f"pretraining run {run_id}: weights at runs:/{run_id}/weights/model.pt")
+    return 0
+
+
+def _sweep(args, parser) -> int:
+    from facslab.registry import register_best
+    from facslab.sweep import run_sweep
+
+    config = parser.instantiate(args).config
+    study = run_sweep(config, workers=args.workers)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    print(f"study {config.study}: {len(study.trials)} trials ({len(done)} complete)")
+    if done:
+        print(f"best trial {study.best_trial.number}: mean validation PR-AUC {study.best_value:.3f}, {study.best_params}")
+        if config.register is not None and not args.no_register:
+            reg = register_best(config, study)
+            print(f"registered {config.register.name} version {reg.version}: test PR-AUC {reg.test_pr_auc:.3f}; "
+                  f"{'promoted to ' + config.register.alias if reg.promoted else 'champion kept'}")
+    return 0
+
+
+def _register(args, parser) -> int:
+    from facslab.registry import register_best
+    from facslab.sweep import load_study
+    from facslab.tracking import setup_tracking
+
+    config = parser.instantiate(args).config
+    setup_tracking(config.tracking_uri, config.experiment)
+    reg = register_best(config, load_study(config))
+    print(f"registered {config.register.name} version {reg.version}: test PR-AUC {reg.test_pr_auc:.3f}; "
+          f"{'promoted to ' + config.register.alias if reg.promoted else 'champion kept'}")
+    return 0
+
+
+def _report(args, parser) -> int:
+    from facslab.report import make_report
+
+    folder = make_report(parser.instantiate(args).config)
+    print(f"report written to {folder}")
     return 0
 
 
@@ -64,7 +122,7 @@ def _preprocess(args, parser: ArgumentParser) -> int:
 
 def _eyes(args) -> int:
     from facslab.badinput import BadInputError
-    from facslab.faces.detect import detect_faces, predict_landmarks
+    from facslab.faces.detect import MIN_CONFIDENCE, detect_faces, predict_landmarks
     from facslab.faces.eyes import eye_aspect_ratios
     from facslab.images import load_rgb
 
@@ -76,7 +134,7 @@ def _eyes(args) -> int:
             print(error, file=sys.stderr)
             status = 1
             continue
-        faces = detect_faces(image, args.detector)
+        faces = detect_faces(image, args.detector, min_confidence=MIN_CONFIDENCE)
         if not faces:
             print(f"{path}: no face found", file=sys.stderr)
             status = 1
@@ -96,16 +154,33 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subcommands(dest="command")
 
-    demo = ArgumentParser(description="Generate the demo datasets and build their caches.")
+    demo = ArgumentParser(description="The whole chain on generated data: generate, pretrain, sweep, register, report.")
     demo.add_argument("--out", default="data/demo", help="where the demo datasets go")
-    demo.add_argument("--cache_dir", type=str | None, default=None, help="crop cache (default: OUT/cache)")
     demo.add_argument("--ckplus_subjects", type=int, default=45)
     demo.add_argument("--sequences", type=int, default=3, help="CK+ sequences per subject")
     demo.add_argument("--celeba_images", type=int, default=3000)
-    demo.add_argument("--image_size", type=int, default=112, help="side of the aligned crops")
-    demo.add_argument("--workers", type=int | None, default=None, help="preprocessing processes (default: all cores)")
+    demo.add_argument("--trials", type=int | None, default=None, help="sweep trials (default: the sweep config's)")
+    demo.add_argument("--workers", type=int, default=1, help="parallel sweep worker processes")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--prepare_only", action="store_true", help="only generate the data and build the caches")
+    demo.add_argument("--image_size", type=int, default=64, help="crop side for --prepare_only")
     sub.add_subcommand("demo", demo)
+
+    from facslab.config import PretrainConfig, SweepConfig
+    from facslab.report import ReportConfig
+
+    config_parsers = {}
+    for name, cls, text in (("pretrain", PretrainConfig, "Pretrain on CelebA with noisy OpenFace labels (one MLflow run)."),
+                            ("sweep", SweepConfig, "Run or resume an Optuna sweep; register the best model."),
+                            ("register", SweepConfig, "Retrain a study's best trial, test it once, register it."),
+                            ("report", ReportConfig, "Table 1 and the report's figures from MLflow runs.")):
+        p = ArgumentParser(description=text)
+        p.add_class_arguments(cls, "config", help="a YAML file, then --config.KEY overrides")
+        if name == "sweep":
+            p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
+            p.add_argument("--no_register", action="store_true")
+        sub.add_subcommand(name, p)
+        config_parsers[name] = p
 
     gen = ArgumentParser(description="Generate one dataset in its real on-disk layout.")
     gen.add_argument("dataset", choices=["ckplus", "celeba"])
@@ -128,7 +203,20 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
     eyes.add_argument("--detector", choices=["hog", "mmod"], default="hog")
     sub.add_subcommand("eyes", eyes)
-    return parser, {"demo": demo, "generate": gen, "preprocess": pre, "eyes": eyes}
+    return parser, {"demo": demo, "generate": gen, "preprocess": pre, "eyes": eyes, **config_parsers}
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Keep the libraries' chatter (GPU/TPU notices, tips, deprecation notes) out of the output."""
+    import warnings
+
+    os.environ.setdefault("LITLOGGER_DISABLE_TIP", "1")
+    if not verbose:
+        for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_utilities"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+        warnings.filterwarnings("ignore", message=r".*is experimental.*")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,10 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries(args.verbose)
     command = args.command
     sub_args = args[command]
-    if command == "preprocess":
-        return _preprocess(sub_args, subparsers[command])
+    with_parser = {"preprocess": _preprocess, "pretrain": _pretrain, "sweep": _sweep, "register": _register,
+                   "report": _report}
+    if command in with_parser:
+        return with_parser[command](sub_args, subparsers[command])
     return {"demo": _demo, "generate": _generate, "eyes": _eyes}[command](sub_args)
 
 

@@ -7,8 +7,8 @@ from facslab.cli import main
 
 
 def test_demo_generates_both_datasets_and_reuses_the_cache(tmp_path, capsys):
-    args = ["demo", "--out", str(tmp_path), "--ckplus_subjects", "4", "--sequences", "1",
-            "--celeba_images", "40", "--image_size", "32", "--workers", "1"]
+    args = ["demo", "--prepare_only", "--out", str(tmp_path), "--ckplus_subjects", "4", "--sequences", "1",
+            "--celeba_images", "40", "--image_size", "32"]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert "generated CK+" in first and "generated CelebA" in first
