@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/preprocessing.py
+	$(BIN)/python bench/training.py
 
 clean-data:
 	rm -rf data/demo
