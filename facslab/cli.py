@@ -146,6 +146,85 @@ def _eyes(args) -> int:
     return status
 
 
+def _analyzer(args):
+    from facslab.analysis import FaceAnalyzer
+    from facslab.emoji import load_emojis
+    from facslab.registry import load_predictor
+    from facslab.tracking import setup_tracking
+
+    if args.model.startswith(("models:/", "runs:/")):
+        setup_tracking(args.tracking_uri, args.experiment)
+    predictor = load_predictor(args.model)
+    return FaceAnalyzer(predictor, load_emojis(args.emojis), metric=args.metric, eye_threshold=args.eye_threshold,
+                        detector=args.detector)
+
+
+def _emoji(args) -> int:
+    from facslab.badinput import BadInputError
+    from facslab.draw import annotate
+    from facslab.images import load_rgb
+
+    analyzer = _analyzer(args)
+    status, everything = 0, []
+    for path in args.images:
+        try:
+            image = load_rgb(path)
+        except BadInputError as error:
+            print(error, file=sys.stderr)
+            status = 1
+            continue
+        results = analyzer.analyze(image)
+        if not results:
+            print(f"{path}: no face found", file=sys.stderr)
+            status = 1
+        for k, result in enumerate(results):
+            info = result.as_dict()
+            everything.append({"image": str(path), "face": k, **info})
+            if not args.json:
+                tie = f" (tied with {' '.join(info['tied_with'])})" if info["tied_with"] else ""
+                eyes = "".join(side for side, closed in (("L", info["eyes_closed"]["left"]),
+                                                           ("R", info["eyes_closed"]["right"])) if closed)
+                aus = "+".join(info["aus"]) or "none"
+                print(f"{path} face {k}: {info['emoji']} {info['emoji_name']}  {info['metric']} {info['score']:.3f}"
+                      f"{tie}  AUs {aus}{'  eyes closed ' + eyes if eyes else ''}")
+        if args.annotate and results:
+            from PIL import Image
+
+            out_dir = Path(args.annotate)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            target = out_dir / f"{Path(path).stem}_emoji.png"
+            Image.fromarray(annotate(image, results)).save(target)
+            if not args.json:
+                print(f"  annotated: {target}")
+    if args.json:
+        print(json.dumps(everything, ensure_ascii=False, indent=1))
+    return status
+
+
+def _live(args) -> int:
+    from facslab.live import run_live
+
+    stats = run_live(_analyzer(args), args.source, out=args.out, csv_path=args.csv, detect_every=args.detect_every,
+                     max_frames=args.max_frames, show=args.show, progress=not args.quiet)
+    print(f"{stats.frames} frames, {stats.faces} faces, {stats.detections} detections: {stats.fps:.1f} fps")
+    print(stats.breakdown())
+    return 0
+
+
+def _add_model_arguments(parser: ArgumentParser) -> None:
+    from facslab.emoji import DEFAULT_TABLE, METRICS
+    from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
+
+    parser.add_argument("--model", default="models:/facslab-au@champion",
+                        help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder")
+    parser.add_argument("--tracking_uri", type=str | None, default=None, help="MLflow store (default: mlruns/)")
+    parser.add_argument("--experiment", default="facslab")
+    parser.add_argument("--emojis", default=str(DEFAULT_TABLE), help="emoji table CSV")
+    parser.add_argument("--metric", choices=list(METRICS), default="kappa")
+    parser.add_argument("--eye_threshold", type=float, default=EYE_CLOSED_THRESHOLD)
+    parser.add_argument("--detector", choices=["hog", "mmod"], default="hog")
+
+
 def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     from datamodules.base import AUFaceDataModule
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
@@ -165,6 +244,24 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     demo.add_argument("--prepare_only", action="store_true", help="only generate the data and build the caches")
     demo.add_argument("--image_size", type=int, default=64, help="crop side for --prepare_only")
     sub.add_subcommand("demo", demo)
+
+    emoji = ArgumentParser(description="Detect every face, predict its AUs and eyes, and match an emoji.")
+    emoji.add_argument("images", nargs="+")
+    _add_model_arguments(emoji)
+    emoji.add_argument("--json", action="store_true", help="machine-readable output")
+    emoji.add_argument("--annotate", type=str | None, default=None, help="folder for annotated images")
+    sub.add_subcommand("emoji", emoji)
+
+    live = ArgumentParser(description="Face to emoji in real time on a camera (0) or a video file.")
+    live.add_argument("--source", default="0")
+    _add_model_arguments(live)
+    live.add_argument("--out", type=str | None, default=None, help="annotated video (.mp4)")
+    live.add_argument("--csv", type=str | None, default=None, help="per-frame CSV, OpenFace-style columns")
+    live.add_argument("--detect_every", type=int, default=10, help="frames between detections (track in between)")
+    live.add_argument("--max_frames", type=int | None, default=None)
+    live.add_argument("--show", action="store_true", help="show a window (needs a display)")
+    live.add_argument("--quiet", action="store_true")
+    sub.add_subcommand("live", live)
 
     from facslab.config import PretrainConfig, SweepConfig
     from facslab.report import ReportConfig
@@ -203,7 +300,8 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
     eyes.add_argument("--detector", choices=["hog", "mmod"], default="hog")
     sub.add_subcommand("eyes", eyes)
-    return parser, {"demo": demo, "generate": gen, "preprocess": pre, "eyes": eyes, **config_parsers}
+    return parser, {"demo": demo, "generate": gen, "preprocess": pre, "eyes": eyes, "emoji": emoji, "live": live,
+                    **config_parsers}
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -231,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                    "report": _report}
     if command in with_parser:
         return with_parser[command](sub_args, subparsers[command])
-    return {"demo": _demo, "generate": _generate, "eyes": _eyes}[command](sub_args)
+    return {"demo": _demo, "generate": _generate, "eyes": _eyes, "emoji": _emoji, "live": _live}[command](sub_args)
 
 
 if __name__ == "__main__":

@@ -35,25 +35,36 @@ PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "lightning", "mlflow
 
 class AUPyfuncModel(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc flavour: input rows with ``image`` (base64 image file bytes) give one output
-    row per detected face with AU probabilities and decisions."""
+    row per detected face: box, AU decisions and probabilities, eye states and the matched emoji."""
 
     def load_context(self, context):
+        from facslab.analysis import FaceAnalyzer
+
         self.predictor = AUPredictor.load(Path(context.artifacts["model_dir"]))
+        self.analyzer = FaceAnalyzer(self.predictor)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         rows = []
         for index, encoded in enumerate(pd.DataFrame(model_input)["image"]):
             image = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"))
-            for face, prediction in enumerate(self.predictor.predict_image(image)):
-                rows.append({"input": index, "face": face, **prediction.as_dict()})
+            for face, result in enumerate(self.analyzer.analyze(image)):
+                info = result.as_dict()
+                rows.append({"input": index, "face": face, "box": info["box"], "confidence": info["confidence"],
+                             "emoji": info["emoji"], "emoji_name": info["emoji_name"], "score": info["score"],
+                             "aus": " ".join(info["aus"]), "left_eye_closed": info["eyes_closed"]["left"],
+                             "right_eye_closed": info["eyes_closed"]["right"],
+                             **{f"AU{a}": p for a, p in info["probabilities"].items()}})
         return pd.DataFrame(rows)
 
 
 def load_predictor(uri: str) -> AUPredictor:
     """An AUPredictor from a registered model or run model URI (``models:/facslab-au@champion``),
-    or from a local folder saved with ``AUPredictor.save``."""
-    if Path(uri).is_dir():
-        return AUPredictor.load(uri)
+    a local MLflow model folder (with ``MLmodel``), or a folder saved by ``AUPredictor.save``."""
+    path = Path(uri)
+    if path.is_dir() and not (path / "MLmodel").exists():
+        return AUPredictor.load(path)
+    if not path.exists() and not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "file:")):
+        raise FileNotFoundError(f"model not found: {uri} (give a models:/ or runs:/ URI, or a model folder)")
     return mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
 
 

@@ -1,0 +1,76 @@
+"""Overlays on frames and images: face boxes, the emoji, AU probability bars, fps."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from facslab.au import AU_LABELS
+
+EMOJI_FONTS = ("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",)
+
+
+@lru_cache(maxsize=1)
+def _emoji_font():
+    for path in EMOJI_FONTS:
+        if Path(path).exists():
+            try:
+                return ImageFont.truetype(path, 109)  # the colour bitmap font has this one size
+            except OSError:
+                pass
+    return None
+
+
+@lru_cache(maxsize=64)
+def emoji_image(char: str, size: int) -> np.ndarray | None:
+    """RGBA picture of an emoji at ``size`` px, or None without a colour emoji font."""
+    font = _emoji_font()
+    if font is None:
+        return None
+    canvas = Image.new("RGBA", (136, 128), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).text((0, 0), char, font=font, embedded_color=True)
+    box = canvas.getbbox()
+    if box is None:
+        return None
+    return np.asarray(canvas.crop(box).resize((size, size), Image.LANCZOS))
+
+
+def _paste(frame: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
+    h, w = rgba.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, frame.shape[1]), min(y + h, frame.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return
+    patch = rgba[y0 - y:y1 - y, x0 - x:x1 - x]
+    alpha = patch[..., 3:4].astype(np.float32) / 255.0
+    frame[y0:y1, x0:x1] = (patch[..., :3] * alpha + frame[y0:y1, x0:x1] * (1 - alpha)).astype(np.uint8)
+
+
+def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = True) -> np.ndarray:
+    """A copy of an RGB frame with each face's box, emoji (or its name), score and AU bars."""
+    out = frame.copy()
+    for result in results:
+        left, top, right, bottom = (int(v) for v in result.box)
+        cv2.rectangle(out, (left, top), (right, bottom), (0, 220, 0), 2)
+        size = max(24, (right - left) // 2)
+        glyph = emoji_image(result.match.emoji.char, size)
+        label = f"{result.match.score:.2f}"
+        if glyph is not None:
+            _paste(out, glyph, left, max(0, top - size - 4))
+            cv2.putText(out, label, (left + size + 4, max(12, top - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1)
+        else:
+            cv2.putText(out, f"{result.match.emoji.name} {label}", (left, max(12, top - 8)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+        if bars:
+            x = right + 6
+            for k, (au, p) in enumerate(zip(AU_LABELS, result.probabilities)):
+                y = top + 10 * k
+                colour = (255, 80, 80) if result.decisions[k] else (180, 180, 180)
+                cv2.putText(out, au, (x, y + 8), cv2.FONT_HERSHEY_PLAIN, 0.7, colour, 1)
+                cv2.rectangle(out, (x + 34, y + 1), (x + 34 + int(50 * float(p)), y + 8), colour, -1)
+    if fps is not None:
+        cv2.putText(out, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+    return out

@@ -1,0 +1,189 @@
+"""Real-time face → emoji on a camera or a video: detect, then track between detections.
+
+Detection (dlib HOG) is the expensive step, so it runs every ``detect_every`` frames or when a
+tracker loses its face; in between, dlib's correlation trackers follow the boxes. Each frame's
+faces go through alignment, the AU model, the eye aspect ratio and the emoji match; the annotated
+video and a per-frame CSV (OpenFace-style columns) are written on request.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import dlib
+import numpy as np
+
+from facslab.analysis import FaceAnalyzer, FaceResult
+from facslab.au import AU_LABELS, AUS
+from facslab.draw import annotate
+from facslab.faces.detect import Detection
+
+log = logging.getLogger(__name__)
+
+#: OpenFace's presence column for each model AU (23/24 -> AU23_c, 26/27 -> AU26_c, 43 -> AU45_c).
+PRESENCE_COLUMNS = tuple(f"AU{(45 if au.label == '43' else au.facs_codes[0]):02d}_c" for au in AUS)
+PROBABILITY_COLUMNS = tuple(f"AU{(45 if au.label == '43' else au.facs_codes[0]):02d}_p" for au in AUS)
+CSV_COLUMNS = (("frame", "face_id", "timestamp", "confidence", "success") + PROBABILITY_COLUMNS + PRESENCE_COLUMNS
+               + ("ear_left", "ear_right", "eye_left_closed", "eye_right_closed", "emoji", "emoji_name", "emoji_score"))
+
+
+def _iou(a, b) -> float:
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class _Track:
+    face_id: int
+    tracker: dlib.correlation_tracker
+    detection: Detection
+
+
+@dataclass
+class FaceTracker:
+    """Boxes for every frame: a detection every ``detect_every`` frames (or when a track is lost),
+    correlation tracking in between; face ids persist by box overlap."""
+
+    detect: callable
+    detect_every: int = 10
+    lost_below: float = 7.0  # peak-to-sidelobe ratio under which a tracker has lost its face
+    tracks: list[_Track] = field(default_factory=list)
+    next_id: int = 0
+    detections_run: int = 0
+
+    def update(self, frame: np.ndarray, index: int) -> list[tuple[int, Detection]]:
+        lost = False
+        if self.tracks and index % self.detect_every != 0:
+            for track in self.tracks:
+                quality = track.tracker.update(frame)
+                p = track.tracker.get_position()
+                track.detection = Detection((int(p.left()), int(p.top()), int(p.right()), int(p.bottom())),
+                                            track.detection.confidence)
+                lost |= quality < self.lost_below
+            if not lost:
+                return [(t.face_id, t.detection) for t in self.tracks]
+        return self._redetect(frame)
+
+    def _redetect(self, frame: np.ndarray) -> list[tuple[int, Detection]]:
+        self.detections_run += 1
+        found = self.detect(frame)
+        tracks = []
+        for detection in found:
+            previous = max(self.tracks, key=lambda t: _iou(t.detection.box, detection.box), default=None)
+            if previous is not None and _iou(previous.detection.box, detection.box) > 0.3 and \
+                    all(previous.face_id != t.face_id for t in tracks):
+                face_id = previous.face_id
+            else:
+                face_id, self.next_id = self.next_id, self.next_id + 1
+            tracker = dlib.correlation_tracker()
+            tracker.start_track(frame, dlib.rectangle(*detection.box))
+            tracks.append(_Track(face_id, tracker, detection))
+        self.tracks = tracks
+        return [(t.face_id, t.detection) for t in tracks]
+
+
+def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResult) -> list:
+    return ([frame_number, face_id, round(timestamp, 3), round(float(result.confidence), 3), 1]
+            + [round(float(p), 4) for p in result.probabilities] + [int(d) for d in result.decisions]
+            + [round(result.ear[0], 4), round(result.ear[1], 4), int(result.eyes_closed[0]), int(result.eyes_closed[1]),
+               result.match.emoji.char, result.match.emoji.name, round(result.match.score, 4)])
+
+
+@dataclass
+class LiveStats:
+    frames: int = 0
+    faces: int = 0
+    detections: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    def breakdown(self) -> str:
+        total = sum(self.stage_seconds.values()) or 1.0
+        parts = ", ".join(f"{k} {1000 * v / max(self.frames, 1):.1f} ms ({100 * v / total:.0f}%)"
+                          for k, v in sorted(self.stage_seconds.items(), key=lambda kv: -kv[1]))
+        return f"per frame: {parts}"
+
+
+def open_source(source: str) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not capture.isOpened():
+        raise FileNotFoundError(f"cannot open video source {source!r}")
+    return capture
+
+
+def run_live(analyzer: FaceAnalyzer, source: str, out: str | None = None, csv_path: str | None = None,
+             detect_every: int = 10, max_frames: int | None = None, show: bool = False,
+             draw: bool = True, progress: bool = True) -> LiveStats:
+    """Process a camera or video until it ends (or ``max_frames``); returns timing statistics."""
+    from tqdm import tqdm
+
+    capture = open_source(source)
+    fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    stats, stages = LiveStats(), None
+    tracker = FaceTracker(analyzer.detect, detect_every=detect_every)
+    writer, table, handle = None, None, None
+    if csv_path:
+        handle = open(csv_path, "w", newline="", encoding="utf-8")
+        table = csv.writer(handle)
+        table.writerow(CSV_COLUMNS)
+    bar = tqdm(total=max_frames or total, desc="live", unit="frame", disable=not progress)
+    start = time.perf_counter()
+    try:
+        while max_frames is None or stats.frames < max_frames:
+            t0 = time.perf_counter()
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            stages = stats.stage_seconds
+            stages["decode"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            before = tracker.detections_run
+            tracked = tracker.update(frame, stats.frames)
+            stages["detection" if tracker.detections_run > before else "tracking"] += time.perf_counter() - t0
+            results = analyzer.analyze(frame, [d for _, d in tracked], timings=stages) if tracked else []
+            stats.frames += 1
+            stats.faces += len(results)
+            timestamp = (stats.frames - 1) / fps_in
+            if table is not None:
+                for (face_id, _), result in zip(tracked, results):
+                    table.writerow(csv_row(stats.frames, timestamp, face_id, result))
+            if writer is None and out:
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                writer = cv2.VideoWriter(out, fourcc, fps_in, (frame.shape[1], frame.shape[0]))
+            if draw and (writer is not None or show):
+                t0 = time.perf_counter()
+                shown = annotate(frame, results, fps=stats.frames / (time.perf_counter() - start))
+                stages["drawing"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if writer is not None:
+                    writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                stages["encoding"] += time.perf_counter() - t0
+                if show:
+                    cv2.imshow("facslab live", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                    if cv2.waitKey(1) & 0xFF == ord("q"):
+                        break
+            bar.update()
+    finally:
+        bar.close()
+        stats.seconds = time.perf_counter() - start
+        stats.detections = tracker.detections_run
+        capture.release()
+        if writer is not None:
+            writer.release()
+        if handle is not None:
+            handle.close()
+    return stats
