@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/preprocessing.py
 	$(BIN)/python bench/training.py
+	$(BIN)/python bench/live.py
 
 clean-data:
 	rm -rf data/demo

@@ -211,6 +211,15 @@ def _live(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from facslab.web.app import serve
+
+    analyzer = _analyzer(args)
+    print(f"serving on http://{args.host}:{args.port}/")
+    serve(analyzer, args.host, args.port)
+    return 0
+
+
 def _add_model_arguments(parser: ArgumentParser) -> None:
     from facslab.emoji import DEFAULT_TABLE, METRICS
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
@@ -263,6 +272,12 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     live.add_argument("--quiet", action="store_true")
     sub.add_subcommand("live", live)
 
+    web = ArgumentParser(description="A local web page: upload an image or stream the webcam, see AUs and the emoji.")
+    _add_model_arguments(web)
+    web.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1: this machine only)")
+    web.add_argument("--port", type=int, default=8000)
+    sub.add_subcommand("serve", web)
+
     from facslab.config import PretrainConfig, SweepConfig
     from facslab.report import ReportConfig
 
@@ -300,7 +315,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
     eyes.add_argument("--detector", choices=["hog", "mmod"], default="hog")
     sub.add_subcommand("eyes", eyes)
-    return parser, {"demo": demo, "generate": gen, "preprocess": pre, "eyes": eyes, "emoji": emoji, "live": live,
+    return parser, {"demo": demo, "generate": gen, "preprocess": pre, "eyes": eyes, "emoji": emoji, "live": live, "serve": web,
                     **config_parsers}
 
 
@@ -329,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                    "report": _report}
     if command in with_parser:
         return with_parser[command](sub_args, subparsers[command])
-    return {"demo": _demo, "generate": _generate, "eyes": _eyes, "emoji": _emoji, "live": _live}[command](sub_args)
+    return {"demo": _demo, "generate": _generate, "eyes": _eyes, "emoji": _emoji, "live": _live,
+            "serve": _serve}[command](sub_args)
 
 
 if __name__ == "__main__":

@@ -31,29 +31,37 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """An image file as an (H, W, 3) uint8 RGB array, or ``BadInputError`` saying what is wrong."""
-    path = Path(path)
+def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image bytes (an upload) as RGB uint8; the size is checked from the header before decoding,
+    so a decompression bomb is refused without being expanded."""
+    import io
+
+    if not data:
+        raise BadInputError(name, "empty file (0 bytes)")
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise BadInputError(path, "file not found") from None
-    if size == 0:
-        raise BadInputError(path, "empty file (0 bytes)")
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise BadInputError(
-                    path, f"image too large ({image.width}x{image.height} pixels; limit {MAX_PIXELS})"
-                )
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > max_pixels:
+                raise BadInputError(name, f"image too large ({image.width}x{image.height} pixels; limit {max_pixels})")
             image.load()
             return to_rgb_array(image)
     except BadInputError:
         raise
     except UnidentifiedImageError:
-        raise BadInputError(path, "not a readable image (unknown or corrupt format)") from None
+        raise BadInputError(name, "not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as error:
-        raise BadInputError(path, f"refused as a decompression bomb ({error})") from None
+        raise BadInputError(name, f"refused as a decompression bomb ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         problem = "truncated image" if "truncated" in str(error) else f"cannot decode image ({error})"
-        raise BadInputError(path, problem) from None
+        raise BadInputError(name, problem) from None
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """An image file as an (H, W, 3) uint8 RGB array, or ``BadInputError`` saying what is wrong."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadInputError(path, "file not found") from None
+    except OSError as error:
+        raise BadInputError(path, f"unreadable ({error})") from None
+    return decode_rgb(data, str(path))

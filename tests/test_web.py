@@ -1,0 +1,142 @@
+"""`facslab serve`: the page, the upload API's limits, and an end-to-end run in headless Chromium
+with a fake webcam playing a video of a real photograph."""
+
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from facslab.synth.video import photo_frames, write_y4m
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def png_bomb(width=30000, height=30000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
+
+
+def post(url, data, headers=None):
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    import torch
+
+    from facslab.predictor import AUPredictor
+    from lightning_modules.au_detector import AUDetector
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "au_model"
+    AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32)).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "facslab"), "serve", "--model",
+                                str(model_dir), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail(process.stdout.read().decode()[-3000:])
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_binds_to_localhost_by_default(server):
+    assert server.startswith("http://127.0.0.1:")
+
+
+def test_upload_api_answers_faces_and_refuses_bad_uploads(server):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(skimage.data.astronaut()).save(buffer, "PNG")
+    status, data = post(server + "/api/analyze", buffer.getvalue(), {"x-filename": "astronaut.png"})
+    assert status == 200 and len(data["faces"]) == 1 and data["faces"][0]["emoji"]
+    assert Image.open(io.BytesIO(__import__("base64").b64decode(data["faces"][0]["aligned"]))).size == (32, 32)
+    status, data = post(server + "/api/analyze", b"this is not an image" * 10)
+    assert status == 415 and "not a readable image" in data["error"]
+    status, data = post(server + "/api/analyze", png_bomb(30000, 30000))  # Pillow's own bomb guard
+    assert status == 413 and "decompression bomb" in data["error"]
+    status, data = post(server + "/api/analyze", png_bomb(6000, 6000))  # over the server's pixel limit
+    assert status == 413 and "image too large (6000x6000" in data["error"]
+    # an oversized upload is refused from its Content-Length, before its body is read
+    import http.client
+
+    connection = http.client.HTTPConnection(server.removeprefix("http://"), timeout=30)
+    connection.putrequest("POST", "/api/analyze")
+    connection.putheader("Content-Length", str(11 * 1024 * 1024))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and "upload too large" in json.loads(response.read())["error"]
+    connection.close()
+    status, data = post(server + "/api/analyze", b"")
+    assert status == 415 and "empty" in data["error"]
+    with urllib.request.urlopen(server + "/health", timeout=10) as response:  # still serving
+        assert json.loads(response.read()) == {"status": "ok"}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_the_page_end_to_end_in_headless_chromium(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    camera = write_y4m(tmp_path / "camera.y4m", photo_frames(skimage.data.astronaut(), 30, (640, 480)))
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(photo)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}"])
+        try:
+            page = browser.new_page()
+            page.goto(server)
+            page.set_input_files("#file", str(photo))
+            page.wait_for_selector("#results .face", timeout=60000)
+            assert page.locator("#results .face").count() == 1
+            emoji = page.locator("#results .emoji").first.inner_text()
+            assert emoji.strip() in "😃😄😁🙂😊😐😮😲😣😠😖😫😤😉"
+            assert page.locator("#results img").first.get_attribute("src").startswith("data:image/png;base64,")
+            page.screenshot(path=str(tmp_path / "upload.png"))
+            page.click("#live-start")
+            page.wait_for_function("Number(document.getElementById('live-count').textContent) >= 3", timeout=90000)
+            assert page.locator("#live-emoji").inner_text().strip() in "😃😄😁🙂😊😐😮😲😣😠😖😫😤😉"
+            assert page.locator("#live-emoji").inner_text().strip() != ""
+            page.click("#live-stop")
+        finally:
+            browser.close()
