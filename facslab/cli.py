@@ -120,30 +120,40 @@ def _preprocess(args, parser: ArgumentParser) -> int:
     return 0
 
 
-def _eyes(args) -> int:
+def _images_with_faces(paths, find, failures: list):
+    """(path, image, faces) for every readable image with a face; the others are named on stderr
+    and appended to ``failures``, and the rest still run."""
     from facslab.badinput import BadInputError
-    from facslab.faces.detect import MIN_CONFIDENCE, detect_faces, predict_landmarks
-    from facslab.faces.eyes import eye_aspect_ratios
     from facslab.images import load_rgb
 
-    status = 0
-    for path in args.images:
+    for path in paths:
         try:
             image = load_rgb(path)
         except BadInputError as error:
             print(error, file=sys.stderr)
-            status = 1
+            failures.append(path)
             continue
-        faces = detect_faces(image, args.detector, min_confidence=MIN_CONFIDENCE)
+        faces = find(image)
         if not faces:
             print(f"{path}: no face found", file=sys.stderr)
-            status = 1
+            failures.append(path)
+            continue
+        yield path, image, faces
+
+
+def _eyes(args) -> int:
+    from facslab.faces.detect import MIN_CONFIDENCE, detect_faces, predict_landmarks
+    from facslab.faces.eyes import eye_aspect_ratios
+
+    failures = []
+    find = lambda image: detect_faces(image, args.detector, min_confidence=MIN_CONFIDENCE)  # noqa: E731
+    for path, image, faces in _images_with_faces(args.images, find, failures):
         for k, face in enumerate(faces):
             left, right = eye_aspect_ratios(predict_landmarks(image, face, 68))
             state = lambda ear: "closed" if ear < args.threshold else "open"  # noqa: E731
             print(f"{path} face {k}: left eye EAR {left:.3f} ({state(left)}), "
                   f"right eye EAR {right:.3f} ({state(right)})")
-    return status
+    return 1 if failures else 0
 
 
 def _analyzer(args):
@@ -160,23 +170,11 @@ def _analyzer(args):
 
 
 def _emoji(args) -> int:
-    from facslab.badinput import BadInputError
     from facslab.draw import annotate
-    from facslab.images import load_rgb
 
     analyzer = _analyzer(args)
-    status, everything = 0, []
-    for path in args.images:
-        try:
-            image = load_rgb(path)
-        except BadInputError as error:
-            print(error, file=sys.stderr)
-            status = 1
-            continue
-        results = analyzer.analyze(image)
-        if not results:
-            print(f"{path}: no face found", file=sys.stderr)
-            status = 1
+    failures, everything = [], []
+    for path, image, results in _images_with_faces(args.images, analyzer.analyze, failures):
         for k, result in enumerate(results):
             info = result.as_dict()
             everything.append({"image": str(path), "face": k, **info})
@@ -187,7 +185,7 @@ def _emoji(args) -> int:
                 aus = "+".join(info["aus"]) or "none"
                 print(f"{path} face {k}: {info['emoji']} {info['emoji_name']}  {info['metric']} {info['score']:.3f}"
                       f"{tie}  AUs {aus}{'  eyes closed ' + eyes if eyes else ''}")
-        if args.annotate and results:
+        if args.annotate:
             from PIL import Image
 
             out_dir = Path(args.annotate)
@@ -198,7 +196,7 @@ def _emoji(args) -> int:
                 print(f"  annotated: {target}")
     if args.json:
         print(json.dumps(everything, ensure_ascii=False, indent=1))
-    return status
+    return 1 if failures else 0
 
 
 def _live(args) -> int:

@@ -13,14 +13,13 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import dlib
 import numpy as np
 
 from facslab.analysis import FaceAnalyzer, FaceResult
-from facslab.au import AU_LABELS, AUS
+from facslab.au import AUS
 from facslab.draw import annotate
 from facslab.faces.detect import Detection
 

@@ -20,7 +20,6 @@ import os
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict
-from pathlib import Path
 
 import lightning as L
 import mlflow

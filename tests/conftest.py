@@ -34,3 +34,17 @@ def celeba(tmp_path_factory):
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     return skimage.data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A small untrained AU model saved as a local model folder (the apps take any model)."""
+    import torch
+
+    from facslab.predictor import AUPredictor
+    from lightning_modules.au_detector import AUDetector
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "au_model"
+    AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32)).save(folder)
+    return folder

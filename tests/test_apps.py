@@ -2,7 +2,6 @@
 
 import base64
 import csv
-import io
 import json
 import os
 import socket
@@ -23,18 +22,6 @@ from facslab.cli import main
 from facslab.live import CSV_COLUMNS
 from facslab.predictor import AUPredictor
 from facslab.synth.video import photo_frames, write_mp4
-from lightning_modules.au_detector import AUDetector
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A small untrained model saved as a local model folder (the apps take any model)."""
-    import torch
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "au_model"
-    AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32)).save(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """CK+ layout: generated files read back to exactly what was rendered."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -16,13 +16,16 @@ from facslab.formats.ckplus import read_ckplus
 SIZE = 32
 
 
-def ck(root, tmp_path, **kwargs):
-    options = dict(image_size=SIZE, batch_size=4, cache_dir=str(tmp_path / "cache"), preprocess_workers=0,
+def set_up(cls, root, tmp_path, batch_size, **kwargs):
+    options = dict(image_size=SIZE, batch_size=batch_size, cache_dir=str(tmp_path / "cache"), preprocess_workers=0,
                    progress=False)
-    options.update(kwargs)
-    dm = CKPlusDataModule(str(root), **options)
+    dm = cls(str(root), **{**options, **kwargs})
     dm.setup("fit")
     return dm
+
+
+def ck(root, tmp_path, **kwargs):
+    return set_up(CKPlusDataModule, root, tmp_path, 4, **kwargs)
 
 
 def subjects_of(dm, role):
@@ -39,7 +42,6 @@ def test_ckplus_samples_are_peaks_plus_one_neutral_per_subject(ckplus, tmp_path)
     assert sorted(neutral["subject"]) == sorted(truth["subject"].unique())
     assert np.stack(neutral["labels"]).sum() == 0
     assert all(img.endswith("_00000001.png") for img in (src.image for src in neutral["source"]))
-    peaks = s[s["kind"] == "peak"].set_index("sequence", append=True)
     for row in truth.itertuples():
         labels = s[(s["subject"] == row.subject) & (s["sequence"] == row.sequence) & (s["kind"] == "peak")]["labels"].iloc[0]
         assert np.array_equal(labels, (row.intensities > 0).astype(np.float32))
@@ -154,12 +156,7 @@ def test_ckplus_bad_input_is_skipped_reported_and_never_mislabelled(broken_ckplu
 
 
 def celeba_dm(root, tmp_path, **kwargs):
-    options = dict(image_size=SIZE, batch_size=8, cache_dir=str(tmp_path / "cache"), preprocess_workers=0,
-                   progress=False)
-    options.update(kwargs)
-    dm = CelebANoisyDataModule(str(root), **options)
-    dm.setup("fit")
-    return dm
+    return set_up(CelebANoisyDataModule, root, tmp_path, 8, **kwargs)
 
 
 def test_celeba_labels_are_the_openface_labels(celeba, tmp_path):

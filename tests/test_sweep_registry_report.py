@@ -10,8 +10,6 @@ import sys
 from dataclasses import replace
 
 import mlflow
-import numpy as np
-import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -151,7 +149,7 @@ def test_a_stopped_sweep_resumes_and_keeps_its_finished_trials(ckplus, store):
 
 def test_alias_moves_only_on_improvement_and_the_model_loads_in_a_fresh_process(swept, store, astronaut, tmp_path):
     from facslab.predictor import AUPredictor
-    from facslab.registry import load_predictor, log_predictor, register_best
+    from facslab.registry import log_predictor, register_best
     from lightning_modules.au_detector import AUDetector
 
     config, study = swept

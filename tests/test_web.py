@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 import zlib
 
-import numpy as np
 import pytest
 import skimage.data
 from PIL import Image
@@ -39,19 +38,6 @@ def post(url, data, headers=None):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    import torch
-
-    from facslab.predictor import AUPredictor
-    from lightning_modules.au_detector import AUDetector
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "au_model"
-    AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32)).save(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
