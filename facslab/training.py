@@ -92,17 +92,25 @@ def load_weights(model: AUDetector, uri: str) -> None:
         import mlflow
 
         if uri.startswith("models:/"):
-            path = Path(mlflow.artifacts.download_artifacts(uri)) / "artifacts" / "model.pt"
+            path = next(Path(mlflow.artifacts.download_artifacts(uri)).rglob("model.pt"))
         else:
             if uri.startswith("runs:/") and uri.rstrip("/").count("/") == 2:
                 uri = uri.rstrip("/") + "/weights/model.pt"
             path = Path(mlflow.artifacts.download_artifacts(uri))
     state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    # The backbone must fit; head layers of another size (a different hidden_size) start fresh.
+    reshaped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if any(k.startswith("backbone.") for k in reshaped):
+        raise ValueError(f"{uri}: weights do not fit backbone {model.hparams.backbone} ({reshaped[0]} has another shape)")
+    state = {k: v for k, v in state.items() if k not in reshaped and not k.startswith("loss.")}
+    missing, _ = model.load_state_dict(state, strict=False)
     backbone_missing = [k for k in missing if k.startswith("backbone.")]
     if backbone_missing:
         raise ValueError(f"{uri}: weights do not fit backbone {model.hparams.backbone} "
                          f"({len(backbone_missing)} missing keys, e.g. {backbone_missing[0]})")
+    if reshaped:
+        log.info("%s: %s re-initialised (other shape)", uri, ", ".join(reshaped))
     log.info("initialised from %s", uri)
 
 

@@ -93,3 +93,17 @@ def test_f1_thresholds_beat_fixed_ones_on_the_data_they_were_chosen_on():
     assert table_f1.iloc[-1]["pr_auc"] == pytest.approx(mean_pr_auc(probs, labels))
     with pytest.raises(ValueError, match="threshold policy"):
         choose_thresholds(probs, labels, "youden")
+
+
+def test_initial_weights_fit_another_head_size_but_not_another_backbone(tmp_path):
+    from facslab.training import load_weights
+
+    torch.manual_seed(0)
+    source = AUDetector("resnet18", hidden_size=256, image_size=32)
+    torch.save(source.state_dict(), tmp_path / "model.pt")
+    target = AUDetector("resnet18", hidden_size=128, image_size=32)
+    load_weights(target, str(tmp_path / "model.pt"))
+    assert torch.equal(target.backbone.layer4[0].conv1.weight, source.backbone.layer4[0].conv1.weight)
+    assert target.head.net[1].weight.shape == (128, 512)  # the head of another size starts fresh
+    with pytest.raises(ValueError, match="do not fit backbone alexnet"):
+        load_weights(AUDetector("alexnet", image_size=64), str(tmp_path / "model.pt"))
