@@ -244,7 +244,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     demo.add_argument("--out", default="data/demo", help="where the demo datasets go")
     demo.add_argument("--ckplus_subjects", type=int, default=45)
     demo.add_argument("--sequences", type=int, default=3, help="CK+ sequences per subject")
-    demo.add_argument("--celeba_images", type=int, default=3000)
+    demo.add_argument("--celeba_images", type=int, default=2000)
     demo.add_argument("--trials", type=int | None, default=None, help="sweep trials (default: the sweep config's)")
     demo.add_argument("--workers", type=int, default=1, help="parallel sweep worker processes")
     demo.add_argument("--seed", type=int, default=0)

@@ -22,7 +22,7 @@ OPENFACE_CSV = "openface/img_align_celeba.csv"  # relative to the CelebA folder
 class DemoSize:
     ckplus_subjects: int = 45
     sequences_per_subject: int = 3
-    celeba_images: int = 3000
+    celeba_images: int = 2000
 
 
 def generate_ckplus(root: Path, subjects: int, sequences: int, seed: int, progress: bool = True) -> dict:
