@@ -61,10 +61,12 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     raise ValueError(f"pruner must be wilcoxon, median or none, not {name!r}")
 
 
-def load_study(config: SweepConfig) -> optuna.Study:
+def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
+    """The study; each parallel worker seeds its sampler differently, or they would all propose
+    the same parameters."""
     return optuna.create_study(
         study_name=config.study, storage=storage_for(config), direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=config.sampler_seed), pruner=make_pruner(config.pruner))
+        sampler=optuna.samplers.TPESampler(seed=config.sampler_seed + worker), pruner=make_pruner(config.pruner))
 
 
 def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
@@ -206,13 +208,13 @@ def _counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
 
 
-def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads: int | None) -> None:
+def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads: int | None, worker: int = 0) -> None:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     setup_tracking(config.tracking_uri or tracking_uri, config.experiment)
-    study = load_study(config)
+    study = load_study(config, worker)
     optuna.logging.set_verbosity(optuna.logging.WARNING if threads else optuna.logging.INFO)
     study.optimize(
         Objective(config, parent_run_id, tracking_uri), catch=(Exception,), gc_after_trial=True,
@@ -245,8 +247,9 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
                 else:
                     context = multiprocessing.get_context("spawn")
                     threads = max(1, (os.cpu_count() or 1) // workers)
-                    processes = [context.Process(target=_worker, args=(config, parent.info.run_id, tracking_uri, threads))
-                                 for _ in range(workers)]
+                    processes = [context.Process(target=_worker,
+                                                 args=(config, parent.info.run_id, tracking_uri, threads, k))
+                                 for k in range(workers)]
                     for p in processes:
                         p.start()
                     for p in processes:

@@ -80,3 +80,16 @@ def test_faces_without_landmarks_are_detected(astronaut, tmp_path):
     Image.fromarray(astronaut).save(path)
     cached = build_cache([FaceSource(str(path))], AlignmentSpec(64), cache_dir=tmp_path, workers=0, progress=False)
     assert list(cached.index) == [0] and cached.crops[0].std() > 20
+
+
+def _build_in_process(args):
+    sources, cache_dir = args
+    return build_cache(sources, AlignmentSpec(40), cache_dir=cache_dir, workers=0, progress=False).built
+
+
+def test_processes_building_the_same_entry_share_it(sources, tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(3) as pool:
+        built = list(pool.map(_build_in_process, [(sources, tmp_path)] * 3))
+    assert sorted(built) == [False, False, True]  # one built it, two waited and reused it

@@ -214,3 +214,13 @@ def test_table1_is_produced_from_the_runs(swept, store, tmp_path):
     runs = mlflow.search_runs(experiment_names=[config.experiment], filter_string="tags.stage = 'report'",
                               output_format="list")
     assert runs and any(a.path == "report" for a in MlflowClient().list_artifacts(runs[0].info.run_id))
+
+
+def test_local_worker_processes_share_one_study(ckplus, store):
+    from facslab.sweep import run_sweep
+
+    study = run_sweep(make_config(ckplus, store, "parallel", n_trials=4), workers=2)
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 4
+    assert len({t.params["lr"] for t in study.trials}) == 4  # workers propose different parameters
+    parents = {trial_run(study, t.number).data.tags["mlflow.parentRunId"] for t in study.trials}
+    assert parents == {study.user_attrs["mlflow_parent_run_id"]}

@@ -9,6 +9,7 @@ the detector settings and the version of this code. A different key is a differe
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -134,8 +135,13 @@ def build_cache(
     entry = cache_dir / cache_key(sources, spec, detection)
     built = False
     if not (entry / "done").exists():
-        _compute(entry, sources, spec, detection, workers, progress, desc)
-        built = True
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # Parallel sweep workers may want the same entry: one builds it, the others wait and reuse.
+        with open(entry.with_name(entry.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (entry / "done").exists():
+                _compute(entry, sources, spec, detection, workers, progress, desc)
+                built = True
     table = pd.read_csv(entry / "index.csv", keep_default_na=False)
     report = SkipReport(strict=strict)
     for _, row in table[table["problem"] != ""].iterrows():
