@@ -208,7 +208,10 @@ def _counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
 
 
-def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads: int | None, worker: int = 0) -> None:
+def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads: int | None, worker: int = 0,
+            budget: int | None = None) -> None:
+    """Run trials until the study holds ``n_trials`` (or this worker has run ``budget``). Workers on
+    other machines share the count through the storage; one may finish a last trial in flight."""
     if threads:
         import torch
 
@@ -220,7 +223,8 @@ def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads:
         Objective(config, parent_run_id, tracking_uri), catch=(Exception,), gc_after_trial=True,
         callbacks=[optuna.study.MaxTrialsCallback(config.n_trials,
                                                   states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))],
-        n_trials=max(0, config.n_trials - _counted(study)), show_progress_bar=threads is None,
+        n_trials=max(0, min(budget if budget is not None else config.n_trials, config.n_trials - _counted(study))),
+        show_progress_bar=threads is None,
     )
 
 
@@ -247,9 +251,11 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
                 else:
                     context = multiprocessing.get_context("spawn")
                     threads = max(1, (os.cpu_count() or 1) // workers)
+                    # the remaining trials split between the local workers: exactly n_trials in all
+                    budgets = [remaining // workers + (k < remaining % workers) for k in range(workers)]
                     processes = [context.Process(target=_worker,
-                                                 args=(config, parent.info.run_id, tracking_uri, threads, k))
-                                 for k in range(workers)]
+                                                 args=(config, parent.info.run_id, tracking_uri, threads, k, budgets[k]))
+                                 for k in range(workers) if budgets[k] > 0]
                     for p in processes:
                         p.start()
                     for p in processes:
