@@ -295,19 +295,23 @@ class _Painter:
         rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
         self.poly(pts @ rot.T + np.asarray(centre), colour)
 
+    def roi(self, px: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+        """The image region around pixel points (a view, clipped to the image) and its origin;
+        drawing in a small region keeps per-shape blending cheap."""
+        x0, y0 = np.floor(px.min(0)).astype(int) - pad
+        x1, y1 = np.ceil(px.max(0)).astype(int) + pad
+        h, w = self.image.shape[:2]
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        return self.image[y0:max(y1, y0), x0:max(x1, x0)], np.array([x0, y0])
+
     def blend_line(self, points, colour, thickness: float, alpha: float) -> None:
         """A line drawn at partial opacity: wrinkles whose darkness follows AU intensity."""
         if alpha <= 0.01:
             return
         px = self.px(points)
-        pad = self.width(thickness) + 2
-        x0, y0 = np.floor(px.min(0)).astype(int) - pad
-        x1, y1 = np.ceil(px.max(0)).astype(int) + pad
-        h, w = self.image.shape[:2]
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if x1 <= x0 or y1 <= y0:
+        roi, (x0, y0) = self.roi(px, self.width(thickness) + 2)
+        if roi.size == 0:
             return
-        roi = self.image[y0:y1, x0:x1]
         drawn = roi.copy()
         cv2.polylines(drawn, [_fix(px - (x0, y0))], False, colour, self.width(thickness),
                       cv2.LINE_AA, _SHIFT)
@@ -317,13 +321,8 @@ class _Painter:
 def _draw_eye(p: _Painter, lids: np.ndarray, identity: Identity, gaze, closure: float) -> None:
     """Sclera and iris clipped to the lid polygon, then the lid line and lashes."""
     px = p.px(lids)
-    pad = 2
-    x0, y0 = np.floor(px.min(0)).astype(int) - pad
-    x1, y1 = np.ceil(px.max(0)).astype(int) + pad
-    h, w = p.image.shape[:2]
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    if x1 - x0 > 2 and y1 - y0 > 1 and closure < 0.97:
-        roi = p.image[y0:y1, x0:x1]
+    roi, (x0, y0) = p.roi(px, 2)
+    if roi.shape[1] > 2 and roi.shape[0] > 1 and closure < 0.97:
         mask = np.zeros(roi.shape[:2], np.uint8)
         cv2.fillPoly(mask, [_fix(px - (x0, y0))], 255, cv2.LINE_AA, _SHIFT)
         eye = np.empty_like(roi)
@@ -331,11 +330,9 @@ def _draw_eye(p: _Painter, lids: np.ndarray, identity: Identity, gaze, closure: 
         centre = lids.mean(0) + np.asarray(gaze)
         centre[1] = (lids[0, 1] + lids[3, 1]) / 2 + gaze[1]
         iris_r = 0.42 * identity.eye_half_width
-        c_px = p.px(centre)[0] - (x0, y0)
-        cv2.circle(eye, tuple(np.round(c_px * _ONE).astype(int)), int(iris_r * p.unit * _ONE),
-                   identity.iris, -1, cv2.LINE_AA, _SHIFT)
-        cv2.circle(eye, tuple(np.round(c_px * _ONE).astype(int)), int(0.45 * iris_r * p.unit * _ONE),
-                   (15, 12, 10), -1, cv2.LINE_AA, _SHIFT)
+        c_px = tuple(np.round((p.px(centre)[0] - (x0, y0)) * _ONE).astype(int))
+        cv2.circle(eye, c_px, int(iris_r * p.unit * _ONE), identity.iris, -1, cv2.LINE_AA, _SHIFT)
+        cv2.circle(eye, c_px, int(0.45 * iris_r * p.unit * _ONE), (15, 12, 10), -1, cv2.LINE_AA, _SHIFT)
         alpha = (mask.astype(np.float32) / 255.0)[..., None]
         roi[:] = (eye * alpha + roi * (1 - alpha)).astype(np.uint8)
     lash = _shade(identity.hair, 0.5)
