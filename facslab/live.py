@@ -19,15 +19,16 @@ import dlib
 import numpy as np
 
 from facslab.analysis import FaceAnalyzer, FaceResult
-from facslab.au import AUS
+from facslab.au import NUM_AUS, OPENFACE_C_TO_INDEX
 from facslab.draw import annotate
 from facslab.faces.detect import Detection
 
 log = logging.getLogger(__name__)
 
 #: OpenFace's presence column for each model AU (23/24 -> AU23_c, 26/27 -> AU26_c, 43 -> AU45_c).
-PRESENCE_COLUMNS = tuple(f"AU{(45 if au.label == '43' else au.facs_codes[0]):02d}_c" for au in AUS)
-PROBABILITY_COLUMNS = tuple(f"AU{(45 if au.label == '43' else au.facs_codes[0]):02d}_p" for au in AUS)
+_OPENFACE_COLUMN = {index: column for column, index in OPENFACE_C_TO_INDEX.items()}
+PRESENCE_COLUMNS = tuple(_OPENFACE_COLUMN[k] for k in range(NUM_AUS))
+PROBABILITY_COLUMNS = tuple(c.removesuffix("_c") + "_p" for c in PRESENCE_COLUMNS)
 CSV_COLUMNS = (("frame", "face_id", "timestamp", "confidence", "success") + PROBABILITY_COLUMNS + PRESENCE_COLUMNS
                + ("ear_left", "ear_right", "eye_left_closed", "eye_right_closed", "emoji", "emoji_name", "emoji_score"))
 

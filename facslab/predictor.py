@@ -4,30 +4,17 @@ alignment, AU list and decision thresholds. Saved as a folder; logged to MLflow 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from facslab.au import AU_LABELS
-from facslab.faces.align import AlignmentSpec, align_face
+from facslab.faces.align import AlignmentSpec
 from lightning_modules.au_detector import AUDetector
 
 WEIGHTS_FILE, CONFIG_FILE = "model.pt", "config.json"
-
-
-@dataclass
-class FacePrediction:
-    box: tuple[int, int, int, int] | None  # left, top, right, bottom in the image (None: crop given)
-    confidence: float
-    probabilities: np.ndarray  # (18,)
-    decisions: np.ndarray  # (18,) bool, at the model's thresholds
-
-    def as_dict(self) -> dict:
-        return {"box": list(self.box) if self.box else None, "confidence": self.confidence,
-                **{f"AU{a}_p": float(p) for a, p in zip(AU_LABELS, self.probabilities)},
-                **{f"AU{a}": bool(d) for a, d in zip(AU_LABELS, self.decisions)}}
 
 
 class AUPredictor:
@@ -55,17 +42,13 @@ class AUPredictor:
         return probabilities >= self.thresholds
 
     def predict_image(self, image: np.ndarray, detector: str = "hog", upsample: int = 1,
-                      min_confidence: float | None = None) -> list[FacePrediction]:
-        """Detect, align and predict every face of an RGB image."""
-        from facslab.faces.detect import MIN_CONFIDENCE, detect_faces, predict_landmarks
+                      min_confidence: float | None = None):
+        """Detect, align and predict every face of an RGB image: ``FaceResult``s with box, AU
+        probabilities and decisions (and the eye states and emoji match of the one face pipeline)."""
+        from facslab.analysis import FaceAnalyzer  # the analyzer builds on this class
 
-        threshold = MIN_CONFIDENCE if min_confidence is None else min_confidence
-        faces = detect_faces(image, detector, upsample, threshold)
-        if not faces:
-            return []
-        crops = np.stack([align_face(image, predict_landmarks(image, f, 5), self.alignment) for f in faces])
-        probs = self.predict_aligned(crops)
-        return [FacePrediction(f.box, f.confidence, p, self.decide(p)) for f, p in zip(faces, probs)]
+        options = {} if min_confidence is None else {"min_confidence": min_confidence}
+        return FaceAnalyzer(self, detector=detector, upsample=upsample, **options).analyze(image)
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
