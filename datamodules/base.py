@@ -109,6 +109,7 @@ class AUFaceDataModule(L.LightningDataModule):
         samples.loc[self.cached.index, "ok"] = True
         samples["role"] = self.assign_roles(samples)
         self.samples, self.report = samples, report
+        self._labels = np.stack(samples["labels"].to_numpy()).astype(np.float32)
         train = self.positions("train")
         if len(train):
             self.mean, self.std = channel_stats(self.cached.crops, train, self.seed)
@@ -138,7 +139,8 @@ class AUFaceDataModule(L.LightningDataModule):
         return path
 
     def labels_array(self) -> np.ndarray:
-        return np.stack(self.samples["labels"].to_numpy()).astype(np.float32)
+        """(n samples, 18) labels, indexed like the cache positions."""
+        return self._labels
 
     def dataset(self, role: str) -> AUFaceDataset:
         transform = (train_transform(self.mean, self.std, self.augment, seed=self.seed) if role == "train"

@@ -29,12 +29,11 @@ def _demo(args) -> int:
 def _prepare_demo(args, size) -> int:
     """Generate the demo datasets and build their caches, without training."""
     from datamodules import CelebANoisyDataModule, CKPlusDataModule
-    from facslab.demo import CELEBA_DIR, CKPLUS_DIR, OPENFACE_CSV, generate_demo
+    from facslab.demo import CELEBA_DIR, CKPLUS_DIR, OPENFACE_CSV, describe, generate_demo
 
     out = Path(args.out)
     for made in generate_demo(out, size, args.seed):
-        print(f"generated {made['dataset']}: {made['faces']} faces in {made['seconds']:.1f} s "
-              f"({made['faces'] / made['seconds']:.0f} faces/s) -> {made['path']}")
+        print(describe(made))
     common = dict(image_size=args.image_size, cache_dir=str(out / "cache"), preprocess_workers=None, seed=args.seed)
     modules = [CKPlusDataModule(str(out / CKPLUS_DIR), **common),
                CelebANoisyDataModule(str(out / CELEBA_DIR), openface_csv=OPENFACE_CSV, **common)]
@@ -70,9 +69,7 @@ def _sweep(args, parser) -> int:
     if done:
         print(f"best trial {study.best_trial.number}: mean validation PR-AUC {study.best_value:.3f}, {study.best_params}")
         if config.register is not None and not args.no_register:
-            reg = register_best(config, study)
-            print(f"registered {config.register.name} version {reg.version}: test PR-AUC {reg.test_pr_auc:.3f}; "
-                  f"{'promoted to ' + config.register.alias if reg.promoted else 'champion kept'}")
+            print(register_best(config, study).summary(config.register))
     return 0
 
 
@@ -83,9 +80,7 @@ def _register(args, parser) -> int:
 
     config = parser.instantiate(args).config
     setup_tracking(config.tracking_uri, config.experiment)
-    reg = register_best(config, load_study(config))
-    print(f"registered {config.register.name} version {reg.version}: test PR-AUC {reg.test_pr_auc:.3f}; "
-          f"{'promoted to ' + config.register.alias if reg.promoted else 'champion kept'}")
+    print(register_best(config, load_study(config)).summary(config.register))
     return 0
 
 

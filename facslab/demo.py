@@ -53,3 +53,9 @@ def generate_demo(out: str | Path, size: DemoSize = DemoSize(), seed: int = 0, p
         done.append(generate_celeba(celeba, size.celeba_images, seed, progress))
         (celeba / ".complete").touch()
     return done
+
+
+def describe(made: dict) -> str:
+    """One line about a generated dataset, for the console."""
+    return (f"generated {made['dataset']}: {made['faces']} faces in {made['seconds']:.1f} s "
+            f"({made['faces'] / made['seconds']:.0f} faces/s) -> {made['path']}")

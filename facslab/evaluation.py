@@ -36,8 +36,7 @@ def per_au_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
     ``mean`` row (macro mean over the AUs that have positives in ``labels``)."""
     decisions = probs >= np.asarray(thresholds)[None, :]
     precision, recall, f1, support = precision_recall_fscore_support(labels, decisions, average=None, zero_division=0)
-    ap = np.array([average_precision_score(labels[:, k], probs[:, k]) if labels[:, k].sum() else np.nan
-                   for k in range(labels.shape[1])])
+    ap = average_precisions(probs, labels)
     table = pd.DataFrame({"au": list(AU_LABELS), "precision": precision, "recall": recall, "f1": f1,
                           "pr_auc": ap, "support": support.astype(int), "threshold": thresholds})
     present = table["support"] > 0
@@ -46,6 +45,17 @@ def per_au_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
     return pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
 
 
+def average_precisions(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """PR-AUC (average precision) per AU; NaN for an AU without positives, where it is undefined."""
+    return np.array([average_precision_score(labels[:, k], probs[:, k]) if labels[:, k].sum() else np.nan
+                     for k in range(labels.shape[1])])
+
+
 def mean_pr_auc(probs: np.ndarray, labels: np.ndarray) -> float:
-    present = labels.sum(0) > 0
-    return float(np.mean([average_precision_score(labels[:, k], probs[:, k]) for k in np.flatnonzero(present)]))
+    """Macro mean PR-AUC over the AUs that have positives."""
+    return float(np.nanmean(average_precisions(probs, labels)))
+
+
+def mean_row(table: pd.DataFrame) -> pd.Series:
+    """The ``mean`` row of a ``per_au_metrics`` table."""
+    return table[table["au"] == "mean"].iloc[0]

@@ -11,13 +11,13 @@ import time
 from copy import deepcopy
 from pathlib import Path
 
-import mlflow
 import yaml
 from jsonargparse import ArgumentParser
 
 from facslab.config import PretrainConfig, SweepConfig
-from facslab.demo import DemoSize, generate_demo
+from facslab.demo import DemoSize, describe, generate_demo
 from facslab.report import ReportConfig, make_report
+from facslab.runs import find_pretraining
 from facslab.tracking import default_tracking_uri, setup_tracking
 
 log = logging.getLogger(__name__)
@@ -42,15 +42,6 @@ def load_config(cls, path: str | Path, overrides: dict | None = None):
     return parser.instantiate(namespace).config
 
 
-def _pretraining_exists(config: PretrainConfig, backbone: str, fraction: float) -> bool:
-    exp = mlflow.get_experiment_by_name(config.experiment)
-    if exp is None:
-        return False
-    query = (f"tags.stage = 'pretrain' and tags.backbone = '{backbone}' and tags.fraction = '{fraction}' "
-             f"and tags.image_size = '{config.data['image_size']}' and attributes.status = 'FINISHED'")
-    return bool(mlflow.search_runs([exp.experiment_id], filter_string=query, output_format="list", max_results=1))
-
-
 def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0, workers: int = 1,
              pretrain_config: str | Path = REPO / "configs/pretrain/demo.yaml",
              sweep_config: str | Path = REPO / "sweeps/demo.yaml",
@@ -64,8 +55,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     out = Path(out)
     overrides = overrides or {}
     for made in generate_demo(out, size, seed):
-        print(f"generated {made['dataset']}: {made['faces']} faces in {made['seconds']:.1f} s "
-              f"({made['faces'] / made['seconds']:.0f} faces/s) -> {made['path']}")
+        print(describe(made))
     paths = {"data.root": str(out / "CelebA"), "data.cache_dir": str(out / "cache")}
     base = load_config(PretrainConfig, pretrain_config, {**paths, **overrides.get("pretrain", {})})
     setup_tracking(base.tracking_uri, base.experiment)
@@ -73,7 +63,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
         config = deepcopy(base)
         config.model["backbone"] = backbone
         config.data["fraction"] = fraction
-        if _pretraining_exists(config, backbone, fraction):
+        if find_pretraining(backbone, config.data["image_size"], config.experiment, fraction):
             print(f"pretraining {backbone} on {fraction:.0%} of CelebA: already in the store")
             continue
         print(f"pretraining {backbone} on {fraction:.0%} of CelebA ...")
@@ -83,10 +73,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     study = run_sweep(sweep, workers=workers)
     print(f"sweep {sweep.study}: best mean validation PR-AUC {study.best_value:.3f} (trial {study.best_trial.number})")
     registration = register_best(sweep, study)
-    print(f"registered {sweep.register.name} version {registration.version}: test PR-AUC "
-          f"{registration.test_pr_auc:.3f} on held-out subjects; champion before: "
-          f"{'none' if registration.champion_before is None else f'{registration.champion_before:.3f}'}; "
-          f"{'alias ' + sweep.register.alias + ' moved' if registration.promoted else 'alias unchanged'}")
+    print(registration.summary(sweep.register))
     report = load_config(ReportConfig, report_config, {"output": str(out / "report"), **overrides.get("report", {})})
     folder = make_report(report)
     print((folder / "table1.md").read_text() if (folder / "table1.md").exists() else "")

@@ -21,10 +21,10 @@ from PIL import Image
 
 from datamodules import CKPlusDataModule
 from facslab import plots
-from facslab.config import SweepConfig, TrainConfig
-from facslab.evaluation import per_au_metrics
+from facslab.config import RegisterConfig, SweepConfig, TrainConfig
+from facslab.evaluation import mean_row, per_au_metrics
 from facslab.predictor import AUPredictor
-from facslab.runs import find_pretraining, log_curves, log_run_basics
+from facslab.runs import log_curves, log_run_basics, resolve_init
 from facslab.tracking import log_table, setup_tracking
 from facslab.training import build_model, fit
 
@@ -85,14 +85,18 @@ def test_split_id(dm: CKPlusDataModule) -> str:
     return hashlib.sha256("\n".join(Path(p).name for p in images).encode()).hexdigest()[:16]
 
 
+def test_predictions(predictor: AUPredictor, dm: CKPlusDataModule) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, labels) of a predictor on a set-up datamodule's test split."""
+    positions = dm.positions("test")
+    probs = predictor.predict_aligned(np.asarray(dm.cached.crops[positions]))
+    return probs, dm.labels_array()[positions]
+
+
 def evaluate_on_test(predictor: AUPredictor, data: dict) -> pd.DataFrame:
     """Per-AU test metrics of any predictor on the test split of ``data``, at its input size."""
     dm = CKPlusDataModule(**{**data, "fold": None, "image_size": predictor.alignment.size, "progress": False})
     dm.setup("test")
-    positions = dm.positions("test")
-    probs = predictor.predict_aligned(np.asarray(dm.cached.crops[positions]))
-    labels = dm.labels_array()[positions]
-    return per_au_metrics(probs, labels, predictor.thresholds)
+    return per_au_metrics(*test_predictions(predictor, dm), predictor.thresholds)
 
 
 @dataclass
@@ -103,6 +107,12 @@ class Registration:
     champion_before: float | None
     promoted: bool
     table: pd.DataFrame
+
+    def summary(self, config: RegisterConfig) -> str:
+        before = "none" if self.champion_before is None else f"{self.champion_before:.3f}"
+        outcome = f"alias {config.alias} moved here" if self.promoted else f"alias {config.alias} kept"
+        return (f"registered {config.name} version {self.version}: test PR-AUC {self.test_pr_auc:.3f} on held-out "
+                f"subjects; champion before: {before}; {outcome}")
 
 
 def register_best(config: SweepConfig, study: optuna.Study) -> Registration:
@@ -119,9 +129,8 @@ def register_best(config: SweepConfig, study: optuna.Study) -> Registration:
     L.seed_everything(int(config.data.get("seed", 0)), workers=True)
     dm = CKPlusDataModule(**{**config.data, "fold": None})
     dm.setup("fit")
-    init_from = train_config.init_from
-    if init_from == "auto":
-        init_from = find_pretraining(model_args.get("backbone", "resnet18"), dm.image_size, config.experiment)
+    init_from = resolve_init(train_config.init_from, model_args.get("backbone", "resnet18"), dm.image_size,
+                             config.experiment)
     parent = study.user_attrs.get("mlflow_parent_run_id")
     name = f"final {config.study} trial {best.number:03d}"
     with mlflow.start_run(run_name=name, nested=parent is not None, parent_run_id=parent) as run:
@@ -133,11 +142,9 @@ def register_best(config: SweepConfig, study: optuna.Study) -> Registration:
         result = fit(model, dm, train_config, run_id=run.info.run_id, epochs=epochs)
         model.thresholds.copy_(model.thresholds.new_tensor(thresholds))
         predictor = AUPredictor(result.model, dm.spec)
-        positions = dm.positions("test")
-        probs = predictor.predict_aligned(np.asarray(dm.cached.crops[positions]))
-        labels = dm.labels_array()[positions]
+        probs, labels = test_predictions(predictor, dm)
         table = per_au_metrics(probs, labels, predictor.thresholds)  # the one look at the test split
-        mean = table[table["au"] == "mean"].iloc[0]
+        mean = mean_row(table)
         mlflow.log_metrics({f"test_{k}": float(mean[k]) for k in ("precision", "recall", "f1", "pr_auc")})
         log_table(table, "metrics/test_per_au.csv")
         mlflow.log_figure(plots.pr_curves(probs, labels, "test PR curves"), "plots/test_pr_curves.png")
@@ -166,4 +173,4 @@ def champion_score(config: SweepConfig) -> float | None:
     except MlflowException:
         return None
     table = evaluate_on_test(load_predictor(uri), config.data)
-    return float(table[table["au"] == "mean"]["pr_auc"].iloc[0])
+    return float(mean_row(table)["pr_auc"])

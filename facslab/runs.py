@@ -50,14 +50,24 @@ def log_curves(histories: dict[str, list[dict]], path: str, title: str) -> None:
         mlflow.log_figure(plots.training_curves(histories, title), path)
 
 
-def find_pretraining(backbone: str, image_size: int, experiment: str) -> str | None:
-    """URI of the weights of the newest finished pretraining run for this backbone and input size."""
+def find_pretraining(backbone: str, image_size: int, experiment: str, fraction: float | None = None) -> str | None:
+    """URI of the weights of the newest finished pretraining run for this backbone and input size
+    (and fraction of the pretraining data, when given)."""
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         return None
-    runs = mlflow.search_runs(
-        [exp.experiment_id], output_format="list", max_results=1, order_by=["attributes.start_time DESC"],
-        filter_string=(f"tags.stage = 'pretrain' and tags.backbone = '{backbone}' and "
-                       f"tags.image_size = '{image_size}' and attributes.status = 'FINISHED'"),
-    )
+    query = (f"tags.stage = 'pretrain' and tags.backbone = '{backbone}' and "
+             f"tags.image_size = '{image_size}' and attributes.status = 'FINISHED'")
+    if fraction is not None:
+        query += f" and tags.fraction = '{fraction}'"
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list", max_results=1,
+                              order_by=["attributes.start_time DESC"], filter_string=query)
     return f"runs:/{runs[0].info.run_id}/weights/model.pt" if runs else None
+
+
+def resolve_init(init_from: str | None, backbone: str, image_size: int, experiment: str) -> str | None:
+    """The weights a run starts from: ``auto`` is the newest pretraining of this backbone and input
+    size (None when there is none), anything else is taken as given."""
+    if init_from == "auto":
+        return find_pretraining(backbone, image_size, experiment)
+    return init_from

@@ -30,8 +30,8 @@ from optuna.trial import TrialState
 from datamodules import CKPlusDataModule
 from facslab import plots
 from facslab.config import SweepConfig
-from facslab.evaluation import choose_thresholds, mean_pr_auc, per_au_metrics
-from facslab.runs import find_pretraining, log_curves, log_run_basics
+from facslab.evaluation import choose_thresholds, mean_pr_auc, mean_row, per_au_metrics
+from facslab.runs import log_curves, log_run_basics, resolve_init
 from facslab.tracking import log_json, log_table, setup_tracking, store_dir
 from facslab.training import build_model, fit, predict
 
@@ -127,10 +127,8 @@ class Objective:
         config = self.config
         train_config = type(config.train)(**train)
         n_folds = int(config.data.get("n_folds", 3))
-        init_from = train_config.init_from
-        if init_from == "auto":
-            init_from = find_pretraining(model_args.get("backbone", "resnet18"),
-                                         int(config.data.get("image_size", 224)), config.experiment)
+        init_from = resolve_init(train_config.init_from, model_args.get("backbone", "resnet18"),
+                                 int(config.data.get("image_size", 224)), config.experiment)
         mlflow.set_tag("init_from", init_from or "random")
         oof_probs, oof_labels, scores, histories, best_epochs, losses = [], [], [], {}, [], []
         for fold in range(n_folds):
@@ -158,7 +156,7 @@ class Objective:
         probs, labels = np.concatenate(oof_probs), np.concatenate(oof_labels)
         thresholds = choose_thresholds(probs, labels, train_config.threshold_policy)
         table = per_au_metrics(probs, labels, thresholds)
-        mean = table[table["au"] == "mean"].iloc[0]
+        mean = mean_row(table)
         objective = float(np.mean(scores))
         mlflow.log_metrics({"val_pr_auc": objective, "val_pr_auc_std": float(np.std(scores)),
                             "oof_pr_auc": float(mean["pr_auc"]), "oof_f1": float(mean["f1"]),
