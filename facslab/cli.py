@@ -323,6 +323,8 @@ def quiet_libraries(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         warnings.filterwarnings("ignore", message=r".*is experimental.*")
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        # frozen blocks are in eval mode on purpose (lightning_modules.freezing)
+        warnings.filterwarnings("ignore", message=r"Found .* module\(s\) in eval mode")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from torchmetrics.classification import MultilabelAveragePrecision
 
 from facslab.au import AU_LABELS, NUM_AUS
 from lightning_modules.backbones import build_backbone, freeze_all_but_last
+from lightning_modules.freezing import FrozenBlocks
 
 
 class AUHead(nn.Module):
@@ -59,8 +60,8 @@ class AUDetector(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         built = build_backbone(backbone, weights)
-        freeze_all_but_last(built, unfrozen_blocks)
         self.backbone = built.trunk
+        self._frozen = freeze_all_but_last(built, unfrozen_blocks)  # a plain list: not registered twice
         self.head = AUHead(built.features, hidden_size, dropout)
         weight = torch.as_tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
         self.loss = nn.BCEWithLogitsLoss(pos_weight=weight)
@@ -75,14 +76,12 @@ class AUDetector(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode:  # frozen BatchNorm keeps its running statistics: it stays in eval mode
-            for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                        p.requires_grad for p in module.parameters()):
-                    module.eval()
-        return self
+    def frozen_modules(self) -> list[nn.Module]:
+        """Backbone blocks that do not train (input side first)."""
+        return list(self._frozen)
+
+    def configure_callbacks(self):
+        return [FrozenBlocks()]
 
     def training_step(self, batch, batch_idx):
         images, labels = batch

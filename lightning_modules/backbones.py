@@ -95,13 +95,21 @@ def build_backbone(name: str, weights: str | None = None) -> Backbone:
     return FAMILIES[name](name, weights)
 
 
-def freeze_all_but_last(backbone: Backbone, unfrozen_blocks: int) -> None:
-    """Freeze the trunk except its last ``unfrozen_blocks`` blocks (and the tail when any)."""
+def frozen_blocks(backbone: Backbone, unfrozen_blocks: int) -> list[nn.Module]:
+    """The modules that stay frozen when the last ``unfrozen_blocks`` blocks train (and the tail
+    with them): input side first."""
     if not 0 <= unfrozen_blocks <= len(backbone.blocks):
         raise ValueError(f"unfrozen_blocks must be in 0..{len(backbone.blocks)}, not {unfrozen_blocks}")
-    backbone.trunk.requires_grad_(False)
-    trainable = backbone.blocks[len(backbone.blocks) - unfrozen_blocks:]
-    if unfrozen_blocks > 0:
-        trainable = trainable + backbone.tail
-    for module in trainable:
-        module.requires_grad_(True)
+    frozen = backbone.blocks[:len(backbone.blocks) - unfrozen_blocks]
+    return frozen + (backbone.tail if unfrozen_blocks == 0 else [])
+
+
+def freeze_all_but_last(backbone: Backbone, unfrozen_blocks: int) -> list[nn.Module]:
+    """Switch off gradients of the trunk except its last ``unfrozen_blocks`` blocks (and the tail
+    when any); returns the frozen modules. Their BatchNorm statistics and eval mode are kept by
+    ``lightning_modules.freezing.FrozenBlocks`` during training."""
+    frozen = frozen_blocks(backbone, unfrozen_blocks)
+    backbone.trunk.requires_grad_(True)
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen

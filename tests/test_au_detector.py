@@ -9,35 +9,43 @@ from lightning_modules.au_detector import AUDetector
 from lightning_modules.backbones import build_backbone
 
 
-def step(model, images, labels):
-    optimizer = model.configure_optimizers()
-    model.train()
-    optimizer.zero_grad()
-    model.loss(model(images), labels).backward()
-    optimizer.step()
+@pytest.fixture(scope="module")
+def tiny_ckplus(ckplus, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    return dict(root=str(ckplus[0]), batch_size=8, cache_dir=str(cache), preprocess_workers=0, progress=False)
 
 
-@pytest.mark.parametrize("backbone, unfrozen", [("resnet18", 0), ("resnet18", 1), ("resnet18", 2), ("alexnet", 1),
-                                                ("vgg11_bn", 1)])
-def test_frozen_parameters_stay_and_trainable_ones_move(backbone, unfrozen):
+@pytest.mark.parametrize("backbone, unfrozen, size", [("resnet18", 0, 32), ("resnet18", 1, 32), ("resnet18", 2, 32),
+                                                      ("alexnet", 1, 64), ("vgg11_bn", 1, 32), ("vgg11_bn", 0, 32)])
+def test_frozen_blocks_stay_bit_identical_through_trainer_fit(tiny_ckplus, backbone, unfrozen, size):
+    """Through Lightning's own loop (no hand-made ``model.train()``): frozen parameters and frozen
+    BatchNorm statistics do not move at all, trainable ones do."""
+    from datamodules import CKPlusDataModule
+    from facslab.training import TrainerConfig, build_model, fit
+
     torch.manual_seed(0)
-    model = AUDetector(backbone, unfrozen_blocks=unfrozen, image_size=64, lr=1e-2)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    buffers = {n: b.clone() for n, b in model.named_buffers() if "running" in n}
-    images, labels = torch.randn(4, 3, 64, 64), (torch.rand(4, 18) > 0.5).float()
-    step(model, images, labels)
+    dm = CKPlusDataModule(**tiny_ckplus, image_size=size, fold=0)
+    dm.setup("fit")
+    model = build_model(dict(backbone=backbone, unfrozen_blocks=unfrozen, hidden_size=16, lr=1e-2), dm)
+    before = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    fit(model, dm, TrainerConfig(max_epochs=2, patience=5, progress=False))
+    frozen = {f"backbone.{n}" for n, p in model.backbone.named_parameters() if not p.requires_grad}
+    frozen_prefixes = {n.rsplit(".", 1)[0] for n in frozen}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any(n.startswith("head.") for n in trainable)
-    for name, param in model.named_parameters():
-        changed = not torch.equal(param, before[name])
-        if name in trainable:
-            assert changed or name.endswith("bias") and "bn" in name, f"{name} did not train"
-        else:
-            assert not changed, f"frozen {name} changed"
-    # frozen BatchNorm stays in eval mode: its running statistics do not move
-    frozen_bn = [n for n in buffers if n.rsplit(".", 1)[0] + ".weight" not in trainable]
-    for name in frozen_bn:
-        assert torch.equal(dict(model.named_buffers())[name], buffers[name]), f"{name} moved"
+    assert frozen, "every case here leaves blocks frozen"
+    after = model.state_dict()
+    moved_buffers = 0
+    for name, value in after.items():
+        owner = name.rsplit(".", 1)[0]
+        if name in frozen or owner in frozen_prefixes:  # frozen weights and their BN running stats
+            assert torch.equal(value, before[name]), f"frozen {name} changed during Trainer.fit"
+        elif name in trainable and name.endswith("weight"):
+            assert not torch.equal(value, before[name]), f"{name} did not train"
+        elif "running_mean" in name:
+            moved_buffers += not torch.equal(value, before[name])
+    assert moved_buffers > 0 or not any("running_mean" in n and n.rsplit(".", 1)[0] not in frozen_prefixes
+                                        for n in after)  # trainable BatchNorm does update
     optimizer = model.configure_optimizers()
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(trainable)
 
