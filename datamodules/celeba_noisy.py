@@ -3,8 +3,9 @@
 Labels come from OpenFace's presence columns (``AUxx_c``), either one ``FeatureExtraction`` CSV
 run over the image folder or a folder of ``FaceLandmarkImg`` per-image CSVs. Faces are aligned
 from CelebA's own landmarks (no detection). The split is 95/5 train/validation, stratified by
-gender (``Male``); ``fraction`` uses a stratified part of the data (the report's dataset-size
-experiment).
+gender (``Male``) and identity-disjoint when ``identity_CelebA.txt`` is present; ``fraction`` uses a
+stratified part of the training data (the report's dataset-size experiment) against the same
+validation set.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.base import AUFaceDataModule
-from datamodules.splits import stratified_holdout
+from datamodules.splits import grouped_stratified_holdout, stratified_holdout
 from facslab.badinput import BadInputError, SkipReport
 from facslab.faces.cache import FaceSource
 from facslab.formats.celeba import CelebALayout, read_celeba
@@ -31,7 +32,7 @@ class CelebANoisyDataModule(AUFaceDataModule):
         openface_dir: a folder of ``FaceLandmarkImg`` CSVs (used when ``openface_csv`` is None).
         val_fraction: validation share, stratified by ``Male``.
         fraction: share of the data used at all (stratified), for dataset-size experiments.
-        layout: CelebA file and folder names (the release's by default).
+        layout: CelebA file and folder names (the release's by default), a ``CelebALayout`` or a dict.
         **kwargs: see ``AUFaceDataModule``.
     """
 
@@ -42,7 +43,7 @@ class CelebANoisyDataModule(AUFaceDataModule):
         openface_dir: str | None = None,
         val_fraction: float = 0.05,
         fraction: float = 1.0,
-        layout: CelebALayout = CelebALayout(),
+        layout: CelebALayout | dict = CelebALayout(),
         **kwargs,
     ):
         super().__init__(root, **kwargs)
@@ -51,7 +52,9 @@ class CelebANoisyDataModule(AUFaceDataModule):
         if openface_csv is None and openface_dir is None:
             raise ValueError("give openface_csv (FeatureExtraction) or openface_dir (FaceLandmarkImg)")
         self.openface_csv, self.openface_dir = openface_csv, openface_dir
-        self.val_fraction, self.fraction, self.layout = val_fraction, fraction, layout
+        self.val_fraction, self.fraction = val_fraction, fraction
+        self.layout = CelebALayout(**layout) if isinstance(layout, dict) else layout
+        self.has_identities = False  # set when identity_CelebA.txt is read
         self.save_hyperparameters()
 
     def _labels(self, report: SkipReport) -> pd.DataFrame:
@@ -86,18 +89,28 @@ class CelebANoisyDataModule(AUFaceDataModule):
                 report.skip(path, "OpenFace label has non-numeric AU values")
                 continue
             eyes = (row.lefteye_x, row.lefteye_y, row.righteye_x, row.righteye_y)
-            subject = str(getattr(row, "identity", row.image))
+            identity = getattr(row, "identity", None)
+            subject = str(row.image) if identity is None or pd.isna(identity) else str(int(identity))
             rows.append(dict(source=FaceSource(str(path), landmarks=tuple(float(v) for v in eyes)),
                              labels=label.astype(np.float32), subject=subject, male=int(row.Male)))
+        self.has_identities = "identity" in table.columns and table["identity"].notna().all()
         return pd.DataFrame(rows)
 
     def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
+        """Validation first, on all usable data, so every ``fraction`` shares one validation set;
+        then ``fraction`` of the rest trains. With ``identity_CelebA.txt`` no identity is on both
+        sides; the split is stratified by ``Male`` either way."""
         roles = pd.Series("unused", index=samples.index, dtype=object)
         usable = samples.index[samples["ok"]].to_numpy()
         male = samples.loc[usable, "male"].to_numpy()
+        if self.has_identities:
+            identities = samples.loc[usable, "subject"].to_numpy()
+            val = grouped_stratified_holdout(male, identities, self.val_fraction, self.seed)
+        else:
+            val = stratified_holdout(male, self.val_fraction, self.seed)
+        roles[usable[val]] = "val"
+        train, train_male = usable[~val], male[~val]
         if self.fraction < 1:
-            kept = stratified_holdout(male, self.fraction, self.seed)
-            usable, male = usable[kept], male[kept]
-        val = stratified_holdout(male, self.val_fraction, self.seed)
-        roles[usable] = np.where(val, "val", "train")
+            train = train[stratified_holdout(train_male, self.fraction, self.seed)]
+        roles[train] = "train"
         return roles

@@ -29,7 +29,7 @@ class CKPlusDataModule(AUFaceDataModule):
         ungraded: an AU coded with intensity 0 ("present, not graded") counts as "positive",
             "negative", or makes its sequence be skipped ("reject").
         include_neutral: add the first (neutral) frame of each subject as an all-negative sample.
-        layout: CK+ folder names (the release's by default).
+        layout: CK+ folder names (the release's by default), a ``CKPlusLayout`` or a plain dict.
         **kwargs: see ``AUFaceDataModule``.
     """
 
@@ -42,7 +42,7 @@ class CKPlusDataModule(AUFaceDataModule):
         min_intensity: int = 1,
         ungraded: str = "positive",
         include_neutral: bool = True,
-        layout: CKPlusLayout = CKPlusLayout(),
+        layout: CKPlusLayout | dict = CKPlusLayout(),
         **kwargs,
     ):
         super().__init__(root, **kwargs)
@@ -52,7 +52,7 @@ class CKPlusDataModule(AUFaceDataModule):
             raise ValueError(f"ungraded must be positive, negative or reject, not {ungraded!r}")
         self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
         self.min_intensity, self.ungraded, self.include_neutral = min_intensity, ungraded, include_neutral
-        self.layout = layout
+        self.layout = CKPlusLayout(**layout) if isinstance(layout, dict) else layout
         self.save_hyperparameters()
 
     def read_samples(self, report: SkipReport) -> pd.DataFrame:

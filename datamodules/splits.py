@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import GroupKFold, GroupShuffleSplit, train_test_split
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
 
 def subject_holdout(subjects: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of test samples; no subject has samples on both sides."""
+    distinct = len(np.unique(subjects))
+    if distinct < 2:
+        raise TooFewSubjectsError(f"{distinct} subject(s) cannot be split into training and test subjects")
     splitter = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
     _, test = next(splitter.split(np.zeros(len(subjects)), groups=subjects))
     mask = np.zeros(len(subjects), bool)
@@ -15,8 +18,16 @@ def subject_holdout(subjects: np.ndarray, test_fraction: float, seed: int) -> np
     return mask
 
 
+class TooFewSubjectsError(ValueError):
+    """A split asks for more subject groups than the data has."""
+
+
 def subject_folds(subjects: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     """Fold number (0..n_folds-1) of every sample; each subject in exactly one fold."""
+    distinct = len(np.unique(subjects))
+    if distinct < n_folds:
+        raise TooFewSubjectsError(f"{distinct} subject(s) outside the test split cannot make {n_folds} "
+                                  "subject-exclusive folds: add subjects, lower n_folds or test_fraction")
     folds = np.full(len(subjects), -1)
     splitter = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(subjects)), groups=subjects)):
@@ -28,6 +39,20 @@ def stratified_holdout(strata: np.ndarray, fraction: float, seed: int) -> np.nda
     """Boolean mask of a ``fraction`` of samples, keeping the proportions of ``strata``."""
     positions = np.arange(len(strata))
     _, held = train_test_split(positions, test_size=fraction, random_state=seed, stratify=strata)
+    mask = np.zeros(len(strata), bool)
+    mask[held] = True
+    return mask
+
+
+def grouped_stratified_holdout(strata: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of about a ``fraction`` of samples such that no group (identity) has samples on
+    both sides, with the proportions of ``strata`` kept as far as whole groups allow."""
+    n_splits = max(2, int(round(1 / fraction)))
+    distinct = len(np.unique(groups))
+    if distinct < n_splits:
+        raise TooFewSubjectsError(f"{distinct} identities cannot make a {fraction:.0%} identity-disjoint hold-out")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held = next(splitter.split(np.zeros(len(strata)), strata, groups))
     mask = np.zeros(len(strata), bool)
     mask[held] = True
     return mask

@@ -169,16 +169,32 @@ def test_celeba_labels_are_the_openface_labels(celeba, tmp_path):
     assert {p.rsplit("/", 1)[-1] for p, _ in dm.report.rows} == no_face
 
 
-def test_celeba_split_is_95_5_stratified_by_gender(celeba, tmp_path):
+def test_celeba_split_is_identity_disjoint_stratified_by_gender_and_shared_by_fractions(celeba, tmp_path):
     root, _, _ = celeba
-    dm = celeba_dm(root, tmp_path)
+    dm = celeba_dm(root, tmp_path, val_fraction=0.2)
+    assert dm.has_identities
+    s = dm.samples[dm.samples["ok"]]
+    val = s[s["role"] == "val"]
+    assert abs(len(val) / len(s) - 0.2) < 0.1
+    assert abs(val["male"].eq(1).mean() - s["male"].eq(1).mean()) < 0.25
+    assert not set(val["subject"]) & set(s.loc[s["role"] == "train", "subject"])  # no identity on both sides
+    half = celeba_dm(root, tmp_path, val_fraction=0.2, fraction=0.5)
+    h = half.samples[half.samples["ok"]]
+    assert list(h.index[h["role"] == "val"]) == list(val.index)  # one validation set for every fraction
+    assert abs((h["role"] == "train").sum() - (s["role"] == "train").sum() / 2) <= 1
+
+
+def test_celeba_without_identity_file_is_stratified_by_gender(celeba, tmp_path):
+    root, _, _ = celeba
+    copy = tmp_path / "celeba"
+    shutil.copytree(root, copy)
+    (copy / "identity_CelebA.txt").unlink()
+    dm = celeba_dm(copy, tmp_path)
+    assert not dm.has_identities
     s = dm.samples[dm.samples["ok"]]
     val = s[s["role"] == "val"]
     assert abs(len(val) / len(s) - 0.05) < 0.02
     assert abs(val["male"].eq(1).mean() - s["male"].eq(1).mean()) < 0.15
-    half = celeba_dm(root, tmp_path, fraction=0.5)
-    used = half.samples[half.samples["role"] != "unused"]
-    assert abs(len(used) - len(s) / 2) <= 1
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (8, 3, SIZE, SIZE) and labels.shape == (8, NUM_AUS)
 
@@ -205,3 +221,30 @@ def test_celeba_csv_missing_columns_is_a_clear_error(celeba, tmp_path):
     csv.write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in lines) + "\n")
     with pytest.raises(BadInputError, match="img_align_celeba.csv: missing required columns: AU12_c"):
         celeba_dm(copy, tmp_path)
+
+
+@pytest.mark.parametrize("change", ["drop a row", "add a row"])
+def test_openface_rows_that_do_not_match_the_images_are_an_error(celeba, tmp_path, change):
+    root, _, _ = celeba
+    copy = tmp_path / "celeba"
+    shutil.copytree(root, copy)
+    csv = copy / "openface" / "img_align_celeba.csv"
+    lines = csv.read_text().splitlines()
+    lines = lines[:5] + lines[6:] if change == "drop a row" else lines + [lines[-1]]
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadInputError, match=r"img_align_celeba.csv: \d+ rows for 160 images"):
+        celeba_dm(copy, tmp_path)
+
+
+def test_too_few_subjects_for_the_folds_names_the_counts(ckplus, tmp_path):
+    with pytest.raises(ValueError, match=r"\d+ subject\(s\) outside the test split cannot make 20 subject-exclusive folds"):
+        ck(ckplus[0], tmp_path, n_folds=20)
+
+
+def test_a_layout_can_be_a_plain_dict(ckplus, tmp_path):
+    root = tmp_path / "renamed"
+    shutil.copytree(ckplus[0], root)
+    (root / "FACS").rename(root / "facs_codes")
+    dm = ck(root, tmp_path, layout={"facs": "facs_codes"})
+    assert dm.layout.facs == "facs_codes" and dm.layout.images == "cohn-kanade-images"
+    assert dm.samples["ok"].sum() > 0

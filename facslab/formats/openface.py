@@ -192,8 +192,14 @@ def read_feature_extraction(path: str | Path, image_names: list[str]) -> pd.Data
     table = read_openface_csv(path, required=("frame", "confidence", "success"))
     names = sorted(image_names)
     frames = table["frame"].to_numpy()
-    if frames.min() < 1 or frames.max() > len(names):
-        raise BadInputError(path, f"frame numbers run to {frames.max()} but the image folder has {len(names)} images")
+    # FeatureExtraction writes one row per image (success 0 when it finds no face) and rows are
+    # paired with the sorted files by frame number: any other count would shift later labels.
+    if len(table) != len(names):
+        raise BadInputError(path, f"{len(table)} rows for {len(names)} images: FeatureExtraction writes one row "
+                                  "per image of the folder it ran on; rerun it on this image folder")
+    if frames.min() < 1 or frames.max() > len(names) or len(np.unique(frames)) != len(frames):
+        raise BadInputError(path, f"frame numbers must be 1..{len(names)}, each once (found {frames.min()}.."
+                                  f"{frames.max()}, {len(np.unique(frames))} distinct)")
     return pd.DataFrame({
         "image": [names[f - 1] for f in frames],
         "success": table["success"].to_numpy() > 0,
