@@ -132,6 +132,30 @@ class AUFaceDataModule(L.LightningDataModule):
         table = self.samples.assign(image=[s.image for s in self.samples["source"]])[columns]
         return table
 
+    def split_id(self) -> str:
+        """Digest of the split itself (which file, which subject, test or which fold), the same
+        whichever fold validates: runs on equal split ids are comparable."""
+        import hashlib
+
+        table = self.split_table()
+        if "fold" in table:  # which fold validates is not part of the split: the fold numbers are
+            side, fold = np.where(table["role"] == "test", "test", "train"), table["fold"]
+        else:
+            side, fold = table["role"], pd.Series(-1, index=table.index)
+        lines = sorted(f"{Path(i).name},{s},{r},{f}" for i, s, r, f in zip(table["image"], table["subject"], side, fold))
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+    @property
+    def dataset_name(self) -> str:
+        return type(self).__name__.removesuffix("DataModule")
+
+    @property
+    def generated(self) -> bool:
+        """True for a copy written by facslab's generators (no real faces)."""
+        from facslab.formats import is_generated
+
+        return is_generated(self.root)
+
     def save_split(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -62,12 +62,14 @@ def _sweep(args, parser) -> int:
     from facslab.registry import register_best
     from facslab.sweep import run_sweep
 
+    from facslab.sweep import describe_best
+
     config = parser.instantiate(args).config
     study = run_sweep(config, workers=args.workers)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     print(f"study {config.study}: {len(study.trials)} trials ({len(done)} complete)")
     if done:
-        print(f"best trial {study.best_trial.number}: mean validation PR-AUC {study.best_value:.3f}, {study.best_params}")
+        print(describe_best(study))
         if config.register is not None and not args.no_register:
             print(register_best(config, study).summary(config.register))
     return 0
@@ -160,6 +162,9 @@ def _analyzer(args):
     if args.model.startswith(("models:/", "runs:/")):
         setup_tracking(args.tracking_uri, args.experiment)
     predictor = load_predictor(args.model)
+    note = predictor.provenance_note()
+    if note:  # said once, before any result
+        print(note, file=sys.stderr)
     return FaceAnalyzer(predictor, load_emojis(args.emojis), metric=args.metric, eye_threshold=args.eye_threshold,
                         detector=args.detector)
 
@@ -245,14 +250,14 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--prepare_only", action="store_true", help="only generate the data and build the caches")
     demo.add_argument("--image_size", type=int, default=64, help="crop side for --prepare_only")
-    sub.add_subcommand("demo", demo)
+    sub.add_subcommand("demo", demo, help=demo.description)
 
     emoji = ArgumentParser(description="Detect every face, predict its AUs and eyes, and match an emoji.")
     emoji.add_argument("images", nargs="+")
     _add_model_arguments(emoji)
     emoji.add_argument("--json", action="store_true", help="machine-readable output")
     emoji.add_argument("--annotate", type=str | None, default=None, help="folder for annotated images")
-    sub.add_subcommand("emoji", emoji)
+    sub.add_subcommand("emoji", emoji, help=emoji.description)
 
     live = ArgumentParser(description="Face to emoji in real time on a camera (0) or a video file.")
     live.add_argument("--source", default="0")
@@ -263,13 +268,13 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     live.add_argument("--max_frames", type=int | None, default=None)
     live.add_argument("--show", action="store_true", help="show a window (needs a display)")
     live.add_argument("--quiet", action="store_true")
-    sub.add_subcommand("live", live)
+    sub.add_subcommand("live", live, help=live.description)
 
     web = ArgumentParser(description="A local web page: upload an image or stream the webcam, see AUs and the emoji.")
     _add_model_arguments(web)
     web.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1: this machine only)")
     web.add_argument("--port", type=int, default=8000)
-    sub.add_subcommand("serve", web)
+    sub.add_subcommand("serve", web, help=web.description)
 
     from facslab.config import PretrainConfig, SweepConfig
     from facslab.report import ReportConfig
@@ -284,7 +289,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
         if name == "sweep":
             p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
             p.add_argument("--no_register", action="store_true")
-        sub.add_subcommand(name, p)
+        sub.add_subcommand(name, p, help=text)
         config_parsers[name] = p
 
     gen = ArgumentParser(description="Generate one dataset in its real on-disk layout.")
@@ -294,20 +299,20 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     gen.add_argument("--sequences", type=int, default=3)
     gen.add_argument("--images", type=int, default=500)
     gen.add_argument("--seed", type=int, default=0)
-    sub.add_subcommand("generate", gen)
+    sub.add_subcommand("generate", gen, help=gen.description)
 
     pre = ArgumentParser(description="Read a dataset and build its aligned-crop cache.")
     pre.add_argument("--config", action=ActionConfigFile)
     pre.add_subclass_arguments(AUFaceDataModule, "data", help="a datamodule: class_path and init_args, or a YAML file")
     pre.add_argument("--report", type=str | None, default=None, help="CSV of skipped files")
     pre.add_argument("--split", type=str | None, default=None, help="CSV of the split")
-    sub.add_subcommand("preprocess", pre)
+    sub.add_subcommand("preprocess", pre, help=pre.description)
 
     eyes = ArgumentParser(description="Eye aspect ratio and open/closed per face (dlib 68 points).")
     eyes.add_argument("images", nargs="+")
     eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
     eyes.add_argument("--detector", choices=["hog", "mmod"], default="hog")
-    sub.add_subcommand("eyes", eyes)
+    sub.add_subcommand("eyes", eyes, help=eyes.description)
     return parser, {"demo": demo, "generate": gen, "preprocess": pre, "eyes": eyes, "emoji": emoji, "live": live, "serve": web,
                     **config_parsers}
 
@@ -328,8 +333,19 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facslab.config import ConfigError
+    from facslab.runs import MissingPretrainingError
+
     parser, subparsers = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        return _run(args, subparsers)
+    except (ConfigError, MissingPretrainingError) as error:  # a setting to fix, not a traceback
+        print(f"facslab: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args, subparsers) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     quiet_libraries(args.verbose)

@@ -1,19 +1,68 @@
 """Typed configs for pretraining, sweeps and registration; read from YAML by jsonargparse, so any
-field can also be overridden on the command line (``--train.max_epochs 2``)."""
+field can also be overridden on the command line (``--train.max_epochs 2``).
+
+``data`` and ``model`` are the keyword arguments of a datamodule and of ``AUDetector``; they are
+checked against those signatures when the config is built, so a misspelt key fails before the
+first trial and names the key and the accepted ones.
+"""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from facslab.evaluation import THRESHOLD_POLICIES
 from facslab.training import TrainerConfig
+
+#: AUDetector arguments the training code derives from the data: never set in a config.
+DERIVED_MODEL_ARGS = ("image_size", "mean", "std", "pos_weight", "thresholds")
+#: ``train`` fields a sweep may search (they change the cross-validated objective).
+SEARCHABLE_TRAIN_KEYS = ("pos_weight",)
+PRUNERS = ("median", "hyperband", "none")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: says which key and what is accepted."""
+
+
+def accepted_arguments(*classes) -> list[str]:
+    names = set()
+    for cls in classes:
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                names |= {n for n, p in inspect.signature(klass.__init__).parameters.items()
+                          if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return sorted(names)
+
+
+def check_keys(section: str, given: dict, accepted: list[str]) -> None:
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
+
+
+def model_arguments() -> list[str]:
+    from lightning_modules.au_detector import AUDetector
+
+    return [n for n in accepted_arguments(AUDetector) if n not in DERIVED_MODEL_ARGS]
 
 
 @dataclass
 class TrainConfig(TrainerConfig):
     pos_weight: bool = True  # BCE pos_weight from the training split's label frequencies
-    threshold_policy: str = "f1"  # fixed | f1: per-AU thresholds chosen on validation predictions
-    init_from: str | None = "auto"  # auto: latest pretraining run of the same backbone; a URI; None
+    #: per-AU thresholds: fixed 0.5, or F1-optimal per AU; chosen after cross-validation on the
+    #: out-of-fold predictions (they do not change the PR-AUC objective, so they are not searched)
+    threshold_policy: str = "f1"
+    #: auto: the newest finished pretraining run of the same backbone, input size and
+    #: ``pretrain_fraction`` (an error when there is none); or a weights URI; or None (random)
+    init_from: str | None = "auto"
+    pretrain_fraction: float = 1.0
+
+    def __post_init__(self):
+        if self.threshold_policy not in THRESHOLD_POLICIES:
+            raise ConfigError(f"train.threshold_policy must be one of {', '.join(THRESHOLD_POLICIES)}, "
+                              f"not {self.threshold_policy!r}")
 
 
 @dataclass
@@ -26,6 +75,14 @@ class PretrainConfig:
     experiment: str = "facslab"
     tracking_uri: str | None = None
     run_name: str | None = None
+
+    def __post_init__(self):
+        from datamodules import CelebANoisyDataModule
+
+        check_keys("data", self.data, accepted_arguments(CelebANoisyDataModule))
+        check_keys("model", self.model, model_arguments())
+        if self.train.init_from == "auto":
+            raise ConfigError("pretraining starts from random weights or a given URI: train.init_from cannot be auto")
 
 
 @dataclass
@@ -43,15 +100,39 @@ class SweepConfig:
     model: dict[str, Any] = field(default_factory=dict)  # fixed AUDetector arguments
     train: TrainConfig = field(default_factory=TrainConfig)
     #: searched parameters: ``{name: {choices: [...]}}`` or ``{name: {low, high, log}}``; a name is
-    #: an AUDetector argument or a ``train`` field (threshold_policy, pos_weight).
+    #: an AUDetector argument or ``pos_weight``.
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
-    n_trials: int = 10  # total over all runs of the study (resumed studies count earlier trials)
+    n_trials: int = 10  # total over all runs of the study, failed and pruned trials included
     storage: str | None = None  # None: a journal file under mlruns/optuna; or a database URL
     sampler_seed: int = 0
-    pruner: str = "wilcoxon"  # wilcoxon (meant for k-fold scores) | median | none
+    #: median or hyperband over per-epoch validation PR-AUC of the first fold; none
+    pruner: str = "median"
     experiment: str = "facslab"
     tracking_uri: str | None = None
     register: RegisterConfig | None = field(default_factory=RegisterConfig)  # None: do not register
 
+    def __post_init__(self):
+        from datamodules import CKPlusDataModule
+
+        check_keys("data", self.data, [n for n in accepted_arguments(CKPlusDataModule) if n != "fold"])
+        models = model_arguments()
+        check_keys("model", self.model, models)
+        if "threshold_policy" in self.search:
+            raise ConfigError("search: threshold_policy does not change the objective (mean fold PR-AUC); set "
+                              "train.threshold_policy instead: thresholds are chosen after cross-validation")
+        check_keys("search", self.search, models + list(SEARCHABLE_TRAIN_KEYS))
+        for name, spec in self.search.items():
+            if not ("choices" in spec or {"low", "high"} <= set(spec)):
+                raise ConfigError(f"search.{name}: give choices: [...] or low and high (and log)")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, not {self.pruner!r}"
+                              + (" (Wilcoxon over 3 folds can never reach p < 0.125)" if self.pruner == "wilcoxon" else ""))
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def backbones(self) -> list[str]:
+        """Every backbone a trial of this sweep can use."""
+        if "backbone" in self.search and "choices" in self.search["backbone"]:
+            return list(self.search["backbone"]["choices"])
+        return [self.model.get("backbone", "resnet18")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, precision_recall_curve, precision_recall_fscore_support
+from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support
 
 from facslab.au import AU_LABELS
 
@@ -31,9 +31,11 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray, policy: str = "f1",
     return thresholds
 
 
-def per_au_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> pd.DataFrame:
+def per_au_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
+                   groups: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Precision, recall, F1 at the thresholds and PR-AUC (average precision) per AU, plus a
-    ``mean`` row (macro mean over the AUs that have positives in ``labels``)."""
+    ``mean`` row (macro mean over the AUs that have positives in ``labels``). With ``groups``
+    (the subject of every row), 95 % bootstrap intervals over subjects: ``pr_auc_lo/hi``, ``f1_lo/hi``."""
     decisions = probs >= np.asarray(thresholds)[None, :]
     precision, recall, f1, support = precision_recall_fscore_support(labels, decisions, average=None, zero_division=0)
     ap = average_precisions(probs, labels)
@@ -42,13 +44,61 @@ def per_au_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
     present = table["support"] > 0
     mean = table.loc[present, ["precision", "recall", "f1", "pr_auc"]].mean()
     mean_row = {"au": "mean", **mean.to_dict(), "support": int(table["support"].sum()), "threshold": np.nan}
-    return pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
+    table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
+    if groups is not None:
+        intervals = bootstrap_intervals(probs, labels, decisions, np.asarray(groups), n_boot, seed)
+        for name, values in intervals.items():
+            table[name] = values
+    return table
+
+
+def _f1_scores(decisions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    positive = labels > 0
+    tp = (decisions & positive).sum(0)
+    wrong = (decisions & ~positive).sum(0) + (~decisions & positive).sum(0)
+    f1 = np.divide(2 * tp, 2 * tp + wrong, out=np.zeros(labels.shape[1]), where=(2 * tp + wrong) > 0)
+    return np.where(positive.any(0), f1, np.nan)
+
+
+def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, decisions: np.ndarray, groups: np.ndarray,
+                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, np.ndarray]:
+    """Percentile intervals of per-AU and mean PR-AUC and F1, resampling whole subjects (rows of
+    one subject are not independent)."""
+    rows_of = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    rng = np.random.default_rng(seed)
+    n_aus = labels.shape[1]
+    draws = {"pr_auc": np.full((n_boot, n_aus + 1), np.nan), "f1": np.full((n_boot, n_aus + 1), np.nan)}
+    for b in range(n_boot):
+        rows = np.concatenate([rows_of[k] for k in rng.integers(len(rows_of), size=len(rows_of))])
+        ap = average_precisions(probs[rows], labels[rows])
+        f1 = _f1_scores(decisions[rows], labels[rows])
+        with np.errstate(all="ignore"):
+            draws["pr_auc"][b] = np.append(ap, np.nanmean(ap) if np.isfinite(ap).any() else np.nan)
+            draws["f1"][b] = np.append(f1, np.nanmean(f1) if np.isfinite(f1).any() else np.nan)
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for name, values in draws.items():
+        lo, hi = np.nanpercentile(values, [tail, 100 - tail], axis=0)
+        out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+    return out
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """scikit-learn's ``average_precision_score`` (step-wise, ties grouped), in a few numpy calls:
+    bootstraps call it tens of thousands of times."""
+    order = np.argsort(-scores, kind="mergesort")
+    scores, labels = scores[order], labels[order] > 0
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # the last row of each distinct score
+    tps = np.cumsum(labels)[last]
+    if tps[-1] == 0:
+        return float("nan")
+    precision, recall = tps / (last + 1), tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def average_precisions(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """PR-AUC (average precision) per AU; NaN for an AU without positives, where it is undefined."""
-    return np.array([average_precision_score(labels[:, k], probs[:, k]) if labels[:, k].sum() else np.nan
-                     for k in range(labels.shape[1])])
+    return np.array([average_precision(labels[:, k], probs[:, k]) for k in range(labels.shape[1])])
 
 
 def mean_pr_auc(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -11,7 +11,7 @@ import mlflow
 from datamodules import CelebANoisyDataModule
 from facslab.config import PretrainConfig
 from facslab.evaluation import mean_pr_auc
-from facslab.runs import log_curves, log_run_basics, log_weights
+from facslab.runs import fraction_tag, log_curves, log_run_basics, log_weights
 from facslab.tracking import setup_tracking
 from facslab.training import build_model, fit, predict
 
@@ -25,15 +25,16 @@ def pretrain(config: PretrainConfig) -> str:
     L.seed_everything(seed, workers=True)
     dm = CelebANoisyDataModule(**config.data)
     dm.setup("fit")
-    init_from = None if config.train.init_from in (None, "auto") else config.train.init_from
+    init_from = config.train.init_from
     model = build_model(config.model, dm, config.train.pos_weight, init_from=init_from)
     hp = model.hparams
     fraction = config.data.get("fraction", 1.0)
     name = config.run_name or f"pretrain {hp.backbone} unfrozen{hp.unfrozen_blocks} frac{fraction:g} {dm.image_size}px"
     with mlflow.start_run(run_name=name) as run:
-        mlflow.set_tags({"backbone": hp.backbone, "image_size": str(dm.image_size), "fraction": str(fraction),
+        mlflow.set_tags({"backbone": hp.backbone, "image_size": str(dm.image_size), "fraction": fraction_tag(fraction),
                          "unfrozen_blocks": str(hp.unfrozen_blocks)})
         log_run_basics(asdict(config), dm, stage="pretrain")
+        mlflow.set_tag("init_from", init_from or "random")
         result = fit(model, dm, config.train, run_id=run.info.run_id, tracking_uri=uri)
         probs, labels = predict(result.model, dm.val_dataloader())
         mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,

@@ -1,5 +1,6 @@
 """The MLflow Model Registry: the final model of a sweep, its one test evaluation, and the
-``champion`` alias, which moves only when a new model beats the champion on the same test split."""
+``champion`` alias, which moves only when the new model's cross-validated score beats the
+champion's on the same split. The test split is looked at once per version and chooses nothing."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from facslab import plots
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
 from facslab.evaluation import mean_row, per_au_metrics
 from facslab.predictor import AUPredictor
-from facslab.runs import log_curves, log_run_basics, resolve_init
+from facslab.runs import log_curves, log_run_basics
 from facslab.tracking import log_table, setup_tracking
 from facslab.training import build_model, fit
 
@@ -78,13 +79,6 @@ def log_predictor(predictor: AUPredictor, registered_name: str | None = None):
         )
 
 
-def test_split_id(dm: CKPlusDataModule) -> str:
-    import hashlib
-
-    images = sorted(s.image for s, role in zip(dm.samples["source"], dm.samples["role"]) if role == "test")
-    return hashlib.sha256("\n".join(Path(p).name for p in images).encode()).hexdigest()[:16]
-
-
 def test_predictions(predictor: AUPredictor, dm: CKPlusDataModule) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, labels) of a predictor on a set-up datamodule's test split."""
     positions = dm.positions("test")
@@ -92,85 +86,121 @@ def test_predictions(predictor: AUPredictor, dm: CKPlusDataModule) -> tuple[np.n
     return probs, dm.labels_array()[positions]
 
 
-def evaluate_on_test(predictor: AUPredictor, data: dict) -> pd.DataFrame:
-    """Per-AU test metrics of any predictor on the test split of ``data``, at its input size."""
-    dm = CKPlusDataModule(**{**data, "fold": None, "image_size": predictor.alignment.size, "progress": False})
-    dm.setup("test")
-    return per_au_metrics(*test_predictions(predictor, dm), predictor.thresholds)
-
-
 @dataclass
 class Registration:
     run_id: str
     version: str
+    cv_pr_auc: float
+    cv_pr_auc_std: float
     test_pr_auc: float
-    champion_before: float | None
+    test_ci: tuple[float, float]
+    champion_cv: float | None
     promoted: bool
+    reason: str
     table: pd.DataFrame
 
     def summary(self, config: RegisterConfig) -> str:
-        before = "none" if self.champion_before is None else f"{self.champion_before:.3f}"
         outcome = f"alias {config.alias} moved here" if self.promoted else f"alias {config.alias} kept"
-        return (f"registered {config.name} version {self.version}: test PR-AUC {self.test_pr_auc:.3f} on held-out "
-                f"subjects; champion before: {before}; {outcome}")
+        lo, hi = self.test_ci
+        return (f"registered {config.name} version {self.version}: cross-validated PR-AUC {self.cv_pr_auc:.3f} ± "
+                f"{self.cv_pr_auc_std:.3f}; {outcome} ({self.reason}). Held-out test subjects, looked at once: "
+                f"PR-AUC {self.test_pr_auc:.3f} (95% CI {lo:.3f}-{hi:.3f}), F1 {mean_row(self.table)['f1']:.3f}")
+
+
+def provenance(dm: CKPlusDataModule, init_from: str | None) -> dict[str, str]:
+    """What a model was trained on: every dataset it saw, and whether any of it was real."""
+    from facslab.runs import init_data_generated
+
+    datasets = [f"{dm.dataset_name} ({'generated' if dm.generated else 'real'})"]
+    generated = [dm.generated]
+    pretrained = init_data_generated(init_from)
+    if pretrained is not None:
+        run = mlflow.get_run(init_from.removeprefix("runs:/").split("/")[0])
+        datasets.append(f"{run.data.tags.get('dataset', 'pretraining')} ({'generated' if pretrained else 'real'})")
+        generated.append(pretrained)
+    trained_on = "generated" if all(generated) else ("real" if not any(generated) else "mixed")
+    return {"trained_on": trained_on, "datasets": ", ".join(datasets)}
 
 
 def register_best(config: SweepConfig, study: optuna.Study) -> Registration:
     """Retrain the study's best configuration on the whole training split, evaluate it once on the
-    held-out test split, log and register it, and move the alias if it beats the champion."""
+    held-out test split, log and register it. The alias moves when the best configuration's
+    cross-validated score beats the champion's on the same split: the test split chooses nothing."""
     if config.register is None:
         raise ValueError("the sweep config has register: null")
     setup_tracking(config.tracking_uri, config.experiment)
     best = study.best_trial
     model_args, train = best.user_attrs["model"], best.user_attrs["train"]
     train_config = TrainConfig(**train)
+    init_from = best.user_attrs["init_from"]  # pinned when the study started
     thresholds = best.user_attrs["thresholds"]
     epochs = max(1, int(best.user_attrs["epochs"]))
+    cv, cv_std = float(best.value), float(best.user_attrs.get("cv_std", float("nan")))
     L.seed_everything(int(config.data.get("seed", 0)), workers=True)
     dm = CKPlusDataModule(**{**config.data, "fold": None})
     dm.setup("fit")
-    init_from = resolve_init(train_config.init_from, model_args.get("backbone", "resnet18"), dm.image_size,
-                             config.experiment)
+    split_id = dm.split_id()
     parent = study.user_attrs.get("mlflow_parent_run_id")
     name = f"final {config.study} trial {best.number:03d}"
     with mlflow.start_run(run_name=name, nested=parent is not None, parent_run_id=parent) as run:
+        origin = provenance(dm, init_from)
         mlflow.set_tags({"backbone": model_args.get("backbone", "resnet18"), "trial": str(best.number),
-                         "init_from": init_from or "random", "test_split": test_split_id(dm)})
+                         "init_from": init_from or "random", "study": config.study, **origin})
         log_run_basics({"model": model_args, "train": train, "data": config.data, "epochs": epochs,
                         "study": config.study, "trial": best.number}, dm, stage="final")
+        mlflow.log_metrics({"cv_pr_auc": cv, "cv_pr_auc_std": cv_std})
         model = build_model(model_args, dm, train_config.pos_weight, init_from=init_from)
         result = fit(model, dm, train_config, run_id=run.info.run_id, epochs=epochs)
         model.thresholds.copy_(model.thresholds.new_tensor(thresholds))
-        predictor = AUPredictor(result.model, dm.spec)
+        predictor = AUPredictor(result.model, dm.spec, provenance=origin)
         probs, labels = test_predictions(predictor, dm)
-        table = per_au_metrics(probs, labels, predictor.thresholds)  # the one look at the test split
+        # the one look at the test split: reported, never used to choose anything
+        subjects = dm.samples.loc[dm.positions("test"), "subject"].to_numpy()
+        table = per_au_metrics(probs, labels, predictor.thresholds, groups=subjects)
         mean = mean_row(table)
-        mlflow.log_metrics({f"test_{k}": float(mean[k]) for k in ("precision", "recall", "f1", "pr_auc")})
+        lo, hi = float(mean["pr_auc_lo"]), float(mean["pr_auc_hi"])
+        mlflow.log_metrics({**{f"test_{k}": float(mean[k]) for k in ("precision", "recall", "f1", "pr_auc")},
+                            "test_pr_auc_ci_lo": lo, "test_pr_auc_ci_hi": hi,
+                            "test_f1_ci_lo": float(mean["f1_lo"]), "test_f1_ci_hi": float(mean["f1_hi"])})
         log_table(table, "metrics/test_per_au.csv")
         mlflow.log_figure(plots.pr_curves(probs, labels, "test PR curves"), "plots/test_pr_curves.png")
         log_curves({"final": result.history}, "plots/training_curves.png", name)
-        champion = champion_score(config)
+        champion = champion_record(config)
+        promoted, reason = promotion(cv, split_id, champion)
         info = log_predictor(predictor, config.register.name)
         version = str(info.registered_model_version)
-        promoted = champion is None or float(mean["pr_auc"]) > champion
         client = MlflowClient()
         if promoted:
             client.set_registered_model_alias(config.register.name, config.register.alias, version)
-        client.set_model_version_tag(config.register.name, version, "test_pr_auc", f"{mean['pr_auc']:.4f}")
-        mlflow.set_tags({"registered_version": version, "promoted": str(promoted)})
-        if champion is not None:
-            mlflow.log_metric("champion_test_pr_auc_before", champion)
-        log.info("registered %s version %s (test PR-AUC %.3f; champion before: %s; promoted: %s)",
-                 config.register.name, version, mean["pr_auc"], champion, promoted)
-        return Registration(run.info.run_id, version, float(mean["pr_auc"]), champion, promoted, table)
+        for key, value in {"cv_pr_auc": repr(cv), "cv_pr_auc_std": f"{cv_std:.4f}", "split_id": split_id,
+                           "test_pr_auc": f"{mean['pr_auc']:.4f}", "test_pr_auc_ci95": f"{lo:.4f}-{hi:.4f}",
+                           "study": config.study, "trial": str(best.number), "init_from": init_from or "random",
+                           **origin}.items():
+            client.set_model_version_tag(config.register.name, version, key, value)
+        mlflow.set_tags({"registered_version": version, "promoted": str(promoted), "promotion": reason})
+        log.info("registered %s version %s: %s", config.register.name, version, reason)
+        return Registration(run.info.run_id, version, cv, cv_std, float(mean["pr_auc"]), (lo, hi),
+                            None if champion is None else champion["cv"], promoted, reason, table)
 
 
-def champion_score(config: SweepConfig) -> float | None:
-    """The current champion's mean PR-AUC on *this* config's test split, or None without one."""
-    uri = f"models:/{config.register.name}@{config.register.alias}"
+def champion_record(config: SweepConfig) -> dict | None:
+    """The current champion's recorded cross-validated score and split id (no new test look)."""
     try:
-        MlflowClient().get_model_version_by_alias(config.register.name, config.register.alias)
+        version = MlflowClient().get_model_version_by_alias(config.register.name, config.register.alias)
     except MlflowException:
         return None
-    table = evaluate_on_test(load_predictor(uri), config.data)
-    return float(mean_row(table)["pr_auc"])
+    tags = version.tags
+    cv = float(tags["cv_pr_auc"]) if "cv_pr_auc" in tags else None
+    return {"version": version.version, "cv": cv, "split_id": tags.get("split_id")}
+
+
+def promotion(cv: float, split_id: str, champion: dict | None) -> tuple[bool, str]:
+    """Like with like: cross-validated scores on the same split."""
+    if champion is None:
+        return True, "no champion yet"
+    if champion["cv"] is None or champion["split_id"] != split_id:
+        return False, (f"split mismatch: champion version {champion['version']} was cross-validated on split "
+                       f"{champion['split_id']}, this model on {split_id}; not comparable, not promoted")
+    if cv > champion["cv"]:
+        return True, f"cross-validated PR-AUC {cv:.4f} beats the champion's {champion['cv']:.4f} on split {split_id}"
+    return False, f"cross-validated PR-AUC {cv:.4f} does not beat the champion's {champion['cv']:.4f} on split {split_id}"

@@ -48,15 +48,27 @@ def table1(config: ReportConfig) -> tuple[pd.DataFrame, str]:
     path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="metrics/test_per_au.csv")
     table = pd.read_csv(path, keep_default_na=False, na_values=[""])
     table["au"] = table["au"].astype(str)
-    return table, f"{config.model_name} version {version.version} (run {version.run_id})"
+    tags = version.tags
+    cv = f", cross-validated PR-AUC {tags['cv_pr_auc']} ± {tags.get('cv_pr_auc_std', '?')}" if "cv_pr_auc" in tags else ""
+    data = f", trained on {tags['datasets']}" if "datasets" in tags else ""
+    return table, f"{config.model_name} version {version.version} (run {version.run_id}{cv}{data})"
 
 
 def table1_markdown(table: pd.DataFrame, source: str) -> str:
-    lines = [f"Table 1: held-out test split, {source}", "",
+    lines = [f"Table 1: held-out test split (evaluated once), {source}. Brackets: 95 % bootstrap intervals "
+             "over test subjects.", "",
              "| AU | precision | recall | F1 | PR-AUC | positives |", "|---|---|---|---|---|---|"]
+
+    def cell(row, name: str) -> str:
+        value = getattr(row, name)
+        if pd.isna(value):
+            return "–"
+        lo, hi = getattr(row, f"{name}_lo", float("nan")), getattr(row, f"{name}_hi", float("nan"))
+        return f"{value:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if not pd.isna(lo) else "")
+
     for row in table.itertuples():
         name = "**mean**" if row.au == "mean" else f"AU{row.au}"
-        cells = [f"{v:.3f}" if not pd.isna(v) else "–" for v in (row.precision, row.recall, row.f1, row.pr_auc)]
+        cells = [cell(row, "precision"), cell(row, "recall"), cell(row, "f1"), cell(row, "pr_auc")]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.support} |")
     return "\n".join(lines) + "\n"
 

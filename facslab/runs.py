@@ -16,6 +16,10 @@ from lightning_modules.au_detector import AUDetector
 log = logging.getLogger(__name__)
 
 
+class MissingPretrainingError(RuntimeError):
+    """``init_from: auto`` found no pretraining run to start from."""
+
+
 def flat_params(prefix: str, values: dict) -> dict[str, str]:
     out = {}
     for key, value in values.items():
@@ -27,12 +31,22 @@ def flat_params(prefix: str, values: dict) -> dict[str, str]:
     return out
 
 
+def data_tags(dm: AUFaceDataModule) -> dict[str, str]:
+    """Which data a run saw: dataset, generated or real, and the split's digest."""
+    return {"dataset": dm.dataset_name, "data_generated": str(dm.generated).lower(), "split_id": dm.split_id()}
+
+
 def log_run_basics(config: dict, dm: AUFaceDataModule, stage: str) -> None:
-    """Resolved config, parameters, git commit, data split and skip report of the active run."""
-    mlflow.set_tags({"stage": stage, "git_commit": git_commit(), "datamodule": type(dm).__name__})
+    """Resolved config, parameters, git commit, data split (also as an MLflow dataset input) and
+    skip report of the active run."""
+    mlflow.set_tags({"stage": stage, "git_commit": git_commit(), "datamodule": type(dm).__name__, **data_tags(dm)})
     mlflow.log_params(flat_params("", config))
     mlflow.log_text(yaml.safe_dump(config, sort_keys=False), "config.yaml")
-    log_table(dm.split_table(), "data/split.csv")
+    split = dm.split_table()
+    log_table(split, "data/split.csv")
+    dataset = mlflow.data.from_pandas(split, source=str(dm.root.resolve()), digest=dm.split_id(),
+                                      name=f"{dm.dataset_name}{' (generated)' if dm.generated else ''}")
+    mlflow.log_input(dataset, context=stage)
     if len(dm.report):
         log_table(dm.report.to_frame(), "data/skipped.csv")
     mlflow.log_metrics({"data_train": len(dm.positions("train")), "data_val": len(dm.positions("val")),
@@ -50,24 +64,51 @@ def log_curves(histories: dict[str, list[dict]], path: str, title: str) -> None:
         mlflow.log_figure(plots.training_curves(histories, title), path)
 
 
-def find_pretraining(backbone: str, image_size: int, experiment: str, fraction: float | None = None) -> str | None:
-    """URI of the weights of the newest finished pretraining run for this backbone and input size
-    (and fraction of the pretraining data, when given)."""
+def fraction_tag(fraction: float) -> str:
+    return str(float(fraction))
+
+
+def find_pretraining(backbone: str, image_size: int, experiment: str, fraction: float = 1.0):
+    """The newest finished pretraining run (an ``mlflow.entities.Run``) of this backbone, input
+    size and fraction of the pretraining data, or None."""
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         return None
     query = (f"tags.stage = 'pretrain' and tags.backbone = '{backbone}' and "
-             f"tags.image_size = '{image_size}' and attributes.status = 'FINISHED'")
-    if fraction is not None:
-        query += f" and tags.fraction = '{fraction}'"
+             f"tags.image_size = '{image_size}' and tags.fraction = '{fraction_tag(fraction)}' "
+             "and attributes.status = 'FINISHED'")
     runs = mlflow.search_runs([exp.experiment_id], output_format="list", max_results=1,
                               order_by=["attributes.start_time DESC"], filter_string=query)
-    return f"runs:/{runs[0].info.run_id}/weights/model.pt" if runs else None
+    return runs[0] if runs else None
 
 
-def resolve_init(init_from: str | None, backbone: str, image_size: int, experiment: str) -> str | None:
-    """The weights a run starts from: ``auto`` is the newest pretraining of this backbone and input
-    size (None when there is none), anything else is taken as given."""
-    if init_from == "auto":
-        return find_pretraining(backbone, image_size, experiment)
-    return init_from
+def weights_uri(run) -> str:
+    return f"runs:/{run.info.run_id}/weights/model.pt"
+
+
+def resolve_init(init_from: str | None, backbone: str, image_size: int, experiment: str,
+                 fraction: float = 1.0) -> str | None:
+    """The weights a run starts from. ``auto``: the newest finished pretraining of this backbone,
+    input size and fraction, pinned by its run id; with none, an error that says what to run.
+    Anything else is taken as given (None: random weights)."""
+    if init_from != "auto":
+        return init_from
+    run = find_pretraining(backbone, image_size, experiment, fraction)
+    if run is None:
+        raise MissingPretrainingError(
+            f"init_from: auto found no finished pretraining run of {backbone} at {image_size} px on "
+            f"{fraction:.0%} of the pretraining data in experiment {experiment!r}. Run:\n"
+            f"  facslab pretrain --config configs/pretrain/demo.yaml --config.model.backbone {backbone} "
+            f"--config.data.image_size {image_size} --config.data.fraction {fraction:g}\n"
+            "or set train.init_from to a weights URI, or to null for random weights.")
+    return weights_uri(run)
+
+
+def init_data_generated(init_from: str | None) -> bool | None:
+    """Whether the run behind ``runs:/<id>/…`` starting weights saw only generated data (None
+    when that is not known: random weights, a file, another URI)."""
+    if not init_from or not init_from.startswith("runs:/"):
+        return None
+    run = mlflow.get_run(init_from.removeprefix("runs:/").split("/")[0])
+    value = run.data.tags.get("data_generated")
+    return None if value is None else value == "true"

@@ -1,13 +1,20 @@
 """Optuna sweeps over CK+ fine-tuning; every trial an MLflow run nested under the sweep's run.
 
-The objective is the mean validation PR-AUC over the subject-exclusive folds; each fold is
-reported as an intermediate value, so a pruner meant for k-fold scores (Optuna's WilcoxonPruner)
-can stop a hopeless trial early. Per-AU thresholds are chosen on the out-of-fold predictions.
+The objective is the mean validation PR-AUC over the subject-exclusive folds (fold mean ± std
+logged). Pruning uses Optuna's Lightning callback on the first fold's per-epoch validation
+PR-AUC with a median or Hyperband pruner, which can act with any number of folds. Per-AU
+thresholds are chosen after the cross-validation on the out-of-fold predictions (``train.
+threshold_policy``): they do not change PR-AUC, so they are never searched.
+
+The starting weights are resolved once per study (per backbone) and pinned by run id on the
+study; every trial and the registration use that value.
 
 Storage: by default a journal file (``mlruns/optuna/<study>.journal``) that several local worker
 processes share safely (Optuna advises against SQLite for parallel workers); a database URL
-(``postgresql://…``) spreads a study over machines. Studies resume: ``n_trials`` is the total, and
-a trial that raises is recorded as failed while the study goes on.
+(``postgresql://…``) spreads a study over machines. Studies resume: ``n_trials`` is the total of
+finished trials (complete, pruned and failed all count), a trial that raises is recorded as
+failed while the study goes on, and a resumed worker's sampler starts a new random sequence so it
+does not propose the finished parameter sets again.
 """
 
 from __future__ import annotations
@@ -25,18 +32,19 @@ import lightning as L
 import mlflow
 import numpy as np
 import optuna
+from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from datamodules import CKPlusDataModule
 from facslab import plots
-from facslab.config import SweepConfig
+from facslab.config import SEARCHABLE_TRAIN_KEYS, ConfigError, SweepConfig
 from facslab.evaluation import choose_thresholds, mean_pr_auc, mean_row, per_au_metrics
 from facslab.runs import log_curves, log_run_basics, resolve_init
 from facslab.tracking import log_json, log_table, setup_tracking, store_dir
 from facslab.training import build_model, fit, predict
 
 log = logging.getLogger(__name__)
-TRAIN_KEYS = ("threshold_policy", "pos_weight")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def storage_for(config: SweepConfig) -> optuna.storages.BaseStorage | str:
@@ -52,21 +60,34 @@ def storage_for(config: SweepConfig) -> optuna.storages.BaseStorage | str:
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    if name == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+    """Pruners over per-epoch reports of the first fold (see ``Objective``)."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=2, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"pruner must be wilcoxon, median or none, not {name!r}")
+    raise ConfigError(f"pruner must be median, hyperband or none, not {name!r}")
+
+
+def sampler_seed(config: SweepConfig, worker: int, finished: int) -> int:
+    """A seed per (study seed, worker, trials already there): repeatable for a fresh study, and a
+    new sequence for a resumed or added worker, which would otherwise re-propose the parameter
+    sets the study began with."""
+    return int(np.random.SeedSequence([config.sampler_seed, worker, finished]).generate_state(1)[0])
 
 
 def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
-    """The study; each parallel worker seeds its sampler differently, or they would all propose
-    the same parameters."""
+    storage = storage_for(config)
+    existing = 0
+    try:
+        existing = len(optuna.load_study(study_name=config.study, storage=storage).trials)
+    except KeyError:
+        pass
     return optuna.create_study(
-        study_name=config.study, storage=storage_for(config), direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=config.sampler_seed + worker), pruner=make_pruner(config.pruner))
+        study_name=config.study, storage=storage, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed(config, worker, existing)),
+        pruner=make_pruner(config.pruner))
 
 
 def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
@@ -81,33 +102,69 @@ def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
     return params
 
 
-def trial_run_name(number: int, model: dict, train: dict) -> str:
+def trial_run_name(number: int, model: dict) -> str:
     lr = model.get("lr", 1e-4)
     return (f"trial {number:03d} {model.get('backbone', 'resnet18')} unfrozen{model.get('unfrozen_blocks', 1)} "
-            f"lr{lr:.1e} h{model.get('hidden_size', 256)} {train['threshold_policy']}")
+            f"lr{lr:.1e} h{model.get('hidden_size', 256)}")
+
+
+def duplicate_of(trial: optuna.Trial) -> int | None:
+    """The number of a finished trial with exactly these parameters, if any."""
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if other.number != trial.number and other.params == trial.params and "duplicate_of" not in other.user_attrs:
+            return other.number
+    return None
+
+
+def resolve_study_init(config: SweepConfig, study: optuna.Study) -> dict[str, str | None]:
+    """The starting weights of every backbone the sweep can use, resolved once and stored on the
+    study: later trials, resumed workers and the registration all start from the same runs."""
+    pinned = study.user_attrs.get("init_from")
+    setting = f"{config.train.init_from}@{config.train.pretrain_fraction:g}"
+    if pinned is not None:
+        if study.user_attrs.get("init_from_setting") != setting:
+            raise ConfigError(f"study {config.study} was started with init_from "
+                              f"{study.user_attrs.get('init_from_setting')}, not {setting}: use another study name")
+        missing = set(config.backbones()) - set(pinned)
+        if not missing:
+            return pinned
+    image_size = int(config.data.get("image_size", 224))
+    resolved = {backbone: resolve_init(config.train.init_from, backbone, image_size, config.experiment,
+                                       config.train.pretrain_fraction)
+                for backbone in config.backbones()}
+    study.set_user_attr("init_from", {**(pinned or {}), **resolved})
+    study.set_user_attr("init_from_setting", setting)
+    return {**(pinned or {}), **resolved}
 
 
 class Objective:
     """Cross-validated fine-tuning of one sampled configuration, logged as a nested MLflow run."""
 
-    def __init__(self, config: SweepConfig, parent_run_id: str, tracking_uri: str):
+    def __init__(self, config: SweepConfig, parent_run_id: str, tracking_uri: str, init_from: dict[str, str | None]):
         self.config, self.parent_run_id, self.tracking_uri = config, parent_run_id, tracking_uri
+        self.init_from = init_from
 
     def resolve(self, trial: optuna.Trial) -> tuple[dict, dict]:
         sampled = suggest(trial, self.config.search)
-        model = {**self.config.model, **{k: v for k, v in sampled.items() if k not in TRAIN_KEYS}}
-        train = {**asdict(self.config.train), **{k: v for k, v in sampled.items() if k in TRAIN_KEYS}}
+        model = {**self.config.model, **{k: v for k, v in sampled.items() if k not in SEARCHABLE_TRAIN_KEYS}}
+        train = {**asdict(self.config.train), **{k: v for k, v in sampled.items() if k in SEARCHABLE_TRAIN_KEYS}}
+        train["init_from"] = self.init_from[model.get("backbone", "resnet18")]
         return model, train
 
     def __call__(self, trial: optuna.Trial) -> float:
         model_args, train = self.resolve(trial)
+        earlier = duplicate_of(trial)
+        if earlier is not None:  # the sampler proposed a finished set again: never train it twice
+            trial.set_user_attr("duplicate_of", earlier)
+            raise optuna.TrialPruned(f"same parameters as trial {earlier}")
         config = self.config
-        name = trial_run_name(trial.number, model_args, train)
-        run = mlflow.start_run(run_name=name, nested=True, parent_run_id=self.parent_run_id)
+        run = mlflow.start_run(run_name=trial_run_name(trial.number, model_args), nested=True,
+                               parent_run_id=self.parent_run_id)
         status = "FINISHED"
         try:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
-            mlflow.set_tags({"study": config.study, "trial": str(trial.number),
+            trial.set_user_attr("init_from", train["init_from"])
+            mlflow.set_tags({"study": config.study, "trial": str(trial.number), "init_from": train["init_from"] or "random",
                              "backbone": model_args.get("backbone", "resnet18"),
                              "unfrozen_blocks": str(model_args.get("unfrozen_blocks", 1))})
             return self._cross_validate(trial, model_args, train)
@@ -124,12 +181,11 @@ class Objective:
             mlflow.end_run(status)
 
     def _cross_validate(self, trial, model_args: dict, train: dict) -> float:
+        from optuna_integration import PyTorchLightningPruningCallback
+
         config = self.config
         train_config = type(config.train)(**train)
         n_folds = int(config.data.get("n_folds", 3))
-        init_from = resolve_init(train_config.init_from, model_args.get("backbone", "resnet18"),
-                                 int(config.data.get("image_size", 224)), config.experiment)
-        mlflow.set_tag("init_from", init_from or "random")
         oof_probs, oof_labels, scores, histories, best_epochs, losses = [], [], [], {}, [], []
         for fold in range(n_folds):
             L.seed_everything(int(config.data.get("seed", 0)) + fold, workers=True)
@@ -138,9 +194,16 @@ class Objective:
             if fold == 0:
                 log_run_basics({"model": model_args, "train": train, "data": config.data,
                                 "trial": trial.number, "study": config.study}, dm, stage="sweep-trial")
-            model = build_model(model_args, dm, train_config.pos_weight, init_from=init_from)
-            result = fit(model, dm, train_config, run_id=mlflow.active_run().info.run_id,
-                         tracking_uri=self.tracking_uri, prefix=f"fold{fold}")
+            model = build_model(model_args, dm, train_config.pos_weight, init_from=train_config.init_from)
+            # the first fold's per-epoch validation PR-AUC feeds the pruner
+            pruning = [PyTorchLightningPruningCallback(trial, "val_pr_auc")] if fold == 0 and config.pruner != "none" else []
+            try:
+                result = fit(model, dm, train_config, run_id=mlflow.active_run().info.run_id,
+                             tracking_uri=self.tracking_uri, prefix=f"fold{fold}", callbacks=pruning)
+            except optuna.TrialPruned:
+                histories["fold 0"] = model.history
+                log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
+                raise
             probs, labels = predict(result.model, dm.val_dataloader())
             score = mean_pr_auc(probs, labels)
             oof_probs.append(probs), oof_labels.append(labels), scores.append(score)
@@ -149,16 +212,12 @@ class Objective:
             losses.append(result.best_val_loss)
             mlflow.log_metrics({"fold_val_pr_auc": score, "fold_best_val_loss": result.best_val_loss,
                                 "fold_best_epoch": result.best_epoch + 1}, step=fold)
-            trial.report(score, step=fold)
-            if trial.should_prune():
-                log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
-                raise optuna.TrialPruned(f"pruned after fold {fold}")
         probs, labels = np.concatenate(oof_probs), np.concatenate(oof_labels)
         thresholds = choose_thresholds(probs, labels, train_config.threshold_policy)
         table = per_au_metrics(probs, labels, thresholds)
         mean = mean_row(table)
-        objective = float(np.mean(scores))
-        mlflow.log_metrics({"val_pr_auc": objective, "val_pr_auc_std": float(np.std(scores)),
+        objective, spread = float(np.mean(scores)), float(np.std(scores))
+        mlflow.log_metrics({"val_pr_auc": objective, "val_pr_auc_std": spread,
                             "oof_pr_auc": float(mean["pr_auc"]), "oof_f1": float(mean["f1"]),
                             "oof_precision": float(mean["precision"]), "oof_recall": float(mean["recall"]),
                             "best_epoch_mean": float(np.mean(best_epochs)),
@@ -166,10 +225,13 @@ class Objective:
         mlflow.log_metrics({f"oof_pr_auc_AU{r.au.replace('/', '_')}": float(r.pr_auc)
                             for r in table.itertuples() if r.au != "mean" and not math.isnan(r.pr_auc)})
         log_table(table, "metrics/oof_per_au.csv")
-        log_json({"thresholds": thresholds.tolist(), "best_epochs": best_epochs}, "thresholds.json")
+        log_json({"policy": train_config.threshold_policy, "thresholds": thresholds.tolist(),
+                  "chosen_on": "out-of-fold validation predictions", "best_epochs": best_epochs}, "thresholds.json")
         log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
         mlflow.log_figure(plots.pr_curves(probs, labels, "out-of-fold PR curves"), "plots/pr_curves.png")
         trial.set_user_attr("thresholds", thresholds.tolist())
+        trial.set_user_attr("fold_scores", [float(s) for s in scores])
+        trial.set_user_attr("cv_std", spread)
         trial.set_user_attr("epochs", int(round(np.mean(best_epochs))))
         trial.set_user_attr("model", model_args)
         trial.set_user_attr("train", train)
@@ -202,8 +264,37 @@ def fail_interrupted_trials(study: optuna.Study) -> int:
     return len(stale)
 
 
+def close_orphan_runs(study: optuna.Study) -> int:
+    """End the MLflow runs of trials that are over but whose process died before ending the run
+    (a crash, ``kill -9``, a heartbeat timeout): FAILED, tagged with the trial's state."""
+    client, closed = MlflowClient(), 0
+    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if not run_id:
+            continue
+        try:
+            run = client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            continue
+        if run.info.status == "RUNNING":
+            client.set_tag(run_id, "optuna_state", trial.state.name)
+            client.set_tag(run_id, "interrupted", "true")
+            client.set_terminated(run_id, "FAILED")
+            closed += 1
+    return closed
+
+
+def recover_interrupted(study: optuna.Study, local: bool) -> None:
+    """Trials no live process runs any more are failed (local journal: only the coordinator may
+    say so; a database's heartbeats do it themselves), and their MLflow runs end."""
+    failed = fail_interrupted_trials(study) if local else 0
+    closed = close_orphan_runs(study)
+    if failed or closed:
+        log.warning("%d interrupted trial(s) marked failed, %d MLflow run(s) closed as FAILED", failed, closed)
+
+
 def _counted(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads: int | None, worker: int = 0,
@@ -216,11 +307,11 @@ def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads:
         torch.set_num_threads(threads)
     setup_tracking(config.tracking_uri or tracking_uri, config.experiment)
     study = load_study(config, worker)
+    init_from = resolve_study_init(config, study)
     optuna.logging.set_verbosity(optuna.logging.WARNING if threads else optuna.logging.INFO)
     study.optimize(
-        Objective(config, parent_run_id, tracking_uri), catch=(Exception,), gc_after_trial=True,
-        callbacks=[optuna.study.MaxTrialsCallback(config.n_trials,
-                                                  states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))],
+        Objective(config, parent_run_id, tracking_uri, init_from), catch=(Exception,), gc_after_trial=True,
+        callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=FINISHED)],
         n_trials=max(0, min(budget if budget is not None else config.n_trials, config.n_trials - _counted(study))),
         show_progress_bar=threads is None,
     )
@@ -230,17 +321,18 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     """Run (or resume) the study until it holds ``n_trials`` finished trials; returns it."""
     tracking_uri = setup_tracking(config.tracking_uri, config.experiment)
     study = load_study(config)
+    resolve_study_init(config, study)  # fails before any trial when a pretraining is missing
+    local = config.storage is None
     with _coordinator_lock(config) as coordinating:
-        if coordinating and config.storage is None:
-            failed = fail_interrupted_trials(study)
-            if failed:
-                log.warning("%d trial(s) interrupted by an earlier stop marked failed", failed)
+        if coordinating:
+            recover_interrupted(study, local)
         parent_id = study.user_attrs.get("mlflow_parent_run_id")
         with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"sweep {config.study}") as parent:
             if parent_id is None:
                 study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
                 mlflow.set_tags({"stage": "sweep", "study": config.study})
                 mlflow.log_text(_yaml(config.to_dict()), "sweep_config.yaml")
+                mlflow.log_dict(study.user_attrs["init_from"], "init_from.json")
             remaining = config.n_trials - _counted(study)
             log.info("study %s: %d trial(s) done, %d to go", config.study, _counted(study), max(remaining, 0))
             if remaining > 0:
@@ -258,6 +350,11 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
                         p.start()
                     for p in processes:
                         p.join()
+                    dead = [k for k, p in enumerate(processes) if p.exitcode != 0]
+                    if dead and coordinating:  # their trials belong to no live process now
+                        log.warning("sweep worker(s) %s died (exit codes %s); run the same command to resume",
+                                    dead, [processes[k].exitcode for k in dead])
+                        recover_interrupted(load_study(config), local)
             study = load_study(config)
             log_study(study)
     return study
@@ -275,15 +372,17 @@ def log_study(study: optuna.Study) -> None:
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
         return
-    mlflow.log_metric("best_val_pr_auc", study.best_value)
-    mlflow.set_tags({"best_trial": str(study.best_trial.number),
-                     "best_trial_run_id": study.best_trial.user_attrs.get("mlflow_run_id", "")})
+    best = study.best_trial
+    mlflow.log_metrics({"best_val_pr_auc": study.best_value, "best_val_pr_auc_std": best.user_attrs.get("cv_std", math.nan)})
+    mlflow.set_tags({"best_trial": str(best.number), "best_trial_run_id": best.user_attrs.get("mlflow_run_id", "")})
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
     figures = {"optuna/optimization_history.png": lambda: optuna_plots.plot_optimization_history(study)}
-    if len(complete) >= 2 and len(study.best_trial.params) >= 1:
+    if len(complete) >= 2 and len(best.params) >= 1:
         figures["optuna/param_importances.png"] = lambda: optuna_plots.plot_param_importances(study)
+    if any(t.state == TrialState.PRUNED for t in study.trials):
+        figures["optuna/intermediate_values.png"] = lambda: optuna_plots.plot_intermediate_values(study)
     for path, draw in figures.items():
         try:
             ax = draw()
@@ -294,6 +393,17 @@ def log_study(study: optuna.Study) -> None:
             plt.close(figure)
         except Exception as error:  # a plot must never lose a finished sweep
             log.warning("could not draw %s: %s", path, error)
+
+
+def describe_best(study: optuna.Study) -> str:
+    """The sweep's summary line: fold mean ± std of the best trial."""
+    best = study.best_trial
+    folds = best.user_attrs.get("fold_scores", [])
+    states = [t.state for t in study.trials]
+    return (f"best trial {best.number}: cross-validated PR-AUC {study.best_value:.3f} ± "
+            f"{best.user_attrs.get('cv_std', math.nan):.3f} (std over {len(folds)} folds), {best.params}; "
+            f"{states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.PRUNED)} pruned, "
+            f"{states.count(TrialState.FAIL)} failed")
 
 
 def _yaml(data) -> str:

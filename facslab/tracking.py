@@ -43,7 +43,9 @@ def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EX
         if uri.startswith("sqlite:///"):
             artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
         mlflow.create_experiment(experiment, artifact_location=artifacts)
-    mlflow.set_experiment(experiment)
+    found = mlflow.set_experiment(experiment)
+    if found.tags.get("mlflow.experimentKind") != "custom_model_development":  # the UI opens on training runs
+        mlflow.set_experiment_tag("mlflow.experimentKind", "custom_model_development")
     return uri
 
 

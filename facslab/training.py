@@ -29,6 +29,9 @@ class TrainerConfig:
     progress: bool = True
     deterministic: bool = True
     threads: int | None = None  # torch threads per process (None: torch's default)
+    accelerator: str = "auto"  # auto: a GPU when there is one, else the CPU
+    devices: int | str = "auto"
+    precision: str = "32-true"  # e.g. 16-mixed or bf16-mixed on a GPU
 
 
 class KeepBestWeights(Callback):
@@ -115,13 +118,15 @@ def load_weights(model: AUDetector, uri: str) -> None:
 
 
 def fit(model: AUDetector, dm: AUFaceDataModule, config: TrainerConfig, run_id: str | None = None,
-        tracking_uri: str | None = None, prefix: str = "", epochs: int | None = None) -> FitResult:
+        tracking_uri: str | None = None, prefix: str = "", epochs: int | None = None,
+        callbacks: list[Callback] = ()) -> FitResult:
     """Train; with a validation split, early-stop on its loss and keep the best epoch's weights.
-    ``epochs`` fixes the number of epochs (used when there is no validation split)."""
+    ``epochs`` fixes the number of epochs (used when there is no validation split); ``callbacks``
+    are added (e.g. Optuna's pruning callback)."""
     if config.threads:
         torch.set_num_threads(config.threads)
     has_val = len(dm.positions("val")) > 0
-    callbacks = []
+    callbacks = list(callbacks)
     keeper = KeepBestWeights()
     if has_val and epochs is None:
         callbacks += [EarlyStopping("val_loss", patience=config.patience, mode="min"), keeper]
@@ -133,24 +138,31 @@ def fit(model: AUDetector, dm: AUFaceDataModule, config: TrainerConfig, run_id: 
         logger = _RunLogger(tracking_uri=tracking_uri or mlflow.get_tracking_uri(), run_id=run_id, prefix=prefix)
     trainer = L.Trainer(
         max_epochs=epochs or config.max_epochs, min_epochs=min(config.min_epochs, epochs or config.max_epochs),
-        accelerator="cpu", devices=1, logger=logger, callbacks=callbacks, enable_checkpointing=False,
+        accelerator=config.accelerator, devices=config.devices, precision=config.precision, logger=logger, callbacks=callbacks, enable_checkpointing=False,
         enable_progress_bar=config.progress, enable_model_summary=False, deterministic=config.deterministic,
         num_sanity_val_steps=0, log_every_n_steps=1,
         limit_val_batches=1.0 if has_val else 0,
     )
+    if run_id is not None:  # what the run really used, not only what was asked for
+        import mlflow
+
+        mlflow.MlflowClient(tracking_uri or mlflow.get_tracking_uri()).set_tag(
+            run_id, "accelerator", f"{type(trainer.accelerator).__name__.removesuffix('Accelerator').lower()} "
+                                   f"x{trainer.num_devices} {trainer.precision}")
     trainer.fit(model, datamodule=dm)
     if has_val and epochs is None:
         return FitResult(model, keeper.best_epoch, keeper.best, trainer.current_epoch, model.history)
     return FitResult(model, trainer.current_epoch - 1, float("nan"), trainer.current_epoch, model.history)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(model: AUDetector, loader) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, labels) over a loader, in eval mode."""
+    """(probabilities, labels) over a loader, in eval mode, on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     probs, labels = [], []
     for images, y in loader:
-        probs.append(torch.sigmoid(model(images)).numpy())
+        probs.append(torch.sigmoid(model(images.to(device))).float().cpu().numpy())
         labels.append(y.numpy())
     if not probs:
         return np.zeros((0, 18), np.float32), np.zeros((0, 18), np.float32)

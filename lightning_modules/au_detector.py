@@ -32,7 +32,7 @@ class AUDetector(L.LightningModule):
 
     Args:
         backbone: torchvision model name (resnet18, vgg16, alexnet, ...).
-        unfrozen_blocks: how many of the backbone's last blocks train; the rest is frozen.
+        unfrozen_blocks: how many of the backbone's last blocks train; the rest is frozen (-1: all train).
         hidden_size, dropout: the head.
         lr, betas, weight_decay: Adam.
         pos_weight: per-AU BCE positive weights (e.g. negatives / positives), or None.

@@ -97,7 +97,9 @@ def build_backbone(name: str, weights: str | None = None) -> Backbone:
 
 def frozen_blocks(backbone: Backbone, unfrozen_blocks: int) -> list[nn.Module]:
     """The modules that stay frozen when the last ``unfrozen_blocks`` blocks train (and the tail
-    with them): input side first."""
+    with them): input side first. ``-1`` trains every block."""
+    if unfrozen_blocks == -1:
+        unfrozen_blocks = len(backbone.blocks)
     if not 0 <= unfrozen_blocks <= len(backbone.blocks):
         raise ValueError(f"unfrozen_blocks must be in 0..{len(backbone.blocks)}, not {unfrozen_blocks}")
     frozen = backbone.blocks[:len(backbone.blocks) - unfrozen_blocks]

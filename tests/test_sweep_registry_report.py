@@ -35,14 +35,14 @@ def store(tmp_path_factory):
 
 def make_config(ckplus, store, study, n_trials=2, **kwargs) -> SweepConfig:
     root, _ = ckplus
-    return SweepConfig(
-        study=study, n_trials=n_trials, experiment="tests",
+    options = dict(
         data=dict(root=str(root), image_size=32, batch_size=16, cache_dir=str(store / "cache"), seed=0,
                   preprocess_workers=0, progress=False),
         model=dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=32, lr=1e-3),
         train=TrainConfig(max_epochs=1, patience=1, progress=False, init_from=None),
-        search={"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "threshold_policy": {"choices": ["fixed", "f1"]}},
-        pruner="none", register=RegisterConfig(name=f"{study}-model"), **kwargs)
+        search={"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "hidden_size": {"choices": [16, 32]}},
+        pruner="none", register=RegisterConfig(name=f"{study}-model"))
+    return SweepConfig(study=study, n_trials=n_trials, experiment="tests", **{**options, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,13 @@ def test_every_trial_is_a_nested_mlflow_run_with_its_record(swept):
         history = MlflowClient().get_metric_history(run.info.run_id, "fold_val_pr_auc")
         assert sorted(m.step for m in history) == [0, 1, 2]
         assert MlflowClient().get_metric_history(run.info.run_id, "fold0-val_loss")
+        assert run.data.tags["init_from"] == "random" and run.data.params["train.init_from"] == "None"
+        assert run.data.tags["accelerator"].startswith("cpu x1 32")  # auto picks the CPU on a machine without GPU
+        inputs = run.inputs.dataset_inputs
+        assert inputs and inputs[0].dataset.name == "CKPlus (generated)"
+        assert inputs[0].dataset.digest == run.data.tags["split_id"] and inputs[0].dataset.source
+    experiment = mlflow.get_experiment_by_name(config.experiment)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     parent_artifacts = {a.path for a in MlflowClient().list_artifacts(parent, "optuna")}
     assert "optuna/optimization_history.png" in parent_artifacts
 
@@ -130,46 +137,81 @@ def test_a_raising_trial_is_recorded_as_failed_and_the_study_goes_on(ckplus, sto
     assert "boom in trial 1" in error
 
 
-def test_a_stopped_sweep_resumes_and_keeps_its_finished_trials(ckplus, store):
+def test_a_stopped_sweep_resumes_without_repeating_parameters_or_leaving_running_runs(ckplus, store):
     from facslab.sweep import load_study, run_sweep
 
-    config = make_config(ckplus, store, "resume", n_trials=1)
+    config = make_config(ckplus, store, "resume", n_trials=2)
     first = run_sweep(config)
-    kept = (first.trials[0].params, first.trials[0].value)
-    # a trial left RUNNING by a killed process
+    kept = [(t.params, t.value) for t in first.trials]
+    # a trial left RUNNING by a killed process, with its MLflow run still RUNNING
     setup_tracking(None, config.experiment)
-    load_study(config).ask()
-    resumed = run_sweep(replace(config, n_trials=3))
+    orphan = load_study(config).ask()
+    with mlflow.start_run(run_name="killed") as run:
+        orphan.set_user_attr("mlflow_run_id", run.info.run_id)
+    MlflowClient().update_run(run.info.run_id, status="RUNNING")
+    resumed = run_sweep(replace(config, n_trials=5))
     states = [t.state for t in resumed.trials]
-    assert states[0] == TrialState.COMPLETE and (resumed.trials[0].params, resumed.trials[0].value) == kept
-    assert states[1] == TrialState.FAIL  # the interrupted one
-    assert states.count(TrialState.COMPLETE) == 2 and len(states) == 3
+    assert [(t.params, t.value) for t in resumed.trials[:2]] == kept
+    assert states[2] == TrialState.FAIL and states.count(TrialState.COMPLETE) == 4 and len(states) == 5
+    finished = [tuple(sorted(t.params.items())) for t in resumed.trials if t.state == TrialState.COMPLETE]
+    assert len(set(finished)) == len(finished)  # the restarted sampler did not propose trial 0 and 1 again
+    assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
     assert resumed.user_attrs["mlflow_parent_run_id"] == first.user_attrs["mlflow_parent_run_id"]
 
 
-def test_alias_moves_only_on_improvement_and_the_model_loads_in_a_fresh_process(swept, store, astronaut, tmp_path):
-    from facslab.predictor import AUPredictor
-    from facslab.registry import log_predictor, register_best
-    from lightning_modules.au_detector import AUDetector
+def test_a_hopeless_configuration_is_pruned_on_its_first_fold(ckplus, store):
+    from facslab.sweep import run_sweep
 
+    config = make_config(ckplus, store, "pruning", n_trials=4, pruner="median",
+                         search={"lr": {"low": 1e-12, "high": 3e-3, "log": True}},
+                         train=TrainConfig(max_epochs=3, patience=3, progress=False, init_from=None))
+    from facslab.sweep import load_study
+
+    setup_tracking(None, config.experiment)
+    study = load_study(config)
+    for lr in (3e-3, 2e-3, 1e-3):
+        study.enqueue_trial({"lr": lr})
+    study.enqueue_trial({"lr": 1e-12})  # learns nothing: below the median from its first epochs
+    study = run_sweep(config)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
+    pruned = study.trials[3]
+    assert max(pruned.intermediate_values) < 2  # stopped during fold 0, before its last epoch
+    run = trial_run(study, 3)
+    assert run.info.status == "KILLED" and run.data.tags["optuna_state"] == "PRUNED"
+
+
+def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_once(swept, store, astronaut,
+                                                                                  tmp_path, monkeypatch):
+    import facslab.registry as registry
+    from facslab.registry import register_best
+
+    looks = []
+    real = registry.test_predictions
+    monkeypatch.setattr(registry, "test_predictions", lambda *a: looks.append(1) or real(*a))
     config, study = swept
     name, alias = config.register.name, config.register.alias
-    first = register_best(config, study)
-    assert first.promoted and first.champion_before is None
     client = MlflowClient()
+    first = register_best(config, study)
+    assert first.promoted and first.champion_cv is None and first.cv_pr_auc == pytest.approx(study.best_value)
     assert str(client.get_model_version_by_alias(name, alias).version) == first.version
     same = register_best(config, study)  # equal, not better: the alias stays
-    assert not same.promoted and same.champion_before == pytest.approx(first.test_pr_auc)
+    assert not same.promoted and same.champion_cv == pytest.approx(first.cv_pr_auc)
     assert str(client.get_model_version_by_alias(name, alias).version) == first.version
-    # a worse champion (a constant model) is replaced by the next registration
-    constant = AUDetector("resnet18", unfrozen_blocks=0, hidden_size=8, image_size=32)
-    for p in constant.head.parameters():
-        p.data.zero_()
-    with mlflow.start_run(run_name="constant"):
-        info = log_predictor(AUPredictor(constant), name)
-    client.set_registered_model_alias(name, alias, info.registered_model_version)
+    assert len(looks) == 2  # one test look per registered version, none for the champion
+    tags = client.get_model_version(name, first.version).tags
+    assert tags["trained_on"] == "generated" and "CKPlus (generated)" in tags["datasets"]
+    assert float(tags["cv_pr_auc"]) == pytest.approx(study.best_value, abs=1e-4)
+    lo, hi = first.test_ci
+    assert lo <= first.test_pr_auc <= hi
+    # a champion cross-validated on another split is not comparable: reported, not replaced
+    client.set_model_version_tag(name, first.version, "split_id", "another-split")
+    other = register_best(config, study)
+    assert not other.promoted and "split mismatch" in other.reason
+    # a worse champion on the same split is replaced
+    client.set_model_version_tag(name, first.version, "split_id", client.get_model_version(name, same.version).tags["split_id"])
+    client.set_model_version_tag(name, first.version, "cv_pr_auc", "0.0100")
     better = register_best(config, study)
-    assert better.promoted and better.champion_before < better.test_pr_auc
+    assert better.promoted and better.champion_cv == pytest.approx(0.01)
     assert str(client.get_model_version_by_alias(name, alias).version) == better.version
 
     image = tmp_path / "astronaut.png"
@@ -208,8 +250,10 @@ def test_table1_is_produced_from_the_runs(swept, store, tmp_path):
     table = pd.read_csv(folder / "table1.csv")
     assert len(table) == 19 and table["au"].iloc[-1] == "mean"
     assert table["pr_auc"].iloc[-1] == pytest.approx(registration.test_pr_auc)
+    mean = table.iloc[-1]
+    assert mean["pr_auc_lo"] <= mean["pr_auc"] <= mean["pr_auc_hi"] and mean["f1_lo"] <= mean["f1"] <= mean["f1_hi"]
     markdown = (folder / "table1.md").read_text()
-    assert "| **mean** |" in markdown and "AU23/24" in markdown
+    assert "| **mean** |" in markdown and "AU23/24" in markdown and "bootstrap" in markdown
     assert (folder / "fig7_training_curves.png").exists() and (folder / "fig6_val_loss_per_backbone.png").exists()
     runs = mlflow.search_runs(experiment_names=[config.experiment], filter_string="tags.stage = 'report'",
                               output_format="list")
@@ -222,5 +266,7 @@ def test_local_worker_processes_share_one_study(ckplus, store):
     study = run_sweep(make_config(ckplus, store, "parallel", n_trials=4), workers=2)
     assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 4
     assert len({t.params["lr"] for t in study.trials}) == 4  # workers propose different parameters
+    runs = mlflow.search_runs(experiment_names=["tests"], filter_string="attributes.status = 'RUNNING'", output_format="list")
+    assert not runs
     parents = {trial_run(study, t.number).data.tags["mlflow.parentRunId"] for t in study.trials}
     assert parents == {study.user_attrs["mlflow_parent_run_id"]}

@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from facslab.au import AU_INDEX
+from facslab.formats import mark_generated
 from facslab.badinput import BadInputError
 from facslab.synth.expressions import sample_spontaneous_expression
 from facslab.synth.face import Conditions, Identity, Pose, eye_closure_fraction, render_face
@@ -141,6 +142,7 @@ def write_celeba(
     """Generate a CelebA-format dataset; returns the truth per image (intensities, 68 landmarks)."""
     root = Path(root)
     (root / layout.images).mkdir(parents=True, exist_ok=True)
+    mark_generated(root, "CelebA", seed)
     rng = np.random.default_rng([seed, 1])
     n_identities = max(1, int(np.ceil(n_images / images_per_identity)))
     identity_ids = rng.choice(np.arange(1, 10178), size=n_identities, replace=False)

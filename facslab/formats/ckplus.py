@@ -20,6 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from facslab.au import AU_INDEX
+from facslab.formats import mark_generated
 from facslab.badinput import BadInputError, SkipReport
 from facslab.synth.expressions import EMOTIONS, sample_posed_expression
 from facslab.synth.face import Conditions, Identity, Pose, render_face
@@ -178,6 +179,7 @@ def write_ckplus(
 ) -> pd.DataFrame:
     """Generate a CK+-format dataset; returns the truth: one row per sequence, rendered intensities."""
     root = Path(root)
+    mark_generated(root, "CK+", seed)
     rng = np.random.default_rng(seed)
     subject_numbers = np.sort(rng.choice(np.arange(5, 1000), size=n_subjects, replace=False))
     truth = []

@@ -58,6 +58,11 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
     async def health() -> dict:
         return {"status": "ok"}
 
+    @app.get("/api/model")
+    async def model_info() -> dict:
+        predictor = analyzer.predictor
+        return {"provenance": predictor.provenance, "note": predictor.provenance_note()}
+
     @app.post("/api/analyze")
     async def analyze_upload(request: Request):
         declared = int(request.headers.get("content-length") or 0)
