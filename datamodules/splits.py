@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
@@ -49,8 +51,12 @@ def grouped_stratified_holdout(strata: np.ndarray, groups: np.ndarray, fraction:
     both sides, with the proportions of ``strata`` kept as far as whole groups allow."""
     n_splits = max(2, int(round(1 / fraction)))
     distinct = len(np.unique(groups))
-    if distinct < n_splits:
-        raise TooFewSubjectsError(f"{distinct} identities cannot make a {fraction:.0%} identity-disjoint hold-out")
+    if distinct < 2:
+        raise TooFewSubjectsError(f"{distinct} identity cannot make an identity-disjoint hold-out")
+    if distinct < n_splits:  # a tiny dataset: one identity's share is more than the fraction
+        logging.getLogger(__name__).warning("%d identities: the identity-disjoint hold-out is 1/%d of the data, "
+                                            "not %.0f%%", distinct, distinct, 100 * fraction)
+        n_splits = distinct
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held = next(splitter.split(np.zeros(len(strata)), strata, groups))
     mask = np.zeros(len(strata), bool)

@@ -98,7 +98,7 @@ def _generate(args) -> int:
     from facslab.demo import OPENFACE_CSV, generate_celeba, generate_ckplus
 
     if args.dataset == "ckplus":
-        made = generate_ckplus(Path(args.root), args.subjects, args.sequences, args.seed)
+        made = generate_ckplus(Path(args.root), args.subjects, args.subjects * args.sequences, args.seed)
     else:
         made = generate_celeba(Path(args.root), args.images, args.seed)
         print(f"OpenFace FeatureExtraction labels: {Path(args.root) / OPENFACE_CSV}")
@@ -234,6 +234,7 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
 
 def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     from datamodules.base import AUFaceDataModule
+    from facslab.demo import DemoSize
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
 
     parser = ArgumentParser(prog="facslab", description="Facial Action Unit detection, experiment-tracked.")
@@ -242,9 +243,9 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
 
     demo = ArgumentParser(description="The whole chain on generated data: generate, pretrain, sweep, register, report.")
     demo.add_argument("--out", default="data/demo", help="where the demo datasets go")
-    demo.add_argument("--ckplus_subjects", type=int, default=45)
-    demo.add_argument("--sequences", type=int, default=3, help="CK+ sequences per subject")
-    demo.add_argument("--celeba_images", type=int, default=2000)
+    demo.add_argument("--ckplus_subjects", type=int, default=DemoSize.ckplus_subjects)
+    demo.add_argument("--sequences", type=int, default=DemoSize.ckplus_sequences, help="CK+ sequences in all")
+    demo.add_argument("--celeba_images", type=int, default=DemoSize.celeba_images)
     demo.add_argument("--trials", type=int | None, default=None, help="sweep trials (default: the sweep config's)")
     demo.add_argument("--workers", type=int, default=1, help="parallel sweep worker processes")
     demo.add_argument("--seed", type=int, default=0)
@@ -296,7 +297,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     gen.add_argument("dataset", choices=["ckplus", "celeba"])
     gen.add_argument("root")
     gen.add_argument("--subjects", type=int, default=20)
-    gen.add_argument("--sequences", type=int, default=3)
+    gen.add_argument("--sequences", type=int, default=3, help="CK+ sequences per subject")
     gen.add_argument("--images", type=int, default=500)
     gen.add_argument("--seed", type=int, default=0)
     sub.add_subcommand("generate", gen, help=gen.description)

@@ -20,17 +20,23 @@ OPENFACE_CSV = "openface/img_align_celeba.csv"  # relative to the CelebA folder
 
 @dataclass(frozen=True)
 class DemoSize:
-    ckplus_subjects: int = 45
-    sequences_per_subject: int = 3
-    celeba_images: int = 2000
+    """The real CK+ release's size (123 subjects, 593 sequences), short sequences (only the first
+    and the peak frame are trained on), and enough CelebA faces for pretraining to help."""
+
+    ckplus_subjects: int = 123
+    ckplus_sequences: int = 593
+    celeba_images: int = 8000
+    frames: tuple[int, int] = (3, 5)
 
 
-def generate_ckplus(root: Path, subjects: int, sequences: int, seed: int, progress: bool = True) -> dict:
+def generate_ckplus(root: Path, subjects: int, sequences: int, seed: int, progress: bool = True,
+                    frames: tuple[int, int] = (5, 8)) -> dict:
+    """``sequences``: the total over all subjects."""
     start = time.perf_counter()
-    truth = write_ckplus(root, n_subjects=subjects, sequences_per_subject=sequences, seed=seed, progress=progress)
+    truth = write_ckplus(root, n_subjects=subjects, n_sequences=sequences, frames=frames, seed=seed, progress=progress)
     seconds = time.perf_counter() - start
-    frames = int(truth["n_frames"].sum())
-    return dict(dataset="CK+", path=str(root), sequences=len(truth), faces=frames, seconds=seconds)
+    return dict(dataset="CK+", path=str(root), subjects=truth["subject"].nunique(), sequences=len(truth),
+                faces=int(truth["n_frames"].sum()), seconds=seconds)
 
 
 def generate_celeba(root: Path, images: int, seed: int, progress: bool = True) -> dict:
@@ -47,7 +53,7 @@ def generate_demo(out: str | Path, size: DemoSize = DemoSize(), seed: int = 0, p
     done = []
     ck, celeba = out / CKPLUS_DIR, out / CELEBA_DIR
     if not (ck / ".complete").exists():
-        done.append(generate_ckplus(ck, size.ckplus_subjects, size.sequences_per_subject, seed, progress))
+        done.append(generate_ckplus(ck, size.ckplus_subjects, size.ckplus_sequences, seed, progress, size.frames))
         (ck / ".complete").touch()
     if not (celeba / ".complete").exists():
         done.append(generate_celeba(celeba, size.celeba_images, seed, progress))

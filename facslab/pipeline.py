@@ -18,6 +18,7 @@ from facslab.config import PretrainConfig, SweepConfig
 from facslab.demo import DemoSize, describe, generate_demo
 from facslab.report import ReportConfig, make_report
 from facslab.runs import find_pretraining
+from facslab.sweep import describe_best
 from facslab.tracking import default_tracking_uri, setup_tracking
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     sweep = load_config(SweepConfig, sweep_config, {"data.root": str(out / "CK+"), "data.cache_dir": str(out / "cache"),
                                                    **overrides.get("sweep", {})})
     study = run_sweep(sweep, workers=workers)
-    print(f"sweep {sweep.study}: best mean validation PR-AUC {study.best_value:.3f} (trial {study.best_trial.number})")
+    print(f"sweep {sweep.study}: {describe_best(study)}")
     registration = register_best(sweep, study)
     print(registration.summary(sweep.register))
     report = load_config(ReportConfig, report_config, {"output": str(out / "report"), **overrides.get("report", {})})
@@ -81,4 +82,5 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     print(f"report written to {folder}; demo took {seconds / 60:.1f} min")
     uri = default_tracking_uri()
     print(f"open the runs with:  .venv/bin/mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
-    return {"seconds": seconds, "test_pr_auc": registration.test_pr_auc, "version": registration.version}
+    return {"seconds": seconds, "test_pr_auc": registration.test_pr_auc, "test_f1": float(registration.table.iloc[-1]["f1"]),
+            "cv_pr_auc": registration.cv_pr_auc, "version": registration.version}

@@ -7,13 +7,15 @@ from facslab.cli import main
 
 
 def test_demo_generates_both_datasets_and_reuses_the_cache(tmp_path, capsys):
-    args = ["demo", "--prepare_only", "--out", str(tmp_path), "--ckplus_subjects", "4", "--sequences", "1",
+    args = ["demo", "--prepare_only", "--out", str(tmp_path), "--ckplus_subjects", "4", "--sequences", "5",
             "--celeba_images", "40", "--image_size", "32"]
     assert main(args) == 0
     first = capsys.readouterr().out
     assert "generated CK+" in first and "generated CelebA" in first
     assert "CKPlusDataModule" in first and "cache built" in first
     assert (tmp_path / "CK+" / "cohn-kanade-images").is_dir()
+    assert len(list((tmp_path / "CK+" / "FACS").rglob("*_facs.txt"))) == 5  # the total, over 4 subjects
+    assert (tmp_path / "CK+" / "GENERATED_BY_FACSLAB.txt").is_file()
     assert (tmp_path / "CelebA" / "openface" / "img_align_celeba.csv").is_file()
     assert (tmp_path / "CKPlusDataModule_split.csv").is_file()
     assert main(args) == 0
@@ -52,3 +54,52 @@ def test_eyes_on_a_real_photo_and_on_an_image_without_a_face(astronaut, tmp_path
     assert status == 1  # one image had no face, the other was still processed
     assert "left eye EAR 0.3" in captured.out and captured.out.count("(open)") >= 2
     assert "blank.png: no face found" in captured.err
+
+
+def run_cli(*args, env=None, timeout=300):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_help_gives_a_one_line_summary_of_every_subcommand():
+    out = run_cli("--help", env={"COLUMNS": "300"}).stdout
+    for command, words in (("demo", "whole chain"), ("sweep", "Optuna sweep"), ("register", "test it once"),
+                           ("pretrain", "Pretrain"), ("emoji", "emoji"), ("serve", "web page")):
+        line = next(line for line in out.splitlines() if line.strip().startswith(command))
+        assert words in line, line
+
+
+def test_a_misspelt_sweep_key_fails_before_any_trial_naming_the_key(ckplus, tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"""study: typo
+n_trials: 2
+data: {{root: {ckplus[0]}, image_size: 32, batch_sise: 8}}
+model: {{backbone: resnet18}}
+train: {{init_from: null}}
+""")
+    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    assert out.returncode == 2
+    assert "data: unknown key(s) batch_sise; accepted:" in out.stderr and "batch_size" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "store" / "optuna").exists()
+    config.write_text(config.read_text().replace("batch_sise", "batch_size").replace("model: {backbone: resnet18}",
+                                                                                      "model: {backbone: resnet18}\nsearch: {threshold_policy: {choices: [fixed, f1]}}"))
+    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    assert out.returncode == 2 and "threshold_policy does not change the objective" in out.stderr
+
+
+def test_auto_init_without_a_pretraining_run_says_what_to_run(ckplus, tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"""study: no-pretraining
+n_trials: 1
+data: {{root: {ckplus[0]}, image_size: 32, cache_dir: {tmp_path / 'cache'}}}
+search: {{backbone: {{choices: [resnet18, alexnet]}}}}
+train: {{init_from: auto}}
+""")
+    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    assert out.returncode == 2
+    assert "no finished pretraining run of resnet18 at 32 px on 100% of the pretraining data" in out.stderr
+    assert "facslab pretrain --config configs/pretrain/demo.yaml --config.model.backbone resnet18" in out.stderr

@@ -176,15 +176,26 @@ def write_ckplus(
     emotion_rate: float = 0.6,
     ungraded_rate: float = 0.2,
     progress: bool = True,
+    n_sequences: int | None = None,
 ) -> pd.DataFrame:
-    """Generate a CK+-format dataset; returns the truth: one row per sequence, rendered intensities."""
+    """Generate a CK+-format dataset; returns the truth: one row per sequence, rendered intensities.
+
+    ``n_sequences``: the total, spread unevenly over the subjects as in the release (123 subjects,
+    593 sequences); otherwise every subject has ``sequences_per_subject``."""
     root = Path(root)
     mark_generated(root, "CK+", seed)
     rng = np.random.default_rng(seed)
     subject_numbers = np.sort(rng.choice(np.arange(5, 1000), size=n_subjects, replace=False))
+    if n_sequences is None:
+        per_subject = np.full(n_subjects, sequences_per_subject)
+    else:
+        if n_sequences < n_subjects:
+            raise ValueError(f"{n_sequences} sequences cannot give each of {n_subjects} subjects one")
+        per_subject = 1 + np.random.default_rng([seed, 3]).multinomial(n_sequences - n_subjects,
+                                                                       np.full(n_subjects, 1 / n_subjects))
     truth = []
-    bar = tqdm(total=n_subjects * sequences_per_subject, desc="CK+ sequences", disable=not progress)
-    for number in subject_numbers:
+    bar = tqdm(total=int(per_subject.sum()), desc="CK+ sequences", disable=not progress)
+    for number, sequences_per_subject in zip(subject_numbers, per_subject):
         subject = f"S{number:03d}"
         sub_rng = np.random.default_rng([seed, int(number)])
         identity = Identity.sample(sub_rng)

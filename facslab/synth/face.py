@@ -29,9 +29,24 @@ RIGHT_EYE = slice(36, 42)  # the subject's right eye: image left
 LEFT_EYE = slice(42, 48)  # the subject's left eye: image right
 
 
+#: Effect strength of a trace (intensity 1, FACS "A") action. Real trace AUs are subtle; drawn
+#: at 1/5 of the apex they would be under a pixel at the demo's 64 px crops, so a coded AU starts
+#: at this visible floor and still grows with every intensity step.
+TRACE_STRENGTH = 0.4
+
+
+def intensity_strength(intensity: float) -> float:
+    """Effect strength 0-1 of a FACS intensity 0-5: 0 at 0, ``TRACE_STRENGTH`` at 1 (A), 1 at 5 (E),
+    linear in between, so the frames between neutral and peak grow continuously."""
+    x = float(np.clip(intensity, 0.0, 5.0))
+    if x <= 1.0:
+        return TRACE_STRENGTH * x
+    return TRACE_STRENGTH + (1.0 - TRACE_STRENGTH) * (x - 1.0) / 4.0
+
+
 def _s(aus: np.ndarray, label: str) -> float:
     """Effect strength 0-1 of an AU from its FACS intensity 0-5."""
-    return float(np.clip(aus[AU_INDEX[label]], 0.0, 5.0)) / 5.0
+    return intensity_strength(aus[AU_INDEX[label]])
 
 
 @dataclass(frozen=True)
