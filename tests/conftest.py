@@ -38,7 +38,8 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
-    """A small untrained AU model saved as a local model folder (the apps take any model)."""
+    """A small untrained AU model saved as a local model folder (the apps take any model), marked as
+    trained on generated data only, as the demo's models are."""
     import torch
 
     from facslab.predictor import AUPredictor
@@ -46,5 +47,6 @@ def model_dir(tmp_path_factory):
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("model") / "au_model"
-    AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32)).save(folder)
+    AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32),
+                provenance={"trained_on": "generated", "datasets": "CKPlus (generated)"}).save(folder)
     return folder

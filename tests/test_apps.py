@@ -46,6 +46,7 @@ def test_emoji_cli_on_one_several_and_no_faces(model_dir, photos, tmp_path, caps
     captured = capsys.readouterr()
     assert status == 1  # the image without a face fails alone
     assert "none.png: no face found" in captured.err
+    assert captured.err.count("trained only on generated faces") == 1  # said once, not per face
     faces = json.loads(captured.out)
     per_image = {}
     for face in faces:

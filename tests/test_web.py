@@ -63,6 +63,15 @@ def server(model_dir):
     process.wait(timeout=30)
 
 
+def test_the_page_says_when_the_model_has_only_seen_generated_faces(server):
+    with urllib.request.urlopen(server + "/api/model", timeout=30) as response:
+        info = json.loads(response.read())
+    assert info["provenance"]["trained_on"] == "generated"
+    assert "trained only on generated faces" in info["note"]
+    with urllib.request.urlopen(server + "/", timeout=30) as response:
+        assert 'id="model-note"' in response.read().decode()
+
+
 def test_binds_to_localhost_by_default(server):
     assert server.startswith("http://127.0.0.1:")
 
