@@ -39,6 +39,20 @@ class AUFaceDataset(Dataset):
         return image, torch.from_numpy(self.labels[position])
 
 
+class FeatureDataset(Dataset):
+    """Cached frozen-prefix features with their labels (see ``datamodules.features``)."""
+
+    def __init__(self, features: np.ndarray, positions: np.ndarray, labels: np.ndarray):
+        self.features, self.positions, self.labels = features, positions, labels
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        position = self.positions[k]
+        return torch.from_numpy(np.array(self.features[position])), torch.from_numpy(self.labels[position])
+
+
 class AUFaceDataModule(L.LightningDataModule):
     """Base for datasets of faces with AU labels.
 
@@ -79,6 +93,8 @@ class AUFaceDataModule(L.LightningDataModule):
         self.cached: CachedCrops | None = None
         self.mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
         self.std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+        #: cached frozen-prefix features that train and val batches carry instead of images
+        self.features: np.ndarray | None = None
 
     # -- what a subclass provides -------------------------------------------------------------
     def read_samples(self, report: SkipReport) -> pd.DataFrame:
@@ -166,14 +182,19 @@ class AUFaceDataModule(L.LightningDataModule):
         """(n samples, 18) labels, indexed like the cache positions."""
         return self._labels
 
-    def dataset(self, role: str) -> AUFaceDataset:
+    def dataset(self, role: str) -> AUFaceDataset | FeatureDataset:
+        if self.features is not None and role in ("train", "val"):
+            return FeatureDataset(self.features, self.positions(role), self.labels_array())
         transform = (train_transform(self.mean, self.std, self.augment, seed=self.seed) if role == "train"
                      else eval_transform(self.mean, self.std))
         return AUFaceDataset(self.cached.crops, self.positions(role), self.labels_array(), transform)
 
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.dataset(role), batch_size=self.batch_size, shuffle=shuffle,
+        dataset = self.dataset(role)
+        # a last training batch of one sample cannot train BatchNorm: leave that sample for the next epoch
+        drop_last = role == "train" and len(dataset) % self.batch_size == 1 and len(dataset) > 1
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
                           num_workers=self.num_workers, generator=generator,
                           persistent_workers=self.num_workers > 0)
 

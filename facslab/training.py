@@ -32,6 +32,9 @@ class TrainerConfig:
     accelerator: str = "auto"  # auto: a GPU when there is one, else the CPU
     devices: int | str = "auto"
     precision: str = "32-true"  # e.g. 16-mixed or bf16-mixed on a GPU
+    #: train on cached outputs of the frozen blocks (computed once, reused by every epoch, fold and
+    #: trial); needs the datamodule's augment: false, since only unaugmented crops can be cached
+    feature_cache: bool = False
 
 
 class KeepBestWeights(Callback):
@@ -149,7 +152,25 @@ def fit(model: AUDetector, dm: AUFaceDataModule, config: TrainerConfig, run_id: 
         mlflow.MlflowClient(tracking_uri or mlflow.get_tracking_uri()).set_tag(
             run_id, "accelerator", f"{type(trainer.accelerator).__name__.removesuffix('Accelerator').lower()} "
                                    f"x{trainer.num_devices} {trainer.precision}")
-    trainer.fit(model, datamodule=dm)
+    use_cache = config.feature_cache and model._prefix > 0
+    if config.feature_cache and dm.augment:
+        raise ValueError("train.feature_cache needs the datamodule's augment: false (cached features are of "
+                         "unaugmented crops); set data.augment: false, or train.feature_cache: false")
+    if run_id is not None:
+        import mlflow
+
+        mlflow.MlflowClient(tracking_uri or mlflow.get_tracking_uri()).set_tag(
+            run_id, "feature_cache", "on (augmentation off)" if use_cache else
+            ("off (no frozen stage)" if config.feature_cache else f"off (augmentation {'on' if dm.augment else 'off'})"))
+    if use_cache:
+        from datamodules.features import cached_features
+
+        dm.features = cached_features(model, dm, ("train", "val") if has_val else ("train",), config.progress)
+        model.feature_input = True
+    try:
+        trainer.fit(model, datamodule=dm)
+    finally:
+        model.feature_input, dm.features = False, None
     if has_val and epochs is None:
         return FitResult(model, keeper.best_epoch, keeper.best, trainer.current_epoch, model.history)
     return FitResult(model, trainer.current_epoch - 1, float("nan"), trainer.current_epoch, model.history)

@@ -26,6 +26,16 @@ class Backbone:
     features: int
     blocks: list[nn.Module]  # input to output
     tail: list[nn.Module]  # after the last block; trains when any block does
+    #: ``trunk`` as a chain: one stage per block (with its parameter-free layers), then the
+    #: pooling (and tail); running them in order equals ``trunk(x)``, so a frozen prefix of
+    #: stages can be computed once and the rest run on its output
+    stages: list[nn.Module]
+
+    def prefix_length(self, unfrozen_blocks: int) -> int:
+        """How many stages are frozen: every one, tail included, when no block trains."""
+        if unfrozen_blocks == -1:
+            unfrozen_blocks = len(self.blocks)
+        return len(self.stages) if unfrozen_blocks == 0 else len(self.blocks) - unfrozen_blocks
 
 
 def _load_weights(model: nn.Module, name: str, weights: str | None) -> None:
@@ -57,7 +67,9 @@ def resnet(name: str = "resnet18", weights: str | None = None) -> Backbone:
     features = model.fc.in_features
     model.fc = nn.Identity()
     stem = nn.ModuleList([model.conv1, model.bn1])
-    return Backbone(model, features, [stem, model.layer1, model.layer2, model.layer3, model.layer4], [])
+    stages = [nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool), model.layer1, model.layer2,
+              model.layer3, model.layer4, nn.Sequential(model.avgpool, nn.Flatten(1))]
+    return Backbone(model, features, [stem, model.layer1, model.layer2, model.layer3, model.layer4], [], stages)
 
 
 def _conv_groups(features: nn.Sequential) -> list[nn.Module]:
@@ -75,7 +87,9 @@ def _conv_groups(features: nn.Sequential) -> list[nn.Module]:
 def vgg(name: str = "vgg16", weights: str | None = None) -> Backbone:
     model = torchvision.models.get_model(name, weights=None)
     _load_weights(model, name, weights)
-    return Backbone(model, model.classifier[-1].out_features, _conv_groups(model.features), [model.classifier])
+    groups = _conv_groups(model.features)
+    stages = [nn.Sequential(*group) for group in groups] + [nn.Sequential(model.avgpool, nn.Flatten(1), model.classifier)]
+    return Backbone(model, model.classifier[-1].out_features, groups, [model.classifier], stages)
 
 
 def alexnet(name: str = "alexnet", weights: str | None = None) -> Backbone:

@@ -115,3 +115,43 @@ def test_initial_weights_fit_another_head_size_but_not_another_backbone(tmp_path
     assert target.head.net[1].weight.shape == (128, 512)  # the head of another size starts fresh
     with pytest.raises(ValueError, match="do not fit backbone alexnet"):
         load_weights(AUDetector("alexnet", image_size=64), str(tmp_path / "model.pt"))
+
+
+@pytest.mark.parametrize("backbone, unfrozen, size", [("resnet18", 0, 32), ("resnet18", 1, 32), ("alexnet", 1, 64),
+                                                      ("vgg11_bn", 2, 32)])
+def test_cached_frozen_features_give_the_same_logits_as_the_full_model(tiny_ckplus, backbone, unfrozen, size):
+    from datamodules import CKPlusDataModule
+    from datamodules.features import cached_features
+    from facslab.training import TrainerConfig, build_model, fit
+
+    def trained(feature_cache):
+        torch.manual_seed(0)
+        dm = CKPlusDataModule(**tiny_ckplus, image_size=size, fold=0, augment=False)
+        dm.setup("fit")
+        model = build_model(dict(backbone=backbone, unfrozen_blocks=unfrozen, hidden_size=16, lr=1e-3), dm)
+        fit(model, dm, TrainerConfig(max_epochs=2, patience=5, progress=False, feature_cache=feature_cache))
+        return model.eval(), dm
+
+    model, dm = trained(feature_cache=True)
+    positions = dm.positions("val")
+    features = cached_features(model, dm, progress=False)  # the entry fit built, read back
+    crops = np.asarray(dm.cached.crops[positions], np.float32)
+    images = torch.from_numpy(((crops - np.float32(dm.mean) * 255) / (np.float32(dm.std) * 255)).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        from_cache = model.from_frozen(torch.from_numpy(np.array(features[positions])))
+        full = model(images)
+    assert torch.allclose(from_cache, full, atol=1e-4), (from_cache - full).abs().max()
+    reference, _ = trained(feature_cache=False)  # the same training without the cache
+    with torch.no_grad():  # equal up to float drift (the prefix ran in batches of another size)
+        assert torch.allclose(reference(images), full, atol=1e-2)
+
+
+def test_the_feature_cache_refuses_augmented_training(tiny_ckplus):
+    from datamodules import CKPlusDataModule
+    from facslab.training import TrainerConfig, build_model, fit
+
+    dm = CKPlusDataModule(**tiny_ckplus, image_size=32, fold=0)  # augment defaults to on
+    dm.setup("fit")
+    model = build_model(dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=16), dm)
+    with pytest.raises(ValueError, match="feature_cache needs the datamodule's augment: false"):
+        fit(model, dm, TrainerConfig(max_epochs=1, progress=False, feature_cache=True))

@@ -1,0 +1,100 @@
+"""Frozen-prefix features: with ``unfrozen_blocks = k`` the frozen stages of a backbone are a
+fixed function of the image, the starting weights and the input size, so a sweep computes their
+outputs once and trains the rest on them, across epochs, folds and trials.
+
+Stored next to the crop cache, keyed by the crop cache entry, the rows computed, the frozen
+stages' weights (a digest of every parameter and buffer), the backbone, the cut point, the input
+size and the normalisation. Only unaugmented crops can be cached, so the cache needs
+``augment: false`` (``facslab.training.fit`` refuses otherwise).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import shutil
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+FEATURE_VERSION = 1
+
+
+def prefix_digest(model) -> str:
+    digest = hashlib.sha256()
+    for stage in model._stages[:model._prefix]:
+        for name, tensor in sorted(stage.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def feature_key(model, dm, positions: np.ndarray) -> str:
+    hp = model.hparams
+    parts = [FEATURE_VERSION, dm.cached.path.name, hashlib.sha256(positions.tobytes()).hexdigest(),
+             prefix_digest(model), hp.backbone, model._prefix, dm.image_size,
+             [round(v, 8) for v in dm.mean], [round(v, 8) for v in dm.std]]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
+def feature_shape(model, size: int) -> tuple[int, ...]:
+    probe = np.zeros((1, size, size, 3), np.uint8)
+    out = np.zeros((1,), dtype=object)
+    holder = {}
+
+    class _Sink:
+        def __setitem__(self, rows, value):
+            holder["shape"] = value.shape[1:]
+
+    compute_features(model, probe, np.array([0]), (0.5,) * 3, (0.25,) * 3, _Sink(), progress=False)
+    del out
+    return tuple(holder["shape"])
+
+
+@torch.inference_mode()
+def compute_features(model, crops: np.ndarray, positions: np.ndarray, mean, std, out: np.ndarray,
+                     batch_size: int = 128, progress: bool = True) -> None:
+    """``out[p] = frozen_prefix(normalised crops[p])`` for every position, frozen stages in eval mode."""
+    modes = [stage.training for stage in model._stages[:model._prefix]]
+    for stage in model._stages[:model._prefix]:
+        stage.eval()
+    device = next(model.parameters()).device
+    mean = np.asarray(mean, np.float32) * 255.0
+    std = np.asarray(std, np.float32) * 255.0
+    try:
+        for start in tqdm(range(0, len(positions), batch_size), desc="frozen features", disable=not progress):
+            rows = positions[start:start + batch_size]
+            x = (np.asarray(crops[rows], np.float32) - mean) / std
+            x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
+            out[rows] = model.frozen_prefix(x).float().cpu().numpy()
+    finally:
+        for stage, mode in zip(model._stages[:model._prefix], modes):
+            stage.train(mode)
+
+
+def cached_features(model, dm, roles=("train", "val"), progress: bool = True) -> np.ndarray:
+    """Frozen-prefix outputs of every usable sample in ``roles``, indexed like the crop cache
+    (other rows are zeros), computed once and memory-mapped afterwards."""
+    positions = np.sort(np.concatenate([dm.positions(role) for role in roles]))
+    entry = Path(dm.cached.path).parent / "features" / feature_key(model, dm, positions)
+    if not (entry / "done").exists():
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with open(entry.with_name(entry.name + ".lock"), "w") as lock:  # parallel workers build it once
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (entry / "done").exists():
+                tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                shape = feature_shape(model, dm.image_size)
+                out = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
+                                                shape=(len(dm.cached.crops), *shape))
+                compute_features(model, dm.cached.crops, positions, dm.mean, dm.std, out, progress=progress)
+                out.flush()
+                del out
+                (tmp / "done").touch()
+                shutil.rmtree(entry, ignore_errors=True)
+                tmp.rename(entry)
+    return np.load(entry / "features.npy", mmap_mode="r")
