@@ -270,3 +270,72 @@ def test_local_worker_processes_share_one_study(ckplus, store):
     assert not runs
     parents = {trial_run(study, t.number).data.tags["mlflow.parentRunId"] for t in study.trials}
     assert parents == {study.user_attrs["mlflow_parent_run_id"]}
+
+
+def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_orphans(ckplus, tmp_path):
+    """Real processes: `facslab sweep --workers 2`, SIGKILL to one worker mid-trial, then a resume."""
+    import signal
+    import time
+
+    import optuna
+
+    root, _ = ckplus
+    store = tmp_path / "store"
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"""study: killed
+n_trials: 4
+experiment: tests
+pruner: none
+data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
+model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
+train: {{max_epochs: 3, patience: 3, progress: false, init_from: null}}
+search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
+""")
+    env = {**os.environ, "FACSLAB_MLRUNS": str(store)}
+    command = [os.path.join(os.path.dirname(sys.executable), "facslab"), "sweep", "--config", str(config), "--no_register"]
+    parent = subprocess.Popen(command + ["--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(store / "optuna" / "killed.journal")))
+    victim, deadline = None, time.time() + 240
+    while victim is None and time.time() < deadline and parent.poll() is None:
+        time.sleep(1)
+        try:
+            running = optuna.load_study(study_name="killed", storage=journal).get_trials(states=(TrialState.RUNNING,))
+        except (KeyError, FileNotFoundError, OSError):
+            continue
+        if any("mlflow_run_id" in t.user_attrs for t in running):
+            workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_of(int(p)) == parent.pid
+                       and b"spawn_main" in _cmdline(int(p))]
+            victim = workers[0] if workers else None
+    assert victim is not None, "no worker was mid-trial"
+    os.kill(victim, signal.SIGKILL)
+    out, _ = parent.communicate(timeout=600)
+    assert "died" in out.decode(), out.decode()[-2000:]
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    study = optuna.load_study(study_name="killed", storage=journal)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) >= 1 and states.count(TrialState.RUNNING) == 0
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.FAIL) == 4
+    complete = [t.params["lr"] for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(set(complete)) == len(complete)
+    setup_tracking(f"sqlite:///{store / 'mlflow.db'}", "tests")
+    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    killed = [r for r in runs if r.data.tags.get("interrupted") == "true"]
+    assert killed and all(r.info.status == "FAILED" for r in killed)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
