@@ -107,6 +107,7 @@ class SweepConfig:
     sampler_seed: int = 0
     #: median or hyperband over per-epoch validation PR-AUC of the first fold; none
     pruner: str = "median"
+    pruner_warmup: int = 3  # epochs of the first fold before a trial may be pruned
     experiment: str = "facslab"
     tracking_uri: str | None = None
     register: RegisterConfig | None = field(default_factory=RegisterConfig)  # None: do not register

@@ -26,7 +26,7 @@ from facslab.config import RegisterConfig, SweepConfig, TrainConfig
 from facslab.evaluation import mean_row, per_au_metrics
 from facslab.predictor import AUPredictor
 from facslab.runs import log_curves, log_run_basics
-from facslab.tracking import log_table, setup_tracking
+from facslab.tracking import log_figure, log_table, setup_tracking
 from facslab.training import build_model, fit
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def register_best(config: SweepConfig, study: optuna.Study) -> Registration:
                             "test_pr_auc_ci_lo": lo, "test_pr_auc_ci_hi": hi,
                             "test_f1_ci_lo": float(mean["f1_lo"]), "test_f1_ci_hi": float(mean["f1_hi"])})
         log_table(table, "metrics/test_per_au.csv")
-        mlflow.log_figure(plots.pr_curves(probs, labels, "test PR curves"), "plots/test_pr_curves.png")
+        log_figure(plots.pr_curves(probs, labels, "test PR curves"), "plots/test_pr_curves.png")
         log_curves({"final": result.history}, "plots/training_curves.png", name)
         champion = champion_record(config)
         promoted, reason = promotion(cv, split_id, champion)

@@ -10,7 +10,7 @@ import yaml
 
 from datamodules.base import AUFaceDataModule
 from facslab import plots
-from facslab.tracking import artifact_dir, git_commit, log_table
+from facslab.tracking import artifact_dir, git_commit, log_figure, log_table
 from lightning_modules.au_detector import AUDetector
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def log_weights(model: AUDetector, path: str = "weights") -> None:
 
 def log_curves(histories: dict[str, list[dict]], path: str, title: str) -> None:
     if any(histories.values()):
-        mlflow.log_figure(plots.training_curves(histories, title), path)
+        log_figure(plots.training_curves(histories, title), path)  # closes it: sweeps draw hundreds
 
 
 def fraction_tag(fraction: float) -> str:

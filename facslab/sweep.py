@@ -40,7 +40,7 @@ from facslab import plots
 from facslab.config import SEARCHABLE_TRAIN_KEYS, ConfigError, SweepConfig
 from facslab.evaluation import choose_thresholds, mean_pr_auc, mean_row, per_au_metrics
 from facslab.runs import log_curves, log_run_basics, resolve_init
-from facslab.tracking import log_json, log_table, setup_tracking, store_dir
+from facslab.tracking import log_figure, log_json, log_table, setup_tracking, store_dir
 from facslab.training import build_model, fit, predict
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,13 @@ def storage_for(config: SweepConfig) -> optuna.storages.BaseStorage | str:
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
-def make_pruner(name: str) -> optuna.pruners.BasePruner:
-    """Pruners over per-epoch reports of the first fold (see ``Objective``)."""
+def make_pruner(name: str, warmup: int = 3) -> optuna.pruners.BasePruner:
+    """Pruners over per-epoch reports of the first fold (see ``Objective``); no trial is pruned
+    before ``warmup`` epochs."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=2, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup), reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ConfigError(f"pruner must be median, hyperband or none, not {name!r}")
@@ -87,7 +88,7 @@ def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
     return optuna.create_study(
         study_name=config.study, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=sampler_seed(config, worker, existing)),
-        pruner=make_pruner(config.pruner))
+        pruner=make_pruner(config.pruner, config.pruner_warmup))
 
 
 def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
@@ -228,7 +229,7 @@ class Objective:
         log_json({"policy": train_config.threshold_policy, "thresholds": thresholds.tolist(),
                   "chosen_on": "out-of-fold validation predictions", "best_epochs": best_epochs}, "thresholds.json")
         log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
-        mlflow.log_figure(plots.pr_curves(probs, labels, "out-of-fold PR curves"), "plots/pr_curves.png")
+        log_figure(plots.pr_curves(probs, labels, "out-of-fold PR curves"), "plots/pr_curves.png")
         trial.set_user_attr("thresholds", thresholds.tolist())
         trial.set_user_attr("fold_scores", [float(s) for s in scores])
         trial.set_user_attr("cv_std", spread)

@@ -162,9 +162,9 @@ def test_a_stopped_sweep_resumes_without_repeating_parameters_or_leaving_running
 def test_a_hopeless_configuration_is_pruned_on_its_first_fold(ckplus, store):
     from facslab.sweep import run_sweep
 
-    config = make_config(ckplus, store, "pruning", n_trials=4, pruner="median",
+    config = make_config(ckplus, store, "pruning", n_trials=4, pruner="median", pruner_warmup=1,
                          search={"lr": {"low": 1e-12, "high": 3e-3, "log": True}},
-                         train=TrainConfig(max_epochs=3, patience=3, progress=False, init_from=None))
+                         train=TrainConfig(max_epochs=6, patience=6, progress=False, init_from=None))
     from facslab.sweep import load_study
 
     setup_tracking(None, config.experiment)
@@ -175,7 +175,7 @@ def test_a_hopeless_configuration_is_pruned_on_its_first_fold(ckplus, store):
     study = run_sweep(config)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
     pruned = study.trials[3]
-    assert max(pruned.intermediate_values) < 2  # stopped during fold 0, before its last epoch
+    assert max(pruned.intermediate_values) < 5  # stopped during fold 0, before its last epoch
     run = trial_run(study, 3)
     assert run.info.status == "KILLED" and run.data.tags["optuna_state"] == "PRUNED"
 
@@ -294,10 +294,13 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
     env = {**os.environ, "FACSLAB_MLRUNS": str(store)}
     command = [os.path.join(os.path.dirname(sys.executable), "facslab"), "sweep", "--config", str(config), "--no_register"]
     parent = subprocess.Popen(command + ["--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(store / "optuna" / "killed.journal")))
+    journal_file = store / "optuna" / "killed.journal"
     victim, deadline = None, time.time() + 240
     while victim is None and time.time() < deadline and parent.poll() is None:
         time.sleep(1)
+        if not journal_file.exists():
+            continue
+        journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal_file)))
         try:
             running = optuna.load_study(study_name="killed", storage=journal).get_trials(states=(TrialState.RUNNING,))
         except (KeyError, FileNotFoundError, OSError):
