@@ -36,8 +36,15 @@ def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EX
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # MLflow also writes the URI into the environment, where it would outrank FACSLAB_MLRUNS for
+    # every later call and child process: only a user's own MLFLOW_TRACKING_URI belongs there
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
     if mlflow.get_experiment_by_name(experiment) is None:
         artifacts = None
         if uri.startswith("sqlite:///"):

@@ -321,8 +321,8 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
     assert states.count(TrialState.COMPLETE) + states.count(TrialState.FAIL) == 4
     complete = [t.params["lr"] for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(set(complete)) == len(complete)
-    setup_tracking(f"sqlite:///{store / 'mlflow.db'}", "tests")
-    runs = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")  # the workers' store, not this process's
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
     killed = [r for r in runs if r.data.tags.get("interrupted") == "true"]
     assert killed and all(r.info.status == "FAILED" for r in killed)
