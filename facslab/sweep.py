@@ -24,6 +24,7 @@ import logging
 import math
 import multiprocessing
 import os
+import socket
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -164,6 +165,7 @@ class Objective:
         status = "FINISHED"
         try:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it, for post-mortems
             trial.set_user_attr("init_from", train["init_from"])
             mlflow.set_tags({"study": config.study, "trial": str(trial.number), "init_from": train["init_from"] or "random",
                              "backbone": model_args.get("backbone", "resnet18"),

@@ -305,10 +305,9 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
             running = optuna.load_study(study_name="killed", storage=journal).get_trials(states=(TrialState.RUNNING,))
         except (KeyError, FileNotFoundError, OSError):
             continue
-        if any("mlflow_run_id" in t.user_attrs for t in running):
-            workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_of(int(p)) == parent.pid
-                       and b"spawn_main" in _cmdline(int(p))]
-            victim = workers[0] if workers else None
+        busy = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in running if "worker" in t.user_attrs]
+        workers = {int(p) for p in os.listdir("/proc") if p.isdigit() and _parent_of(int(p)) == parent.pid}
+        victim = next((pid for pid in busy if pid in workers), None)  # a worker process in mid-trial
     assert victim is not None, "no worker was mid-trial"
     os.kill(victim, signal.SIGKILL)
     out, _ = parent.communicate(timeout=600)
@@ -334,11 +333,3 @@ def _parent_of(pid: int) -> int | None:
             return int(handle.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read()
-    except OSError:
-        return b""
