@@ -49,7 +49,8 @@ def table1(config: ReportConfig) -> tuple[pd.DataFrame, str]:
     table = pd.read_csv(path, keep_default_na=False, na_values=[""])
     table["au"] = table["au"].astype(str)
     tags = version.tags
-    cv = f", cross-validated PR-AUC {tags['cv_pr_auc']} ± {tags.get('cv_pr_auc_std', '?')}" if "cv_pr_auc" in tags else ""
+    cv = (f", cross-validated PR-AUC {float(tags['cv_pr_auc']):.3f} ± {float(tags.get('cv_pr_auc_std', 'nan')):.3f}"
+          if "cv_pr_auc" in tags else "")
     data = f", trained on {tags['datasets']}" if "datasets" in tags else ""
     return table, f"{config.model_name} version {version.version} (run {version.run_id}{cv}{data})"
 
