@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import shutil
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +41,16 @@ def feature_key(model, dm, positions: np.ndarray) -> str:
 
 
 def feature_shape(model, size: int) -> tuple[int, ...]:
-    probe = np.zeros((1, size, size, 3), np.uint8)
-    out = np.zeros((1,), dtype=object)
-    holder = {}
+    """Shape of one sample's frozen-prefix output at this input size."""
+    shapes = {}
 
-    class _Sink:
+    class _Shape:  # takes the one write compute_features makes
         def __setitem__(self, rows, value):
-            holder["shape"] = value.shape[1:]
+            shapes["one"] = value.shape[1:]
 
-    compute_features(model, probe, np.array([0]), (0.5,) * 3, (0.25,) * 3, _Sink(), progress=False)
-    del out
-    return tuple(holder["shape"])
+    compute_features(model, np.zeros((1, size, size, 3), np.uint8), np.array([0]), (0.5,) * 3, (0.25,) * 3,
+                     _Shape(), progress=False)
+    return tuple(shapes["one"])
 
 
 @torch.inference_mode()

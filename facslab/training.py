@@ -141,27 +141,26 @@ def fit(model: AUDetector, dm: AUFaceDataModule, config: TrainerConfig, run_id: 
         logger = _RunLogger(tracking_uri=tracking_uri or mlflow.get_tracking_uri(), run_id=run_id, prefix=prefix)
     trainer = L.Trainer(
         max_epochs=epochs or config.max_epochs, min_epochs=min(config.min_epochs, epochs or config.max_epochs),
-        accelerator=config.accelerator, devices=config.devices, precision=config.precision, logger=logger, callbacks=callbacks, enable_checkpointing=False,
+        accelerator=config.accelerator, devices=config.devices, precision=config.precision, logger=logger,
+        callbacks=callbacks, enable_checkpointing=False,
         enable_progress_bar=config.progress, enable_model_summary=False, deterministic=config.deterministic,
         num_sanity_val_steps=0, log_every_n_steps=1,
         limit_val_batches=1.0 if has_val else 0,
     )
-    if run_id is not None:  # what the run really used, not only what was asked for
-        import mlflow
-
-        mlflow.MlflowClient(tracking_uri or mlflow.get_tracking_uri()).set_tag(
-            run_id, "accelerator", f"{type(trainer.accelerator).__name__.removesuffix('Accelerator').lower()} "
-                                   f"x{trainer.num_devices} {trainer.precision}")
     use_cache = config.feature_cache and model._prefix > 0
     if config.feature_cache and dm.augment:
         raise ValueError("train.feature_cache needs the datamodule's augment: false (cached features are of "
                          "unaugmented crops); set data.augment: false, or train.feature_cache: false")
-    if run_id is not None:
+    if run_id is not None:  # what the run really used, not only what was asked for
         import mlflow
 
-        mlflow.MlflowClient(tracking_uri or mlflow.get_tracking_uri()).set_tag(
-            run_id, "feature_cache", "on (augmentation off)" if use_cache else
-            ("off (no frozen stage)" if config.feature_cache else f"off (augmentation {'on' if dm.augment else 'off'})"))
+        client = mlflow.MlflowClient(tracking_uri or mlflow.get_tracking_uri())
+        device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+        cache = ("on (augmentation off)" if use_cache else "off (no frozen stage)" if config.feature_cache
+                 else f"off (augmentation {'on' if dm.augment else 'off'})")
+        for key, value in {"accelerator": f"{device} x{trainer.num_devices} {trainer.precision}",
+                           "feature_cache": cache}.items():
+            client.set_tag(run_id, key, value)
     if use_cache:
         from datamodules.features import cached_features
 
