@@ -25,7 +25,7 @@ FEATURE_VERSION = 1
 
 def prefix_digest(model) -> str:
     digest = hashlib.sha256()
-    for stage in model._stages[:model._prefix]:
+    for stage in model.frozen_stages():
         for name, tensor in sorted(stage.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -35,7 +35,7 @@ def prefix_digest(model) -> str:
 def feature_key(model, dm, positions: np.ndarray) -> str:
     hp = model.hparams
     parts = [FEATURE_VERSION, dm.cached.path.name, hashlib.sha256(positions.tobytes()).hexdigest(),
-             prefix_digest(model), hp.backbone, model._prefix, dm.image_size,
+             prefix_digest(model), hp.backbone, len(model.frozen_stages()), dm.image_size,
              [round(v, 8) for v in dm.mean], [round(v, 8) for v in dm.std]]
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
 
@@ -57,8 +57,9 @@ def feature_shape(model, size: int) -> tuple[int, ...]:
 def compute_features(model, crops: np.ndarray, positions: np.ndarray, mean, std, out: np.ndarray,
                      batch_size: int = 128, progress: bool = True) -> None:
     """``out[p] = frozen_prefix(normalised crops[p])`` for every position, frozen stages in eval mode."""
-    modes = [stage.training for stage in model._stages[:model._prefix]]
-    for stage in model._stages[:model._prefix]:
+    stages = model.frozen_stages()
+    modes = [stage.training for stage in stages]
+    for stage in stages:
         stage.eval()
     device = next(model.parameters()).device
     mean = np.asarray(mean, np.float32) * 255.0
@@ -70,7 +71,7 @@ def compute_features(model, crops: np.ndarray, positions: np.ndarray, mean, std,
             x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
             out[rows] = model.frozen_prefix(x).float().cpu().numpy()
     finally:
-        for stage, mode in zip(model._stages[:model._prefix], modes):
+        for stage, mode in zip(stages, modes):
             stage.train(mode)
 
 

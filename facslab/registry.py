@@ -109,15 +109,12 @@ class Registration:
 
 def provenance(dm: CKPlusDataModule, init_from: str | None) -> dict[str, str]:
     """What a model was trained on: every dataset it saw, and whether any of it was real."""
-    from facslab.runs import init_data_generated
+    from facslab.runs import init_data
 
-    datasets = [f"{dm.dataset_name} ({'generated' if dm.generated else 'real'})"]
-    generated = [dm.generated]
-    pretrained = init_data_generated(init_from)
-    if pretrained is not None:
-        run = mlflow.get_run(init_from.removeprefix("runs:/").split("/")[0])
-        datasets.append(f"{run.data.tags.get('dataset', 'pretraining')} ({'generated' if pretrained else 'real'})")
-        generated.append(pretrained)
+    pretraining = init_data(init_from)
+    seen = [(dm.dataset_name, dm.generated)] + ([pretraining] if pretraining else [])
+    datasets = [f"{name} ({'generated' if made else 'real'})" for name, made in seen]
+    generated = [made for _, made in seen]
     trained_on = "generated" if all(generated) else ("real" if not any(generated) else "mixed")
     return {"trained_on": trained_on, "datasets": ", ".join(datasets)}
 

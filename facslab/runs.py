@@ -104,11 +104,12 @@ def resolve_init(init_from: str | None, backbone: str, image_size: int, experime
     return weights_uri(run)
 
 
-def init_data_generated(init_from: str | None) -> bool | None:
-    """Whether the run behind ``runs:/<id>/…`` starting weights saw only generated data (None
-    when that is not known: random weights, a file, another URI)."""
+def init_data(init_from: str | None) -> tuple[str, bool] | None:
+    """(dataset, generated) of the run behind ``runs:/<id>/…`` starting weights; None when that
+    is not known (random weights, a file, another URI, a run without data tags)."""
     if not init_from or not init_from.startswith("runs:/"):
         return None
-    run = mlflow.get_run(init_from.removeprefix("runs:/").split("/")[0])
-    value = run.data.tags.get("data_generated")
-    return None if value is None else value == "true"
+    tags = mlflow.get_run(init_from.removeprefix("runs:/").split("/")[0]).data.tags
+    if "data_generated" not in tags:
+        return None
+    return tags.get("dataset", "pretraining"), tags["data_generated"] == "true"

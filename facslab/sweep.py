@@ -80,12 +80,11 @@ def sampler_seed(config: SweepConfig, worker: int, finished: int) -> int:
 
 
 def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
-    storage = storage_for(config)
-    existing = 0
+    storage = optuna.storages.get_storage(storage_for(config))
     try:
-        existing = len(optuna.load_study(study_name=config.study, storage=storage).trials)
+        existing = storage.get_n_trials(storage.get_study_id_from_name(config.study))
     except KeyError:
-        pass
+        existing = 0
     return optuna.create_study(
         study_name=config.study, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=sampler_seed(config, worker, existing)),
@@ -134,9 +133,10 @@ def resolve_study_init(config: SweepConfig, study: optuna.Study) -> dict[str, st
     resolved = {backbone: resolve_init(config.train.init_from, backbone, image_size, config.experiment,
                                        config.train.pretrain_fraction)
                 for backbone in config.backbones()}
-    study.set_user_attr("init_from", {**(pinned or {}), **resolved})
+    pinned = {**(pinned or {}), **resolved}
+    study.set_user_attr("init_from", pinned)
     study.set_user_attr("init_from_setting", setting)
-    return {**(pinned or {}), **resolved}
+    return pinned
 
 
 class Objective:

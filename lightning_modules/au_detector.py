@@ -84,10 +84,14 @@ class AUDetector(L.LightningModule):
             return self.from_frozen(x)
         return self.head(self.backbone(x))
 
+    def frozen_stages(self) -> list[nn.Module]:
+        """The backbone's frozen stages, in order (empty when every block trains)."""
+        return self._stages[:self._prefix]
+
     def frozen_prefix(self, x: torch.Tensor) -> torch.Tensor:
         """The output of the frozen stages: a function of the image, the weights and the input
         size only (frozen modules run in eval mode), so it can be cached."""
-        for stage in self._stages[:self._prefix]:
+        for stage in self.frozen_stages():
             x = stage(x)
         return x
 
