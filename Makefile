@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/facslab demo
 
 test: $(STAMP)
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python bench/preprocessing.py

@@ -218,6 +218,29 @@ def _serve(args) -> int:
     return 0
 
 
+def _services(args) -> int:
+    from facslab import services
+
+    action, folder = args.action, Path(args.folder)
+    if action == "up":
+        started = services.up(services.Services(folder, args.host, args.postgres_port, args.mlflow_port))
+        print(f"PostgreSQL on {started.local_host}:{started.postgres_port} (data: {started.pgdata}), MLflow tracking "
+              f"server on {started.tracking_uri} (artifacts: {folder / 'artifacts'})\n"
+              f"workers (on this or other machines) export:\n{started.exports()}\n"
+              f"then run `facslab sweep --config sweeps/<name>.yaml`; stop with `facslab services down`")
+    elif action == "down":
+        stopped = services.down(folder)
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    else:
+        running = services.status(folder)
+        for name, up in running.items():
+            print(f"{name}: {'running' if up else 'stopped'}")
+        if all(running.values()):
+            print(services.Services.load(folder)[0].exports())
+        return 0 if all(running.values()) else 3
+    return 0
+
+
 def _add_model_arguments(parser: ArgumentParser) -> None:
     from facslab.emoji import DEFAULT_TABLE, METRICS
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
@@ -314,8 +337,15 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
     eyes.add_argument("--detector", choices=["hog", "mmod"], default="hog")
     sub.add_subcommand("eyes", eyes, help=eyes.description)
+    svc = ArgumentParser(description="Start, stop or check the shared PostgreSQL and MLflow tracking server.")
+    svc.add_argument("action", choices=["up", "down", "status"])
+    svc.add_argument("--folder", default="mlruns/services", help="data, logs and the password of the services")
+    svc.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: workers on other machines)")
+    svc.add_argument("--postgres_port", type=int, default=5433)
+    svc.add_argument("--mlflow_port", type=int, default=5000)
+    sub.add_subcommand("services", svc, help=svc.description)
     return parser, {"demo": demo, "generate": gen, "preprocess": pre, "eyes": eyes, "emoji": emoji, "live": live, "serve": web,
-                    **config_parsers}
+                    "services": svc, **config_parsers}
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -336,12 +366,13 @@ def quiet_libraries(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     from facslab.config import ConfigError
     from facslab.runs import MissingPretrainingError
+    from facslab.services import ServicesError
 
     parser, subparsers = build_parser()
     try:
         args = parser.parse_args(argv)
         return _run(args, subparsers)
-    except (ConfigError, MissingPretrainingError) as error:  # a setting to fix, not a traceback
+    except (ConfigError, MissingPretrainingError, ServicesError) as error:  # a setting to fix, not a traceback
         print(f"facslab: error: {error}", file=sys.stderr)
         return 2
 
@@ -357,7 +388,7 @@ def _run(args, subparsers) -> int:
     if command in with_parser:
         return with_parser[command](sub_args, subparsers[command])
     return {"demo": _demo, "generate": _generate, "eyes": _eyes, "emoji": _emoji, "live": _live,
-            "serve": _serve}[command](sub_args)
+            "serve": _serve, "services": _services}[command](sub_args)
 
 
 if __name__ == "__main__":

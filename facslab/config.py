@@ -103,11 +103,17 @@ class SweepConfig:
     #: an AUDetector argument or ``pos_weight``.
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_trials: int = 10  # total over all runs of the study, failed and pruned trials included
-    storage: str | None = None  # None: a journal file under mlruns/optuna; or a database URL
+    #: None: $FACSLAB_OPTUNA_STORAGE if set, else a journal file under mlruns/optuna; or a database URL
+    storage: str | None = None
+    #: a database's liveness check: a trial whose worker has not beaten for ``heartbeat_grace``
+    #: seconds is failed and retried once (its MLflow run ends FAILED)
+    heartbeat_interval: int = 60
+    heartbeat_grace: int = 180
     sampler_seed: int = 0
     #: median or hyperband over per-epoch validation PR-AUC of the first fold; none
     pruner: str = "median"
     pruner_warmup: int = 3  # epochs of the first fold before a trial may be pruned
+    pruner_startup_trials: int = 2  # median pruner: trials that always finish, to compare against
     experiment: str = "facslab"
     tracking_uri: str | None = None
     register: RegisterConfig | None = field(default_factory=RegisterConfig)  # None: do not register

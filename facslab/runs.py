@@ -10,7 +10,7 @@ import yaml
 
 from datamodules.base import AUFaceDataModule
 from facslab import plots
-from facslab.tracking import artifact_dir, git_commit, log_figure, log_table
+from facslab.tracking import artifact_dir, git_commit, log_dataset_input, log_figure, log_table
 from lightning_modules.au_detector import AUDetector
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def log_run_basics(config: dict, dm: AUFaceDataModule, stage: str) -> None:
     log_table(split, "data/split.csv")
     dataset = mlflow.data.from_pandas(split, source=str(dm.root.resolve()), digest=dm.split_id(),
                                       name=f"{dm.dataset_name}{' (generated)' if dm.generated else ''}")
-    mlflow.log_input(dataset, context=stage)
+    log_dataset_input(dataset, context=stage)
     if len(dm.report):
         log_table(dm.report.to_frame(), "data/skipped.csv")
     mlflow.log_metrics({"data_train": len(dm.positions("train")), "data_val": len(dm.positions("val")),

@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import socket
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -48,23 +49,52 @@ log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+def storage_url(config: SweepConfig) -> str | None:
+    """The study's database: the config's ``storage``, else ``$FACSLAB_OPTUNA_STORAGE`` (what
+    ``facslab services up`` prints for workers to export), else None: a local journal file."""
+    return config.storage or os.environ.get("FACSLAB_OPTUNA_STORAGE") or None
+
+
+class RetryAndCloseRun:
+    """For a trial whose worker stopped beating (killed, machine lost): end its MLflow run FAILED,
+    then let Optuna's retry callback enqueue the same parameters once more."""
+
+    def __init__(self, max_retry: int = 1):
+        self.retry = optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log.warning("trial %d lost its worker %s (no heartbeat): marked FAILED, retried", trial.number,
+                    trial.user_attrs.get("worker", "?"))
+        try:
+            close_orphan_run(trial)
+        except Exception as error:  # the retry matters more than the run's status
+            log.warning("could not close the MLflow run of trial %d: %s", trial.number, error)
+        self.retry(study, trial)
+
+
+def is_database(url: str | None) -> bool:
+    """A server database: shared across machines, with heartbeats for dead workers."""
+    return bool(url) and url.startswith(("postgresql", "mysql"))
+
+
 def storage_for(config: SweepConfig) -> optuna.storages.BaseStorage | str:
-    if config.storage:
-        if config.storage.startswith(("postgresql", "mysql")):
-            return optuna.storages.RDBStorage(
-                config.storage, heartbeat_interval=60, grace_period=180,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
-        return config.storage
+    url = storage_url(config)
+    if is_database(url):
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=config.heartbeat_interval, grace_period=config.heartbeat_grace,
+            failed_trial_callback=RetryAndCloseRun(max_retry=1))
+    if url:
+        return url
     path = store_dir() / "optuna" / f"{config.study}.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
-def make_pruner(name: str, warmup: int = 3) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, warmup: int = 3, startup_trials: int = 2) -> optuna.pruners.BasePruner:
     """Pruners over per-epoch reports of the first fold (see ``Objective``); no trial is pruned
-    before ``warmup`` epochs."""
+    before ``warmup`` epochs, nor (median) before ``startup_trials`` trials have finished."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup)
+        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup), reduction_factor=3)
     if name == "none":
@@ -88,7 +118,7 @@ def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
     return optuna.create_study(
         study_name=config.study, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=sampler_seed(config, worker, existing)),
-        pruner=make_pruner(config.pruner, config.pruner_warmup))
+        pruner=make_pruner(config.pruner, config.pruner_warmup, config.pruner_startup_trials))
 
 
 def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
@@ -267,24 +297,27 @@ def fail_interrupted_trials(study: optuna.Study) -> int:
     return len(stale)
 
 
+def close_orphan_run(trial: optuna.trial.FrozenTrial) -> bool:
+    """End a finished trial's MLflow run if its process died before ending it (a crash, ``kill -9``,
+    a heartbeat timeout): FAILED, tagged with the trial's state."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        return False
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    if run.info.status != "RUNNING":
+        return False
+    client.set_tag(run_id, "optuna_state", trial.state.name)
+    client.set_tag(run_id, "interrupted", "true")
+    client.set_terminated(run_id, "FAILED")
+    return True
+
+
 def close_orphan_runs(study: optuna.Study) -> int:
-    """End the MLflow runs of trials that are over but whose process died before ending the run
-    (a crash, ``kill -9``, a heartbeat timeout): FAILED, tagged with the trial's state."""
-    client, closed = MlflowClient(), 0
-    for trial in study.get_trials(deepcopy=False, states=FINISHED):
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if not run_id:
-            continue
-        try:
-            run = client.get_run(run_id)
-        except mlflow.exceptions.MlflowException:
-            continue
-        if run.info.status == "RUNNING":
-            client.set_tag(run_id, "optuna_state", trial.state.name)
-            client.set_tag(run_id, "interrupted", "true")
-            client.set_terminated(run_id, "FAILED")
-            closed += 1
-    return closed
+    return sum(close_orphan_run(trial) for trial in study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def recover_interrupted(study: optuna.Study, local: bool) -> None:
@@ -296,14 +329,50 @@ def recover_interrupted(study: optuna.Study, local: bool) -> None:
         log.warning("%d interrupted trial(s) marked failed, %d MLflow run(s) closed as FAILED", failed, closed)
 
 
-def _counted(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+def _counted(study: optuna.Study, in_flight: bool = False) -> int:
+    """Trials that count towards ``n_trials``: complete, pruned and failed ones (a failed trial that
+    a database's retry callback re-enqueued counts through its retry); with ``in_flight``, also the
+    running ones, so that workers stop launching at exactly ``n_trials``. Waiting (enqueued) trials
+    do not count: they are what the next launches run."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
+    states = FINISHED + ((TrialState.RUNNING,) if in_flight else ())
+    return sum(t.state in states and not (t.state == TrialState.FAIL and t.number in retried) for t in trials)
+
+
+class StopAtTrialCount:
+    """Optuna's ``MaxTrialsCallback``, counting as ``_counted`` does (retries, trials in flight)."""
+
+    def __init__(self, n_trials: int):
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if _counted(study, in_flight=True) >= self.n_trials:
+            study.stop()
+
+
+def _run_shared_study(study: optuna.Study, config: SweepConfig, run) -> None:
+    """On a shared database a worker runs trials until the study counts ``n_trials``, and leaves only
+    when no trial is in flight: a live worker's trial finishes, and a dead worker's trial goes
+    stale, is failed and retried, and whoever is still there runs the retry. Every wait ends with
+    a trial finishing or a heartbeat's grace period."""
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        todo = config.n_trials - _counted(study, in_flight=True)
+        if todo > 0:
+            run(todo)
+            continue
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        log.info("waiting for %d trial(s) running elsewhere: %s", len(running), [t.number for t in running])
+        time.sleep(config.heartbeat_interval)
 
 
 def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads: int | None, worker: int = 0,
             budget: int | None = None) -> None:
-    """Run trials until the study holds ``n_trials`` (or this worker has run ``budget``). Workers on
-    other machines share the count through the storage; one may finish a last trial in flight."""
+    """Run trials until the study holds ``n_trials``. Local workers split the remaining trials
+    (``budget``); workers on a shared database count through it and stay for trials in flight."""
     if threads:
         import torch
 
@@ -312,12 +381,44 @@ def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads:
     study = load_study(config, worker)
     init_from = resolve_study_init(config, study)
     optuna.logging.set_verbosity(optuna.logging.WARNING if threads else optuna.logging.INFO)
-    study.optimize(
-        Objective(config, parent_run_id, tracking_uri, init_from), catch=(Exception,), gc_after_trial=True,
-        callbacks=[optuna.study.MaxTrialsCallback(config.n_trials, states=FINISHED)],
-        n_trials=max(0, min(budget if budget is not None else config.n_trials, config.n_trials - _counted(study))),
-        show_progress_bar=threads is None,
-    )
+    objective = Objective(config, parent_run_id, tracking_uri, init_from)
+
+    def run(n_trials: int) -> None:
+        study.optimize(objective, catch=(Exception,), gc_after_trial=True, n_trials=n_trials,
+                       callbacks=[StopAtTrialCount(config.n_trials)], show_progress_bar=threads is None)
+
+    if is_database(storage_url(config)):
+        _run_shared_study(study, config, run)
+    else:
+        todo = config.n_trials - _counted(study, in_flight=True)
+        run(max(0, min(budget if budget is not None else todo, todo)))
+
+
+def _parent_run_id(config: SweepConfig, study: optuna.Study, wait: float = 120.0) -> str:
+    """The sweep's MLflow run, created once per study. Workers started at the same moment on a
+    shared database race for it: creating a marker study (names are unique in the storage) elects
+    the one that creates the run; the others wait for its id."""
+    parent_id = study.user_attrs.get("mlflow_parent_run_id")
+    if parent_id:
+        return parent_id
+    try:
+        study._storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], f"{config.study}.parent-run")
+    except optuna.exceptions.DuplicatedStudyError:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            parent_id = optuna.load_study(study_name=config.study, storage=study._storage).user_attrs.get(
+                "mlflow_parent_run_id")
+            if parent_id:
+                return parent_id
+            time.sleep(1.0)
+        raise RuntimeError(f"study {config.study}: another worker claimed the sweep's MLflow run but never stored "
+                           f"its id; delete the study {config.study}.parent-run from the storage and retry")
+    with mlflow.start_run(run_name=f"sweep {config.study}") as parent:
+        mlflow.set_tags({"stage": "sweep", "study": config.study})
+        mlflow.log_text(_yaml(config.to_dict()), "sweep_config.yaml")
+        mlflow.log_dict(study.user_attrs["init_from"], "init_from.json")
+        study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
+    return parent.info.run_id
 
 
 def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
@@ -325,17 +426,12 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     tracking_uri = setup_tracking(config.tracking_uri, config.experiment)
     study = load_study(config)
     resolve_study_init(config, study)  # fails before any trial when a pretraining is missing
-    local = config.storage is None
+    local = storage_url(config) is None
     with _coordinator_lock(config) as coordinating:
         if coordinating:
             recover_interrupted(study, local)
-        parent_id = study.user_attrs.get("mlflow_parent_run_id")
-        with mlflow.start_run(run_id=parent_id, run_name=None if parent_id else f"sweep {config.study}") as parent:
-            if parent_id is None:
-                study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
-                mlflow.set_tags({"stage": "sweep", "study": config.study})
-                mlflow.log_text(_yaml(config.to_dict()), "sweep_config.yaml")
-                mlflow.log_dict(study.user_attrs["init_from"], "init_from.json")
+        parent_id = _parent_run_id(config, study)
+        with mlflow.start_run(run_id=parent_id) as parent:
             remaining = config.n_trials - _counted(study)
             log.info("study %s: %d trial(s) done, %d to go", config.study, _counted(study), max(remaining, 0))
             if remaining > 0:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,11 +50,30 @@ def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EX
         artifacts = None
         if uri.startswith("sqlite:///"):
             artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-        mlflow.create_experiment(experiment, artifact_location=artifacts)
+        try:
+            mlflow.create_experiment(experiment, artifact_location=artifacts)
+        except mlflow.exceptions.MlflowException as error:  # a worker started at the same moment made it
+            if error.error_code != "RESOURCE_ALREADY_EXISTS" or mlflow.get_experiment_by_name(experiment) is None:
+                raise
     found = mlflow.set_experiment(experiment)
     if found.tags.get("mlflow.experimentKind") != "custom_model_development":  # the UI opens on training runs
         mlflow.set_experiment_tag("mlflow.experimentKind", "custom_model_development")
     return uri
+
+
+def log_dataset_input(dataset, context: str, attempts: int = 3) -> None:
+    """``mlflow.log_input`` that survives a concurrent worker logging the same dataset: the server
+    checks for the (name, digest) row and then inserts it, so two runs logging a new dataset at
+    the same moment make one fail on the unique key. Once the row exists, a retry links to it."""
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            duplicate = "INSERT INTO datasets" in str(error)  # the failed statement, on any database
+            if not duplicate or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def git_commit() -> str:

@@ -1,0 +1,281 @@
+"""The team setup with real processes: `facslab services up` (PostgreSQL + MLflow tracking server),
+independent `facslab sweep` workers sharing one study, a worker killed with SIGKILL mid-trial, the
+MLflow server restarted mid-sweep, and the registry used through the server.
+
+Everything binds to loopback on free ports; every wait is bounded. `.ci/run` installs PostgreSQL
+and sets FACSLAB_REQUIRE_SERVICES=1, so there a missing server program fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from facslab import services as svc
+
+pytestmark = [pytest.mark.xdist_group("services"), pytest.mark.slow]
+FACSLAB = os.path.join(os.path.dirname(sys.executable), "facslab")
+
+
+def _postgres_available() -> bool:
+    try:
+        svc.postgres_bindir()
+        return True
+    except svc.ServicesError:
+        return False
+
+
+if not _postgres_available() and not os.environ.get("FACSLAB_REQUIRE_SERVICES"):
+    pytest.skip("PostgreSQL's server programs are not installed (apt-get install postgresql)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def services():
+    # under root the server runs as `postgres`, which cannot enter pytest's private tmp folders
+    folder = Path(tempfile.mkdtemp(prefix="facslab-services-"))
+    folder.chmod(0o755)
+    command = [FACSLAB, "services", "up", "--folder", str(folder / "s"), "--postgres_port", str(_free_port()),
+               "--mlflow_port", str(_free_port())]
+    up = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr[-3000:]
+    started, _ = svc.Services.load(folder / "s")
+    yield started, command
+    down = subprocess.run([FACSLAB, "services", "down", "--folder", str(started.folder)], capture_output=True,
+                          text=True, timeout=120)
+    assert down.returncode == 0 and "postgresql" in down.stdout, down.stdout + down.stderr
+    after = subprocess.run([FACSLAB, "services", "status", "--folder", str(started.folder)], capture_output=True,
+                           text=True, timeout=60)
+    assert after.returncode == 3 and "postgresql: stopped" in after.stdout and "mlflow: stopped" in after.stdout
+
+
+def _env(services: svc.Services, store: Path) -> dict:
+    return {**os.environ, "FACSLAB_OPTUNA_STORAGE": services.optuna_storage,
+            "MLFLOW_TRACKING_URI": services.tracking_uri, "FACSLAB_MLRUNS": str(store)}
+
+
+def _config(tmp_path: Path, ckplus, study: str, n_trials: int, epochs: int = 1, **extra) -> Path:
+    root, _ = ckplus
+    lines = "\n".join(f"{k}: {v}" for k, v in extra.items())
+    path = tmp_path / f"{study}.yaml"
+    path.write_text(f"""study: {study}
+n_trials: {n_trials}
+experiment: services
+pruner: none
+heartbeat_interval: 1
+heartbeat_grace: 5
+data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
+model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
+train: {{max_epochs: {epochs}, patience: {epochs}, progress: false, init_from: null}}
+search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
+register: {{name: {study}-model}}
+{lines}
+""")
+    return path
+
+
+def _sweep(config: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([FACSLAB, "sweep", "--config", str(config), "--no_register"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-3000:]
+    return out
+
+
+def _runs(services: svc.Services) -> list:
+    client = MlflowClient(services.tracking_uri)
+    return client.search_runs([client.get_experiment_by_name("services").experiment_id], max_results=1000)
+
+
+def test_status_prints_the_uris_workers_export(services):
+    started, _ = services
+    status = subprocess.run([FACSLAB, "services", "status", "--folder", str(started.folder)], capture_output=True,
+                            text=True, timeout=60)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "postgresql: running" in status.stdout and "mlflow: running" in status.stdout
+    assert f"export MLFLOW_TRACKING_URI='http://127.0.0.1:{started.mlflow_port}'" in status.stdout
+    assert f"@127.0.0.1:{started.postgres_port}/optuna'" in status.stdout
+
+
+def test_a_missing_postgresql_names_the_package_to_install(tmp_path, monkeypatch, capsys):
+    from facslab.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(svc, "DEBIAN_POSTGRES", tmp_path / "none")
+    assert main(["services", "up", "--folder", str(tmp_path / "s")]) == 2
+    assert "apt-get install postgresql" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def _failures(services: svc.Services, study: optuna.Study) -> str:
+    """The tracebacks of a study's failed trials, from their MLflow runs, for an assertion message."""
+    client, lines = MlflowClient(services.tracking_uri), []
+    for trial in study.trials:
+        if trial.state == TrialState.FAIL and "mlflow_run_id" in trial.user_attrs:
+            try:
+                error = client.download_artifacts(trial.user_attrs["mlflow_run_id"], "error.txt")
+                lines.append(f"trial {trial.number}:\n{Path(error).read_text()[-2000:]}")
+            except Exception as missing:  # a killed worker logs no traceback
+                lines.append(f"trial {trial.number}: no error.txt ({missing})")
+    return "\n".join(lines)
+
+
+def test_concurrent_workers_log_the_same_dataset_without_failing(services, tmp_path):
+    """The server checks for a dataset row, then inserts it: two runs logging a new dataset at the
+    same instant collide on the unique key. facslab's logging helper must absorb that."""
+    started, _ = services
+    script = tmp_path / "log_same_dataset.py"
+    script.write_text(f"""
+import sys, time, warnings
+import mlflow, pandas as pd
+from facslab.tracking import log_dataset_input, setup_tracking
+warnings.simplefilter("ignore")
+setup_tracking("{started.tracking_uri}", "dataset-race")
+start = float(sys.argv[1])
+for i in range(12):
+    while time.time() < start + i * 0.5:  # both processes log at the same instants
+        time.sleep(0.001)
+    with mlflow.start_run():
+        dataset = mlflow.data.from_pandas(pd.DataFrame({{"subject": ["S001"]}}), source="/data", digest=f"d{{i}}",
+                                          name="split")
+        log_dataset_input(dataset, context="sweep-trial")
+print("ok")
+""")
+    start = str(time.time() + 8)  # after both interpreters have imported MLflow
+    racers = [subprocess.Popen([sys.executable, str(script), start], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0 and out.splitlines()[-1] == "ok", err[-3000:]
+    runs = MlflowClient(started.tracking_uri).search_runs(
+        [MlflowClient(started.tracking_uri).get_experiment_by_name("dataset-race").experiment_id], max_results=100)
+    assert len(runs) == 24 and all(len(r.inputs.dataset_inputs) == 1 for r in runs)
+
+
+def test_two_independent_workers_complete_one_study(services, ckplus, tmp_path):
+    started, _ = services
+    config = _config(tmp_path, ckplus, "together", n_trials=4)
+    env = _env(started, tmp_path / "store")
+    workers = [_sweep(config, env) for _ in range(2)]
+    for worker in workers:
+        _finish(worker)
+    study = optuna.load_study(study_name="together", storage=started.optuna_storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4, _failures(started, study)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert len({t.params["lr"] for t in study.trials}) == 4
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both workers ran trials
+    runs = _runs(started)
+    trial_runs = [r for r in runs if r.data.tags.get("study") == "together" and "trial" in r.data.tags]
+    assert len(trial_runs) == 4 and all(r.info.status == "FINISHED" for r in trial_runs)
+    assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {study.user_attrs["mlflow_parent_run_id"]}
+
+
+def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_retried_and_its_run_closed(services, ckplus, tmp_path):
+    started, _ = services
+    config = _config(tmp_path, ckplus, "killed", n_trials=4, epochs=3)
+    env = _env(started, tmp_path / "store")
+    workers = [_sweep(config, env) for _ in range(2)]
+    pids = {w.pid for w in workers}
+    victim, deadline = None, time.time() + 300
+    while victim is None and time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            running = optuna.load_study(study_name="killed", storage=started.optuna_storage).get_trials(
+                states=(TrialState.RUNNING,))
+        except KeyError:
+            continue
+        busy = [int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in running if "worker" in t.user_attrs]
+        victim = next((pid for pid in busy if pid in pids), None)
+    assert victim is not None, "no worker was mid-trial"
+    killed_at = time.time()
+    os.kill(victim, signal.SIGKILL)
+    survivor = next(w for w in workers if w.pid != victim)
+    out = _finish(survivor)
+    next(w for w in workers if w.pid == victim).wait(timeout=30)
+    study = optuna.load_study(study_name="killed", storage=started.optuna_storage)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and failed[0].user_attrs["worker"].endswith(f":{victim}")
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE and retry[0].params == failed[0].params
+    assert states.count(TrialState.COMPLETE) == 4  # n_trials finished trials: the retry stands for the dead one
+    # failed within the grace period (5 s) plus one heartbeat and the survivor's trial in progress
+    print(f"killed trial {failed[0].number}: started {failed[0].datetime_start}, worker killed at "
+          f"{time.strftime('%H:%M:%S', time.gmtime(killed_at))}, FAILED at {failed[0].datetime_complete}; retry "
+          f"trial {retry[0].number} {retry[0].datetime_start} -> {retry[0].datetime_complete}")
+    assert "lost its worker" in out
+    runs = {r.info.run_id: r for r in _runs(started)}
+    dead_run = runs[failed[0].user_attrs["mlflow_run_id"]]
+    assert dead_run.info.status == "FAILED" and dead_run.data.tags["interrupted"] == "true"
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
+
+
+def test_the_mlflow_server_restarted_mid_sweep_loses_nothing(services, ckplus, tmp_path):
+    started, up_command = services
+    config = _config(tmp_path, ckplus, "restarted", n_trials=3, epochs=2)
+    worker = _sweep(config, _env(started, tmp_path / "store"))
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="restarted", storage=started.optuna_storage)
+        except KeyError:
+            continue
+        if study.get_trials(states=(TrialState.RUNNING,)):
+            break
+    _, state = svc.Services.load(started.folder)
+    assert svc.stop_mlflow(state["mlflow_pid"])
+    assert not svc.mlflow_healthy(started)
+    time.sleep(3)
+    again = subprocess.run(up_command, capture_output=True, text=True, timeout=300)  # restarts only what is down
+    assert again.returncode == 0, again.stderr[-3000:]
+    _finish(worker)
+    study = optuna.load_study(study_name="restarted", storage=started.optuna_storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    trial_runs = [r for r in _runs(started) if r.data.tags.get("study") == "restarted" and "trial" in r.data.tags]
+    assert len(trial_runs) == 3 and all(r.info.status == "FINISHED" for r in trial_runs)
+    assert all("val_pr_auc" in r.data.metrics for r in trial_runs)
+
+
+def test_registry_alias_and_champion_loading_work_through_the_server(services, ckplus, tmp_path, astronaut):
+    import cv2
+
+    started, _ = services
+    config = _config(tmp_path, ckplus, "registered", n_trials=1)
+    env = _env(started, tmp_path / "store")
+    swept = subprocess.run([FACSLAB, "sweep", "--config", str(config)], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    client = MlflowClient(started.tracking_uri)
+    champion = client.get_model_version_by_alias("registered-model", "champion")
+    assert champion.tags["trained_on"] == "generated"
+    image = tmp_path / "astronaut.png"
+    cv2.imwrite(str(image), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    emoji = subprocess.run([FACSLAB, "emoji", str(image), "--json", "--model", "models:/registered-model@champion",
+                            "--tracking_uri", started.tracking_uri], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert emoji.returncode == 0, emoji.stderr[-3000:]
+    faces = json.loads(emoji.stdout)
+    assert len(faces) == 1 and len(faces[0]["probabilities"]) == 18
+    assert "generated faces" in emoji.stderr  # the provenance note travels with the registered model
