@@ -79,7 +79,9 @@ def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, decisions: np.nda
     out = {}
     for name, values in draws.items():
         lo, hi = np.nanpercentile(values, [tail, 100 - tail], axis=0)
-        out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+        # rounded: when every resample agrees, a mean summed in another order must not put the
+        # interval an ulp above the point estimate
+        out[f"{name}_lo"], out[f"{name}_hi"] = np.round(lo, 12), np.round(hi, 12)
     return out
 
 

@@ -162,7 +162,7 @@ def test_a_stopped_sweep_resumes_without_repeating_parameters_or_leaving_running
 def test_a_hopeless_configuration_is_pruned_on_its_first_fold(ckplus, store):
     from facslab.sweep import run_sweep
 
-    config = make_config(ckplus, store, "pruning", n_trials=4, pruner="median", pruner_warmup=1,
+    config = make_config(ckplus, store, "pruning", n_trials=4, pruner="median", pruner_warmup=1, pruner_startup_trials=3,
                          search={"lr": {"low": 1e-12, "high": 3e-3, "log": True}},
                          train=TrainConfig(max_epochs=6, patience=6, progress=False, init_from=None))
     from facslab.sweep import load_study

@@ -32,7 +32,12 @@ LEFT_EYE = slice(42, 48)  # the subject's left eye: image right
 #: Effect strength of a trace (intensity 1, FACS "A") action. Real trace AUs are subtle; drawn
 #: at 1/5 of the apex they would be under a pixel at the demo's 64 px crops, so a coded AU starts
 #: at this visible floor and still grows with every intensity step.
-TRACE_STRENGTH = 0.4
+TRACE_STRENGTH = 0.5
+
+#: Width of AU wrinkles, folds and dimples in face units (1 = the distance between the eyes). At
+#: the demo's 64 px crops the eyes are 23 px apart, so this is about a pixel: thinner lines
+#: vanish when the frame is shrunk to the crop.
+WRINKLE = 0.04
 
 
 def intensity_strength(intensity: float) -> float:
@@ -198,7 +203,7 @@ def face_geometry(identity: Identity, expression: Expression) -> FaceGeometry:
     chin_weight = np.sin(phi) ** 2
     pts[:17, 0] = -idn.face_half_width * np.cos(phi) * (1 - 0.08 * chin_weight)
     pts[:17, 1] = 0.05 + idn.chin_depth * np.sin(phi) ** idn.jaw_power
-    pts[:17, 1] += (jaw_drop - 0.07 * s["17"] * chin_weight) * chin_weight
+    pts[:17, 1] += (jaw_drop - 0.1 * s["17"] * chin_weight) * chin_weight
 
     # Brows 17-21 (image left, outer -> inner) and 22-26 (image right, inner -> outer).
     t = np.linspace(0.0, 1.0, 5)  # 0 outer, 1 inner
@@ -215,8 +220,8 @@ def face_geometry(identity: Identity, expression: Expression) -> FaceGeometry:
     closures = [eye_closure_fraction(c) for c in expression.eyes()]  # subject's (left, right)
     for cx, idx, closure in ((-0.5, slice(36, 42), closures[1]), (0.5, slice(42, 48), closures[0])):
         ew = idn.eye_half_width
-        upper = idn.eye_open * (1 + 0.8 * s["5"] - 0.25 * s["7"] - 0.1 * s["6"])
-        lower = 0.8 * idn.eye_open * (1 - 0.35 * s["6"] - 0.55 * s["7"])
+        upper = idn.eye_open * (1 + 0.8 * s["5"] - 0.4 * s["7"] - 0.1 * s["6"])
+        lower = 0.8 * idn.eye_open * max(0.1, 1 - 0.45 * s["6"] - 0.8 * s["7"])
         sag = 0.3 * lower * closure  # a closed eye's lid line sits a little below the corners
         upper, lower = upper * (1 - closure), lower * (1 - closure)
         pts[idx] = [(cx - ew, 0), (cx - ew / 3, -upper + sag), (cx + ew / 3, -upper + sag),
@@ -232,13 +237,13 @@ def face_geometry(identity: Identity, expression: Expression) -> FaceGeometry:
 
     # Mouth: outer 48-59, inner 60-67.
     my, mw = idn.mouth_y, idn.mouth_half_width
-    corner_out = 0.1 * s["12"] + 0.13 * s["20"] - 0.06 * s["14"] - 0.05 * s["23/24"] - 0.04 * s["28"]
-    corner_down = -0.16 * s["12"] + 0.15 * s["15"] + 0.03 * s["20"] + 0.25 * jaw_drop
-    thin = max(0.12, 1 - 0.55 * s["23/24"] - 0.85 * s["28"] - 0.2 * s["20"])
+    corner_out = 0.1 * s["12"] + 0.2 * s["20"] - 0.1 * s["14"] - 0.09 * s["23/24"] - 0.04 * s["28"]
+    corner_down = -0.16 * s["12"] + 0.24 * s["15"] + 0.05 * s["20"] + 0.25 * jaw_drop
+    thin = max(0.12, 1 - 0.75 * s["23/24"] - s["28"] - 0.2 * s["20"])
     upper_lip, lower_lip = idn.upper_lip * thin, idn.lower_lip * thin
     lips_part = 0.09 * s["25"] + 0.25 * s["26/27"] * min(1.0, 3 * s["25"])
-    lip_raise = 0.09 * s["10"]
-    chin_push = 0.05 * s["17"]
+    lip_raise = 0.18 * s["10"]
+    chin_push = 0.08 * s["17"]
     lower_drop = jaw_drop if s["25"] > 0 else 0.5 * jaw_drop
     upper_drop = 0.0 if s["25"] > 0 else 0.5 * jaw_drop
     cw, cy = mw + corner_out, my + corner_down
@@ -396,7 +401,7 @@ def render_face(
     if s["6"] > 0:
         for side in (-1, 1):
             p.blend_line([(side * 0.75, 0.42), (side * 0.55, 0.5), (side * 0.3, 0.45)],
-                         dark_skin, 0.03, 0.7 * s["6"])
+                         dark_skin, 1.25 * WRINKLE, 0.7 * s["6"])
     fold = max(s["10"], s["12"], 0.6 * s["9"])
     for side in (-1, 1):
         corner = lm[54] if side == 1 else lm[48]
@@ -409,11 +414,11 @@ def render_face(
     brow_top = lm[17:27, 1].min()
     for k in range(3):
         y = brow_top - 0.12 - 0.1 * k
-        p.blend_line([(-0.4, y + 0.015), (0, y - 0.01), (0.4, y + 0.015)], dark_skin, 0.018, 0.8 * s["1"])
+        p.blend_line([(-0.4, y + 0.015), (0, y - 0.01), (0.4, y + 0.015)], dark_skin, WRINKLE, 0.8 * s["1"])
         for side in (-1, 1):
-            p.blend_line([(side * 0.4, y + 0.01), (side * 0.9, y + 0.04)], dark_skin, 0.018, 0.8 * s["2"])
+            p.blend_line([(side * 0.4, y + 0.01), (side * 0.9, y + 0.04)], dark_skin, WRINKLE, 0.8 * s["2"])
     for x in (-0.06, 0.06):
-        p.blend_line([(x, -0.34), (x * 1.3, -0.12)], dark_skin, 0.02, 0.9 * s["4"])
+        p.blend_line([(x, -0.34), (x * 1.3, -0.12)], dark_skin, 1.1 * WRINKLE, 0.9 * s["4"])
 
     # Brows.
     brow_colour = _shade(idn.hair, 0.75)
@@ -424,16 +429,18 @@ def render_face(
     closures = [eye_closure_fraction(c) for c in expression.eyes()]
     _draw_eye(p, lm[RIGHT_EYE], idn, conditions.gaze, closures[1])
     _draw_eye(p, lm[LEFT_EYE], idn, conditions.gaze, closures[0])
+    for lower_lid in (lm[[39, 40, 41, 36]], lm[[42, 47, 46, 45]]):  # AU7: the tightened lower lid bulges
+        p.blend_line(lower_lid + (0, 0.05), dark_skin, 1.25 * WRINKLE, s["7"])
     for corner, side in ((lm[36], -1), (lm[45], 1)):
         for dy in (-0.06, 0.0, 0.06):
             p.blend_line([corner + (side * 0.06, dy * 0.5), corner + (side * 0.17, dy * 1.6)],
-                         dark_skin, 0.014, 0.85 * s["6"])
+                         dark_skin, 0.85 * WRINKLE, 0.85 * s["6"])
 
     # Nose: bridge shading, AU9 wrinkles across the bridge, nostrils.
     p.blend_line(lm[27:31] + (0.06, 0), dark_skin, 0.02, 0.3)
     for k in range(3):
         y = 0.02 + 0.07 * k
-        p.blend_line([(-0.13, y + 0.02), (0, y - 0.01), (0.13, y + 0.02)], dark_skin, 0.016, 0.9 * s["9"])
+        p.blend_line([(-0.13, y + 0.02), (0, y - 0.01), (0.13, y + 0.02)], dark_skin, 0.85 * WRINKLE, 0.9 * s["9"])
     p.line(lm[31:36], _shade(skin, 0.55), 0.025)
     for k in (32, 34):
         p.ellipse(lm[k] - (0, 0.005), (0.035, 0.018), _shade(skin, 0.35))
@@ -447,18 +454,22 @@ def render_face(
         p.poly(teeth, (232, 228, 215))
     upper = np.concatenate([lm[48:55], lm[64:59:-1]])
     lower = np.concatenate([lm[54:60], lm[48:49], lm[60:61], lm[67:63:-1]])
-    lip_colour = _shade(idn.lips, 0.7) if s["28"] > 0.5 else idn.lips
+    lip_colour = _shade(idn.lips, 1 - 0.5 * s["28"])  # sucked-in lips show their darker inside
     p.poly(upper, lip_colour)
     p.poly(lower, _shade(lip_colour, 1.08))
-    p.line(inner[[0, 1, 2, 3, 4]], _shade(idn.lips, 0.45), 0.012 + 0.02 * s["23/24"] + 0.02 * s["28"])
+    p.line(inner[[0, 1, 2, 3, 4]], _shade(idn.lips, 0.45), 0.012 + 0.04 * s["23/24"] + 0.04 * s["28"])
 
+    # Depressor folds (AU15) down from the corners; stretch folds (AU20) beside them.
+    for corner, side in ((lm[48], -1), (lm[54], 1)):
+        p.blend_line([corner + (side * 0.02, 0.04), corner + (side * 0.06, 0.2)], dark_skin, WRINKLE, 0.8 * s["15"])
+        p.blend_line([corner + (side * 0.05, -0.03), corner + (side * 0.16, 0.0)], dark_skin, WRINKLE, 0.8 * s["20"])
     # Dimples (AU14) beside the corners; chin-boss texture (AU17).
     for corner, side in ((lm[48], -1), (lm[54], 1)):
         p.blend_line([corner + (side * 0.06, -0.06), corner + (side * 0.09, 0.0), corner + (side * 0.06, 0.06)],
-                     dark_skin, 0.022, 0.95 * s["14"])
+                     dark_skin, 1.6 * WRINKLE, s["14"])
     chin = lm[8]
     for dx, dy in ((-0.12, -0.22), (0.0, -0.18), (0.12, -0.22), (-0.06, -0.3), (0.06, -0.3)):
-        p.blend_line([chin + (dx - 0.02, dy), chin + (dx + 0.02, dy + 0.01)], dark_skin, 0.03, 0.8 * s["17"])
+        p.blend_line([chin + (dx - 0.02, dy), chin + (dx + 0.02, dy + 0.01)], dark_skin, 1.25 * WRINKLE, 0.8 * s["17"])
 
     _apply_conditions(image, conditions, rng)
     return image, _transform(lm, matrix)
