@@ -54,9 +54,11 @@ class FaceAnalyzer:
         return detect_faces(image, self.detector, self.upsample, self.min_confidence)
 
     def analyze(self, image: np.ndarray, detections: list[Detection] | None = None,
-                keep_crops: bool = False, timings: dict | None = None) -> list[FaceResult]:
-        """Results for every face of an RGB image (``detections``: boxes found already, e.g. by a
-        tracker); ``timings`` accumulates seconds per stage."""
+                keep_crops: bool = False, timings: dict | None = None, landmark_image: np.ndarray | None = None,
+                channels: str = "RGB") -> list[FaceResult]:
+        """Results for every face of a colour image (``channels`` RGB or BGR; ``detections``: boxes
+        found already, e.g. by a tracker; ``landmark_image``: a grey copy to find landmarks on);
+        ``timings`` accumulates seconds per stage."""
         clock = _Clock(timings)
         if detections is None:
             with clock("detection"):
@@ -66,9 +68,10 @@ class FaceAnalyzer:
         crops, ears = [], []
         for detection in detections:
             with clock("landmarks"):  # the 68 points serve both the eye centres and the EAR
-                landmarks = predict_landmarks(image, detection, 68)
+                landmarks = predict_landmarks(image if landmark_image is None else landmark_image, detection, 68)
             with clock("alignment"):
-                crops.append(align_face(image, landmarks, self.predictor.alignment))
+                crop = align_face(image, landmarks, self.predictor.alignment)
+                crops.append(crop[..., ::-1] if channels == "BGR" else crop)  # the model takes RGB
             ears.append(eye_aspect_ratios(landmarks))
         with clock("model"):
             probabilities = self.predictor.predict_aligned(np.stack(crops))

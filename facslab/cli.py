@@ -159,9 +159,13 @@ def _analyzer(args):
     from facslab.registry import load_predictor
     from facslab.tracking import setup_tracking
 
+    if args.threads:
+        from facslab.predictor import set_threads
+
+        set_threads(args.threads)
     if args.model.startswith(("models:/", "runs:/")):
         setup_tracking(args.tracking_uri, args.experiment)
-    predictor = load_predictor(args.model)
+    predictor = load_predictor(args.model, args.runtime, args.threads)
     note = predictor.provenance_note()
     if note:  # said once, before any result
         print(note, file=sys.stderr)
@@ -200,10 +204,11 @@ def _emoji(args) -> int:
 
 
 def _live(args) -> int:
-    from facslab.live import run_live
+    from facslab.live import LiveSettings, run_live
 
-    stats = run_live(_analyzer(args), args.source, out=args.out, csv_path=args.csv, detect_every=args.detect_every,
-                     max_frames=args.max_frames, show=args.show, progress=not args.quiet)
+    settings = LiveSettings(detect_every=args.detect_every, upsample=args.upsample, idle_every=args.idle_every)
+    stats = run_live(_analyzer(args), args.source, out=args.out, csv_path=args.csv, max_frames=args.max_frames,
+                     show=args.show, progress=not args.quiet, settings=settings)
     print(f"{stats.frames} frames, {stats.faces} faces, {stats.detections} detections: {stats.fps:.1f} fps")
     print(stats.breakdown())
     return 0
@@ -253,6 +258,10 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--metric", choices=list(METRICS), default="kappa")
     parser.add_argument("--eye_threshold", type=float, default=EYE_CLOSED_THRESHOLD)
     parser.add_argument("--detector", choices=["hog", "mmod"], default="hog")
+    parser.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                        help="auto: ONNX Runtime on a CPU when the model has its ONNX export, else PyTorch")
+    parser.add_argument("--threads", type=int | None, default=None,
+                        help="threads for torch, OpenCV and ONNX Runtime (default: the libraries' own)")
 
 
 def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
@@ -289,6 +298,9 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     live.add_argument("--out", type=str | None, default=None, help="annotated video (.mp4)")
     live.add_argument("--csv", type=str | None, default=None, help="per-frame CSV, OpenFace-style columns")
     live.add_argument("--detect_every", type=int, default=10, help="frames between detections (track in between)")
+    live.add_argument("--upsample", type=int, default=0,
+                      help="HOG upsampling (0: faces over ~80 px; an upsampled retry runs when none is found)")
+    live.add_argument("--idle_every", type=int, default=5, help="frames between detections while no face is in view")
     live.add_argument("--max_frames", type=int | None, default=None)
     live.add_argument("--show", action="store_true", help="show a window (needs a display)")
     live.add_argument("--quiet", action="store_true")

@@ -49,28 +49,31 @@ def _paste(frame: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
     frame[y0:y1, x0:x1] = (patch[..., :3] * alpha + frame[y0:y1, x0:x1] * (1 - alpha)).astype(np.uint8)
 
 
-def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = True) -> np.ndarray:
-    """A copy of an RGB frame with each face's box, emoji (or its name), score and AU bars."""
+def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = True, bgr: bool = False) -> np.ndarray:
+    """A copy of an RGB frame (``bgr``: a BGR one, as OpenCV decodes and encodes video) with each
+    face's box, emoji (or its name), score and AU bars."""
     out = frame.copy()
+    colour = (lambda c: c[::-1]) if bgr else (lambda c: c)  # noqa: E731
     for result in results:
         left, top, right, bottom = (int(v) for v in result.box)
-        cv2.rectangle(out, (left, top), (right, bottom), (0, 220, 0), 2)
+        cv2.rectangle(out, (left, top), (right, bottom), colour((0, 220, 0)), 2)
         size = max(24, (right - left) // 2)
         glyph = emoji_image(result.match.emoji.char, size)
         label = f"{result.match.score:.2f}"
         if glyph is not None:
-            _paste(out, glyph, left, max(0, top - size - 4))
-            cv2.putText(out, label, (left + size + 4, max(12, top - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1)
+            _paste(out, glyph[..., [2, 1, 0, 3]] if bgr else glyph, left, max(0, top - size - 4))
+            cv2.putText(out, label, (left + size + 4, max(12, top - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                        colour((255, 255, 0)), 1)
         else:
             cv2.putText(out, f"{result.match.emoji.name} {label}", (left, max(12, top - 8)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour((255, 255, 0)), 1)
         if bars:
             x = right + 6
             for k, (au, p) in enumerate(zip(AU_LABELS, result.probabilities)):
                 y = top + 10 * k
-                colour = (255, 80, 80) if result.decisions[k] else (180, 180, 180)
-                cv2.putText(out, au, (x, y + 8), cv2.FONT_HERSHEY_PLAIN, 0.7, colour, 1)
-                cv2.rectangle(out, (x + 34, y + 1), (x + 34 + int(50 * float(p)), y + 8), colour, -1)
+                bar = colour((255, 80, 80)) if result.decisions[k] else (180, 180, 180)
+                cv2.putText(out, au, (x, y + 8), cv2.FONT_HERSHEY_PLAIN, 0.7, bar, 1)
+                cv2.rectangle(out, (x + 34, y + 1), (x + 34 + int(50 * float(p)), y + 8), bar, -1)
     if fps is not None:
         cv2.putText(out, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
     return out

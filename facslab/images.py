@@ -31,9 +31,11 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS,
+               shrink_to: int | None = None) -> np.ndarray:
     """Image bytes (an upload) as RGB uint8; the size is checked from the header before decoding,
-    so a decompression bomb is refused without being expanded."""
+    so a decompression bomb is refused without being expanded. With ``shrink_to``, an image of
+    more pixels comes back shrunk to about that many (JPEGs are decoded at reduced scale)."""
     import io
 
     if not data:
@@ -42,6 +44,11 @@ def decode_rgb(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) 
         with Image.open(io.BytesIO(data)) as image:
             if image.width * image.height > max_pixels:
                 raise BadInputError(name, f"image too large ({image.width}x{image.height} pixels; limit {max_pixels})")
+            if shrink_to and image.width * image.height > shrink_to:
+                scale = (shrink_to / (image.width * image.height)) ** 0.5
+                # draft (JPEG) and integer reduction before the resampling keep this cheap
+                image.thumbnail((max(1, int(image.width * scale)), max(1, int(image.height * scale))),
+                                Image.Resampling.BILINEAR, reducing_gap=2.0)
             image.load()
             return to_rgb_array(image)
     except BadInputError:

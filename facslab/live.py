@@ -4,6 +4,13 @@ Detection (dlib HOG) is the expensive step, so it runs every ``detect_every`` fr
 tracker loses its face; in between, dlib's correlation trackers follow the boxes. Each frame's
 faces go through alignment, the AU model, the eye aspect ratio and the emoji match; the annotated
 video and a per-frame CSV (OpenFace-style columns) are written on request.
+
+``LiveSettings`` holds the levers that make this real time on two cores (``FAST``, the default):
+detection, tracking and landmarks on one grey copy of the frame (the only colour conversion;
+alignment and drawing use the decoded BGR frame), HOG without upsampling (faces of a webcam are
+large) with an upsampled retry when it finds nothing, and a detection rate limit while no face is
+in view. ``LEGACY`` is the path before them, kept so that ``bench/live.py`` measures both. The web
+page's WebSocket mode runs the same ``LivePipeline``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import numpy as np
 from facslab.analysis import FaceAnalyzer, FaceResult
 from facslab.au import NUM_AUS, OPENFACE_C_TO_INDEX
 from facslab.draw import annotate
-from facslab.faces.detect import Detection
+from facslab.faces.detect import Detection, detect_faces
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,26 @@ PRESENCE_COLUMNS = tuple(_OPENFACE_COLUMN[k] for k in range(NUM_AUS))
 PROBABILITY_COLUMNS = tuple(c.removesuffix("_c") + "_p" for c in PRESENCE_COLUMNS)
 CSV_COLUMNS = (("frame", "face_id", "timestamp", "confidence", "success") + PROBABILITY_COLUMNS + PRESENCE_COLUMNS
                + ("ear_left", "ear_right", "eye_left_closed", "eye_right_closed", "emoji", "emoji_name", "emoji_score"))
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """How a video is processed. ``upsample``: HOG pyramid upsampling (0 finds faces larger than
+    about 80 px); ``retry_upsample``: a second, upsampled detection when the first finds nothing
+    (None: no retry); ``idle_every``: while no face is in view, detect only every this many
+    frames; ``grey``: detect, track and find landmarks on a grey copy of the frame."""
+
+    detect_every: int = 10
+    upsample: int = 0
+    retry_upsample: int | None = 1
+    idle_every: int = 5
+    grey: bool = True
+
+
+FAST = LiveSettings()
+#: the path before the levers above: RGB frames, HOG upsampled once, detection on every frame
+#: while no face is in view (``bench/live.py`` measures it beside ``FAST``)
+LEGACY = LiveSettings(upsample=1, retry_upsample=None, idle_every=1, grey=False)
 
 
 def _iou(a, b) -> float:
@@ -54,12 +81,16 @@ class FaceTracker:
 
     detect: callable
     detect_every: int = 10
+    idle_every: int = 1  # frames between detections while no face is tracked
     lost_below: float = 7.0  # peak-to-sidelobe ratio under which a tracker has lost its face
     tracks: list[_Track] = field(default_factory=list)
     next_id: int = 0
     detections_run: int = 0
+    last_detection: int | None = None
 
     def update(self, frame: np.ndarray, index: int) -> list[tuple[int, Detection]]:
+        if not self.tracks and self.last_detection is not None and index - self.last_detection < self.idle_every:
+            return []  # nothing in view a moment ago: do not pay a full detection on every frame
         lost = False
         if self.tracks and index % self.detect_every != 0:
             for track in self.tracks:
@@ -70,10 +101,11 @@ class FaceTracker:
                 lost |= quality < self.lost_below
             if not lost:
                 return [(t.face_id, t.detection) for t in self.tracks]
-        return self._redetect(frame)
+        return self._redetect(frame, index)
 
-    def _redetect(self, frame: np.ndarray) -> list[tuple[int, Detection]]:
+    def _redetect(self, frame: np.ndarray, index: int | None = None) -> list[tuple[int, Detection]]:
         self.detections_run += 1
+        self.last_detection = index
         found = self.detect(frame)
         tracks = []
         for detection in found:
@@ -88,6 +120,44 @@ class FaceTracker:
             tracks.append(_Track(face_id, tracker, detection))
         self.tracks = tracks
         return [(t.face_id, t.detection) for t in tracks]
+
+
+class LivePipeline:
+    """One video stream's state: tracker and settings; ``process`` turns a frame into tracked
+    faces with their results. ``facslab live`` and the web page's WebSocket mode both use it."""
+
+    def __init__(self, analyzer: FaceAnalyzer, settings: LiveSettings = FAST):
+        self.analyzer, self.settings = analyzer, settings
+        self.tracker = FaceTracker(self._detect, detect_every=settings.detect_every, idle_every=settings.idle_every)
+
+    def _detect(self, image: np.ndarray) -> list[Detection]:
+        analyzer, settings = self.analyzer, self.settings
+        found = detect_faces(image, analyzer.detector, settings.upsample, analyzer.min_confidence)
+        if not found and settings.retry_upsample is not None and settings.retry_upsample != settings.upsample:
+            found = detect_faces(image, analyzer.detector, settings.retry_upsample, analyzer.min_confidence)
+        return found
+
+    def process(self, frame: np.ndarray, index: int, channels: str = "BGR",
+                timings: dict | None = None) -> tuple[list[tuple[int, Detection]], list[FaceResult]]:
+        """Tracked faces and their results for one frame (uint8, ``channels`` BGR or RGB)."""
+        timings = timings if timings is not None else defaultdict(float)
+        t0 = time.perf_counter()
+        if self.settings.grey:
+            view = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if channels == "BGR" else cv2.COLOR_RGB2GRAY)
+            colour = frame
+        else:
+            colour = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if channels == "BGR" else frame
+            view, channels = colour, "RGB"
+        timings["decode"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        before = self.tracker.detections_run
+        tracked = self.tracker.update(view, index)
+        timings["detection" if self.tracker.detections_run > before else "tracking"] += time.perf_counter() - t0
+        if not tracked:
+            return [], []
+        results = self.analyzer.analyze(colour, [d for _, d in tracked], timings=timings, landmark_image=view,
+                                        channels=channels)
+        return tracked, results
 
 
 def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResult) -> list:
@@ -124,16 +194,17 @@ def open_source(source: str) -> cv2.VideoCapture:
 
 
 def run_live(analyzer: FaceAnalyzer, source: str, out: str | None = None, csv_path: str | None = None,
-             detect_every: int = 10, max_frames: int | None = None, show: bool = False,
-             draw: bool = True, progress: bool = True) -> LiveStats:
+             max_frames: int | None = None, show: bool = False, draw: bool = True, progress: bool = True,
+             settings: LiveSettings = FAST) -> LiveStats:
     """Process a camera or video until it ends (or ``max_frames``); returns timing statistics."""
     from tqdm import tqdm
 
     capture = open_source(source)
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    stats, stages = LiveStats(), None
-    tracker = FaceTracker(analyzer.detect, detect_every=detect_every)
+    stats = LiveStats()
+    stages = stats.stage_seconds
+    pipeline = LivePipeline(analyzer, settings)
     writer, table, handle = None, None, None
     if csv_path:
         handle = open(csv_path, "w", newline="", encoding="utf-8")
@@ -145,16 +216,16 @@ def run_live(analyzer: FaceAnalyzer, source: str, out: str | None = None, csv_pa
         while max_frames is None or stats.frames < max_frames:
             t0 = time.perf_counter()
             ok, bgr = capture.read()
+            stages["decode"] += time.perf_counter() - t0
             if not ok:
                 break
-            frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            stages = stats.stage_seconds
-            stages["decode"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            before = tracker.detections_run
-            tracked = tracker.update(frame, stats.frames)
-            stages["detection" if tracker.detections_run > before else "tracking"] += time.perf_counter() - t0
-            results = analyzer.analyze(frame, [d for _, d in tracked], timings=stages) if tracked else []
+            if settings.grey:  # the grey copy is made in process(); alignment and drawing use BGR
+                frame, channels = bgr, "BGR"
+            else:
+                t0 = time.perf_counter()
+                frame, channels = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "RGB"
+                stages["decode"] += time.perf_counter() - t0
+            tracked, results = pipeline.process(frame, stats.frames, channels, stages)
             stats.frames += 1
             stats.faces += len(results)
             timestamp = (stats.frames - 1) / fps_in
@@ -163,24 +234,28 @@ def run_live(analyzer: FaceAnalyzer, source: str, out: str | None = None, csv_pa
                     table.writerow(csv_row(stats.frames, timestamp, face_id, result))
             if writer is None and out:
                 fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                writer = cv2.VideoWriter(out, fourcc, fps_in, (frame.shape[1], frame.shape[0]))
+                writer = cv2.VideoWriter(out, fourcc, fps_in, (bgr.shape[1], bgr.shape[0]))
             if draw and (writer is not None or show):
                 t0 = time.perf_counter()
-                shown = annotate(frame, results, fps=stats.frames / (time.perf_counter() - start))
+                fps = stats.frames / (time.perf_counter() - start)
+                if channels == "BGR":  # drawn on the decoded frame: no conversion back and forth
+                    shown = annotate(frame, results, fps=fps, bgr=True)
+                else:
+                    shown = cv2.cvtColor(annotate(frame, results, fps=fps), cv2.COLOR_RGB2BGR)
                 stages["drawing"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if writer is not None:
-                    writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                    writer.write(shown)
                 stages["encoding"] += time.perf_counter() - t0
                 if show:
-                    cv2.imshow("facslab live", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+                    cv2.imshow("facslab live", shown)
                     if cv2.waitKey(1) & 0xFF == ord("q"):
                         break
             bar.update()
     finally:
         bar.close()
         stats.seconds = time.perf_counter() - start
-        stats.detections = tracker.detections_run
+        stats.detections = pipeline.tracker.detections_run
         capture.release()
         if writer is not None:
             writer.release()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -24,14 +25,14 @@ from datamodules import CKPlusDataModule
 from facslab import plots
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
 from facslab.evaluation import mean_row, per_au_metrics
-from facslab.predictor import AUPredictor
+from facslab.predictor import CONFIG_FILE, AUPredictor
 from facslab.runs import log_curves, log_run_basics
 from facslab.tracking import log_figure, log_table, setup_tracking
 from facslab.training import build_model, fit
 
 log = logging.getLogger(__name__)
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "lightning", "mlflow", "dlib-bin",
-                    "face-recognition-models", "opencv-python-headless", "pillow", "pandas"]
+                    "face-recognition-models", "opencv-python-headless", "pillow", "pandas", "onnxruntime"]
 
 
 class AUPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -41,7 +42,8 @@ class AUPyfuncModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from facslab.analysis import FaceAnalyzer
 
-        self.predictor = AUPredictor.load(Path(context.artifacts["model_dir"]))
+        self.model_dir = Path(context.artifacts["model_dir"])
+        self.predictor = AUPredictor.load(self.model_dir)
         self.analyzer = FaceAnalyzer(self.predictor)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -58,20 +60,28 @@ class AUPyfuncModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(rows)
 
 
-def load_predictor(uri: str) -> AUPredictor:
+def load_predictor(uri: str, runtime: str = "auto", threads: int | None = None) -> AUPredictor:
     """An AUPredictor from a registered model or run model URI (``models:/facslab-au@champion``),
-    a local MLflow model folder (with ``MLmodel``), or a folder saved by ``AUPredictor.save``."""
+    a local MLflow model folder (with ``MLmodel``), or a folder saved by ``AUPredictor.save``.
+    ``runtime`` and ``threads``: see ``AUPredictor.load``."""
     path = Path(uri)
     if path.is_dir() and not (path / "MLmodel").exists():
-        return AUPredictor.load(path)
+        return AUPredictor.load(path, runtime=runtime, threads=threads)
     if not path.exists() and not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "file:")):
         raise FileNotFoundError(f"model not found: {uri} (give a models:/ or runs:/ URI, or a model folder)")
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
+    model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    if runtime == "auto" and threads is None:
+        return model.predictor
+    return AUPredictor.load(model.model_dir, runtime=runtime, threads=threads)
 
 
 def log_predictor(predictor: AUPredictor, registered_name: str | None = None):
+    """Log (and register) the predictor as a pyfunc model; its folder carries the ONNX export,
+    whose parity with PyTorch is logged to the active run."""
     with tempfile.TemporaryDirectory() as folder:
         model_dir = predictor.save(Path(folder) / "au_model")
+        parity = json.loads((model_dir / CONFIG_FILE).read_text())["onnx"]["max_abs_logit_difference"]
+        mlflow.log_metric("onnx_max_abs_logit_difference", parity)
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(__file__).with_name("mlflow_model_code.py")),
             artifacts={"model_dir": str(model_dir)},

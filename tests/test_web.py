@@ -106,6 +106,53 @@ def test_upload_api_answers_faces_and_refuses_bad_uploads(server):
         assert json.loads(response.read()) == {"status": "ok"}
 
 
+def _pixel_limit_png() -> bytes:
+    """A PNG of a few kilobytes that decodes to the server's pixel limit: the astronaut pasted on
+    a flat 5000 x 5000 canvas, so the face is still there after shrinking."""
+    import io
+
+    from facslab.web.app import MAX_PIXELS
+
+    side = int(MAX_PIXELS ** 0.5)
+    canvas = Image.new("RGB", (side, side), (128, 128, 128))
+    canvas.paste(Image.fromarray(skimage.data.astronaut()).resize((800, 800)), (1000, 1000))
+    buffer = io.BytesIO()
+    canvas.save(buffer, "PNG", optimize=False, compress_level=9)
+    return buffer.getvalue()
+
+
+def test_an_image_at_the_pixel_limit_is_shrunk_answered_in_time_and_the_server_stays_up(server):
+    from facslab.web.app import ANALYSIS_PIXELS, MAX_PIXELS
+
+    data = _pixel_limit_png()
+    assert len(data) < 1_500_000
+    start = time.perf_counter()
+    status, body = post(server + "/api/analyze", data)
+    seconds = time.perf_counter() - start
+    assert status == 200, body
+    assert body["width"] * body["height"] <= ANALYSIS_PIXELS < MAX_PIXELS  # detection saw the shrunk image
+    assert len(body["faces"]) == 1  # and still found the face
+    assert seconds < 10, f"{seconds:.1f} s for one upload"
+    with urllib.request.urlopen(server + "/health", timeout=5) as response:
+        assert response.status == 200
+
+
+def test_a_full_server_answers_503_and_keeps_serving(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from facslab.web.app import MAX_IN_FLIGHT
+
+    data = _pixel_limit_png()
+    with ThreadPoolExecutor(max_workers=3 * MAX_IN_FLIGHT) as pool:
+        statuses = [status for status, _ in pool.map(lambda _: post(server + "/api/analyze", data),
+                                                      range(3 * MAX_IN_FLIGHT))]
+    assert statuses.count(503) >= 1 and statuses.count(200) >= 1
+    assert set(statuses) <= {200, 503}
+    with urllib.request.urlopen(server + "/health", timeout=5) as response:
+        assert response.status == 200  # the event loop was never blocked by decoding or analysis
+    assert post(server + "/api/analyze", data)[0] == 200
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_the_page_end_to_end_in_headless_chromium(server, tmp_path):
     from playwright.sync_api import sync_playwright
@@ -135,3 +182,31 @@ def test_the_page_end_to_end_in_headless_chromium(server, tmp_path):
             page.click("#live-stop")
         finally:
             browser.close()
+
+
+def test_the_websocket_stream_tracks_between_detections_like_facslab_live(server):
+    """The page's live mode runs the tracker of `facslab live`: a full detection on the first frame
+    and every 10th, correlation tracking in between, and the face found in every frame."""
+    import asyncio
+    import io
+
+    import websockets
+
+    frames = []
+    for frame in photo_frames(skimage.data.astronaut(), 12, (640, 480)):
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, "JPEG", quality=85)
+        frames.append(buffer.getvalue())
+
+    async def stream() -> list[dict]:
+        answers = []
+        async with websockets.connect(server.replace("http://", "ws://") + "/ws", open_timeout=30) as socket:
+            for data in frames:
+                await socket.send(data)
+                answers.append(json.loads(await asyncio.wait_for(socket.recv(), timeout=60)))
+        return answers
+
+    answers = asyncio.run(stream())
+    assert [len(a["faces"]) for a in answers] == [1] * 12, answers
+    assert [a["frame"] for a in answers] == list(range(12))
+    assert [a["detections"] for a in answers] == [1] * 10 + [2] * 2  # detections on frames 0 and 10 only

@@ -2,7 +2,9 @@
 
 Uploads are raw bytes (no multipart parser needed); the size is limited before reading, and the
 image's pixel count is checked from its header before decoding, so oversized uploads, non-images
-and decompression bombs get a 4xx while the server keeps serving.
+and decompression bombs get a 4xx while the server keeps serving. Work per request is bounded:
+decoding runs in a thread (never on the event loop), images are shrunk to about 2 megapixels
+before detection, and when ``MAX_IN_FLIGHT`` requests are already queued the answer is 503.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from PIL import Image
 from facslab.analysis import FaceAnalyzer
 from facslab.badinput import BadInputError
 from facslab.images import decode_rgb
+from facslab.live import FAST, LivePipeline
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("index.html")
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_PIXELS = 25_000_000
 MAX_FRAME_BYTES = 2 * 1024 * 1024
+ANALYSIS_PIXELS = 2_000_000  # faces in bigger photos are big enough to find after shrinking
+MAX_IN_FLIGHT = 4  # requests decoding, analysing or waiting for the analyser; more get 503
 
 
 def _png(image: np.ndarray) -> str:
@@ -38,17 +43,42 @@ def _png(image: np.ndarray) -> str:
 def create_app(analyzer: FaceAnalyzer) -> FastAPI:
     app = FastAPI(title="facslab", docs_url=None, redoc_url=None)
     lock = asyncio.Lock()  # one analysis at a time: dlib and torch already use the cores
+    in_flight = 0
 
-    async def analyze(image: np.ndarray, crops: bool) -> list[dict]:
-        async with lock:
-            results = await asyncio.to_thread(analyzer.analyze, image, None, crops)
+    def analyze_bytes(data: bytes, name: str, crops: bool, stream: tuple[LivePipeline, int] | None = None
+                      ) -> tuple[np.ndarray, list[dict]]:
+        """``stream``: a WebSocket's pipeline and frame number (tracking between detections, as in
+        ``facslab live``); None: a single image, detected in full."""
+        image = decode_rgb(data, name, MAX_PIXELS, shrink_to=ANALYSIS_PIXELS)
+        if stream is None:
+            results = analyzer.analyze(image, None, crops)
+        else:
+            pipeline, index = stream
+            _, results = pipeline.process(image, index, "RGB")
         faces = []
         for result in results:
             face = result.as_dict()
             if crops:
                 face["aligned"] = _png(result.crop)
             faces.append(face)
-        return faces
+        return image, faces
+
+    async def analyze(data: bytes, name: str, crops: bool, stream: tuple[LivePipeline, int] | None = None
+                      ) -> tuple[np.ndarray, list[dict]] | None:
+        """Decode and analyse in a worker thread; None when the server is full."""
+        nonlocal in_flight
+        if in_flight >= MAX_IN_FLIGHT:
+            return None
+        in_flight += 1
+        try:
+            async with lock:
+                return await asyncio.to_thread(analyze_bytes, data, name, crops, stream)
+        finally:
+            in_flight -= 1
+
+    def busy() -> JSONResponse:
+        return JSONResponse({"error": f"busy: {MAX_IN_FLIGHT} analyses queued; retry shortly"}, 503,
+                            headers={"Retry-After": "1"})
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -74,17 +104,20 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
             if len(data) > MAX_UPLOAD_BYTES:
                 return JSONResponse({"error": f"upload too large (limit {MAX_UPLOAD_BYTES} bytes)"}, 413)
         try:
-            image = decode_rgb(bytes(data), request.headers.get("x-filename", "upload"), MAX_PIXELS)
+            analysed = await analyze(bytes(data), request.headers.get("x-filename", "upload"), crops=True)
         except BadInputError as error:
             status = 413 if "too large" in error.problem or "bomb" in error.problem else 415
             return JSONResponse({"error": str(error)}, status)
-        faces = await analyze(image, crops=True)
+        if analysed is None:
+            return busy()
+        image, faces = analysed
         return {"width": image.shape[1], "height": image.shape[0], "faces": faces,
                 "message": None if faces else "no face found"}
 
     @app.websocket("/ws")
     async def live(socket: WebSocket):
         await socket.accept()
+        pipeline, index = LivePipeline(analyzer, FAST), 0  # this stream's tracker, as `facslab live` runs it
         try:
             while True:
                 data = await socket.receive_bytes()
@@ -92,13 +125,19 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
                     await socket.send_json({"error": "frame too large"})
                     continue
                 try:
-                    image = decode_rgb(data, "frame", MAX_PIXELS)
+                    analysed = await analyze(data, "frame", crops=False, stream=(pipeline, index))
+                    index += 1
                 except BadInputError as error:
                     await socket.send_json({"error": str(error)})
                     continue
-                faces = await analyze(image, crops=False)
+                if analysed is None:  # the page sends its next frame when this answer arrives
+                    await socket.send_json({"error": "busy", "faces": []})
+                    continue
+                _, faces = analysed
+                # detections: full detections run so far on this stream (the tracker covers the rest)
                 await socket.send_json({"faces": [{k: f[k] for k in ("box", "emoji", "emoji_name", "score", "aus",
-                                                                       "probabilities", "eyes_closed")} for f in faces]})
+                                                                       "probabilities", "eyes_closed")} for f in faces],
+                                        "frame": index - 1, "detections": pipeline.tracker.detections_run})
         except WebSocketDisconnect:
             pass
 

@@ -1,0 +1,115 @@
+"""The real-time path: the ONNX export and its parity with PyTorch, the model runtimes through the
+CLI, and the live loop's levers (grey detection without upsampling and its upsampled retry, the
+rate limit while no face is in view), each against the path before them."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+from facslab.analysis import FaceAnalyzer
+from facslab.cli import main
+from facslab.live import FAST, LEGACY, run_live
+from facslab.predictor import CONFIG_FILE, ONNX_FILE, ONNX_TOLERANCE, AUPredictor, ExportError
+from facslab.synth.video import photo_frames, write_mp4
+from lightning_modules.au_detector import AUDetector
+
+
+def _predictor(image_size: int = 32) -> AUPredictor:
+    torch.manual_seed(1)
+    return AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=image_size))
+
+
+def test_the_onnx_export_gives_the_pytorch_probabilities_on_a_real_face(tmp_path, astronaut):
+    folder = _predictor().save(tmp_path / "model")
+    recorded = json.loads((folder / CONFIG_FILE).read_text())["onnx"]
+    assert (folder / ONNX_FILE).exists() and 0 <= recorded["max_abs_logit_difference"] <= ONNX_TOLERANCE
+    by_torch = FaceAnalyzer(AUPredictor.load(folder, runtime="torch")).analyze(astronaut)
+    onnx_predictor = AUPredictor.load(folder, runtime="onnx", threads=1)
+    assert onnx_predictor.runtime == "onnx" and AUPredictor.load(folder).runtime == "onnx"  # auto on a CPU
+    by_onnx = FaceAnalyzer(onnx_predictor).analyze(astronaut)
+    assert len(by_torch) == len(by_onnx) == 1
+    difference = np.abs(by_torch[0].probabilities - by_onnx[0].probabilities).max()
+    assert difference <= ONNX_TOLERANCE, difference
+    # a batch of another size than the export's example
+    crops = np.stack([np.asarray(cv2.resize(astronaut[k * 40:k * 40 + 200, 150:350], (32, 32))) for k in range(5)])
+    assert np.abs(onnx_predictor.predict_aligned(crops) - AUPredictor.load(folder, runtime="torch")
+                  .predict_aligned(crops)).max() <= ONNX_TOLERANCE
+
+
+def test_an_export_that_differs_from_pytorch_is_refused_and_removed(tmp_path, monkeypatch):
+    import facslab.predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "ONNX_TOLERANCE", 0.0)  # float reordering always differs a little
+    with pytest.raises(ExportError, match="differ from PyTorch"):
+        _predictor().save(tmp_path / "model")
+    assert not (tmp_path / "model" / ONNX_FILE).exists()
+
+
+def test_onnx_runtime_asked_for_a_model_without_export_says_what_to_do(tmp_path):
+    folder = _predictor().save(tmp_path / "model", onnx=False)
+    with pytest.raises(FileNotFoundError, match="--runtime torch"):
+        AUPredictor.load(folder, runtime="onnx")
+    assert AUPredictor.load(folder).runtime == "torch"  # auto falls back only where nothing was asked
+
+
+def test_emoji_cli_gives_the_same_answer_with_either_runtime(model_dir, tmp_path, capsys):
+    from PIL import Image
+
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(image)
+    answers = {}
+    for runtime in ("torch", "onnx"):
+        assert main(["emoji", str(image), "--model", str(model_dir), "--json", "--runtime", runtime,
+                     "--threads", "1"]) == 0
+        answers[runtime] = json.loads(capsys.readouterr().out)[0]
+    assert answers["torch"]["emoji"] == answers["onnx"]["emoji"] and answers["torch"]["aus"] == answers["onnx"]["aus"]
+    for au, p in answers["torch"]["probabilities"].items():
+        assert abs(p - answers["onnx"]["probabilities"][au]) <= 1e-4  # rounded to 4 places in the JSON
+
+
+def _video(tmp_path, name, frames) -> str:
+    return str(write_mp4(tmp_path / name, frames, fps=30))
+
+
+@pytest.fixture(scope="module")
+def analyzer(model_dir):
+    return FaceAnalyzer(AUPredictor.load(model_dir, threads=1))
+
+
+def test_the_fast_path_follows_a_face_in_every_frame_with_a_detection_every_tenth(analyzer, tmp_path):
+    video = _video(tmp_path, "astronaut.mp4", photo_frames(skimage.data.astronaut(), 30, (640, 480)))
+    fast = run_live(analyzer, video, progress=False, settings=FAST, csv_path=str(tmp_path / "fast.csv"))
+    legacy = run_live(analyzer, video, progress=False, settings=LEGACY, csv_path=str(tmp_path / "legacy.csv"))
+    assert (fast.frames, fast.faces, fast.detections) == (30, 30, 3)
+    assert (legacy.frames, legacy.faces, legacy.detections) == (30, 30, 3)
+    # grey landmarks and the BGR frame give the model nearly the crops of the RGB path
+    columns = [c for c in np.genfromtxt(tmp_path / "fast.csv", delimiter=",", names=True, dtype=None,
+                                        encoding="utf-8").dtype.names if c.endswith("_p")]
+    fast_p = np.genfromtxt(tmp_path / "fast.csv", delimiter=",", names=True, encoding="utf-8")[columns]
+    legacy_p = np.genfromtxt(tmp_path / "legacy.csv", delimiter=",", names=True, encoding="utf-8")[columns]
+    gap = max(np.abs(fast_p[c] - legacy_p[c]).mean() for c in columns)
+    assert gap < 0.05, gap
+
+
+def test_a_face_too_small_for_hog_without_upsampling_is_found_by_the_retry(analyzer, tmp_path):
+    from facslab.faces.detect import detect_faces
+
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    canvas[100:330, 200:430] = cv2.resize(skimage.data.astronaut(), (230, 230), interpolation=cv2.INTER_AREA)
+    assert detect_faces(cv2.cvtColor(canvas, cv2.COLOR_RGB2GRAY), "hog", 0, 0.5) == []  # the retry is needed
+    stats = run_live(analyzer, _video(tmp_path, "small.mp4", [canvas] * 6), progress=False, settings=FAST)
+    assert stats.faces == 6
+
+
+def test_with_no_face_in_view_detection_is_rate_limited(analyzer, tmp_path):
+    empty = cv2.resize(skimage.data.coffee(), (640, 480))
+    video = _video(tmp_path, "coffee.mp4", [empty] * 20)
+    fast = run_live(analyzer, video, progress=False, settings=FAST)
+    legacy = run_live(analyzer, video, progress=False, settings=LEGACY)
+    assert fast.faces == legacy.faces == 0
+    assert legacy.detections == 20  # the old path: a full detection on every frame
+    assert fast.detections == 20 // FAST.idle_every  # frames 0, 5, 10, 15
