@@ -1,4 +1,6 @@
-"""Benchmark: face generation, alignment with 1 and 2 worker processes, cached reload vs decode+align.
+"""Benchmark: face generation, alignment with 1 and 2 worker processes, cached reload vs decode+align,
+and the training crops' channel statistics as one float64 array (before) and in float32 chunks (now):
+time and peak memory side by side.
 
 Run with `make bench` (or `.venv/bin/python bench/preprocessing.py --help`). Prints a table and
 writes it as JSON next to the generated data.
@@ -31,6 +33,30 @@ def render_rate(shape, interocular, n) -> float:
                     Pose((shape[1] / 2, shape[0] * 0.45), interocular, rng.uniform(-10, 10)), shape,
                     Conditions.sample(rng), rng)
     return n / (time.perf_counter() - start)
+
+
+def _float64_channel_stats(crops, positions):
+    """The statistics as computed before: every crop at once, in float64."""
+    pixels = np.asarray(crops[positions], dtype=np.float64) / 255.0
+    return pixels.mean(axis=(0, 1, 2)), pixels.std(axis=(0, 1, 2)) + 1e-6
+
+
+def channel_stats_side_by_side(crops) -> dict:
+    import tracemalloc
+
+    from datamodules.base import channel_stats
+
+    positions = np.arange(len(crops))
+    out = {}
+    for name, function in (("float64_whole", _float64_channel_stats),
+                           ("float32_chunks", lambda c, p: channel_stats(c, p, seed=0))):
+        tracemalloc.start()
+        start = time.perf_counter()
+        function(crops, positions)
+        out[f"channel_stats_{name}_s"] = time.perf_counter() - start
+        out[f"channel_stats_{name}_peak_MB"] = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+    return out
 
 
 def main() -> None:
@@ -74,6 +100,7 @@ def main() -> None:
     results["decode_align_over_cached_ratio"] = decode / reload
     results["faces"] = len(sources)
     results["sequences"] = len(table)
+    results.update(channel_stats_side_by_side(cached.crops))
 
     width = max(map(len, results))
     for key, value in results.items():

@@ -55,8 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--size", type=int, nargs="+", default=[64, 224])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--subjects", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--subjects", type=int, default=123, help="generated CK+ subjects (the real release has 123)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     results = {}

@@ -13,7 +13,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from datamodules.transforms import eval_transform, train_transform
 from facslab.au import AU_LABELS
@@ -40,7 +40,9 @@ class AUFaceDataset(Dataset):
 
 
 class FeatureDataset(Dataset):
-    """Cached frozen-prefix features with their labels (see ``datamodules.features``)."""
+    """Cached frozen-prefix features with their labels (see ``datamodules.features``). Indexed by a
+    list of sample numbers it returns the whole batch with one array read: with the frozen stages
+    gone, per-sample fetching and collation would be most of an epoch."""
 
     def __init__(self, features: np.ndarray, positions: np.ndarray, labels: np.ndarray):
         self.features, self.positions, self.labels = features, positions, labels
@@ -48,9 +50,9 @@ class FeatureDataset(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        position = self.positions[k]
-        return torch.from_numpy(np.array(self.features[position])), torch.from_numpy(self.labels[position])
+    def __getitem__(self, k) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.positions[k]
+        return torch.from_numpy(np.array(self.features[rows])), torch.from_numpy(np.array(self.labels[rows]))
 
 
 class AUFaceDataModule(L.LightningDataModule):
@@ -194,6 +196,10 @@ class AUFaceDataModule(L.LightningDataModule):
         dataset = self.dataset(role)
         # a last training batch of one sample cannot train BatchNorm: leave that sample for the next epoch
         drop_last = role == "train" and len(dataset) % self.batch_size == 1 and len(dataset) > 1
+        if isinstance(dataset, FeatureDataset):  # whole batches at once, in the order the per-sample loader uses
+            order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+            return DataLoader(dataset, sampler=BatchSampler(order, self.batch_size, drop_last), batch_size=None,
+                              generator=generator)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
                           num_workers=self.num_workers, generator=generator,
                           persistent_workers=self.num_workers > 0)
@@ -213,12 +219,19 @@ class AUFaceDataModule(L.LightningDataModule):
         return labels.mean(0) if len(labels) else np.zeros(len(AU_LABELS))
 
 
-def channel_stats(crops: np.ndarray, positions: np.ndarray, seed: int, max_images: int = 2000):
-    """Per-channel mean and std (0-1 scale) over (at most ``max_images`` of) the training crops."""
+def channel_stats(crops: np.ndarray, positions: np.ndarray, seed: int, max_images: int = 2000, chunk: int = 128):
+    """Per-channel mean and std (0-1 scale) over (at most ``max_images`` of) the training crops,
+    read ``chunk`` crops at a time as float32 (2000 crops of 224 px as one float64 array would be
+    2.4 GB); the per-chunk sums are added in float64."""
     rng = np.random.default_rng(seed)
     if len(positions) > max_images:
         positions = np.sort(rng.choice(positions, max_images, replace=False))
-    pixels = np.asarray(crops[positions], dtype=np.float64) / 255.0
-    mean = pixels.mean(axis=(0, 1, 2))
-    std = pixels.std(axis=(0, 1, 2)) + 1e-6
+    total, squares, count = np.zeros(3), np.zeros(3), 0
+    for start in range(0, len(positions), chunk):
+        pixels = np.asarray(crops[positions[start:start + chunk]], dtype=np.float32) / np.float32(255.0)
+        total += pixels.sum(axis=(0, 1, 2), dtype=np.float64)
+        squares += np.square(pixels).sum(axis=(0, 1, 2), dtype=np.float64)
+        count += pixels.shape[0] * pixels.shape[1] * pixels.shape[2]
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(squares / max(count, 1) - mean ** 2, 0.0)) + 1e-6
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,20 +38,32 @@ class TrainerConfig:
 
 class KeepBestWeights(Callback):
     """Remembers the weights of the epoch with the lowest validation loss and restores them at the
-    end: early stopping without writing checkpoints to disk every epoch."""
+    end: early stopping without writing checkpoints to disk every epoch. Frozen blocks (a task's
+    ``frozen_modules()``) are left out of the copy: they stay bit-identical, and copying a frozen
+    trunk after every improving epoch cost more than training the head on cached features."""
 
     def __init__(self, monitor: str = "val_loss"):
         self.monitor, self.best, self.best_epoch, self.state = monitor, float("inf"), -1, None
+
+    @staticmethod
+    def _frozen_prefixes(module) -> tuple[str, ...]:
+        frozen = {id(m) for m in getattr(module, "frozen_modules", lambda: [])()}
+        return tuple(f"{name}." for name, m in module.named_modules() if id(m) in frozen)
 
     def on_validation_epoch_end(self, trainer, module):
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None and not trainer.sanity_checking and float(value) < self.best:
             self.best, self.best_epoch = float(value), trainer.current_epoch
-            self.state = copy.deepcopy(module.state_dict())
+            frozen = self._frozen_prefixes(module)
+            self.state = {k: v.detach().clone() for k, v in module.state_dict().items()
+                          if not (frozen and k.startswith(frozen))}
 
     def on_fit_end(self, trainer, module):
         if self.state is not None:
-            module.load_state_dict(self.state)
+            missing, unexpected = module.load_state_dict(self.state, strict=False)
+            frozen = self._frozen_prefixes(module)
+            if unexpected or any(not (frozen and k.startswith(frozen)) for k in missing):
+                raise RuntimeError(f"best weights do not match the model: missing {missing}, unexpected {unexpected}")
 
 
 class _RunLogger(MLFlowLogger):

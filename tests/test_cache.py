@@ -1,6 +1,7 @@
 """The aligned-crop cache: computed once, reused, invalidated by anything that changes a crop."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,33 @@ def test_parallel_workers_give_the_same_crops(sources, tmp_path):
     one = build_cache(sources, spec, cache_dir=tmp_path / "a", workers=0, progress=False)
     two = build_cache(sources, spec, cache_dir=tmp_path / "b", workers=2, progress=False)
     assert np.array_equal(np.asarray(one.crops), np.asarray(two.crops))
+
+
+def _crop_chunk_recording_threads(job):
+    """A crop worker that notes OpenCV's thread count in its process (module level: pickled by name)."""
+    import cv2
+
+    from facslab.faces import cache
+
+    Path(os.environ["FACSLAB_TEST_THREADS_DIR"], f"threads-{os.getpid()}").write_text(str(cv2.getNumThreads()))
+    return cache.REAL_CROP_CHUNK(job)
+
+
+def test_crop_workers_run_opencv_single_threaded_and_the_parent_keeps_its_threads(sources, tmp_path, monkeypatch):
+    import cv2
+
+    from facslab.faces import cache
+
+    cv2.setNumThreads(2)
+    cv2.resize(np.zeros((1500, 1500, 3), np.uint8), (700, 700))  # the parent's pool has run
+    monkeypatch.setenv("FACSLAB_TEST_THREADS_DIR", str(tmp_path))
+    monkeypatch.setattr(cache, "REAL_CROP_CHUNK", cache._crop_chunk, raising=False)
+    monkeypatch.setattr(cache, "_crop_chunk", _crop_chunk_recording_threads)
+    built = build_cache(sources, AlignmentSpec(size=40), cache_dir=tmp_path / "c", workers=2, progress=False)
+    assert len(built.index) == len(sources)
+    seen = {p.name: p.read_text() for p in tmp_path.glob("threads-*")}
+    assert seen and set(seen.values()) == {"1"}, seen  # two processes already use the two cores
+    assert cv2.getNumThreads() == 2  # the parent's setting is back
 
 
 def test_key_covers_spec_detector_and_files(sources, tmp_path):

@@ -248,3 +248,14 @@ def test_a_layout_can_be_a_plain_dict(ckplus, tmp_path):
     dm = ck(root, tmp_path, layout={"facs": "facs_codes"})
     assert dm.layout.facs == "facs_codes" and dm.layout.images == "cohn-kanade-images"
     assert dm.samples["ok"].sum() > 0
+
+
+def test_channel_statistics_in_float32_chunks_match_a_float64_pass(ckplus, tmp_path):
+    root, _ = ckplus
+    dm = ck(root, tmp_path, augment=False)
+    positions = dm.positions("train")
+    reference = np.asarray(dm.cached.crops[positions], dtype=np.float64) / 255.0
+    for chunk in (3, 128):  # several chunks with a ragged last one, and one chunk
+        mean, std = channel_stats(dm.cached.crops, positions, dm.seed, chunk=chunk)
+        assert np.allclose(mean, reference.mean(axis=(0, 1, 2)), atol=1e-6)
+        assert np.allclose(std, reference.std(axis=(0, 1, 2)) + 1e-6, atol=1e-6)

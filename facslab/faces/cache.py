@@ -26,6 +26,7 @@ from tqdm import tqdm
 from facslab.badinput import BadInputError, SkipReport
 from facslab.faces.align import AlignmentSpec, align_face
 from facslab.images import load_rgb
+from facslab.threads import opencv_threads
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,10 @@ def _compute(entry: Path, sources, spec, detection, workers, progress, desc) -> 
     if workers <= 1:
         outputs = map(_crop_chunk, jobs)
     else:
-        pool = ProcessPoolExecutor(max_workers=workers)
-        outputs = pool.map(_crop_chunk, jobs)
+        # a process per core, so each worker's OpenCV runs single-threaded (set before the fork)
+        with opencv_threads(1):
+            pool = ProcessPoolExecutor(max_workers=workers)
+            outputs = pool.map(_crop_chunk, jobs)  # submits every chunk, so every worker forks here
     try:
         for out in outputs:
             for i, crop, problem in out:
