@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
@@ -60,18 +61,20 @@ def _pretrain(args, parser) -> int:
 
 def _sweep(args, parser) -> int:
     from facslab.registry import register_best
-    from facslab.sweep import run_sweep
-
-    from facslab.sweep import describe_best
+    from facslab.sweep import describe_best, run_sweep
 
     config = parser.instantiate(args).config
     study = run_sweep(config, workers=args.workers)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     print(f"study {config.study}: {len(study.trials)} trials ({len(done)} complete)")
-    if done:
-        print(describe_best(study))
-        if config.register is not None and not args.no_register:
-            print(register_best(config, study).summary(config.register))
+    if not done:  # nothing to describe or register: an error, not a quiet success
+        states = ", ".join(f"{n} {s.lower()}" for s, n in Counter(t.state.name for t in study.trials).items())
+        print(f"facslab: error: no trial of study {config.study} completed ({states or 'no trials'}); each failed "
+              "trial's traceback is the error.txt artifact of its MLflow run", file=sys.stderr)
+        return 1
+    print(describe_best(study))
+    if config.register is not None and not args.no_register:
+        print(register_best(config, study).summary(config.register))
     return 0
 
 

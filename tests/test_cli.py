@@ -103,3 +103,17 @@ train: {{init_from: auto}}
     assert out.returncode == 2
     assert "no finished pretraining run of resnet18 at 32 px on 100% of the pretraining data" in out.stderr
     assert "facslab pretrain --config configs/pretrain/demo.yaml --config.model.backbone resnet18" in out.stderr
+
+
+def test_a_sweep_whose_every_trial_failed_is_an_error_not_a_quiet_success(ckplus, tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"""study: all-failed
+n_trials: 1
+pruner: none
+data: {{root: {ckplus[0]}, image_size: 32, cache_dir: {tmp_path / 'cache'}, progress: false}}
+model: {{backbone: resnet18, dropout: 2.0}}
+train: {{init_from: null, max_epochs: 1, progress: false}}
+""")
+    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "no trial of study all-failed completed (1 fail)" in out.stderr and "error.txt" in out.stderr

@@ -267,7 +267,8 @@ def test_registry_alias_and_champion_loading_work_through_the_server(services, c
     swept = subprocess.run([FACSLAB, "sweep", "--config", str(config)], env=env, capture_output=True, text=True,
                            timeout=600)
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
-    client = MlflowClient(started.tracking_uri)
+    # the registry URI too: another test in this process may have pointed MLflow's global one elsewhere
+    client = MlflowClient(started.tracking_uri, registry_uri=started.tracking_uri)
     champion = client.get_model_version_by_alias("registered-model", "champion")
     assert champion.tags["trained_on"] == "generated"
     image = tmp_path / "astronaut.png"
