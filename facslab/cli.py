@@ -23,7 +23,8 @@ def _demo(args) -> int:
     if args.prepare_only:
         return _prepare_demo(args, size)
     overrides = {"sweep": {"n_trials": args.trials}} if args.trials else {}
-    run_demo(args.out, size, args.seed, workers=args.workers, overrides=overrides)
+    run_demo(args.out, size, args.seed, workers=args.workers, overrides=overrides, pretrain_config=args.pretrain_config,
+             sweep_config=args.sweep_config, fractions=tuple(args.pretrain_fractions))
     return 0
 
 
@@ -284,6 +285,12 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     demo.add_argument("--trials", type=int | None, default=None, help="sweep trials (default: the sweep config's)")
     demo.add_argument("--workers", type=int, default=1, help="parallel sweep worker processes")
     demo.add_argument("--seed", type=int, default=0)
+    repo = Path(__file__).resolve().parents[1]
+    demo.add_argument("--pretrain_config", default=str(repo / "configs/pretrain/demo.yaml"),
+                      help="configs/pretrain/long.yaml for the longer configuration")
+    demo.add_argument("--sweep_config", default=str(repo / "sweeps/demo.yaml"), help="or sweeps/long.yaml")
+    demo.add_argument("--pretrain_fractions", type=list[float], default=[1.0, 0.3],
+                      help="fractions of CelebA to pretrain on (Fig. 4 compares them); the sweep uses 1.0")
     demo.add_argument("--prepare_only", action="store_true", help="only generate the data and build the caches")
     demo.add_argument("--image_size", type=int, default=64, help="crop side for --prepare_only")
     sub.add_subcommand("demo", demo, help=demo.description)

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: (backbone, fraction of the pretraining data): Fig. 4 needs two fractions. AlexNet is left to the
 #: paper config (sweeps/ckplus_paper.yaml): on 2 CPU cores its 58M-parameter classifier costs more
 #: per epoch than the whole ResNet-18 and learns nothing in the demo's 3 epochs (val PR-AUC 0.23).
-DEMO_PRETRAININGS = (("resnet18", 1.0), ("resnet18", 0.3))
+DEMO_BACKBONE, DEMO_FRACTIONS = "resnet18", (1.0, 0.3)
 
 
 def load_config(cls, path: str | Path, overrides: dict | None = None):
@@ -49,7 +49,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
              pretrain_config: str | Path = REPO / "configs/pretrain/demo.yaml",
              sweep_config: str | Path = REPO / "sweeps/demo.yaml",
              report_config: str | Path = REPO / "experiments/demo.yaml",
-             overrides: dict | None = None) -> dict:
+             overrides: dict | None = None, fractions: tuple[float, ...] = DEMO_FRACTIONS) -> dict:
     from facslab.pretrain import pretrain
     from facslab.registry import register_best
     from facslab.sweep import run_sweep
@@ -62,7 +62,8 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     paths = {"data.root": str(out / "CelebA"), "data.cache_dir": str(out / "cache")}
     base = load_config(PretrainConfig, pretrain_config, {**paths, **overrides.get("pretrain", {})})
     setup_tracking(base.tracking_uri, base.experiment)
-    for backbone, fraction in DEMO_PRETRAININGS:
+    for fraction in fractions:
+        backbone = base.model.get("backbone", DEMO_BACKBONE)
         config = deepcopy(base)
         config.model["backbone"] = backbone
         config.data["fraction"] = fraction
@@ -77,7 +78,9 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     print(f"sweep {sweep.study}: {describe_best(study)}")
     registration = register_best(sweep, study)
     print(registration.summary(sweep.register))
-    report = load_config(ReportConfig, report_config, {"output": str(out / "report"), **overrides.get("report", {})})
+    report = load_config(ReportConfig, report_config, {"output": str(out / "report"), "study": sweep.study,
+                                                       "model_name": sweep.register.name, "alias": sweep.register.alias,
+                                                       "experiment": sweep.experiment, **overrides.get("report", {})})
     folder = make_report(report)
     print((folder / "table1.md").read_text() if (folder / "table1.md").exists() else "")
     seconds = time.perf_counter() - start
