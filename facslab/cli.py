@@ -289,7 +289,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     demo.add_argument("--pretrain_config", default=str(repo / "configs/pretrain/demo.yaml"),
                       help="configs/pretrain/long.yaml for the longer configuration")
     demo.add_argument("--sweep_config", default=str(repo / "sweeps/demo.yaml"), help="or sweeps/long.yaml")
-    demo.add_argument("--pretrain_fractions", type=list[float], default=[1.0, 0.3],
+    demo.add_argument("--pretrain_fractions", type=float, nargs="+", default=[1.0, 0.3],
                       help="fractions of CelebA to pretrain on (Fig. 4 compares them); the sweep uses 1.0")
     demo.add_argument("--prepare_only", action="store_true", help="only generate the data and build the caches")
     demo.add_argument("--image_size", type=int, default=64, help="crop side for --prepare_only")
