@@ -22,7 +22,8 @@ import torch
 
 from facslab.analysis import FaceAnalyzer
 from facslab.live import FAST, LEGACY, run_live
-from facslab.predictor import AUPredictor, set_threads
+from facslab.predictor import AUPredictor
+from facslab.threads import set_threads
 from facslab.synth.video import photo_frames, write_mp4
 from lightning_modules.au_detector import AUDetector
 

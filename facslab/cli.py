@@ -164,7 +164,7 @@ def _analyzer(args):
     from facslab.tracking import setup_tracking
 
     if args.threads:
-        from facslab.predictor import set_threads
+        from facslab.threads import set_threads
 
         set_threads(args.threads)
     if args.model.startswith(("models:/", "runs:/")):

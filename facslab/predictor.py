@@ -17,7 +17,6 @@ import torch
 
 from facslab.au import AU_LABELS
 from facslab.faces.align import AlignmentSpec
-from facslab.threads import set_threads  # noqa: F401  (re-exported for the apps)
 from lightning_modules.au_detector import AUDetector
 
 WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.pt", "config.json", "model.onnx"
