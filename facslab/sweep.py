@@ -27,6 +27,7 @@ import os
 import socket
 import time
 import traceback
+import zlib
 from contextlib import contextmanager
 from dataclasses import asdict
 
@@ -115,6 +116,10 @@ def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
         existing = storage.get_n_trials(storage.get_study_id_from_name(config.study))
     except KeyError:
         existing = 0
+    if is_database(storage_url(config)):
+        # workers started separately (on any machine) all call themselves worker 0 and may load an
+        # empty study at the same instant: the process identity keeps their sequences apart
+        worker = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}:{worker}".encode())
     return optuna.create_study(
         study_name=config.study, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=sampler_seed(config, worker, existing)),

@@ -172,6 +172,37 @@ print("ok")
     assert len(runs) == 24 and all(len(r.inputs.dataset_inputs) == 1 for r in runs)
 
 
+def test_workers_started_together_on_the_database_propose_different_parameters(services, ckplus, tmp_path):
+    """Separately started workers all call themselves worker 0; loading an empty study at the same
+    instant, they must still draw different sequences (a shared seed made one trial repeat
+    another's parameters, and a retry of the first was then pruned as a duplicate)."""
+    started, _ = services
+    config = _config(tmp_path, ckplus, "together-seeds", n_trials=2)
+    optuna.create_study(study_name="together-seeds", storage=started.optuna_storage, direction="maximize")
+    script = tmp_path / "first_proposal.py"
+    script.write_text(f"""
+import sys, time
+from facslab.config import SweepConfig
+from facslab.pipeline import load_config
+from facslab.sweep import load_study
+config = load_config(SweepConfig, "{config}")
+study = load_study(config)  # both load the empty study before either asks
+while time.time() < float(sys.argv[1]):
+    time.sleep(0.001)
+print("lr", study.ask().suggest_float("lr", 1e-4, 1e-2, log=True))
+""")
+    start = str(time.time() + 10)
+    env = _env(started, tmp_path / "store")
+    procs = [subprocess.Popen([sys.executable, str(script), start], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    proposals = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        proposals.append(next(line for line in out.splitlines() if line.startswith("lr ")))
+    assert proposals[0] != proposals[1], proposals
+
+
 def test_two_independent_workers_complete_one_study(services, ckplus, tmp_path):
     started, _ = services
     config = _config(tmp_path, ckplus, "together", n_trials=4)
