@@ -103,11 +103,15 @@ class AUPredictor:
             crops = crops[None]
         if crops.shape[1:3] != (self.alignment.size, self.alignment.size):
             raise ValueError(f"crops must be {self.alignment.size}x{self.alignment.size}, got {crops.shape[1:3]}")
-        x = np.ascontiguousarray(((crops.astype(np.float32) - self.mean) / self.std).transpose(0, 3, 1, 2))
+        x = self._normalise(crops)
         if self.onnx_session is not None:
             logits = self.onnx_session.run(None, {"image": x})[0]
             return 1.0 / (1.0 + np.exp(-logits))
         return torch.sigmoid(self.model(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+
+    def _normalise(self, crops: np.ndarray) -> np.ndarray:
+        """RGB uint8 crops (N, S, S, 3) as the network's normalised NCHW float32 input."""
+        return np.ascontiguousarray(((crops.astype(np.float32) - self.mean) / self.std).transpose(0, 3, 1, 2))
 
     @property
     def runtime(self) -> str:
@@ -125,9 +129,8 @@ class AUPredictor:
         options = {} if min_confidence is None else {"min_confidence": min_confidence}
         return FaceAnalyzer(self, detector=detector, upsample=upsample, **options).analyze(image)
 
-    def save(self, folder: str | Path, onnx: bool = True, onnx_samples: np.ndarray | None = None) -> Path:
-        """Weights, config and (``onnx``) the ONNX export, checked against PyTorch on
-        ``onnx_samples`` (aligned RGB uint8 crops; random inputs when None)."""
+    def save(self, folder: str | Path, onnx: bool = True) -> Path:
+        """Weights, config and (``onnx``) the ONNX export, checked against PyTorch on random inputs."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, folder / WEIGHTS_FILE)
@@ -137,11 +140,7 @@ class AUPredictor:
         config = {"hparams": hparams, "alignment": asdict(self.alignment), "au_labels": list(self.au_labels),
                   "provenance": self.provenance}
         if onnx:
-            samples = None
-            if onnx_samples is not None:
-                samples = torch.from_numpy(((np.asarray(onnx_samples, np.float32) - self.mean) / self.std)
-                                           .transpose(0, 3, 1, 2).copy())
-            difference = export_onnx(self.model, folder / ONNX_FILE, self.alignment.size, samples)
+            difference = export_onnx(self.model, folder / ONNX_FILE, self.alignment.size)
             self.model.to(self.device)
             config["onnx"] = {"file": ONNX_FILE, "max_abs_logit_difference": difference, "tolerance": ONNX_TOLERANCE}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))

@@ -78,6 +78,10 @@ def is_database(url: str | None) -> bool:
     return bool(url) and url.startswith(("postgresql", "mysql"))
 
 
+def on_shared_database(config: SweepConfig) -> bool:
+    return is_database(storage_url(config))
+
+
 def storage_for(config: SweepConfig) -> optuna.storages.BaseStorage | str:
     url = storage_url(config)
     if is_database(url):
@@ -116,7 +120,7 @@ def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
         existing = storage.get_n_trials(storage.get_study_id_from_name(config.study))
     except KeyError:
         existing = 0
-    if is_database(storage_url(config)):
+    if on_shared_database(config):
         # workers started separately (on any machine) all call themselves worker 0 and may load an
         # empty study at the same instant: the process identity keeps their sequences apart
         worker = zlib.crc32(f"{socket.gethostname()}:{os.getpid()}:{worker}".encode())
@@ -392,7 +396,7 @@ def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads:
         study.optimize(objective, catch=(Exception,), gc_after_trial=True, n_trials=n_trials,
                        callbacks=[StopAtTrialCount(config.n_trials)], show_progress_bar=threads is None)
 
-    if is_database(storage_url(config)):
+    if on_shared_database(config):
         _run_shared_study(study, config, run)
     else:
         todo = config.n_trials - _counted(study, in_flight=True)

@@ -44,25 +44,22 @@ class KeepBestWeights(Callback):
 
     def __init__(self, monitor: str = "val_loss"):
         self.monitor, self.best, self.best_epoch, self.state = monitor, float("inf"), -1, None
+        self.frozen: tuple[str, ...] = ()  # state-dict prefixes of the frozen modules
 
-    @staticmethod
-    def _frozen_prefixes(module) -> tuple[str, ...]:
+    def on_fit_start(self, trainer, module):
         frozen = {id(m) for m in getattr(module, "frozen_modules", lambda: [])()}
-        return tuple(f"{name}." for name, m in module.named_modules() if id(m) in frozen)
+        self.frozen = tuple(f"{name}." for name, m in module.named_modules() if id(m) in frozen)
 
     def on_validation_epoch_end(self, trainer, module):
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None and not trainer.sanity_checking and float(value) < self.best:
             self.best, self.best_epoch = float(value), trainer.current_epoch
-            frozen = self._frozen_prefixes(module)
-            self.state = {k: v.detach().clone() for k, v in module.state_dict().items()
-                          if not (frozen and k.startswith(frozen))}
+            self.state = {k: v.detach().clone() for k, v in module.state_dict().items() if not k.startswith(self.frozen)}
 
     def on_fit_end(self, trainer, module):
         if self.state is not None:
             missing, unexpected = module.load_state_dict(self.state, strict=False)
-            frozen = self._frozen_prefixes(module)
-            if unexpected or any(not (frozen and k.startswith(frozen)) for k in missing):
+            if unexpected or any(not k.startswith(self.frozen) for k in missing):
                 raise RuntimeError(f"best weights do not match the model: missing {missing}, unexpected {unexpected}")
 
 
