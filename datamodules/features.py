@@ -40,7 +40,7 @@ def feature_key(model, dm, positions: np.ndarray) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
 
 
-def feature_shape(model, size: int) -> tuple[int, ...]:
+def feature_shape(model, size: int, channels: int = 3) -> tuple[int, ...]:
     """Shape of one sample's frozen-prefix output at this input size."""
     shapes = {}
 
@@ -48,7 +48,8 @@ def feature_shape(model, size: int) -> tuple[int, ...]:
         def __setitem__(self, rows, value):
             shapes["one"] = value.shape[1:]
 
-    compute_features(model, np.zeros((1, size, size, 3), np.uint8), np.array([0]), (0.5,) * 3, (0.25,) * 3,
+    compute_features(model, np.zeros((1, size, size, channels), np.uint8), np.array([0]), (0.5,) * channels,
+                     (0.25,) * channels,
                      _Shape(), progress=False)
     return tuple(shapes["one"])
 
@@ -88,7 +89,7 @@ def cached_features(model, dm, roles=("train", "val"), progress: bool = True) ->
                 tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
-                shape = feature_shape(model, dm.image_size)
+                shape = feature_shape(model, dm.image_size, dm.channels)
                 out = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
                                                 shape=(len(dm.cached.crops), *shape))
                 compute_features(model, dm.cached.crops, positions, dm.mean, dm.std, out, progress=progress)

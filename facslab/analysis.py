@@ -1,4 +1,6 @@
-"""Face → AUs → eyes → emoji: what the CLI, the live loop, the web app and the served model share."""
+"""Face → AUs → eyes → emoji (and emotion): what the CLI, the live loop, the web app and the
+served model share. The AU model and the emotion model are both optional (at least one is
+given); each face is detected and its landmarks found once, then aligned for each model."""
 
 from __future__ import annotations
 
@@ -12,41 +14,60 @@ from facslab.emoji import Emoji, Match, agreement_vector, load_emojis, match_emo
 from facslab.faces.align import align_face
 from facslab.faces.detect import MIN_CONFIDENCE, Detection, detect_faces, predict_landmarks
 from facslab.faces.eyes import EYE_CLOSED_THRESHOLD, eye_aspect_ratios
-from facslab.predictor import AUPredictor
+from facslab.predictor import AUPredictor, EmotionPredictor
+
+
+@dataclass
+class Emotion:
+    """The emotion model's answer for one face."""
+
+    label: str
+    probabilities: dict[str, float]
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()}}
 
 
 @dataclass
 class FaceResult:
     box: tuple[int, int, int, int]
     confidence: float
-    probabilities: np.ndarray
-    decisions: np.ndarray
+    probabilities: np.ndarray | None  # AU probabilities (None without an AU model)
+    decisions: np.ndarray | None
     ear: tuple[float, float]  # (left, right), the subject's sides
     eyes_closed: tuple[bool, bool]
-    match: Match
+    match: Match | None
     crop: np.ndarray | None = None
+    emotion: Emotion | None = None
 
     def as_dict(self) -> dict:
+        info = {"box": [int(v) for v in self.box], "confidence": round(float(self.confidence), 4),
+                "ear": {"left": round(self.ear[0], 4), "right": round(self.ear[1], 4)},
+                "eyes_closed": {"left": bool(self.eyes_closed[0]), "right": bool(self.eyes_closed[1])}}
+        if self.emotion is not None:
+            info["emotion"] = self.emotion.as_dict()
+        if self.match is None:
+            return info
         return {
-            "box": [int(v) for v in self.box], "confidence": round(float(self.confidence), 4),
-            "emoji": self.match.emoji.char, "emoji_name": self.match.emoji.name,
+            **info, "emoji": self.match.emoji.char, "emoji_name": self.match.emoji.name,
             "score": round(self.match.score, 4), "metric": self.match.metric,
             "tied_with": [e.char for e in self.match.tied_with],
             "aus": [a for a, d in zip(AU_LABELS, self.decisions) if d],
             "probabilities": {a: round(float(p), 4) for a, p in zip(AU_LABELS, self.probabilities)},
-            "ear": {"left": round(self.ear[0], 4), "right": round(self.ear[1], 4)},
-            "eyes_closed": {"left": bool(self.eyes_closed[0]), "right": bool(self.eyes_closed[1])},
             "ranking": self.match.as_dict()["ranking"],
         }
 
 
 class FaceAnalyzer:
-    """Detect (or take given boxes), align, predict AUs, measure the eyes, match an emoji."""
+    """Detect (or take given boxes), align, predict AUs, measure the eyes, match an emoji; with an
+    ``emotion`` model, classify the emotion too."""
 
-    def __init__(self, predictor: AUPredictor, emojis: list[Emoji] | None = None, metric: str = "kappa",
+    def __init__(self, predictor: AUPredictor | None, emojis: list[Emoji] | None = None, metric: str = "kappa",
                  eye_threshold: float = EYE_CLOSED_THRESHOLD, detector: str = "hog", upsample: int = 1,
-                 min_confidence: float = MIN_CONFIDENCE):
-        self.predictor, self.metric, self.eye_threshold = predictor, metric, eye_threshold
+                 min_confidence: float = MIN_CONFIDENCE, emotion: EmotionPredictor | None = None):
+        if predictor is None and emotion is None:
+            raise ValueError("FaceAnalyzer needs an AU model, an emotion model, or both")
+        self.predictor, self.emotion, self.metric, self.eye_threshold = predictor, emotion, metric, eye_threshold
         self.emojis = emojis if emojis is not None else load_emojis()
         self.detector, self.upsample, self.min_confidence = detector, upsample, min_confidence
 
@@ -65,24 +86,37 @@ class FaceAnalyzer:
                 detections = self.detect(image)
         if not detections:
             return []
-        crops, ears = [], []
+        models = [m for m in (self.predictor, self.emotion) if m is not None]
+        crops, ears = {id(m): [] for m in models}, []
         for detection in detections:
             with clock("landmarks"):  # the 68 points serve both the eye centres and the EAR
                 landmarks = predict_landmarks(image if landmark_image is None else landmark_image, detection, 68)
             with clock("alignment"):
-                crop = align_face(image, landmarks, self.predictor.alignment)
-                crops.append(crop[..., ::-1] if channels == "BGR" else crop)  # the model takes RGB
+                for model in models:
+                    crop = align_face(image, landmarks, model.alignment)
+                    crops[id(model)].append(crop[..., ::-1] if channels == "BGR" else crop)  # the models take RGB
             ears.append(eye_aspect_ratios(landmarks))
+        n = len(detections)
+        probabilities, emotions = [None] * n, [None] * n
         with clock("model"):
-            probabilities = self.predictor.predict_aligned(np.stack(crops))
+            if self.predictor is not None:
+                probabilities = self.predictor.predict_aligned(np.stack(crops[id(self.predictor)]))
+        if self.emotion is not None:
+            with clock("emotion"):
+                classes = self.emotion.classes
+                emotions = [Emotion(classes[int(np.argmax(p))], dict(zip(classes, p.tolist())))
+                            for p in self.emotion.predict_aligned(np.stack(crops[id(self.emotion)]))]
         results = []
         with clock("eyes+emoji"):
-            for detection, crop, probs, ear in zip(detections, crops, probabilities, ears):
-                decisions = self.predictor.decide(probs)
+            for k, (detection, probs, ear) in enumerate(zip(detections, probabilities, ears)):
                 closed = (ear[0] < self.eye_threshold, ear[1] < self.eye_threshold)
-                match = match_emoji(agreement_vector(decisions, *closed), self.emojis, self.metric)
+                decisions = match = None
+                if probs is not None:
+                    decisions = self.predictor.decide(probs)
+                    match = match_emoji(agreement_vector(decisions, *closed), self.emojis, self.metric)
+                crop = crops[id(models[0])][k] if keep_crops else None
                 results.append(FaceResult(detection.box, detection.confidence, probs, decisions, ear, closed, match,
-                                          crop if keep_crops else None))
+                                          crop, emotions[k]))
         return results
 
 

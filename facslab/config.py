@@ -1,9 +1,10 @@
 """Typed configs for pretraining, sweeps and registration; read from YAML by jsonargparse, so any
 field can also be overridden on the command line (``--train.max_epochs 2``).
 
-``data`` and ``model`` are the keyword arguments of a datamodule and of ``AUDetector``; they are
-checked against those signatures when the config is built, so a misspelt key fails before the
-first trial and names the key and the accepted ones.
+``data`` and ``model`` are the keyword arguments of a datamodule and of the task's
+LightningModule (``AUDetector``, ``EmotionClassifier``); they are checked against those signatures
+when the config is built, so a misspelt key fails before the first trial and names the key and
+the accepted ones.
 """
 
 from __future__ import annotations
@@ -15,10 +16,6 @@ from typing import Any
 from facslab.evaluation import THRESHOLD_POLICIES
 from facslab.training import TrainerConfig
 
-#: AUDetector arguments the training code derives from the data: never set in a config.
-DERIVED_MODEL_ARGS = ("image_size", "mean", "std", "pos_weight", "thresholds")
-#: ``train`` fields a sweep may search (they change the cross-validated objective).
-SEARCHABLE_TRAIN_KEYS = ("pos_weight",)
 PRUNERS = ("median", "hyperband", "none")
 
 
@@ -42,10 +39,11 @@ def check_keys(section: str, given: dict, accepted: list[str]) -> None:
         raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
 
 
-def model_arguments() -> list[str]:
-    from lightning_modules.au_detector import AUDetector
+def model_arguments(task: str = "au") -> list[str]:
+    from facslab.tasks import get_task
 
-    return [n for n in accepted_arguments(AUDetector) if n not in DERIVED_MODEL_ARGS]
+    spec = get_task(task)
+    return [n for n in accepted_arguments(spec.module_class) if n not in spec.derived_model_args]
 
 
 @dataclass
@@ -87,20 +85,24 @@ class PretrainConfig:
 
 @dataclass
 class RegisterConfig:
-    name: str = "facslab-au"  # registered model name
+    name: str | None = None  # registered model name (None: the task's, e.g. facslab-au, facslab-emotion)
     alias: str = "champion"
 
 
 @dataclass
 class SweepConfig:
-    """An Optuna study over the fine-tuning on CK+, scored by cross-validated PR-AUC."""
+    """An Optuna study over a task (by default AU fine-tuning on CK+, scored by cross-validated
+    PR-AUC; ``task: emotion`` trains emotion classes, scored by validation accuracy)."""
 
     study: str = "ckplus-au"
-    data: dict[str, Any] = field(default_factory=dict)  # CKPlusDataModule arguments (no fold)
-    model: dict[str, Any] = field(default_factory=dict)  # fixed AUDetector arguments
+    task: str = "au"  # a ``facslab.tasks`` name: au, emotion
+    datamodule: str | None = None  # a ``datamodules`` class (None: the task's, CKPlusDataModule or FER2013DataModule)
+    data: dict[str, Any] = field(default_factory=dict)  # the datamodule's arguments (no fold)
+    model: dict[str, Any] = field(default_factory=dict)  # fixed arguments of the task's module
     train: TrainConfig = field(default_factory=TrainConfig)
     #: searched parameters: ``{name: {choices: [...]}}`` or ``{name: {low, high, log}}``; a name is
-    #: an AUDetector argument or ``pos_weight``.
+    #: an argument of the task's module or a searchable ``train`` key (AU: pos_weight; emotion:
+    #: class_weights).
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_trials: int = 10  # total over all runs of the study, failed and pruned trials included
     #: None: $FACSLAB_OPTUNA_STORAGE if set, else a journal file under mlruns/optuna; or a database URL
@@ -119,15 +121,23 @@ class SweepConfig:
     register: RegisterConfig | None = field(default_factory=RegisterConfig)  # None: do not register
 
     def __post_init__(self):
-        from datamodules import CKPlusDataModule
+        from facslab.tasks import TASKS
 
-        check_keys("data", self.data, [n for n in accepted_arguments(CKPlusDataModule) if n != "fold"])
-        models = model_arguments()
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+        try:
+            datamodule = self.task_spec.datamodule_class(self.datamodule)
+        except ValueError as error:
+            raise ConfigError(f"datamodule: {error}") from error
+        check_keys("data", self.data, [n for n in accepted_arguments(datamodule) if n != "fold"])
+        models = model_arguments(self.task)
         check_keys("model", self.model, models)
         if "threshold_policy" in self.search:
             raise ConfigError("search: threshold_policy does not change the objective (mean fold PR-AUC); set "
                               "train.threshold_policy instead: thresholds are chosen after cross-validation")
-        check_keys("search", self.search, models + list(SEARCHABLE_TRAIN_KEYS))
+        check_keys("search", self.search, models + list(self.task_spec.searchable_train_keys))
+        if self.register is not None and self.register.name is None:
+            self.register.name = self.task_spec.registered_name
         for name, spec in self.search.items():
             if not ("choices" in spec or {"low", "high"} <= set(spec)):
                 raise ConfigError(f"search.{name}: give choices: [...] or low and high (and log)")
@@ -138,8 +148,14 @@ class SweepConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def task_spec(self):
+        from facslab.tasks import get_task
+
+        return get_task(self.task)
+
     def backbones(self) -> list[str]:
         """Every backbone a trial of this sweep can use."""
         if "backbone" in self.search and "choices" in self.search["backbone"]:
             return list(self.search["backbone"]["choices"])
-        return [self.model.get("backbone", "resnet18")]
+        return [self.task_spec.model_value(self.model, "backbone")]

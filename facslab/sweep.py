@@ -1,10 +1,12 @@
-"""Optuna sweeps over CK+ fine-tuning; every trial an MLflow run nested under the sweep's run.
+"""Optuna sweeps over any task (``facslab.tasks``); every trial an MLflow run nested under the
+sweep's run.
 
-The objective is the mean validation PR-AUC over the subject-exclusive folds (fold mean ± std
-logged). Pruning uses Optuna's Lightning callback on the first fold's per-epoch validation
-PR-AUC with a median or Hyperband pruner, which can act with any number of folds. Per-AU
-thresholds are chosen after the cross-validation on the out-of-fold predictions (``train.
-threshold_policy``): they do not change PR-AUC, so they are never searched.
+The objective is the task's validation metric (AUs: mean PR-AUC; emotions: accuracy), averaged
+over the datamodule's folds (CK+'s subject-exclusive folds; FER-2013's one official validation
+split), fold mean ± std logged. Pruning uses Optuna's Lightning callback on the first fold's
+per-epoch validation metric with a median or Hyperband pruner, which can act with any number of
+folds. What the task chooses on the validation predictions (the AU task's per-AU thresholds,
+``train.threshold_policy``) is chosen after the folds and never searched.
 
 The starting weights are resolved once per study (per backbone) and pinned by run id on the
 study; every trial and the registration use that value.
@@ -38,13 +40,10 @@ import optuna
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from datamodules import CKPlusDataModule
-from facslab import plots
-from facslab.config import SEARCHABLE_TRAIN_KEYS, ConfigError, SweepConfig
-from facslab.evaluation import choose_thresholds, mean_pr_auc, mean_row, per_au_metrics
-from facslab.runs import log_curves, log_run_basics, resolve_init
+from facslab.config import ConfigError, SweepConfig
+from facslab.runs import log_curves, log_run_basics
 from facslab.tracking import log_figure, log_json, log_table, setup_tracking, store_dir
-from facslab.training import build_model, fit, predict
+from facslab.training import fit, predict
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -142,12 +141,6 @@ def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
     return params
 
 
-def trial_run_name(number: int, model: dict) -> str:
-    lr = model.get("lr", 1e-4)
-    return (f"trial {number:03d} {model.get('backbone', 'resnet18')} unfrozen{model.get('unfrozen_blocks', 1)} "
-            f"lr{lr:.1e} h{model.get('hidden_size', 256)}")
-
-
 def duplicate_of(trial: optuna.Trial) -> int | None:
     """The number of a finished trial with exactly these parameters, if any."""
     for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
@@ -169,9 +162,12 @@ def resolve_study_init(config: SweepConfig, study: optuna.Study) -> dict[str, st
         if not missing:
             return pinned
     image_size = int(config.data.get("image_size", 224))
-    resolved = {backbone: resolve_init(config.train.init_from, backbone, image_size, config.experiment,
-                                       config.train.pretrain_fraction)
-                for backbone in config.backbones()}
+    try:
+        resolved = {backbone: config.task_spec.resolve_init(config.train.init_from, backbone, image_size,
+                                                            config.experiment, config.train.pretrain_fraction)
+                    for backbone in config.backbones()}
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
     pinned = {**(pinned or {}), **resolved}
     study.set_user_attr("init_from", pinned)
     study.set_user_attr("init_from_setting", setting)
@@ -187,9 +183,10 @@ class Objective:
 
     def resolve(self, trial: optuna.Trial) -> tuple[dict, dict]:
         sampled = suggest(trial, self.config.search)
-        model = {**self.config.model, **{k: v for k, v in sampled.items() if k not in SEARCHABLE_TRAIN_KEYS}}
-        train = {**asdict(self.config.train), **{k: v for k, v in sampled.items() if k in SEARCHABLE_TRAIN_KEYS}}
-        train["init_from"] = self.init_from[model.get("backbone", "resnet18")]
+        searchable = self.config.task_spec.searchable_train_keys
+        model = {**self.config.model, **{k: v for k, v in sampled.items() if k not in searchable}}
+        train = {**asdict(self.config.train), **{k: v for k, v in sampled.items() if k in searchable}}
+        train["init_from"] = self.init_from[self.config.task_spec.model_value(model, "backbone")]
         return model, train
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -198,8 +195,8 @@ class Objective:
         if earlier is not None:  # the sampler proposed a finished set again: never train it twice
             trial.set_user_attr("duplicate_of", earlier)
             raise optuna.TrialPruned(f"same parameters as trial {earlier}")
-        config = self.config
-        run = mlflow.start_run(run_name=trial_run_name(trial.number, model_args), nested=True,
+        config, task = self.config, self.config.task_spec
+        run = mlflow.start_run(run_name=task.run_name(trial.number, model_args), nested=True,
                                parent_run_id=self.parent_run_id)
         status = "FINISHED"
         try:
@@ -207,8 +204,7 @@ class Objective:
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it, for post-mortems
             trial.set_user_attr("init_from", train["init_from"])
             mlflow.set_tags({"study": config.study, "trial": str(trial.number), "init_from": train["init_from"] or "random",
-                             "backbone": model_args.get("backbone", "resnet18"),
-                             "unfrozen_blocks": str(model_args.get("unfrozen_blocks", 1))})
+                             **task.tags(model_args)})
             return self._cross_validate(trial, model_args, train)
         except optuna.TrialPruned:
             status = "KILLED"
@@ -225,20 +221,23 @@ class Objective:
     def _cross_validate(self, trial, model_args: dict, train: dict) -> float:
         from optuna_integration import PyTorchLightningPruningCallback
 
-        config = self.config
+        config, task = self.config, self.config.task_spec
+        objective = task.objective
         train_config = type(config.train)(**train)
-        n_folds = int(config.data.get("n_folds", 3))
-        oof_probs, oof_labels, scores, histories, best_epochs, losses = [], [], [], {}, [], []
-        for fold in range(n_folds):
+        datamodule = task.datamodule_class(config.datamodule)
+        outputs, fold_labels, scores, histories, best_epochs, losses = [], [], [], {}, [], []
+        fold, n_folds = 0, 1
+        while fold < n_folds:
             L.seed_everything(int(config.data.get("seed", 0)) + fold, workers=True)
-            dm = CKPlusDataModule(**{**config.data, "fold": fold})
+            dm = datamodule(**{**config.data, "fold": fold})
             dm.setup("fit")
+            n_folds = dm.n_folds
             if fold == 0:
-                log_run_basics({"model": model_args, "train": train, "data": config.data,
+                log_run_basics({"model": model_args, "train": train, "data": config.data, "task": task.name,
                                 "trial": trial.number, "study": config.study}, dm, stage="sweep-trial")
-            model = build_model(model_args, dm, train_config.pos_weight, init_from=train_config.init_from)
-            # the first fold's per-epoch validation PR-AUC feeds the pruner
-            pruning = [PyTorchLightningPruningCallback(trial, "val_pr_auc")] if fold == 0 and config.pruner != "none" else []
+            model = task.build_model(model_args, dm, train_config, train_config.init_from)
+            # the first fold's per-epoch validation metric feeds the pruner
+            pruning = [PyTorchLightningPruningCallback(trial, objective)] if fold == 0 and config.pruner != "none" else []
             try:
                 result = fit(model, dm, train_config, run_id=mlflow.active_run().info.run_id,
                              tracking_uri=self.tracking_uri, prefix=f"fold{fold}", callbacks=pruning)
@@ -247,37 +246,33 @@ class Objective:
                 log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
                 raise
             probs, labels = predict(result.model, dm.val_dataloader())
-            score = mean_pr_auc(probs, labels)
-            oof_probs.append(probs), oof_labels.append(labels), scores.append(score)
+            score = task.fold_score(probs, labels)
+            outputs.append(probs), fold_labels.append(labels), scores.append(score)
             histories[f"fold {fold}"] = result.history
             best_epochs.append(result.best_epoch + 1)
             losses.append(result.best_val_loss)
-            mlflow.log_metrics({"fold_val_pr_auc": score, "fold_best_val_loss": result.best_val_loss,
+            mlflow.log_metrics({f"fold_{objective}": score, "fold_best_val_loss": result.best_val_loss,
                                 "fold_best_epoch": result.best_epoch + 1}, step=fold)
-        probs, labels = np.concatenate(oof_probs), np.concatenate(oof_labels)
-        thresholds = choose_thresholds(probs, labels, train_config.threshold_policy)
-        table = per_au_metrics(probs, labels, thresholds)
-        mean = mean_row(table)
-        objective, spread = float(np.mean(scores)), float(np.std(scores))
-        mlflow.log_metrics({"val_pr_auc": objective, "val_pr_auc_std": spread,
-                            "oof_pr_auc": float(mean["pr_auc"]), "oof_f1": float(mean["f1"]),
-                            "oof_precision": float(mean["precision"]), "oof_recall": float(mean["recall"]),
-                            "best_epoch_mean": float(np.mean(best_epochs)),
-                            "best_val_loss_mean": float(np.mean(losses))})
-        mlflow.log_metrics({f"oof_pr_auc_AU{r.au.replace('/', '_')}": float(r.pr_auc)
-                            for r in table.itertuples() if r.au != "mean" and not math.isnan(r.pr_auc)})
-        log_table(table, "metrics/oof_per_au.csv")
-        log_json({"policy": train_config.threshold_policy, "thresholds": thresholds.tolist(),
-                  "chosen_on": "out-of-fold validation predictions", "best_epochs": best_epochs}, "thresholds.json")
+            fold += 1
+        # summarised over every fold's validation predictions (out-of-fold when there are folds)
+        summary = task.summarise_validation(np.concatenate(outputs), np.concatenate(fold_labels), dm, train_config)
+        mean, spread = float(np.mean(scores)), float(np.std(scores))
+        mlflow.log_metrics({objective: mean, f"{objective}_std": spread, "best_epoch_mean": float(np.mean(best_epochs)),
+                            "best_val_loss_mean": float(np.mean(losses)), **summary.metrics})
+        for path, table in summary.tables.items():
+            log_table(table, path)
+        for path, figure in summary.figures.items():
+            log_figure(figure, path)
+        log_json({**summary.attrs, "chosen_on": "validation predictions (out-of-fold over the folds)",
+                  "best_epochs": best_epochs}, "validation_choices.json")
         log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
-        log_figure(plots.pr_curves(probs, labels, "out-of-fold PR curves"), "plots/pr_curves.png")
-        trial.set_user_attr("thresholds", thresholds.tolist())
+        trial.set_user_attr("task_attrs", summary.attrs)
         trial.set_user_attr("fold_scores", [float(s) for s in scores])
         trial.set_user_attr("cv_std", spread)
         trial.set_user_attr("epochs", int(round(np.mean(best_epochs))))
         trial.set_user_attr("model", model_args)
         trial.set_user_attr("train", train)
-        return objective
+        return mean
 
 
 @contextmanager
@@ -423,7 +418,7 @@ def _parent_run_id(config: SweepConfig, study: optuna.Study, wait: float = 120.0
         raise RuntimeError(f"study {config.study}: another worker claimed the sweep's MLflow run but never stored "
                            f"its id; delete the study {config.study}.parent-run from the storage and retry")
     with mlflow.start_run(run_name=f"sweep {config.study}") as parent:
-        mlflow.set_tags({"stage": "sweep", "study": config.study})
+        mlflow.set_tags({"stage": "sweep", "study": config.study, "task": config.task})
         mlflow.log_text(_yaml(config.to_dict()), "sweep_config.yaml")
         mlflow.log_dict(study.user_attrs["init_from"], "init_from.json")
         study.set_user_attr("mlflow_parent_run_id", parent.info.run_id)
@@ -434,6 +429,12 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     """Run (or resume) the study until it holds ``n_trials`` finished trials; returns it."""
     tracking_uri = setup_tracking(config.tracking_uri, config.experiment)
     study = load_study(config)
+    task = config.task_spec
+    if study.user_attrs.get("task", task.name) != task.name:
+        raise ConfigError(f"study {config.study} is a {study.user_attrs['task']} study, not {task.name}: use another study name")
+    for key, value in {"task": task.name, "objective": task.objective, "objective_label": task.metric_label}.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
     resolve_study_init(config, study)  # fails before any trial when a pretraining is missing
     local = storage_url(config) is None
     with _coordinator_lock(config) as coordinating:
@@ -481,7 +482,8 @@ def log_study(study: optuna.Study) -> None:
     if not complete:
         return
     best = study.best_trial
-    mlflow.log_metrics({"best_val_pr_auc": study.best_value, "best_val_pr_auc_std": best.user_attrs.get("cv_std", math.nan)})
+    objective = study.user_attrs.get("objective", "val_pr_auc")
+    mlflow.log_metrics({f"best_{objective}": study.best_value, f"best_{objective}_std": best.user_attrs.get("cv_std", math.nan)})
     mlflow.set_tags({"best_trial": str(best.number), "best_trial_run_id": best.user_attrs.get("mlflow_run_id", "")})
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
@@ -503,14 +505,22 @@ def log_study(study: optuna.Study) -> None:
             log.warning("could not draw %s: %s", path, error)
 
 
+def score_phrase(label: str, value: float, spread: float, folds: int) -> str:
+    """``cross-validated PR-AUC 0.79 ± 0.02 (std over 3 folds)``, or with one validation split
+    (FER-2013's PublicTest) ``validation accuracy 0.75 (one validation split)``."""
+    if folds == 1:
+        return f"validation {label} {value:.3f} (one validation split)"
+    return f"cross-validated {label} {value:.3f} ± {spread:.3f} (std over {folds} folds)"
+
+
 def describe_best(study: optuna.Study) -> str:
     """The sweep's summary line: fold mean ± std of the best trial."""
     best = study.best_trial
     folds = best.user_attrs.get("fold_scores", [])
     states = [t.state for t in study.trials]
-    return (f"best trial {best.number}: cross-validated PR-AUC {study.best_value:.3f} ± "
-            f"{best.user_attrs.get('cv_std', math.nan):.3f} (std over {len(folds)} folds), {best.params}; "
-            f"{states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.PRUNED)} pruned, "
+    label = study.user_attrs.get("objective_label", "PR-AUC")
+    return (f"best trial {best.number}: {score_phrase(label, study.best_value, best.user_attrs.get('cv_std', math.nan), len(folds))}, "
+            f"{best.params}; {states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.PRUNED)} pruned, "
             f"{states.count(TrialState.FAIL)} failed")
 
 

@@ -12,8 +12,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import MLFlowLogger
 
-from datamodules.base import AUFaceDataModule
+from datamodules.base import AUFaceDataModule, FaceDataModule
 from lightning_modules.au_detector import AUDetector
+from lightning_modules.base import BackboneTask
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class TrainerConfig:
     #: train on cached outputs of the frozen blocks (computed once, reused by every epoch, fold and
     #: trial); needs the datamodule's augment: false, since only unaugmented crops can be cached
     feature_cache: bool = False
+    #: class tasks: weight the loss by inverse class frequency of the training split
+    class_weights: bool = False
 
 
 class KeepBestWeights(Callback):
@@ -76,7 +79,7 @@ class _RunLogger(MLFlowLogger):
 
 @dataclass
 class FitResult:
-    model: AUDetector
+    model: BackboneTask
     best_epoch: int
     best_val_loss: float
     epochs_run: int
@@ -128,7 +131,7 @@ def load_weights(model: AUDetector, uri: str) -> None:
     log.info("initialised from %s", uri)
 
 
-def fit(model: AUDetector, dm: AUFaceDataModule, config: TrainerConfig, run_id: str | None = None,
+def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: str | None = None,
         tracking_uri: str | None = None, prefix: str = "", epochs: int | None = None,
         callbacks: list[Callback] = ()) -> FitResult:
     """Train; with a validation split, early-stop on its loss and keep the best epoch's weights.
@@ -184,13 +187,14 @@ def fit(model: AUDetector, dm: AUFaceDataModule, config: TrainerConfig, run_id: 
 
 
 @torch.inference_mode()
-def predict(model: AUDetector, loader) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, labels) over a loader, in eval mode, on the model's device."""
+def predict(model: BackboneTask, loader) -> tuple[np.ndarray, np.ndarray]:
+    """(outputs, labels) over a loader, in eval mode, on the model's device: the task's
+    ``outputs_from_logits`` (AU or class probabilities)."""
     model.eval()
     device = next(model.parameters()).device
     probs, labels = [], []
     for images, y in loader:
-        probs.append(torch.sigmoid(model(images.to(device))).float().cpu().numpy())
+        probs.append(model.outputs_from_logits(model(images.to(device))).float().cpu().numpy())
         labels.append(y.numpy())
     if not probs:
         return np.zeros((0, 18), np.float32), np.zeros((0, 18), np.float32)

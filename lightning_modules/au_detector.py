@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import lightning as L
 import numpy as np
 import torch
 from torch import nn
 from torchmetrics.classification import MultilabelAveragePrecision
 
 from facslab.au import AU_LABELS, NUM_AUS
-from lightning_modules.backbones import build_backbone, freeze_all_but_last
-from lightning_modules.freezing import FrozenBlocks
+from lightning_modules.base import BackboneTask
 
 
 class AUHead(nn.Module):
@@ -27,8 +25,8 @@ class AUHead(nn.Module):
         return self.net(x)
 
 
-class AUDetector(L.LightningModule):
-    """Multi-label AU detection.
+class AUDetector(BackboneTask):
+    """Multi-label AU detection; a sweep maximises the mean validation PR-AUC.
 
     Args:
         backbone: torchvision model name (resnet18, vgg16, alexnet, ...).
@@ -42,6 +40,9 @@ class AUDetector(L.LightningModule):
         weights: local backbone weights file or a TORCH_HOME-cached torchvision weights name.
         image_size, mean, std: what the model expects as input (stored with it for the apps).
     """
+
+    objective = "val_pr_auc"
+    history_metrics = ("train_loss", "val_loss", "val_pr_auc")
 
     def __init__(
         self,
@@ -62,12 +63,7 @@ class AUDetector(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        built = build_backbone(backbone, weights)
-        self.backbone = built.trunk
-        # plain lists: the modules are registered once, under backbone
-        self._frozen = freeze_all_but_last(built, unfrozen_blocks)
-        self._stages, self._prefix = built.stages, built.prefix_length(unfrozen_blocks)
-        self.feature_input = False  # True while training on cached frozen-prefix features
+        built = self.init_backbone(backbone, weights, unfrozen_blocks)
         self.head = AUHead(built.features, hidden_size, dropout)
         weight = torch.as_tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
         self.loss = nn.BCEWithLogitsLoss(pos_weight=weight)
@@ -77,36 +73,6 @@ class AUDetector(L.LightningModule):
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.val_probs: np.ndarray | None = None  # last validation epoch, for thresholds and PR curves
         self.val_labels: np.ndarray | None = None
-        self.history: list[dict] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.feature_input:
-            return self.from_frozen(x)
-        return self.head(self.backbone(x))
-
-    def frozen_stages(self) -> list[nn.Module]:
-        """The backbone's frozen stages, in order (empty when every block trains)."""
-        return self._stages[:self._prefix]
-
-    def frozen_prefix(self, x: torch.Tensor) -> torch.Tensor:
-        """The output of the frozen stages: a function of the image, the weights and the input
-        size only (frozen modules run in eval mode), so it can be cached."""
-        for stage in self.frozen_stages():
-            x = stage(x)
-        return x
-
-    def from_frozen(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits from ``frozen_prefix`` outputs: the trainable stages and the head."""
-        for stage in self._stages[self._prefix:]:
-            features = stage(features)
-        return self.head(features)
-
-    def frozen_modules(self) -> list[nn.Module]:
-        """Backbone blocks that do not train (input side first)."""
-        return list(self._frozen)
-
-    def configure_callbacks(self):
-        return [FrozenBlocks()]
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
@@ -133,28 +99,8 @@ class AUDetector(L.LightningModule):
         self.log("val_pr_auc", ap[present].mean() if present.any() else torch.tensor(0.0), prog_bar=True)
         self.val_ap.reset()
 
-    def on_train_epoch_end(self):
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k in ("train_loss", "val_loss", "val_pr_auc")}
-        self.history.append({"epoch": self.current_epoch, **metrics})
-
-    def predict_step(self, batch, batch_idx):
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return torch.sigmoid(self(images))
-
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        # the fused kernel: on a CPU the per-tensor loop costs 10x more per step (20.7 against 1.9 ms
-        # for ResNet-18's layer4), which dominated epochs on cached features
-        fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-        optimizer = torch.optim.Adam(params, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
-                                     weight_decay=self.hparams.weight_decay, fused=fused or None)
-        if self.hparams.lr_schedule == "constant":
-            return optimizer
-        if self.hparams.lr_schedule != "onecycle":
-            raise ValueError(f"lr_schedule must be constant or onecycle, not {self.hparams.lr_schedule!r}")
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr,
-                                                       total_steps=self.trainer.estimated_stepping_batches)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    def outputs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
 
     @property
     def au_labels(self) -> tuple[str, ...]:

@@ -96,16 +96,88 @@ def alexnet(name: str = "alexnet", weights: str | None = None) -> Backbone:
     return vgg(name, weights)  # same structure: features, avgpool, classifier
 
 
+def _staged(parts: list[nn.Module]) -> list[nn.Module]:
+    """Consecutive layers grouped so that every group starts with a layer that has parameters
+    (parameter-free layers such as ReLU or pooling join the group before them)."""
+    groups: list[list[nn.Module]] = []
+    for layer in parts:
+        if groups and not any(True for _ in layer.parameters()):
+            groups[-1].append(layer)
+        else:
+            groups.append([layer])
+    return [group[0] if len(group) == 1 else nn.Sequential(*group) for group in groups]
+
+
+def _chain(model: nn.Module, blocks: list[nn.Module], pooling: nn.Module, features: int) -> Backbone:
+    """A trunk that is ``blocks`` then ``pooling``, each block a stage (the torchvision model's
+    own modules, so weights loaded into ``model`` are the trunk's)."""
+    stages = blocks + [pooling]
+    return Backbone(nn.Sequential(*stages), features, list(blocks), [], stages)
+
+
+def features_family(name: str, weights: str | None = None) -> Backbone:
+    """Families whose torchvision model is ``features`` then pooling then ``classifier``:
+    DenseNet, EfficientNet, MobileNet-V2/V3 and ConvNeXt. Their blocks are the children of
+    ``features``; the classifier is dropped (the task brings its head)."""
+    model = torchvision.models.get_model(name, weights=None)
+    _load_weights(model, name, weights)
+    blocks = _staged(list(model.features))
+    if name.startswith("densenet"):
+        pooling = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        features = model.classifier.in_features
+    elif name.startswith("convnext"):  # its classifier starts with a LayerNorm over the pooled map
+        pooling = nn.Sequential(model.avgpool, model.classifier[0], nn.Flatten(1))
+        features = model.classifier[-1].in_features
+    else:
+        pooling = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        features = next(m for m in model.classifier if isinstance(m, nn.Linear)).in_features
+    return _chain(model, blocks, pooling, features)
+
+
+class _SpatialMean(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+def shufflenet(name: str = "shufflenet_v2_x1_0", weights: str | None = None) -> Backbone:
+    model = torchvision.models.get_model(name, weights=None)
+    _load_weights(model, name, weights)
+    blocks = [nn.Sequential(model.conv1, model.maxpool), model.stage2, model.stage3, model.stage4, model.conv5]
+    return _chain(model, blocks, _SpatialMean(), model.fc.in_features)
+
+
+def mini_xception(name: str = "mini_xception", weights: str | None = None, in_channels: int = 1) -> Backbone:
+    """Arriaga et al.'s mini-Xception trunk: stem and four residual modules (the blocks); its
+    output is the last feature map, which the task's convolutional head reads. ``weights``: a
+    local state-dict file of the trunk (the ported FER-2013 weights load through the task)."""
+    from lightning_modules.mini_xception import MiniXceptionTrunk
+
+    trunk = MiniXceptionTrunk(in_channels)
+    _load_weights(trunk, name, weights)
+    blocks = list(trunk)
+    return Backbone(trunk, trunk.out_channels, blocks, [], list(blocks))
+
+
 FAMILIES = {
-    "resnet18": resnet, "resnet34": resnet, "resnet50": resnet,
+    "resnet18": resnet, "resnet34": resnet, "resnet50": resnet, "resnext50_32x4d": resnet,
     "vgg11": vgg, "vgg11_bn": vgg, "vgg16": vgg, "vgg16_bn": vgg,
     "alexnet": alexnet,
+    "densenet121": features_family, "efficientnet_b0": features_family, "mobilenet_v2": features_family,
+    "mobilenet_v3_small": features_family, "mobilenet_v3_large": features_family, "convnext_tiny": features_family,
+    "shufflenet_v2_x1_0": shufflenet,
+    "mini_xception": mini_xception,
 }
+#: Backbones whose trunk ends in a feature map (the task's head pools it), not a vector.
+SPATIAL_OUTPUT = ("mini_xception",)
 
 
-def build_backbone(name: str, weights: str | None = None) -> Backbone:
+def build_backbone(name: str, weights: str | None = None, in_channels: int = 3) -> Backbone:
     if name not in FAMILIES:
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(FAMILIES)}")
+    if name == "mini_xception":
+        return mini_xception(name, weights, in_channels)
+    if in_channels != 3:
+        raise ValueError(f"{name} takes 3-channel input; use channels: 3 in the data (grey images are repeated)")
     return FAMILIES[name](name, weights)
 
 

@@ -50,3 +50,13 @@ def model_dir(tmp_path_factory):
     AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32),
                 provenance={"trained_on": "generated", "datasets": "CKPlus (generated)"}).save(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def fer2013(tmp_path_factory):
+    """A FER-2013 copy (fer2013.csv with FER+ votes beside it): 420 generated images, 2 broken rows."""
+    from facslab.synth.emotion_datasets import write_fer2013
+
+    root = tmp_path_factory.mktemp("fer2013")
+    write_fer2013(root, n_images=420, seed=5, progress=False)
+    return root

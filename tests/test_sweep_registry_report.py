@@ -68,7 +68,7 @@ def test_every_trial_is_a_nested_mlflow_run_with_its_record(swept):
         assert run.data.tags["git_commit"] and run.data.params["model.lr"] == str(study.trials[number].params["lr"])
         assert run.data.metrics["val_pr_auc"] == pytest.approx(study.trials[number].value)
         artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
-        assert {"config.yaml", "data", "metrics", "plots", "thresholds.json"} <= artifacts
+        assert {"config.yaml", "data", "metrics", "plots", "validation_choices.json"} <= artifacts
         history = MlflowClient().get_metric_history(run.info.run_id, "fold_val_pr_auc")
         assert sorted(m.step for m in history) == [0, 1, 2]
         assert MlflowClient().get_metric_history(run.info.run_id, "fold0-val_loss")
@@ -96,19 +96,20 @@ def test_no_subject_in_two_folds_and_none_from_the_test_split(swept):
 
 def test_thresholds_come_from_out_of_fold_predictions_not_the_test_split(ckplus, store, monkeypatch):
     import facslab.sweep as sweep
+    import facslab.tasks as tasks
 
     def no_test(self):
         raise AssertionError("the sweep touched the test split")
 
     seen = {}
-    real = sweep.choose_thresholds
+    real = tasks.choose_thresholds
 
     def spy(probs, labels, policy, **kwargs):
         seen["rows"] = len(probs)
         return real(probs, labels, policy, **kwargs)
 
     monkeypatch.setattr(CKPlusDataModule, "test_dataloader", no_test)
-    monkeypatch.setattr(sweep, "choose_thresholds", spy)
+    monkeypatch.setattr(tasks, "choose_thresholds", spy)
     config = make_config(ckplus, store, "thresholds", n_trials=1)
     study = sweep.run_sweep(config)
     assert study.trials[0].state == TrialState.COMPLETE
@@ -182,27 +183,27 @@ def test_a_hopeless_configuration_is_pruned_on_its_first_fold(ckplus, store):
 
 def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_once(swept, store, astronaut,
                                                                                   tmp_path, monkeypatch):
-    import facslab.registry as registry
+    import facslab.tasks as tasks
     from facslab.registry import register_best
 
     looks = []
-    real = registry.test_predictions
-    monkeypatch.setattr(registry, "test_predictions", lambda *a: looks.append(1) or real(*a))
+    real = tasks.test_outputs
+    monkeypatch.setattr(tasks, "test_outputs", lambda *a: looks.append(1) or real(*a))
     config, study = swept
     name, alias = config.register.name, config.register.alias
     client = MlflowClient()
     first = register_best(config, study)
-    assert first.promoted and first.champion_cv is None and first.cv_pr_auc == pytest.approx(study.best_value)
+    assert first.promoted and first.champion_cv is None and first.cv_score == pytest.approx(study.best_value)
     assert str(client.get_model_version_by_alias(name, alias).version) == first.version
     same = register_best(config, study)  # equal, not better: the alias stays
-    assert not same.promoted and same.champion_cv == pytest.approx(first.cv_pr_auc)
+    assert not same.promoted and same.champion_cv == pytest.approx(first.cv_score)
     assert str(client.get_model_version_by_alias(name, alias).version) == first.version
     assert len(looks) == 2  # one test look per registered version, none for the champion
     tags = client.get_model_version(name, first.version).tags
     assert tags["trained_on"] == "generated" and "CKPlus (generated)" in tags["datasets"]
     assert float(tags["cv_pr_auc"]) == pytest.approx(study.best_value, abs=1e-4)
     lo, hi = first.test_ci
-    assert lo <= first.test_pr_auc <= hi
+    assert lo <= first.test_score <= hi
     # a champion cross-validated on another split is not comparable: reported, not replaced
     client.set_model_version_tag(name, first.version, "split_id", "another-split")
     other = register_best(config, study)
@@ -237,7 +238,7 @@ print(json.dumps({{"faces": len(faces), "probs": faces[0].probabilities.tolist()
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["faces"] == 1 and result["aligned"] == 18 and len(result["probs"]) == 18
     assert all(0 <= p <= 1 for p in result["probs"])
-    assert result["thresholds"] == pytest.approx(study.best_trial.user_attrs["thresholds"])
+    assert result["thresholds"] == pytest.approx(study.best_trial.user_attrs["task_attrs"]["thresholds"])
 
 
 def test_table1_is_produced_from_the_runs(swept, store, tmp_path):
@@ -249,7 +250,7 @@ def test_table1_is_produced_from_the_runs(swept, store, tmp_path):
                                       model_name="report-model", study=config.study))
     table = pd.read_csv(folder / "table1.csv")
     assert len(table) == 19 and table["au"].iloc[-1] == "mean"
-    assert table["pr_auc"].iloc[-1] == pytest.approx(registration.test_pr_auc)
+    assert table["pr_auc"].iloc[-1] == pytest.approx(registration.test_score)
     mean = table.iloc[-1]
     assert mean["pr_auc_lo"] <= mean["pr_auc"] <= mean["pr_auc_hi"] and mean["f1_lo"] <= mean["f1"] <= mean["f1_hi"]
     markdown = (folder / "table1.md").read_text()

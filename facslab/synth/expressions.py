@@ -71,3 +71,40 @@ def sample_spontaneous_expression(rng: np.random.Generator, neutral_rate: float 
     if rng.random() < neutral_rate:
         return Expression()
     return sample_posed_expression(rng, extra_au_rate=0.05).expression
+
+
+#: Where each emotion usually sits on the valence/arousal circumplex (Russell; AffectNet's
+#: annotations cluster there): centre (valence, arousal) and spread.
+AFFECT_REGIONS: dict[str, tuple[float, float, float]] = {
+    "neutral": (0.0, 0.0, 0.12), "happy": (0.7, 0.35, 0.15), "sadness": (-0.6, -0.35, 0.15),
+    "surprise": (0.2, 0.75, 0.15), "fear": (-0.55, 0.7, 0.15), "disgust": (-0.65, 0.3, 0.15),
+    "anger": (-0.55, 0.65, 0.15), "contempt": (-0.45, 0.2, 0.15),
+}
+
+
+@dataclass(frozen=True)
+class EmotionSample:
+    expression: Expression
+    emotion: str  # a CK+ emotion name (``EMOTIONS``)
+    valence: float
+    arousal: float
+
+
+def sample_emotion_expression(emotion: str, rng: np.random.Generator, intensity: tuple[float, float] = (0.35, 1.0),
+                              extra_au_rate: float = 0.05) -> EmotionSample:
+    """The emotion drawn as its prototypical AUs at a random overall intensity (a faint to a full
+    display), with valence/arousal around the emotion's usual region and scaled with the intensity."""
+    if emotion not in AFFECT_REGIONS:
+        raise ValueError(f"unknown emotion {emotion!r}; choose from {', '.join(AFFECT_REGIONS)}")
+    aus = np.zeros(NUM_AUS, dtype=np.float32)
+    strength = float(rng.uniform(*intensity))
+    for label in PROTOTYPES.get(emotion, ()):
+        if rng.random() < 0.1:
+            continue  # not every prototype AU shows every time
+        aus[AU_INDEX[label]] = float(np.clip(rng.normal(4.5, 0.6), 1, 5)) * strength
+    extra = rng.random(NUM_AUS) < extra_au_rate
+    aus[extra & (aus == 0)] = rng.uniform(0.5, 2.0, int((extra & (aus == 0)).sum()))
+    valence, arousal, spread = AFFECT_REGIONS[emotion]
+    scale = 0.4 + 0.6 * strength
+    point = np.clip(np.array([valence, arousal]) * scale + rng.normal(0, spread, 2), -1, 1)
+    return EmotionSample(Expression(aus), emotion, float(point[0]), float(point[1]))

@@ -90,8 +90,11 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
 
     @app.get("/api/model")
     async def model_info() -> dict:
-        predictor = analyzer.predictor
-        return {"provenance": predictor.provenance, "note": predictor.provenance_note()}
+        predictor, emotion = analyzer.predictor, analyzer.emotion
+        notes = [n for n in (predictor.provenance_note(), emotion.provenance_note() if emotion else None) if n]
+        return {"provenance": predictor.provenance, "note": " ".join(notes) or None,
+                "emotion_model": None if emotion is None else {"classes": list(emotion.classes),
+                                                               "provenance": emotion.provenance}}
 
     @app.post("/api/analyze")
     async def analyze_upload(request: Request):

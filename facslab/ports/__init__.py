@@ -1,0 +1,1 @@
+"""Weights trained elsewhere, read into facslab's PyTorch networks."""

@@ -1,0 +1,231 @@
+"""Tasks: what sweeps, the registry, reports and apps need to know about a kind of model, so that
+one sweep, one registry and one report serve them all (a new task is a LightningModule, a
+datamodule and an entry here, not a copy of ``sweep.py``).
+
+A task says which LightningModule it trains and which arguments it derives from the data, how a
+fold is scored (the objective a sweep maximises), what is summarised over the validation
+predictions (and kept on the trial: the AU task's decision thresholds), how the test split is
+evaluated (once, at registration), and how the trained model is packaged for the apps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+import datamodules
+from facslab import plots
+from facslab.evaluation import (choose_thresholds, class_row, confusion, mean_pr_auc, mean_row, per_au_metrics,
+                                per_class_metrics)
+from facslab.predictor import AUPredictor, EmotionPredictor, TaskPredictor
+from lightning_modules.au_detector import AUDetector
+from lightning_modules.base import BackboneTask
+from lightning_modules.emotion_classifier import EmotionClassifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    """Predictions summarised: ``metrics`` to log, ``tables`` and ``figures`` (artifact path ->
+    object) to log, ``attrs`` to keep on the trial (chosen on validation data only), ``score``
+    and ``interval``: the headline figure and its 95 % interval."""
+
+    score: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, object] = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+    interval: tuple[float, float] = (float("nan"), float("nan"))
+    secondary: str = ""  # e.g. "F1 0.71" for the registration line
+
+
+class Task:
+    name: str
+    module_class: type[BackboneTask]
+    predictor_class: type[TaskPredictor]
+    default_datamodule: str
+    registered_name: str
+    metric: str  # the objective without its ``val_`` prefix: pr_auc, accuracy
+    metric_label: str  # for people: PR-AUC, accuracy
+    #: module arguments the training code derives from the data: never set in a config
+    derived_model_args: tuple[str, ...] = ("image_size", "mean", "std")
+    #: ``train`` fields a sweep may search (they change the objective)
+    searchable_train_keys: tuple[str, ...] = ()
+
+    @property
+    def objective(self) -> str:
+        return self.module_class.objective
+
+    def datamodule_class(self, name: str | None = None):
+        name = name or self.default_datamodule
+        if not hasattr(datamodules, name):
+            known = [n for n in datamodules.__all__]
+            raise ValueError(f"unknown datamodule {name!r}; known: {', '.join(known)}")
+        return getattr(datamodules, name)
+
+    def build_model(self, model_args: dict, dm, train, init_from: str | None) -> BackboneTask:
+        raise NotImplementedError
+
+    def fold_score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def summarise_validation(self, outputs: np.ndarray, labels: np.ndarray, dm, train) -> Evaluation:
+        raise NotImplementedError
+
+    def apply(self, model: BackboneTask, attrs: dict) -> None:
+        """Put what was chosen on validation data (``summarise_validation``'s attrs) into the model."""
+
+    def evaluate_test(self, predictor: TaskPredictor, dm) -> Evaluation:
+        raise NotImplementedError
+
+    def model_default(self, name: str):
+        import inspect
+
+        return inspect.signature(self.module_class.__init__).parameters[name].default
+
+    def model_value(self, model_args: dict, name: str):
+        """A module argument as the model will have it: given, or the module's default."""
+        return model_args.get(name, self.model_default(name))
+
+    def tags(self, model_args: dict) -> dict[str, str]:
+        return {"task": self.name, "backbone": str(self.model_value(model_args, "backbone")),
+                "unfrozen_blocks": str(self.model_value(model_args, "unfrozen_blocks"))}
+
+    def run_name(self, number: int, model_args: dict) -> str:
+        return (f"trial {number:03d} {self.model_value(model_args, 'backbone')} "
+                f"unfrozen{self.model_value(model_args, 'unfrozen_blocks')} lr{self.model_value(model_args, 'lr'):.1e}")
+
+    def resolve_init(self, setting: str | None, backbone: str, image_size: int, experiment: str,
+                     fraction: float) -> str | None:
+        """The starting weights of a sweep's trials (``train.init_from``): a URI, or None."""
+        if setting == "auto":
+            raise ValueError(f"train.init_from: auto finds AU pretraining runs; the {self.name} task has no "
+                             "pretraining stage: give a weights URI, or null (and model.weights, e.g. fer)")
+        return setting
+
+
+def test_outputs(predictor: TaskPredictor, dm) -> tuple[np.ndarray, np.ndarray]:
+    """(outputs, labels) of a predictor on a set-up datamodule's test split."""
+    positions = dm.positions("test")
+    return predictor.predict_aligned(np.asarray(dm.cached.crops[positions])), dm.labels_array()[positions]
+
+
+class AUTask(Task):
+    """Multi-label AU detection, scored by mean PR-AUC; per-AU thresholds are chosen after the
+    cross-validation on the out-of-fold predictions (they do not change PR-AUC, so they are never
+    searched)."""
+
+    name, module_class, predictor_class = "au", AUDetector, AUPredictor
+    default_datamodule, registered_name = "CKPlusDataModule", "facslab-au"
+    metric, metric_label = "pr_auc", "PR-AUC"
+    derived_model_args = ("image_size", "mean", "std", "pos_weight", "thresholds")
+    searchable_train_keys = ("pos_weight",)
+
+    def build_model(self, model_args, dm, train, init_from):
+        from facslab.training import build_model
+
+        return build_model(model_args, dm, train.pos_weight, init_from=init_from)
+
+    def run_name(self, number, model_args):
+        return f"{super().run_name(number, model_args)} h{self.model_value(model_args, 'hidden_size')}"
+
+    def resolve_init(self, setting, backbone, image_size, experiment, fraction):
+        from facslab.runs import resolve_init
+
+        return resolve_init(setting, backbone, image_size, experiment, fraction)
+
+    def fold_score(self, outputs, labels):
+        return mean_pr_auc(outputs, labels)
+
+    def summarise_validation(self, outputs, labels, dm, train):
+        thresholds = choose_thresholds(outputs, labels, train.threshold_policy)
+        table = per_au_metrics(outputs, labels, thresholds)
+        mean = mean_row(table)
+        metrics = {"oof_pr_auc": float(mean["pr_auc"]), "oof_f1": float(mean["f1"]),
+                   "oof_precision": float(mean["precision"]), "oof_recall": float(mean["recall"])}
+        metrics.update({f"oof_pr_auc_AU{r.au.replace('/', '_')}": float(r.pr_auc)
+                        for r in table.itertuples() if r.au != "mean" and not np.isnan(r.pr_auc)})
+        return Evaluation(float(mean["pr_auc"]), metrics, {"metrics/oof_per_au.csv": table},
+                          {"plots/pr_curves.png": plots.pr_curves(outputs, labels, "out-of-fold PR curves")},
+                          {"thresholds": thresholds.tolist(), "threshold_policy": train.threshold_policy})
+
+    def apply(self, model, attrs):
+        model.thresholds.copy_(model.thresholds.new_tensor(attrs["thresholds"]))
+
+    def evaluate_test(self, predictor, dm):
+        probs, labels = test_outputs(predictor, dm)
+        subjects = dm.samples.loc[dm.positions("test"), "subject"].to_numpy()
+        table = per_au_metrics(probs, labels, predictor.thresholds, groups=subjects)
+        mean = mean_row(table)
+        lo, hi = float(mean["pr_auc_lo"]), float(mean["pr_auc_hi"])
+        metrics = {**{f"test_{k}": float(mean[k]) for k in ("precision", "recall", "f1", "pr_auc")},
+                   "test_pr_auc_ci_lo": lo, "test_pr_auc_ci_hi": hi,
+                   "test_f1_ci_lo": float(mean["f1_lo"]), "test_f1_ci_hi": float(mean["f1_hi"])}
+        return Evaluation(float(mean["pr_auc"]), metrics, {"metrics/test_per_au.csv": table},
+                          {"plots/test_pr_curves.png": plots.pr_curves(probs, labels, "test PR curves")},
+                          interval=(lo, hi), secondary=f"F1 {mean['f1']:.3f}")
+
+
+class EmotionTask(Task):
+    """Multi-class emotions, scored by accuracy (top-2, macro F1 and per-class recall beside it)."""
+
+    name, module_class, predictor_class = "emotion", EmotionClassifier, EmotionPredictor
+    default_datamodule, registered_name = "FER2013DataModule", "facslab-emotion"
+    metric, metric_label = "accuracy", "accuracy"
+    derived_model_args = ("image_size", "mean", "std", "channels", "classes", "class_weights")
+    searchable_train_keys = ("class_weights",)
+
+    def build_model(self, model_args, dm, train, init_from):
+        from facslab.training import load_weights
+
+        args = {**model_args, "image_size": dm.image_size, "mean": list(dm.mean), "std": list(dm.std),
+                "channels": dm.channels, "classes": list(dm.classes)}
+        if train.class_weights:
+            counts = np.bincount(dm.labels_array()[dm.positions("train")], minlength=len(dm.classes)).astype(float)
+            weights = counts.sum() / np.clip(counts, 1, None) / len(counts)
+            args["class_weights"] = [float(w) for w in weights]
+        model = EmotionClassifier(**args)
+        if init_from:
+            load_weights(model, init_from)
+        return model
+
+    def fold_score(self, outputs, labels):
+        return float((outputs.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+    def summarise_validation(self, outputs, labels, dm, train):
+        table = per_class_metrics(outputs, labels, dm.classes)
+        overall, mean = class_row(table, "overall"), class_row(table, "mean")
+        metrics = {"oof_accuracy": float(overall["top1"]), "oof_top2_accuracy": float(overall["top2"]),
+                   "oof_macro_f1": float(mean["f1"]), "oof_mean_class_accuracy": float(mean["top1"])}
+        metrics.update({f"oof_recall_{r['class']}": float(r["top1"]) for _, r in table.iterrows()
+                        if r["class"] not in ("mean", "overall") and not np.isnan(r["top1"])})
+        figure = plots.confusion_matrix(confusion(outputs, labels, len(dm.classes)), dm.classes,
+                                        "validation confusion matrix")
+        return Evaluation(float(overall["top1"]), metrics, {"metrics/validation_per_class.csv": table},
+                          {"plots/confusion_matrix.png": figure})
+
+    def evaluate_test(self, predictor, dm):
+        probs, labels = test_outputs(predictor, dm)
+        table = per_class_metrics(probs, labels, dm.classes)
+        overall, mean = class_row(table, "overall"), class_row(table, "mean")
+        metrics = {"test_accuracy": float(overall["top1"]), "test_top2_accuracy": float(overall["top2"]),
+                   "test_macro_f1": float(mean["f1"]), "test_mean_class_accuracy": float(mean["top1"]),
+                   "test_accuracy_ci_lo": float(overall["top1_lo"]), "test_accuracy_ci_hi": float(overall["top1_hi"])}
+        figure = plots.confusion_matrix(confusion(probs, labels, len(dm.classes)), dm.classes, "test confusion matrix")
+        return Evaluation(float(overall["top1"]), metrics, {"metrics/test_per_class.csv": table},
+                          {"plots/test_confusion_matrix.png": figure},
+                          interval=(float(overall["top1_lo"]), float(overall["top1_hi"])),
+                          secondary=f"top-2 {overall['top2']:.3f}, macro F1 {mean['f1']:.3f}")
+
+
+TASKS: dict[str, Task] = {"au": AUTask(), "emotion": EmotionTask()}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    return TASKS[name]
