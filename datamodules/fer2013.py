@@ -3,7 +3,7 @@
 Official splits: Training trains, PublicTest validates (model selection, early stopping, the
 sweep's objective) and PrivateTest is the test split, looked at once. ``fold=None`` trains on
 Training alone with no validation split (the final model, for a number of epochs chosen on
-PublicTest).
+PublicTest). Training is augmented as in Arriaga et al. (``EmotionDataModule``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,11 @@ import os
 import shutil
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import numpy as np
 import pandas as pd
-from albumentations.pytorch import ToTensorV2
 
-from datamodules.base import FaceDataModule
+from datamodules.emotion import EmotionDataModule
 from facslab.badinput import SkipReport
 from facslab.faces.cache import CachedCrops, default_cache_dir
 from facslab.formats import fer2013 as fer
@@ -27,7 +25,7 @@ from facslab.formats import fer2013 as fer
 PIXEL_CACHE_VERSION = 1
 
 
-class FER2013DataModule(FaceDataModule):
+class FER2013DataModule(EmotionDataModule):
     """FER-2013 emotion classes.
 
     Args:
@@ -41,28 +39,18 @@ class FER2013DataModule(FaceDataModule):
         **kwargs: see ``FaceDataModule``.
     """
 
-    label_dtype = np.int64
-    n_folds = 1  # the official PublicTest split validates
-
     def __init__(self, root: str, labels: str = "fer2013", drop_classes: list[str] = (), fold: int | None = 0,
                  channels: int = 1, image_size: int = 64, **kwargs):
-        super().__init__(root, image_size=image_size, **kwargs)
         if labels not in ("fer2013", "ferplus"):
             raise ValueError(f"labels must be fer2013 or ferplus, not {labels!r}")
-        if fold not in (0, None):
-            raise ValueError(f"FER-2013 has one validation split (PublicTest): fold must be 0 or None, not {fold}")
+        self.all_classes = fer.CLASSES if labels == "fer2013" else fer.FERPLUS_CLASSES
+        super().__init__(root, drop_classes=drop_classes, fold=fold, image_size=image_size, **kwargs)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, not {channels}")
-        all_classes = fer.CLASSES if labels == "fer2013" else fer.FERPLUS_CLASSES
-        unknown = sorted(set(drop_classes) - set(all_classes))
-        if unknown:
-            raise ValueError(f"drop_classes: {', '.join(unknown)} not among {', '.join(all_classes)}")
-        self.labels, self.fold, self.channels_wanted = labels, fold, channels
-        self.drop_classes = list(drop_classes)
-        self.classes = tuple(c for c in all_classes if c not in self.drop_classes)
+        self.labels, self.channels_wanted = labels, channels
         self.save_hyperparameters()
 
-    def read_samples(self, report: SkipReport) -> pd.DataFrame:
+    def emotion_rows(self, report: SkipReport) -> pd.DataFrame:
         table = fer.read_fer2013(self.root, report)
         self.csv_path = fer.find_csv(self.root)
         if self.labels == "ferplus":
@@ -72,17 +60,7 @@ class FER2013DataModule(FaceDataModule):
             names = [fer.FERPLUS_CLASSES[k] for k in table["ferplus"]]
         else:
             names = [fer.CLASSES[k] for k in table["emotion"]]
-        table = table.assign(name=names)
-        table = table[~table["name"].isin(self.drop_classes)].reset_index(drop=True)
-        number = {name: k for k, name in enumerate(self.classes)}
-        return table.assign(labels=[number[n] for n in table["name"]], subject=table["row"],
-                            image=[f"{self.csv_path.name}:{r + 2}" for r in table["row"]])
-
-    def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
-        roles = samples["role"].copy()
-        if self.fold is None:
-            roles[roles == "val"] = "unused"
-        return roles
+        return table.assign(name=names, subject=table["row"], image=[f"{self.csv_path.name}:{r + 2}" for r in table["row"]])
 
     def build_crops(self, samples: pd.DataFrame) -> CachedCrops:
         """The images resized to ``image_size`` with ``channels`` channels, in a memory-mapped
@@ -106,15 +84,3 @@ class FER2013DataModule(FaceDataModule):
             tmp.rename(entry)
         crops = np.load(entry / "crops.npy", mmap_mode="r")
         return CachedCrops(crops=crops, index=np.arange(len(samples)), report=SkipReport(), path=entry, built=built)
-
-    def transform(self, role: str):
-        """Arriaga et al.'s augmentation: flips, rotations, shifts and zooms (training only)."""
-        steps = []
-        if role == "train" and self.augment:
-            steps = [A.HorizontalFlip(p=0.5),
-                     A.Affine(scale=(0.9, 1.1), translate_percent=(-0.1, 0.1), rotate=(-10, 10), p=0.8)]
-        return A.Compose(steps + [A.Normalize(mean=self.mean, std=self.std, max_pixel_value=255.0), ToTensorV2()],
-                         seed=self.seed)
-
-    def class_counts(self, role: str = "train") -> np.ndarray:
-        return np.bincount(self.labels_array()[self.positions(role)], minlength=len(self.classes))

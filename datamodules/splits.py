@@ -37,8 +37,9 @@ def subject_folds(subjects: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return folds
 
 
-def stratified_holdout(strata: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of a ``fraction`` of samples, keeping the proportions of ``strata``."""
+def stratified_holdout(strata: np.ndarray, fraction: float | int, seed: int) -> np.ndarray:
+    """Boolean mask of a ``fraction`` of samples (or, as an int, that many), keeping the
+    proportions of ``strata``."""
     positions = np.arange(len(strata))
     _, held = train_test_split(positions, test_size=fraction, random_state=seed, stratify=strata)
     mask = np.zeros(len(strata), bool)

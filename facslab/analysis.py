@@ -14,7 +14,7 @@ from facslab.emoji import Emoji, Match, agreement_vector, load_emojis, match_emo
 from facslab.faces.align import align_face
 from facslab.faces.detect import MIN_CONFIDENCE, Detection, detect_faces, predict_landmarks
 from facslab.faces.eyes import EYE_CLOSED_THRESHOLD, eye_aspect_ratios
-from facslab.predictor import AUPredictor, EmotionPredictor
+from facslab.predictor import AUPredictor, EmotionPredictor, ValenceArousalPredictor
 
 
 @dataclass
@@ -39,6 +39,7 @@ class FaceResult:
     match: Match | None
     crop: np.ndarray | None = None
     emotion: Emotion | None = None
+    affect: tuple[float, float] | None = None  # (valence, arousal) in [-1, 1]
 
     def as_dict(self) -> dict:
         info = {"box": [int(v) for v in self.box], "confidence": round(float(self.confidence), 4),
@@ -46,6 +47,8 @@ class FaceResult:
                 "eyes_closed": {"left": bool(self.eyes_closed[0]), "right": bool(self.eyes_closed[1])}}
         if self.emotion is not None:
             info["emotion"] = self.emotion.as_dict()
+        if self.affect is not None:
+            info["valence"], info["arousal"] = round(float(self.affect[0]), 4), round(float(self.affect[1]), 4)
         if self.match is None:
             return info
         return {
@@ -60,14 +63,16 @@ class FaceResult:
 
 class FaceAnalyzer:
     """Detect (or take given boxes), align, predict AUs, measure the eyes, match an emoji; with an
-    ``emotion`` model, classify the emotion too."""
+    ``emotion`` model, classify the emotion too, and with an ``affect`` model, valence and arousal."""
 
     def __init__(self, predictor: AUPredictor | None, emojis: list[Emoji] | None = None, metric: str = "kappa",
                  eye_threshold: float = EYE_CLOSED_THRESHOLD, detector: str = "hog", upsample: int = 1,
-                 min_confidence: float = MIN_CONFIDENCE, emotion: EmotionPredictor | None = None):
-        if predictor is None and emotion is None:
-            raise ValueError("FaceAnalyzer needs an AU model, an emotion model, or both")
+                 min_confidence: float = MIN_CONFIDENCE, emotion: EmotionPredictor | None = None,
+                 affect: ValenceArousalPredictor | None = None):
+        if predictor is None and emotion is None and affect is None:
+            raise ValueError("FaceAnalyzer needs an AU, an emotion or a valence/arousal model")
         self.predictor, self.emotion, self.metric, self.eye_threshold = predictor, emotion, metric, eye_threshold
+        self.affect = affect
         self.emojis = emojis if emojis is not None else load_emojis()
         self.detector, self.upsample, self.min_confidence = detector, upsample, min_confidence
 
@@ -86,7 +91,7 @@ class FaceAnalyzer:
                 detections = self.detect(image)
         if not detections:
             return []
-        models = [m for m in (self.predictor, self.emotion) if m is not None]
+        models = [m for m in (self.predictor, self.emotion, self.affect) if m is not None]
         crops, ears = {id(m): [] for m in models}, []
         for detection in detections:
             with clock("landmarks"):  # the 68 points serve both the eye centres and the EAR
@@ -97,7 +102,7 @@ class FaceAnalyzer:
                     crops[id(model)].append(crop[..., ::-1] if channels == "BGR" else crop)  # the models take RGB
             ears.append(eye_aspect_ratios(landmarks))
         n = len(detections)
-        probabilities, emotions = [None] * n, [None] * n
+        probabilities, emotions, affects = [None] * n, [None] * n, [None] * n
         with clock("model"):
             if self.predictor is not None:
                 probabilities = self.predictor.predict_aligned(np.stack(crops[id(self.predictor)]))
@@ -106,6 +111,10 @@ class FaceAnalyzer:
                 classes = self.emotion.classes
                 emotions = [Emotion(classes[int(np.argmax(p))], dict(zip(classes, p.tolist())))
                             for p in self.emotion.predict_aligned(np.stack(crops[id(self.emotion)]))]
+        if self.affect is not None:
+            with clock("valence/arousal"):
+                affects = [tuple(float(v) for v in row)
+                           for row in self.affect.predict_aligned(np.stack(crops[id(self.affect)]))]
         results = []
         with clock("eyes+emoji"):
             for k, (detection, probs, ear) in enumerate(zip(detections, probabilities, ears)):
@@ -116,7 +125,7 @@ class FaceAnalyzer:
                     match = match_emoji(agreement_vector(decisions, *closed), self.emojis, self.metric)
                 crop = crops[id(models[0])][k] if keep_crops else None
                 results.append(FaceResult(detection.box, detection.confidence, probs, decisions, ear, closed, match,
-                                          crop, emotions[k]))
+                                          crop, emotions[k], affects[k]))
         return results
 
 

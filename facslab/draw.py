@@ -51,7 +51,8 @@ def _paste(frame: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
 
 def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = True, bgr: bool = False) -> np.ndarray:
     """A copy of an RGB frame (``bgr``: a BGR one, as OpenCV decodes and encodes video) with each
-    face's box, emoji (or its name), score and AU bars, and its emotion when there is one."""
+    face's box, emoji (or its name), score and AU bars, and its emotion and valence/arousal when
+    there are models for them."""
     out = frame.copy()
     colour = (lambda c: c[::-1]) if bgr else (lambda c: c)  # noqa: E731
     for result in results:
@@ -67,10 +68,14 @@ def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = 
         else:
             cv2.putText(out, f"{result.match.emoji.name} {label}", (left, max(12, top - 8)),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour((255, 255, 0)), 1)
+        below = []
         if result.emotion is not None:
-            probability = result.emotion.probabilities[result.emotion.label]
-            cv2.putText(out, f"{result.emotion.label} {probability:.2f}", (left, min(out.shape[0] - 4, bottom + 16)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour((255, 200, 0)), 1)
+            below.append(f"{result.emotion.label} {result.emotion.probabilities[result.emotion.label]:.2f}")
+        if result.affect is not None:
+            below.append(f"V {result.affect[0]:+.2f} A {result.affect[1]:+.2f}")
+        for k, text in enumerate(below):
+            cv2.putText(out, text, (left, min(out.shape[0] - 4, bottom + 16 + 16 * k)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.5, colour((255, 200, 0)), 1)
         if bars:
             x = right + 6
             for k, (au, p) in enumerate(zip(AU_LABELS, result.probabilities)):

@@ -143,7 +143,7 @@ def per_class_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str] 
     hits = predicted == labels
     overall = {"class": "overall", "top1": hits.mean() if len(hits) else np.nan, "top2": top2.mean() if len(top2) else np.nan,
                "f1": mean["f1"], "support": int(support.sum())}
-    if len(labels):
+    if len(labels) and n_boot > 0:
         rng = np.random.default_rng(seed)
         draws = rng.integers(len(labels), size=(n_boot, len(labels)))
         tail = 100 * (1 - level) / 2
@@ -162,3 +162,31 @@ def confusion(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarr
     from sklearn.metrics import confusion_matrix
 
     return confusion_matrix(np.asarray(labels).astype(int), probs.argmax(1), labels=list(range(n_classes)))
+
+
+def _ccc(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Lin's concordance correlation per column (rows: draws or samples on axis -2)."""
+    pm, tm = pred.mean(-2, keepdims=True), true.mean(-2, keepdims=True)
+    covariance = ((pred - pm) * (true - tm)).mean(-2)
+    return 2 * covariance / (pred.var(-2) + true.var(-2) + (pm - tm).squeeze(-2) ** 2 + 1e-12)
+
+
+def affect_metrics(pred: np.ndarray, true: np.ndarray, names=("valence", "arousal"), n_boot: int = 1000,
+                   seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Per dimension (and their ``mean``): RMSE, Pearson correlation, CCC and sign agreement
+    (SAGR), with 95 % bootstrap intervals of the CCC over rows."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    rmse = np.sqrt(((pred - true) ** 2).mean(0))
+    pcc = np.array([np.corrcoef(pred[:, k], true[:, k])[0, 1] if len(pred) > 1 else np.nan for k in range(pred.shape[1])])
+    ccc = _ccc(pred, true)
+    sagr = (np.sign(pred) == np.sign(true)).mean(0)
+    table = pd.DataFrame({"dimension": list(names), "rmse": rmse, "pcc": pcc, "ccc": ccc, "sagr": sagr})
+    table = pd.concat([table, pd.DataFrame([{"dimension": "mean", "rmse": rmse.mean(), "pcc": pcc.mean(),
+                                             "ccc": ccc.mean(), "sagr": sagr.mean()}])], ignore_index=True)
+    if len(pred) > 1 and n_boot > 0:
+        draws = np.random.default_rng(seed).integers(len(pred), size=(n_boot, len(pred)))
+        boot = _ccc(pred[draws], true[draws])  # (n_boot, dimensions)
+        boot = np.concatenate([boot, boot.mean(1, keepdims=True)], axis=1)
+        tail = 100 * (1 - level) / 2
+        table["ccc_lo"], table["ccc_hi"] = np.percentile(boot, [tail, 100 - tail], axis=0)
+    return table

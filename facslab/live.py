@@ -161,10 +161,14 @@ class LivePipeline:
 
 
 def csv_columns(analyzer: FaceAnalyzer) -> tuple[str, ...]:
-    """``CSV_COLUMNS``, then with an emotion model its label and one probability per class."""
-    if analyzer.emotion is None:
-        return CSV_COLUMNS
-    return CSV_COLUMNS + ("emotion",) + tuple(f"emotion_{c}" for c in analyzer.emotion.classes)
+    """``CSV_COLUMNS``, then with an emotion model its label and one probability per class, and with
+    a valence/arousal model those two."""
+    columns = CSV_COLUMNS
+    if analyzer.emotion is not None:
+        columns += ("emotion",) + tuple(f"emotion_{c}" for c in analyzer.emotion.classes)
+    if analyzer.affect is not None:
+        columns += ("valence", "arousal")
+    return columns
 
 
 def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResult) -> list:
@@ -174,6 +178,8 @@ def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResul
               result.match.emoji.char, result.match.emoji.name, round(result.match.score, 4)])
     if result.emotion is not None:
         row += [result.emotion.label] + [round(float(p), 4) for p in result.emotion.probabilities.values()]
+    if result.affect is not None:
+        row += [round(result.affect[0], 4), round(result.affect[1], 4)]
     return row
 
 

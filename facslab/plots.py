@@ -91,3 +91,18 @@ def confusion_matrix(counts: np.ndarray, classes, title: str = "confusion matrix
     ax.set_title(title)
     figure.tight_layout()
     return figure
+
+
+def valence_arousal_scatter(pred: np.ndarray, true: np.ndarray, title: str = "valence and arousal"):
+    """Predicted against annotated valence and arousal, one panel each, with the identity line."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    for k, (ax, name) in enumerate(zip(axes, ("valence", "arousal"))):
+        ax.scatter(true[:, k], pred[:, k], s=8, alpha=0.6)
+        ax.plot([-1, 1], [-1, 1], color="grey", lw=1)
+        ax.set_xlim(-1.05, 1.05), ax.set_ylim(-1.05, 1.05)
+        ax.set_xlabel(f"annotated {name}"), ax.set_ylabel(f"predicted {name}")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

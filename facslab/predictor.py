@@ -21,6 +21,7 @@ from facslab.faces.align import AlignmentSpec
 from lightning_modules.au_detector import AUDetector
 from lightning_modules.base import BackboneTask
 from lightning_modules.emotion_classifier import EmotionClassifier
+from lightning_modules.valence_arousal import DIMENSIONS, ValenceArousalRegressor
 
 WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.pt", "config.json", "model.onnx"
 ONNX_TOLERANCE = 1e-4  # largest |logit difference| accepted between the export and PyTorch
@@ -227,4 +228,16 @@ class EmotionPredictor(TaskPredictor):
         return self.classes[int(np.argmax(probabilities))]
 
 
-PREDICTORS: dict[str, type[TaskPredictor]] = {"au": AUPredictor, "emotion": EmotionPredictor}
+class ValenceArousalPredictor(TaskPredictor):
+    """Valence and arousal in [-1, 1]."""
+
+    task = "valence_arousal"
+    outputs_name = "valence and arousal"
+    module_class = ValenceArousalRegressor
+
+    def outputs_config(self) -> dict:
+        return {"dimensions": list(DIMENSIONS)}
+
+
+PREDICTORS: dict[str, type[TaskPredictor]] = {"au": AUPredictor, "emotion": EmotionPredictor,
+                                              "valence_arousal": ValenceArousalPredictor}

@@ -136,15 +136,31 @@ def provenance(dm, init_from: str | None, model_args: dict | None = None) -> dic
     return {"trained_on": trained_on, "datasets": ", ".join(datasets)}
 
 
-def register_best(config: SweepConfig, study: optuna.Study) -> Registration:
-    """Retrain the study's best configuration on the whole training split, evaluate it once on the
-    held-out test split, log and register it. The alias moves when the best configuration's
+def trials_to_register(config: SweepConfig, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's best trial, or with ``register.per_backbone`` the best trial of every backbone
+    (best first; the members of a backbone ensemble), chosen by their validation scores."""
+    complete = sorted((t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
+                      key=lambda t: t.value, reverse=True)
+    if not config.register.per_backbone:
+        return complete[:1]
+    chosen, seen = [], set()
+    for trial in complete:
+        backbone = config.task_spec.model_value(trial.user_attrs["model"], "backbone")
+        if backbone not in seen:
+            seen.add(backbone)
+            chosen.append(trial)
+    return chosen
+
+
+def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.FrozenTrial | None = None) -> Registration:
+    """Retrain the study's best configuration (or ``trial``'s) on the whole training split,
+    evaluate it once on the held-out test split, log and register it. The alias moves when its
     cross-validated score beats the champion's on the same split: the test split chooses nothing."""
     if config.register is None:
         raise ValueError("the sweep config has register: null")
     setup_tracking(config.tracking_uri, config.experiment)
     task = config.task_spec
-    best = study.best_trial
+    best = trial if trial is not None else study.best_trial
     model_args, train = best.user_attrs["model"], best.user_attrs["train"]
     train_config = TrainConfig(**train)
     init_from = best.user_attrs["init_from"]  # pinned when the study started
@@ -172,6 +188,7 @@ def register_best(config: SweepConfig, study: optuna.Study) -> Registration:
         # the one look at the test split: reported, never used to choose anything
         evaluation = task.evaluate_test(predictor, dm)
         mlflow.log_metrics(evaluation.metrics)
+        log_test_outputs(predictor, dm, split_id)
         for path, table in evaluation.tables.items():
             log_table(table, path)
         for path, figure in evaluation.figures.items():
@@ -196,6 +213,21 @@ def register_best(config: SweepConfig, study: optuna.Study) -> Registration:
         folds = len(best.user_attrs.get("fold_scores", [])) or 1
         return Registration(run.info.run_id, version, task.metric_label, folds, cv, cv_std, evaluation.score, (lo, hi),
                             evaluation.secondary, None if champion is None else champion["cv"], promoted, reason, table)
+
+
+def log_test_outputs(predictor: TaskPredictor, dm, split_id: str) -> None:
+    """The test split's outputs, kept with the run (``predictions/test.npz``) so that ensembles are
+    built from them later without another look at the test images."""
+    from facslab.tasks import test_outputs
+    from facslab.tracking import artifact_dir
+
+    outputs, labels = test_outputs(predictor, dm)
+    names = np.array([str(n) for n in dm.split_table().loc[dm.positions("test"), "image"]])
+    classes = np.array(list(getattr(predictor, "classes", ())))
+    with artifact_dir() as folder:
+        np.savez_compressed(folder / "test.npz", outputs=outputs, labels=labels, images=names, classes=classes,
+                            split_id=np.array(split_id))
+        mlflow.log_artifact(str(folder / "test.npz"), "predictions")
 
 
 def champion_record(config: SweepConfig) -> dict | None:

@@ -5,6 +5,8 @@
 * Fig. 4: pretraining validation loss vs the fraction of pretraining data used.
 * Fig. 6: validation loss per backbone (pretraining runs, and the sweep's trials).
 * Fig. 7: training curves and per-AU PR-AUC for 0, 1 and 2 unfrozen blocks (best trial of each).
+* With ``ensemble``: the per-class top-1/top-2 table of registered emotion models and of their
+  average and accuracy-weighted vote (``facslab.ensemble``).
 
 Written as Markdown, CSV and PNG under ``output`` and logged to an MLflow run (stage ``report``).
 """
@@ -12,7 +14,7 @@ Written as Markdown, CSV and PNG under ``output`` and logged to an MLflow run (s
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -35,6 +37,8 @@ class ReportConfig:
     model_name: str = "facslab-au"
     alias: str = "champion"
     study: str | None = None  # the sweep whose trials feed Fig. 6 and 7 (None: all trials)
+    #: registered emotion models to combine (``name/version`` or ``name@alias``): the ensemble table
+    ensemble: list[str] = field(default_factory=list)
 
 
 def _runs(experiment_id: str, stage: str, extra: str = "") -> list:
@@ -154,6 +158,11 @@ def make_report(config: ReportConfig) -> Path:
         sections.append(markdown)
     except Exception as error:  # no champion yet: the rest of the report still stands
         sections.append(f"Table 1: not available ({error})\n")
+    if config.ensemble:
+        from facslab.ensemble import build_ensemble_report
+
+        _, markdown = build_ensemble_report(config.ensemble, out)  # an unusable member is an error
+        sections.append(markdown)
     fig4, frame4 = figure4(experiment_id)
     figures["fig4_val_loss_vs_fraction.png"] = fig4
     frame4.to_csv(out / "fig4.csv", index=False)

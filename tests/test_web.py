@@ -41,12 +41,12 @@ def post(url, data, headers=None):
 
 
 @pytest.fixture(scope="module")
-def server(model_dir):
+def server(model_dir, emotion_model_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "facslab"), "serve", "--model",
-                                str(model_dir), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                str(model_dir), "--emotion_model", str(emotion_model_dir), "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -68,6 +68,7 @@ def test_the_page_says_when_the_model_has_only_seen_generated_faces(server):
         info = json.loads(response.read())
     assert info["provenance"]["trained_on"] == "generated"
     assert "trained only on generated faces" in info["note"]
+    assert info["emotion_model"]["provenance"]["trained_on"] == "real" and "happy" in info["emotion_model"]["classes"]
     with urllib.request.urlopen(server + "/", timeout=30) as response:
         assert 'id="model-note"' in response.read().decode()
 
@@ -83,6 +84,7 @@ def test_upload_api_answers_faces_and_refuses_bad_uploads(server):
     Image.fromarray(skimage.data.astronaut()).save(buffer, "PNG")
     status, data = post(server + "/api/analyze", buffer.getvalue(), {"x-filename": "astronaut.png"})
     assert status == 200 and len(data["faces"]) == 1 and data["faces"][0]["emoji"]
+    assert data["faces"][0]["emotion"]["label"] == "happy"  # the real FER-2013 model beside the AUs
     assert Image.open(io.BytesIO(__import__("base64").b64decode(data["faces"][0]["aligned"]))).size == (32, 32)
     status, data = post(server + "/api/analyze", b"this is not an image" * 10)
     assert status == 415 and "not a readable image" in data["error"]
@@ -174,11 +176,13 @@ def test_the_page_end_to_end_in_headless_chromium(server, tmp_path):
             emoji = page.locator("#results .emoji").first.inner_text()
             assert emoji.strip() in "😃😄😁🙂😊😐😮😲😣😠😖😫😤😉"
             assert page.locator("#results img").first.get_attribute("src").startswith("data:image/png;base64,")
+            assert "emotion: happy" in page.locator("#results .emotion").first.inner_text()
             page.screenshot(path=str(tmp_path / "upload.png"))
             page.click("#live-start")
             page.wait_for_function("Number(document.getElementById('live-count').textContent) >= 3", timeout=90000)
             assert page.locator("#live-emoji").inner_text().strip() in "😃😄😁🙂😊😐😮😲😣😠😖😫😤😉"
             assert page.locator("#live-emoji").inner_text().strip() != ""
+            assert "happy" in page.locator("#live-info").inner_text()
             page.click("#live-stop")
         finally:
             browser.close()

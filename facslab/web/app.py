@@ -90,8 +90,9 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
 
     @app.get("/api/model")
     async def model_info() -> dict:
-        predictor, emotion = analyzer.predictor, analyzer.emotion
-        notes = [n for n in (predictor.provenance_note(), emotion.provenance_note() if emotion else None) if n]
+        predictor, emotion, affect = analyzer.predictor, analyzer.emotion, analyzer.affect
+        notes = [m.provenance_note() for m in (predictor, emotion, affect) if m is not None]
+        notes = [n for n in notes if n]
         return {"provenance": predictor.provenance, "note": " ".join(notes) or None,
                 "emotion_model": None if emotion is None else {"classes": list(emotion.classes),
                                                                "provenance": emotion.provenance}}
@@ -138,8 +139,9 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
                     continue
                 _, faces = analysed
                 # detections: full detections run so far on this stream (the tracker covers the rest)
-                await socket.send_json({"faces": [{k: f[k] for k in ("box", "emoji", "emoji_name", "score", "aus",
-                                                                       "probabilities", "eyes_closed")} for f in faces],
+                keys = ("box", "emoji", "emoji_name", "score", "aus", "probabilities", "eyes_closed", "emotion",
+                        "valence", "arousal")
+                await socket.send_json({"faces": [{k: f[k] for k in keys if k in f} for f in faces],
                                         "frame": index - 1, "detections": pipeline.tracker.detections_run})
         except WebSocketDisconnect:
             pass

@@ -1,0 +1,134 @@
+"""AffectNet, RAF-DB and CK+'s emotion labels as emotion datamodules (FER-2013: ``fer2013``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from datamodules.emotion import EmotionDataModule, resized_crops
+from datamodules.splits import subject_folds, subject_holdout
+from facslab.badinput import SkipReport
+from facslab.faces.cache import CachedCrops, FaceSource
+from facslab.formats import affectnet, rafdb
+from facslab.formats.ckplus import CKPlusLayout, read_ckplus
+from facslab.synth.expressions import EMOTIONS as CK_EMOTIONS
+
+
+class AffectNetDataModule(EmotionDataModule):
+    """AffectNet (either release): faces aligned from the released 68 landmarks (dlib detection
+    when a row has none). Codes 8-10 (None, Uncertain, No-Face) are left out. The released
+    validation set is the test set; ``val_fraction`` of training validates.
+
+    Args:
+        target: ``expression`` (8 classes; ``drop_classes: [contempt]`` gives AffectNet-7) or
+            ``valence_arousal`` (two floats per face, for the regression task; rows without them
+            are left out).
+        **kwargs: see ``EmotionDataModule``.
+    """
+
+    all_classes = affectnet.CLASSES
+
+    def __init__(self, root: str, target: str = "expression", **kwargs):
+        super().__init__(root, **kwargs)
+        if target not in ("expression", "valence_arousal"):
+            raise ValueError(f"target must be expression or valence_arousal, not {target!r}")
+        self.target = target
+        if target == "valence_arousal":
+            self.label_dtype = np.float32
+        self.save_hyperparameters()
+
+    def emotion_rows(self, report: SkipReport) -> pd.DataFrame:
+        tables = []
+        for split in ("train", "test"):
+            table = affectnet.read_affectnet(self.root, split, report)
+            tables.append(table.assign(role=split))
+        table = pd.concat(tables, ignore_index=True)
+        table = table[table["expression"] < len(affectnet.CLASSES)]  # 8-10 are not emotions
+        sources = [FaceSource(image, landmarks=landmarks) for image, landmarks in zip(table["image"], table["landmarks"])]
+        return table.assign(source=sources, subject=table["name"], name=[affectnet.CLASSES[e] for e in table["expression"]],
+                            image_name=table["name"]).reset_index(drop=True)
+
+    def read_samples(self, report: SkipReport) -> pd.DataFrame:
+        samples = super().read_samples(report)
+        if self.target == "valence_arousal":
+            samples = samples[samples[["valence", "arousal"]].notna().all(axis=1)].reset_index(drop=True)
+            samples["labels"] = list(samples[["valence", "arousal"]].to_numpy(np.float32))
+        return samples
+
+    def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
+        if self.target == "expression":
+            return super().assign_roles(samples)
+        roles = samples["role"].to_numpy(dtype=object).copy()
+        train = np.flatnonzero((roles == "train") & samples["ok"].to_numpy())
+        held = np.random.default_rng(self.seed).permutation(train)[:max(1, int(round(self.val_fraction * len(train))))]
+        roles[held] = "val" if self.fold is not None else "train"
+        return pd.Series(roles, index=samples.index)
+
+
+class RAFDBDataModule(EmotionDataModule):
+    """RAF-DB basic: its aligned 100x100 faces (resized to ``image_size``), train/test by name;
+    ``val_fraction`` of training validates."""
+
+    all_classes = rafdb.CLASSES
+
+    def __init__(self, root: str, image_size: int = 100, **kwargs):
+        super().__init__(root, image_size=image_size, **kwargs)
+        self.save_hyperparameters()
+
+    def emotion_rows(self, report: SkipReport) -> pd.DataFrame:
+        table = rafdb.read_rafdb(self.root, report)
+        return table.assign(subject=table["name"], name=[rafdb.CLASSES[k] for k in table["label"]],
+                            image_name=table["name"])
+
+    def build_crops(self, samples: pd.DataFrame) -> CachedCrops:
+        return resized_crops(list(samples["image"]), self.image_size, self.cache_dir, self.progress, "reading RAF-DB")
+
+
+class CKPlusEmotionDataModule(EmotionDataModule):
+    """CK+'s emotion labels (327 of 593 sequences in the release) on the peak frame, with
+    subject-exclusive folds and a held-out test split of subjects, as ``CKPlusDataModule``.
+
+    Args:
+        fold: validation fold (0..n_folds-1), or None.
+        n_folds, test_fraction: the subject-exclusive splits.
+        include_neutral: add each labelled sequence's first (neutral) frame as ``neutral``.
+        layout: CK+ folder names.
+    """
+
+    all_classes = CK_EMOTIONS  # neutral, anger, contempt, disgust, fear, happy, sadness, surprise
+
+    def __init__(self, root: str, fold: int | None = 0, n_folds: int = 3, test_fraction: float = 0.1,
+                 include_neutral: bool = False, layout: CKPlusLayout | dict = CKPlusLayout(), **kwargs):
+        drop = list(kwargs.pop("drop_classes", ()))
+        if not include_neutral and "neutral" not in drop:
+            drop.append("neutral")
+        super().__init__(root, drop_classes=drop, fold=None, **kwargs)
+        if fold is not None and not 0 <= fold < n_folds:
+            raise ValueError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
+        self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
+        self.include_neutral = include_neutral
+        self.layout = CKPlusLayout(**layout) if isinstance(layout, dict) else layout
+        self.save_hyperparameters()
+
+    def emotion_rows(self, report: SkipReport) -> pd.DataFrame:
+        sequences = read_ckplus(self.root, self.layout, report)
+        labelled = sequences[sequences["emotion"].notna()]
+        rows = [dict(source=FaceSource(s.peak_image, landmarks_file=s.peak_landmarks), subject=s.subject,
+                     sequence=s.sequence, name=CK_EMOTIONS[int(s.emotion)], role="train", kind="peak", facs=s.facs)
+                for s in labelled.itertuples()]
+        if self.include_neutral:
+            rows += [dict(source=FaceSource(s.neutral_image, landmarks_file=s.neutral_landmarks), subject=s.subject,
+                          sequence=s.sequence, name="neutral", role="train", kind="neutral", facs={})
+                     for s in labelled.itertuples()]
+        return pd.DataFrame(rows)
+
+    def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
+        subjects = samples["subject"].to_numpy()
+        test = subject_holdout(subjects, self.test_fraction, self.seed)
+        folds = np.full(len(samples), -1)
+        folds[~test] = subject_folds(subjects[~test], self.n_folds, self.seed)
+        samples["fold"] = folds
+        roles = np.where(test, "test", "train").astype(object)
+        if self.fold is not None:
+            roles[folds == self.fold] = "val"
+        return pd.Series(roles, index=samples.index)

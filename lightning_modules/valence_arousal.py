@@ -1,0 +1,103 @@
+"""Valence and arousal regression (AffectNet's continuous labels, in [-1, 1]).
+
+The loss is 1 - CCC (concordance correlation, the field's headline metric, which rewards getting
+the scale and offset right as well as the ranking), MSE, or their sum; a sweep maximises the
+mean validation CCC of valence and arousal. RMSE, Pearson correlation and sign agreement (SAGR)
+are logged beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lightning_modules.backbones import SPATIAL_OUTPUT
+from lightning_modules.base import BackboneTask
+
+LOSSES = ("ccc", "mse", "ccc+mse")
+DIMENSIONS = ("valence", "arousal")
+
+
+def concordance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lin's concordance correlation per column."""
+    pred_mean, target_mean = pred.mean(0), target.mean(0)
+    covariance = ((pred - pred_mean) * (target - target_mean)).mean(0)
+    return 2 * covariance / (pred.var(0, unbiased=False) + target.var(0, unbiased=False)
+                             + (pred_mean - target_mean) ** 2 + 1e-8)
+
+
+def regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if name == "ccc":
+        return 1 - concordance(pred, target).mean()
+    if name == "mse":
+        return nn.functional.mse_loss(pred, target)
+    if name == "ccc+mse":
+        return 1 - concordance(pred, target).mean() + nn.functional.mse_loss(pred, target)
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
+
+
+class ValenceArousalRegressor(BackboneTask):
+    """Valence and arousal of a face crop (a tanh head keeps both in [-1, 1]).
+
+    Args:
+        backbone, unfrozen_blocks, weights: as for the other tasks.
+        dropout: before the head.
+        loss: ccc, mse or ccc+mse.
+        lr, betas, weight_decay, lr_schedule: Adam.
+        image_size, channels, mean, std: the input (from the data).
+    """
+
+    objective = "val_ccc"
+    history_metrics = ("train_loss", "val_loss", "val_ccc")
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        unfrozen_blocks: int = -1,
+        dropout: float = 0.2,
+        loss: str = "ccc",
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+        weights: str | None = None,
+        image_size: int = 64,
+        channels: int = 3,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+        built = self.init_backbone(backbone, weights, unfrozen_blocks, in_channels=channels)
+        pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)] if backbone in SPATIAL_OUTPUT else []
+        self.head = nn.Sequential(*pool, nn.Dropout(dropout), nn.Linear(built.features, len(DIMENSIONS)), nn.Tanh())
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def training_step(self, batch, batch_idx):
+        images, target = batch
+        loss = regression_loss(self.hparams.loss, self(images), target)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, target = batch
+        pred = self(images)
+        self.log("val_loss", regression_loss(self.hparams.loss, pred, target), on_step=False, on_epoch=True,
+                 prog_bar=True, batch_size=len(images))
+        self._val_outputs.append((pred.detach(), target.detach()))
+
+    def on_validation_epoch_end(self):
+        if not self._val_outputs:
+            return
+        pred = torch.cat([p for p, _ in self._val_outputs])
+        target = torch.cat([t for _, t in self._val_outputs])
+        self._val_outputs.clear()
+        ccc = concordance(pred, target)
+        self.log("val_ccc", ccc.mean(), prog_bar=True)
+        for k, name in enumerate(DIMENSIONS):
+            self.log(f"val_ccc_{name}", ccc[k])
+        self.log("val_rmse", torch.sqrt(((pred - target) ** 2).mean()))
