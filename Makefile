@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean-data
+.PHONY: demo emotion-demo test bench install clean-data
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/facslab demo
 
+emotion-demo: $(STAMP)
+	$(BIN)/facslab emotion-demo
+
 test: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup
 
@@ -27,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/preprocessing.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/live.py
+	$(BIN)/python bench/emotion.py
 
 clean-data:
 	rm -rf data/demo

@@ -112,6 +112,7 @@ class CKPlusEmotionDataModule(EmotionDataModule):
 
     def emotion_rows(self, report: SkipReport) -> pd.DataFrame:
         sequences = read_ckplus(self.root, self.layout, report)
+        self.all_subjects = np.unique(sequences["subject"].to_numpy())
         labelled = sequences[sequences["emotion"].notna()]
         rows = [dict(source=FaceSource(s.peak_image, landmarks_file=s.peak_landmarks), subject=s.subject,
                      sequence=s.sequence, name=CK_EMOTIONS[int(s.emotion)], role="train", kind="peak", facs=s.facs)
@@ -124,7 +125,11 @@ class CKPlusEmotionDataModule(EmotionDataModule):
 
     def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
         subjects = samples["subject"].to_numpy()
-        test = subject_holdout(subjects, self.test_fraction, self.seed)
+        # the test subjects are drawn from every CK+ subject, as CKPlusDataModule draws them (the
+        # draw depends only on the set of subjects and the seed): an AU model trained on that
+        # module's training split has never seen this module's test subjects
+        held = self.all_subjects[subject_holdout(self.all_subjects, self.test_fraction, self.seed)]
+        test = np.isin(subjects, held)
         folds = np.full(len(samples), -1)
         folds[~test] = subject_folds(subjects[~test], self.n_folds, self.seed)
         samples["fold"] = folds

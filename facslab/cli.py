@@ -28,6 +28,13 @@ def _demo(args) -> int:
     return 0
 
 
+def _emotion_demo(args) -> int:
+    from facslab.pipeline import run_emotion_demo
+
+    run_emotion_demo(args.out, args.seed, args.fer_images, args.affectnet_images)
+    return 0
+
+
 def _prepare_demo(args, size) -> int:
     """Generate the demo datasets and build their caches, without training."""
     from datamodules import CelebANoisyDataModule, CKPlusDataModule
@@ -105,6 +112,16 @@ def _register(args, parser) -> int:
     config = parser.instantiate(args).config
     setup_tracking(config.tracking_uri, config.experiment)
     print(register_best(config, load_study(config)).summary(config.register))
+    return 0
+
+
+def _au_emotion(args, parser) -> int:
+    from facslab.au_emotion.evaluate import evaluate_au_emotion
+
+    config = parser.instantiate(args).config
+    evaluate_au_emotion(config)
+    print((Path(config.output) / "au_emotion.md").read_text())
+    print(f"written to {config.output} (table, confusion matrices, AU frequencies) and logged to MLflow")
     return 0
 
 
@@ -395,6 +412,14 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     demo.add_argument("--image_size", type=int, default=64, help="crop side for --prepare_only")
     sub.add_subcommand("demo", demo, help=demo.description)
 
+    emotion_demo = ArgumentParser(description="The emotion and valence/arousal chain on generated data, and the real "
+                                              "FER-2013 model.")
+    emotion_demo.add_argument("--out", default="data/demo")
+    emotion_demo.add_argument("--fer_images", type=int, default=1500)
+    emotion_demo.add_argument("--affectnet_images", type=int, default=900)
+    emotion_demo.add_argument("--seed", type=int, default=0)
+    sub.add_subcommand("emotion-demo", emotion_demo, help=emotion_demo.description)
+
     emoji = ArgumentParser(description="Detect every face, predict its AUs and eyes, and match an emoji.")
     emoji.add_argument("images", nargs="+")
     _add_model_arguments(emoji)
@@ -422,6 +447,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     web.add_argument("--port", type=int, default=8000)
     sub.add_subcommand("serve", web, help=web.description)
 
+    from facslab.au_emotion.evaluate import AUEmotionConfig
     from facslab.config import PretrainConfig, SweepConfig
     from facslab.report import ReportConfig
 
@@ -429,7 +455,9 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     for name, cls, text in (("pretrain", PretrainConfig, "Pretrain on CelebA with noisy OpenFace labels (one MLflow run)."),
                             ("sweep", SweepConfig, "Run or resume an Optuna sweep; register the best model."),
                             ("register", SweepConfig, "Retrain a study's best trial, test it once, register it."),
-                            ("report", ReportConfig, "Table 1 and the report's figures from MLflow runs.")):
+                            ("report", ReportConfig, "Table 1 and the report's figures from MLflow runs."),
+                            ("au-emotion", AUEmotionConfig, "AU -> emotion (FACS rules, learned table, logistic "
+                                                            "regression) on CK+'s emotion labels.")):
         p = ArgumentParser(description=text)
         p.add_class_arguments(cls, "config", help="a YAML file, then --config.KEY overrides")
         if name == "sweep":
@@ -477,7 +505,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     svc.add_argument("--postgres_port", type=int, default=5433)
     svc.add_argument("--mlflow_port", type=int, default=5000)
     sub.add_subcommand("services", svc, help=svc.description)
-    return parser, {"demo": demo, "generate": gen, "port-fer": port, "preprocess": pre, "eyes": eyes, "emoji": emoji, "live": live, "serve": web,
+    return parser, {"demo": demo, "emotion-demo": emotion_demo, "generate": gen, "port-fer": port, "preprocess": pre, "eyes": eyes, "emoji": emoji, "live": live, "serve": web,
                     "services": svc, **config_parsers}
 
 
@@ -518,10 +546,10 @@ def _run(args, subparsers) -> int:
     command = args.command
     sub_args = args[command]
     with_parser = {"preprocess": _preprocess, "pretrain": _pretrain, "sweep": _sweep, "register": _register,
-                   "report": _report}
+                   "report": _report, "au-emotion": _au_emotion}
     if command in with_parser:
         return with_parser[command](sub_args, subparsers[command])
-    return {"demo": _demo, "generate": _generate, "port-fer": _port_fer, "eyes": _eyes, "emoji": _emoji, "live": _live,
+    return {"demo": _demo, "emotion-demo": _emotion_demo, "generate": _generate, "port-fer": _port_fer, "eyes": _eyes, "emoji": _emoji, "live": _live,
             "serve": _serve, "services": _services}[command](sub_args)
 
 

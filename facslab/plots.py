@@ -106,3 +106,43 @@ def valence_arousal_scatter(pred: np.ndarray, true: np.ndarray, title: str = "va
     figure.suptitle(title)
     figure.tight_layout()
     return figure
+
+
+def confusion_grid(matrices: dict[str, np.ndarray], classes, title: str):
+    """Row-normalised confusion matrices side by side (three per row)."""
+    import matplotlib.pyplot as plt
+
+    n = len(matrices)
+    columns = min(3, n)
+    rows = (n + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.0 * rows), squeeze=False)
+    for ax, (name, counts) in zip(axes.ravel(), matrices.items()):
+        rates = counts / np.clip(counts.sum(1, keepdims=True), 1, None)
+        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(classes)), classes, fontsize=7)
+        ax.set_title(name, fontsize=8)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def heatmap(frame, title: str):
+    """A table of values in [0, 1] (rows x columns) as a heat map with the values written in."""
+    import matplotlib.pyplot as plt
+
+    values = frame.to_numpy(dtype=float)
+    figure, ax = plt.subplots(figsize=(0.55 * values.shape[1] + 2, 0.45 * values.shape[0] + 1.5))
+    ax.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(values.shape[1]), list(frame.columns), rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(values.shape[0]), list(frame.index), fontsize=8)
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if values[i, j] > 0.5 else "white")
+    ax.set_title(title)
+    figure.tight_layout()
+    return figure
