@@ -188,7 +188,7 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
         # the one look at the test split: reported, never used to choose anything
         evaluation = task.evaluate_test(predictor, dm)
         mlflow.log_metrics(evaluation.metrics)
-        log_test_outputs(predictor, dm, split_id)
+        log_test_outputs(evaluation.predictions, predictor, dm, split_id)
         for path, table in evaluation.tables.items():
             log_table(table, path)
         for path, figure in evaluation.figures.items():
@@ -215,13 +215,13 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
                             evaluation.secondary, None if champion is None else champion["cv"], promoted, reason, table)
 
 
-def log_test_outputs(predictor: TaskPredictor, dm, split_id: str) -> None:
-    """The test split's outputs, kept with the run (``predictions/test.npz``) so that ensembles are
-    built from them later without another look at the test images."""
-    from facslab.tasks import test_outputs
+def log_test_outputs(predictions: tuple[np.ndarray, np.ndarray], predictor: TaskPredictor, dm, split_id: str) -> None:
+    """The test split's outputs (from the one evaluation), kept with the run
+    (``predictions/test.npz``) so that ensembles are built from them later without another look
+    at the test images."""
     from facslab.tracking import artifact_dir
 
-    outputs, labels = test_outputs(predictor, dm)
+    outputs, labels = predictions
     names = np.array([str(n) for n in dm.split_table().loc[dm.positions("test"), "image"]])
     classes = np.array(list(getattr(predictor, "classes", ())))
     with artifact_dir() as folder:

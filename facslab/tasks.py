@@ -42,6 +42,7 @@ class Evaluation:
     attrs: dict = field(default_factory=dict)
     interval: tuple[float, float] = (float("nan"), float("nan"))
     secondary: str = ""  # e.g. "F1 0.71" for the registration line
+    predictions: tuple[np.ndarray, np.ndarray] | None = None  # (outputs, labels) of the test split
 
 
 class Task:
@@ -168,7 +169,7 @@ class AUTask(Task):
                    "test_f1_ci_lo": float(mean["f1_lo"]), "test_f1_ci_hi": float(mean["f1_hi"])}
         return Evaluation(float(mean["pr_auc"]), metrics, {"metrics/test_per_au.csv": table},
                           {"plots/test_pr_curves.png": plots.pr_curves(probs, labels, "test PR curves")},
-                          interval=(lo, hi), secondary=f"F1 {mean['f1']:.3f}")
+                          interval=(lo, hi), secondary=f"F1 {mean['f1']:.3f}", predictions=(probs, labels))
 
 
 class EmotionTask(Task):
@@ -220,7 +221,7 @@ class EmotionTask(Task):
         return Evaluation(float(overall["top1"]), metrics, {"metrics/test_per_class.csv": table},
                           {"plots/test_confusion_matrix.png": figure},
                           interval=(float(overall["top1_lo"]), float(overall["top1_hi"])),
-                          secondary=f"top-2 {overall['top2']:.3f}, macro F1 {mean['f1']:.3f}")
+                          secondary=f"top-2 {overall['top2']:.3f}, macro F1 {mean['f1']:.3f}", predictions=(probs, labels))
 
 
 class ValenceArousalTask(Task):
@@ -263,7 +264,7 @@ class ValenceArousalTask(Task):
         figure = plots.valence_arousal_scatter(pred, true, "test: predicted vs annotated")
         return Evaluation(float(mean["ccc"]), metrics, {"metrics/test_affect.csv": table},
                           {"plots/test_valence_arousal.png": figure}, interval=(float(mean["ccc_lo"]), float(mean["ccc_hi"])),
-                          secondary=f"RMSE {mean['rmse']:.3f}, SAGR {mean['sagr']:.3f}")
+                          secondary=f"RMSE {mean['rmse']:.3f}, SAGR {mean['sagr']:.3f}", predictions=(pred, true))
 
 
 def class_free_mean(table: pd.DataFrame, column: str) -> float:
