@@ -237,7 +237,13 @@ class AUFaceDataModule(FaceDataModule):
     def positive_rate(self, role: str = "train") -> np.ndarray:
         """Fraction of positives per AU in a split (for BCE ``pos_weight``)."""
         labels = self.labels_array()[self.positions(role)]
-        return labels.mean(0) if len(labels) else np.zeros(len(AU_LABELS))
+        if not len(labels):
+            return np.zeros(len(AU_LABELS))
+        import warnings
+
+        with warnings.catch_warnings():  # an AU never coded (all NaN) has no rate: 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nan_to_num(np.nanmean(labels, axis=0))
 
 
 def channel_stats(crops: np.ndarray, positions: np.ndarray, seed: int, max_images: int = 2000, chunk: int = 128):

@@ -12,7 +12,7 @@ import pandas as pd
 
 from datamodules.base import AUFaceDataModule
 from datamodules.splits import subject_folds, subject_holdout
-from facslab.au import NUM_AUS, labels_from_facs_codes
+from facslab.au import NUM_AUS, intensities_from_facs_codes, labels_from_facs_codes
 from facslab.badinput import SkipReport
 from facslab.faces.cache import FaceSource
 from facslab.formats.ckplus import CKPlusLayout, read_ckplus
@@ -30,6 +30,8 @@ class CKPlusDataModule(AUFaceDataModule):
             "negative", or makes its sequence be skipped ("reject").
         include_neutral: add the first (neutral) frame of each subject as an all-negative sample.
         layout: CK+ folder names (the release's by default), a ``CKPlusLayout`` or a plain dict.
+        target: ``occurrence`` (AU presence) or ``intensity`` (0-5 from the FACS grades, NaN for
+            an AU coded present but not graded; for the AU intensity task).
         **kwargs: see ``AUFaceDataModule``.
     """
 
@@ -43,9 +45,13 @@ class CKPlusDataModule(AUFaceDataModule):
         ungraded: str = "positive",
         include_neutral: bool = True,
         layout: CKPlusLayout | dict = CKPlusLayout(),
+        target: str = "occurrence",
         **kwargs,
     ):
         super().__init__(root, **kwargs)
+        if target not in ("occurrence", "intensity"):
+            raise ValueError(f"target must be occurrence or intensity, not {target!r}")
+        self.target = target
         if fold is not None and not 0 <= fold < n_folds:
             raise ValueError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
         if ungraded not in ("positive", "negative", "reject"):
@@ -60,7 +66,8 @@ class CKPlusDataModule(AUFaceDataModule):
         rows = []
         for seq in sequences.itertuples():
             try:
-                labels = labels_from_facs_codes(seq.facs, self.min_intensity, self.ungraded)
+                labels = (intensities_from_facs_codes(seq.facs) if self.target == "intensity"
+                          else labels_from_facs_codes(seq.facs, self.min_intensity, self.ungraded))
             except ValueError as error:
                 report.skip(seq.facs_file, str(error))
                 continue

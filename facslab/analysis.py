@@ -14,7 +14,7 @@ from facslab.emoji import Emoji, Match, agreement_vector, load_emojis, match_emo
 from facslab.faces.align import align_face
 from facslab.faces.detect import MIN_CONFIDENCE, Detection, detect_faces, predict_landmarks
 from facslab.faces.eyes import EYE_CLOSED_THRESHOLD, eye_aspect_ratios
-from facslab.predictor import AUPredictor, EmotionPredictor, ValenceArousalPredictor
+from facslab.predictor import AUIntensityPredictor, AUPredictor, EmotionPredictor, ValenceArousalPredictor
 
 
 @dataclass
@@ -40,6 +40,8 @@ class FaceResult:
     crop: np.ndarray | None = None
     emotion: Emotion | None = None
     affect: tuple[float, float] | None = None  # (valence, arousal) in [-1, 1]
+    intensities: np.ndarray | None = None  # 18 AU intensities 0-5
+    au_emotion: tuple[str, float] | None = None  # the FACS rule table's emotion for the AUs, its similarity
 
     def as_dict(self) -> dict:
         info = {"box": [int(v) for v in self.box], "confidence": round(float(self.confidence), 4),
@@ -49,6 +51,10 @@ class FaceResult:
             info["emotion"] = self.emotion.as_dict()
         if self.affect is not None:
             info["valence"], info["arousal"] = round(float(self.affect[0]), 4), round(float(self.affect[1]), 4)
+        if self.au_emotion is not None:
+            info["au_emotion"] = {"label": self.au_emotion[0], "similarity": round(self.au_emotion[1], 4)}
+        if self.intensities is not None:
+            info["intensities"] = {a: round(float(v), 3) for a, v in zip(AU_LABELS, self.intensities)}
         if self.match is None:
             return info
         return {
@@ -68,11 +74,14 @@ class FaceAnalyzer:
     def __init__(self, predictor: AUPredictor | None, emojis: list[Emoji] | None = None, metric: str = "kappa",
                  eye_threshold: float = EYE_CLOSED_THRESHOLD, detector: str = "hog", upsample: int = 1,
                  min_confidence: float = MIN_CONFIDENCE, emotion: EmotionPredictor | None = None,
-                 affect: ValenceArousalPredictor | None = None):
-        if predictor is None and emotion is None and affect is None:
-            raise ValueError("FaceAnalyzer needs an AU, an emotion or a valence/arousal model")
+                 affect: ValenceArousalPredictor | None = None, intensity: AUIntensityPredictor | None = None):
+        if predictor is None and emotion is None and affect is None and intensity is None:
+            raise ValueError("FaceAnalyzer needs an AU, an emotion, a valence/arousal or an AU intensity model")
         self.predictor, self.emotion, self.metric, self.eye_threshold = predictor, emotion, metric, eye_threshold
-        self.affect = affect
+        self.affect, self.intensity = affect, intensity
+        from facslab.au_emotion import RuleTable
+
+        self.rules = RuleTable.from_csv()  # the AU-derived emotion shown beside the emoji
         self.emojis = emojis if emojis is not None else load_emojis()
         self.detector, self.upsample, self.min_confidence = detector, upsample, min_confidence
 
@@ -91,7 +100,7 @@ class FaceAnalyzer:
                 detections = self.detect(image)
         if not detections:
             return []
-        models = [m for m in (self.predictor, self.emotion, self.affect) if m is not None]
+        models = [m for m in (self.predictor, self.emotion, self.affect, self.intensity) if m is not None]
         crops, ears = {id(m): [] for m in models}, []
         for detection in detections:
             with clock("landmarks"):  # the 68 points serve both the eye centres and the EAR
@@ -102,7 +111,7 @@ class FaceAnalyzer:
                     crops[id(model)].append(crop[..., ::-1] if channels == "BGR" else crop)  # the models take RGB
             ears.append(eye_aspect_ratios(landmarks))
         n = len(detections)
-        probabilities, emotions, affects = [None] * n, [None] * n, [None] * n
+        probabilities, emotions, affects, intensities = [None] * n, [None] * n, [None] * n, [None] * n
         with clock("model"):
             if self.predictor is not None:
                 probabilities = self.predictor.predict_aligned(np.stack(crops[id(self.predictor)]))
@@ -115,17 +124,22 @@ class FaceAnalyzer:
             with clock("valence/arousal"):
                 affects = [tuple(float(v) for v in row)
                            for row in self.affect.predict_aligned(np.stack(crops[id(self.affect)]))]
+        if self.intensity is not None:
+            with clock("intensity"):
+                intensities = list(self.intensity.predict_aligned(np.stack(crops[id(self.intensity)])))
         results = []
         with clock("eyes+emoji"):
             for k, (detection, probs, ear) in enumerate(zip(detections, probabilities, ears)):
                 closed = (ear[0] < self.eye_threshold, ear[1] < self.eye_threshold)
                 decisions = match = None
+                au_emotion = None
                 if probs is not None:
                     decisions = self.predictor.decide(probs)
                     match = match_emoji(agreement_vector(decisions, *closed), self.emojis, self.metric)
+                    au_emotion = self.rules.label(decisions.astype(np.float32))
                 crop = crops[id(models[0])][k] if keep_crops else None
                 results.append(FaceResult(detection.box, detection.confidence, probs, decisions, ear, closed, match,
-                                          crop, emotions[k], affects[k]))
+                                          crop, emotions[k], affects[k], intensities[k], au_emotion))
         return results
 
 

@@ -94,3 +94,19 @@ def labels_from_facs_codes(
             present = intensity >= min_intensity
         labels[index] = max(labels[index], float(present))
     return labels
+
+
+def intensities_from_facs_codes(codes: dict[int, float]) -> np.ndarray:
+    """18-AU intensity vector (0 absent, 1-5 for FACS A-E) from a CK+ FACS table. An AU coded
+    present but not graded (intensity 0) has no known intensity: NaN, masked out of training and
+    metrics. Codes that are one model AU (23, 24) take the larger intensity."""
+    values = np.zeros(NUM_AUS, dtype=np.float32)
+    for code, intensity in codes.items():
+        index = FACS_CODE_TO_INDEX.get(int(code))
+        if index is None:
+            continue
+        if intensity == 0:
+            values[index] = np.nan if values[index] == 0 else values[index]
+        else:
+            values[index] = np.nanmax([values[index], float(intensity)])
+    return values

@@ -136,6 +136,15 @@ def _report(args, parser) -> int:
 def _generate(args) -> int:
     from facslab.demo import OPENFACE_CSV, generate_celeba, generate_ckplus
 
+    if args.dataset in ("bp4d", "bp4d+", "disfa"):
+        from facslab.synth import au_video_datasets as made
+
+        if args.dataset == "disfa":
+            made.write_disfa(Path(args.root), args.subjects, seed=args.seed)
+        else:
+            made.write_bp4d(Path(args.root), args.subjects, seed=args.seed, release=args.dataset)
+        print(f"{args.dataset.upper()} (labels and frame images): {args.root}")
+        return 0
     if args.dataset in ("fer2013", "affectnet", "rafdb"):
         from facslab.synth import emotion_datasets as made
 
@@ -223,31 +232,30 @@ def _analyzer(args):
         raise SystemExit(f"facslab: error: --model {args.model} is a model of the {predictor.task} task; --model "
                          "takes an AU model (an emotion model goes to --emotion_model)")
     emotion = _emotion_predictor(args)
-    affect = _affect_predictor(args)
-    for model in (predictor, emotion, affect):
+    affect = _task_predictor(args.va_model, "valence_arousal", "--va_model", args)
+    intensity = _task_predictor(args.intensity_model, "au_intensity", "--intensity_model", args)
+    for model in (predictor, emotion, affect, intensity):
         note = model.provenance_note() if model is not None else None
         if note:  # said once, before any result
             print(note, file=sys.stderr)
     return FaceAnalyzer(predictor, load_emojis(args.emojis), metric=args.metric, eye_threshold=args.eye_threshold,
-                        detector=args.detector, emotion=emotion, affect=affect)
+                        detector=args.detector, emotion=emotion, affect=affect, intensity=intensity)
 
 
-def _affect_predictor(args):
-    """The valence/arousal model of ``--va_model`` (a model URI or folder), or None."""
-    from facslab.predictor import ValenceArousalPredictor
+def _task_predictor(uri: str | None, task: str, flag: str, args):
+    """The model of an optional flag (a model URI or folder) if it is one of ``task``, or None."""
     from facslab.registry import load_predictor
 
-    if args.va_model is None:
+    if uri is None:
         return None
-    if args.va_model.startswith(("models:/", "runs:/")):
+    if uri.startswith(("models:/", "runs:/")):
         from facslab.tracking import setup_tracking
 
         setup_tracking(args.tracking_uri, args.experiment)
-    affect = load_predictor(args.va_model, args.runtime, args.threads)
-    if not isinstance(affect, ValenceArousalPredictor):
-        raise SystemExit(f"facslab: error: --va_model {args.va_model} is a model of the {affect.task} task, "
-                         "not a valence/arousal model")
-    return affect
+    model = load_predictor(uri, args.runtime, args.threads)
+    if model.task != task:
+        raise SystemExit(f"facslab: error: {flag} {uri} is a model of the {model.task} task, not {task}")
+    return model
 
 
 def _emotion_predictor(args):
@@ -303,6 +311,8 @@ def _emoji(args) -> int:
                            if result.emotion is not None else "")
                 if result.affect is not None:
                     emotion += f"  valence {result.affect[0]:+.2f} arousal {result.affect[1]:+.2f}"
+                if result.au_emotion is not None and result.au_emotion[1] > 0:
+                    emotion += f"  AU rules: {result.au_emotion[0]} ({result.au_emotion[1]:.2f})"
                 print(f"{path} face {k}: {info['emoji']} {info['emoji_name']}  {info['metric']} {info['score']:.3f}"
                       f"{tie}  AUs {aus}{'  eyes closed ' + eyes if eyes else ''}{emotion}")
         if args.annotate:
@@ -373,6 +383,8 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
                              "a models:/ or runs:/ --model), none, a URI or a folder")
     parser.add_argument("--va_model", type=str | None, default=None,
                         help="a valence/arousal model (URI or folder), e.g. models:/facslab-valence-arousal@champion")
+    parser.add_argument("--intensity_model", type=str | None, default=None,
+                        help="an AU intensity model (URI or folder): intensities 0-5, AUxx_r columns in the live CSV")
     parser.add_argument("--tracking_uri", type=str | None, default=None, help="MLflow store (default: mlruns/)")
     parser.add_argument("--experiment", default="facslab")
     parser.add_argument("--emojis", default=str(DEFAULT_TABLE), help="emoji table CSV")
@@ -467,7 +479,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
         config_parsers[name] = p
 
     gen = ArgumentParser(description="Generate one dataset in its real on-disk layout.")
-    gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013", "affectnet", "rafdb"])
+    gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013", "affectnet", "rafdb", "bp4d", "bp4d+", "disfa"])
     gen.add_argument("root")
     gen.add_argument("--subjects", type=int, default=20)
     gen.add_argument("--sequences", type=int, default=3, help="CK+ sequences per subject")

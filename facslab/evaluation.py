@@ -23,9 +23,10 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray, policy: str = "f1",
     if policy == "fixed":
         return thresholds
     for k in range(probs.shape[1]):
-        if labels[:, k].sum() == 0:
+        known = ~np.isnan(labels[:, k])
+        if np.nansum(labels[:, k]) == 0:
             continue
-        precision, recall, cut = precision_recall_curve(labels[:, k], probs[:, k])
+        precision, recall, cut = precision_recall_curve(labels[known, k], probs[known, k])
         f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
         thresholds[k] = float(cut[int(np.argmax(f1))])
     return thresholds
@@ -37,7 +38,7 @@ def per_au_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
     ``mean`` row (macro mean over the AUs that have positives in ``labels``). With ``groups``
     (the subject of every row), 95 % bootstrap intervals over subjects: ``pr_auc_lo/hi``, ``f1_lo/hi``."""
     decisions = probs >= np.asarray(thresholds)[None, :]
-    precision, recall, f1, support = precision_recall_fscore_support(labels, decisions, average=None, zero_division=0)
+    precision, recall, f1, support = per_au_scores(decisions, labels)
     ap = average_precisions(probs, labels)
     table = pd.DataFrame({"au": list(AU_LABELS), "precision": precision, "recall": recall, "f1": f1,
                           "pr_auc": ap, "support": support.astype(int), "threshold": thresholds})
@@ -52,8 +53,25 @@ def per_au_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
     return table
 
 
+def per_au_scores(decisions: np.ndarray, labels: np.ndarray):
+    """Precision, recall, F1 and support (positives) per AU over the rows where the label is
+    known (NaN: not coded, masked out)."""
+    n = labels.shape[1]
+    precision, recall, f1, support = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, int)
+    for k in range(n):
+        known = ~np.isnan(labels[:, k])
+        if not known.any():
+            continue
+        p, r, f, _ = precision_recall_fscore_support(labels[known, k] > 0, decisions[known, k], average="binary",
+                                                     zero_division=0)
+        precision[k], recall[k], f1[k], support[k] = p, r, f, int((labels[known, k] > 0).sum())
+    return precision, recall, f1, support
+
+
 def _f1_scores(decisions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    known = ~np.isnan(labels)
     positive = labels > 0
+    decisions = decisions & known
     tp = (decisions & positive).sum(0)
     wrong = (decisions & ~positive).sum(0) + (~decisions & positive).sum(0)
     f1 = np.divide(2 * tp, 2 * tp + wrong, out=np.zeros(labels.shape[1]), where=(2 * tp + wrong) > 0)
@@ -99,8 +117,13 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def average_precisions(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """PR-AUC (average precision) per AU; NaN for an AU without positives, where it is undefined."""
-    return np.array([average_precision(labels[:, k], probs[:, k]) for k in range(labels.shape[1])])
+    """PR-AUC (average precision) per AU over its known labels; NaN for an AU without positives,
+    where it is undefined."""
+    out = []
+    for k in range(labels.shape[1]):
+        known = ~np.isnan(labels[:, k])
+        out.append(average_precision(labels[known, k], probs[known, k]) if known.any() else float("nan"))
+    return np.array(out)
 
 
 def mean_pr_auc(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -190,3 +213,48 @@ def affect_metrics(pred: np.ndarray, true: np.ndarray, names=("valence", "arousa
         tail = 100 * (1 - level) / 2
         table["ccc_lo"], table["ccc_hi"] = np.percentile(boot, [tail, 100 - tail], axis=0)
     return table
+
+
+def icc_3_1(pred: np.ndarray, true: np.ndarray) -> float:
+    """ICC(3,1) between a prediction and an annotation (two raters) over rows where both are
+    known; NaN with under 2 rows or no variance."""
+    known = ~np.isnan(true) & ~np.isnan(pred)
+    pair = np.stack([pred[known], true[known]], 1).astype(np.float64)
+    n = len(pair)
+    if n < 2:
+        return float("nan")
+    grand = pair.mean()
+    ss_rows = 2 * ((pair.mean(1) - grand) ** 2).sum()
+    ss_cols = n * ((pair.mean(0) - grand) ** 2).sum()
+    ss_error = ((pair - grand) ** 2).sum() - ss_rows - ss_cols
+    ms_rows, ms_error = ss_rows / (n - 1), ss_error / (n - 1)
+    return float((ms_rows - ms_error) / (ms_rows + ms_error)) if ms_rows + ms_error > 0 else float("nan")
+
+
+def intensity_metrics(pred: np.ndarray, true: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 500,
+                      seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """ICC(3,1) and MAE per AU over its annotated rows (AUs a dataset does not grade are left
+    out), and their ``mean``; with ``groups`` (subjects), bootstrap intervals of the mean ICC."""
+    rows = []
+    for k, label in enumerate(AU_LABELS):
+        known = ~np.isnan(true[:, k])
+        if known.sum() < 2:
+            continue
+        rows.append({"au": label, "icc": icc_3_1(pred[:, k], true[:, k]),
+                     "mae": float(np.abs(pred[known, k] - true[known, k]).mean()), "n": int(known.sum()),
+                     "mean_intensity": float(true[known, k].mean())})
+    table = pd.DataFrame(rows, columns=["au", "icc", "mae", "n", "mean_intensity"])
+    mean = {"au": "mean", "icc": table["icc"].mean(), "mae": table["mae"].mean(), "n": int(table["n"].sum()),
+            "mean_intensity": np.nan}
+    if groups is not None and len(table):
+        rows_of = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+        rng = np.random.default_rng(seed)
+        columns = [AU_LABELS.index(a) for a in table["au"]]
+        draws = []
+        for _ in range(n_boot):
+            sample = np.concatenate([rows_of[j] for j in rng.integers(len(rows_of), size=len(rows_of))])
+            with np.errstate(all="ignore"):
+                draws.append(np.nanmean([icc_3_1(pred[sample, k], true[sample, k]) for k in columns]))
+        tail = 100 * (1 - level) / 2
+        mean["icc_lo"], mean["icc_hi"] = np.nanpercentile(draws, [tail, 100 - tail])
+    return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 _OPENFACE_COLUMN = {index: column for column, index in OPENFACE_C_TO_INDEX.items()}
 PRESENCE_COLUMNS = tuple(_OPENFACE_COLUMN[k] for k in range(NUM_AUS))
 PROBABILITY_COLUMNS = tuple(c.removesuffix("_c") + "_p" for c in PRESENCE_COLUMNS)
+INTENSITY_COLUMNS = tuple(c.removesuffix("_c") + "_r" for c in PRESENCE_COLUMNS)  # OpenFace's AUxx_r
 CSV_COLUMNS = (("frame", "face_id", "timestamp", "confidence", "success") + PROBABILITY_COLUMNS + PRESENCE_COLUMNS
                + ("ear_left", "ear_right", "eye_left_closed", "eye_right_closed", "emoji", "emoji_name", "emoji_score"))
 
@@ -161,13 +162,15 @@ class LivePipeline:
 
 
 def csv_columns(analyzer: FaceAnalyzer) -> tuple[str, ...]:
-    """``CSV_COLUMNS``, then with an emotion model its label and one probability per class, and with
-    a valence/arousal model those two."""
+    """``CSV_COLUMNS``, then with an emotion model its label and one probability per class, with a
+    valence/arousal model those two, and with an AU intensity model OpenFace's ``AUxx_r`` columns."""
     columns = CSV_COLUMNS
     if analyzer.emotion is not None:
         columns += ("emotion",) + tuple(f"emotion_{c}" for c in analyzer.emotion.classes)
     if analyzer.affect is not None:
         columns += ("valence", "arousal")
+    if analyzer.intensity is not None:
+        columns += INTENSITY_COLUMNS
     return columns
 
 
@@ -180,6 +183,8 @@ def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResul
         row += [result.emotion.label] + [round(float(p), 4) for p in result.emotion.probabilities.values()]
     if result.affect is not None:
         row += [round(result.affect[0], 4), round(result.affect[1], 4)]
+    if result.intensities is not None:
+        row += [round(float(v), 3) for v in result.intensities]
     return row
 
 

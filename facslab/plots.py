@@ -35,12 +35,14 @@ def pr_curves(probs: np.ndarray, labels: np.ndarray, title: str = "precision-rec
     figure, axes = plt.subplots(3, 6, figsize=(14, 7), sharex=True, sharey=True)
     for k, ax in enumerate(axes.flat):
         ax.set_title(f"AU{AU_LABELS[k]}", fontsize=9)
-        if labels[:, k].sum() == 0:
-            ax.text(0.5, 0.5, "no positives", ha="center", va="center", fontsize=8)
+        known = ~np.isnan(labels[:, k])  # NaN: not coded by the dataset
+        if np.nansum(labels[:, k]) == 0:
+            ax.text(0.5, 0.5, "no positives" if known.any() else "not coded", ha="center", va="center", fontsize=8)
             continue
-        precision, recall, _ = precision_recall_curve(labels[:, k], probs[:, k])
+        truth, scores = labels[known, k], probs[known, k]
+        precision, recall, _ = precision_recall_curve(truth, scores)
         ax.plot(recall, precision)
-        ax.text(0.05, 0.05, f"AP {average_precision_score(labels[:, k], probs[:, k]):.2f}", fontsize=8)
+        ax.text(0.05, 0.05, f"AP {average_precision_score(truth, scores):.2f}", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("recall")
     for ax in axes[:, 0]:

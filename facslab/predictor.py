@@ -19,6 +19,7 @@ import torch
 from facslab.au import AU_LABELS
 from facslab.faces.align import AlignmentSpec
 from lightning_modules.au_detector import AUDetector
+from lightning_modules.au_intensity import AUIntensityRegressor
 from lightning_modules.base import BackboneTask
 from lightning_modules.emotion_classifier import EmotionClassifier
 from lightning_modules.valence_arousal import DIMENSIONS, ValenceArousalRegressor
@@ -239,5 +240,17 @@ class ValenceArousalPredictor(TaskPredictor):
         return {"dimensions": list(DIMENSIONS)}
 
 
+class AUIntensityPredictor(TaskPredictor):
+    """Intensity 0-5 of each of the 18 AUs."""
+
+    task = "au_intensity"
+    outputs_name = "AU intensities"
+    module_class = AUIntensityRegressor
+
+    def outputs_config(self) -> dict:
+        return {"au_labels": list(AU_LABELS)}
+
+
 PREDICTORS: dict[str, type[TaskPredictor]] = {"au": AUPredictor, "emotion": EmotionPredictor,
-                                              "valence_arousal": ValenceArousalPredictor}
+                                              "valence_arousal": ValenceArousalPredictor,
+                                              "au_intensity": AUIntensityPredictor}

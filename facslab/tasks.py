@@ -18,10 +18,12 @@ import pandas as pd
 
 import datamodules
 from facslab import plots
-from facslab.evaluation import (affect_metrics, choose_thresholds, class_row, confusion, mean_pr_auc, mean_row,
-                                per_au_metrics, per_class_metrics)
-from facslab.predictor import AUPredictor, EmotionPredictor, TaskPredictor, ValenceArousalPredictor
+from facslab.evaluation import (affect_metrics, choose_thresholds, class_row, confusion, intensity_metrics, mean_pr_auc,
+                                mean_row, per_au_metrics, per_class_metrics)
+from facslab.predictor import (AUIntensityPredictor, AUPredictor, EmotionPredictor, TaskPredictor,
+                               ValenceArousalPredictor)
 from lightning_modules.au_detector import AUDetector
+from lightning_modules.au_intensity import AUIntensityRegressor
 from lightning_modules.base import BackboneTask
 from lightning_modules.emotion_classifier import EmotionClassifier
 from lightning_modules.valence_arousal import ValenceArousalRegressor
@@ -272,7 +274,60 @@ def class_free_mean(table: pd.DataFrame, column: str) -> float:
     return float(table.loc[table["dimension"] == "mean", column].iloc[0])
 
 
-TASKS: dict[str, Task] = {"au": AUTask(), "emotion": EmotionTask(), "valence_arousal": ValenceArousalTask()}
+class AUIntensityTask(Task):
+    """AU intensity 0-5, scored by the mean ICC(3,1) over the AUs the data grades (MAE beside it)."""
+
+    name, module_class, predictor_class = "au_intensity", AUIntensityRegressor, AUIntensityPredictor
+    default_datamodule, registered_name = "DISFADataModule", "facslab-au-intensity"
+    metric, metric_label = "icc", "ICC(3,1)"
+
+    def build_model(self, model_args, dm, train, init_from):
+        from facslab.training import load_weights
+
+        if getattr(dm, "target", None) != "intensity":
+            raise ValueError(f"the au_intensity task needs a datamodule with target: intensity "
+                             f"({type(dm).__name__} gives {getattr(dm, 'target', 'presence')})")
+        model = AUIntensityRegressor(**{**model_args, "image_size": dm.image_size, "mean": list(dm.mean),
+                                        "std": list(dm.std)})
+        if init_from:
+            load_weights(model, init_from)
+        return model
+
+    def fold_score(self, outputs, labels):
+        table = intensity_metrics(outputs, labels)
+        return float(table.loc[table["au"] == "mean", "icc"].iloc[0])
+
+    def summarise_validation(self, outputs, labels, dm, train):
+        table = intensity_metrics(outputs, labels)
+        metrics = {f"oof_{m}_AU{r.au.replace('/', '_')}": float(getattr(r, m)) for r in table.itertuples()
+                   if r.au != "mean" for m in ("icc", "mae") if np.isfinite(getattr(r, m))}
+        mean = table[table["au"] == "mean"].iloc[0]
+        metrics.update(oof_icc=float(mean["icc"]), oof_mae=float(mean["mae"]))
+        per_au = table[table["au"] != "mean"]
+        figure = plots.bar_chart([f"AU{a}" for a in per_au["au"]], per_au["icc"].fillna(0), "ICC(3,1)",
+                                 "validation ICC(3,1) per AU")
+        return Evaluation(float(mean["icc"]), metrics, {"metrics/validation_intensity.csv": table},
+                          {"plots/icc_per_au.png": figure})
+
+    def evaluate_test(self, predictor, dm):
+        pred, true = test_outputs(predictor, dm)
+        subjects = dm.samples.loc[dm.positions("test"), "subject"].to_numpy()
+        table = intensity_metrics(pred, true, groups=subjects)
+        mean = table[table["au"] == "mean"].iloc[0]
+        metrics = {f"test_{m}_AU{r.au.replace('/', '_')}": float(getattr(r, m)) for r in table.itertuples()
+                   if r.au != "mean" for m in ("icc", "mae") if np.isfinite(getattr(r, m))}
+        metrics.update(test_icc=float(mean["icc"]), test_mae=float(mean["mae"]), test_icc_ci_lo=float(mean["icc_lo"]),
+                       test_icc_ci_hi=float(mean["icc_hi"]))
+        per_au = table[table["au"] != "mean"]
+        figure = plots.bar_chart([f"AU{a}" for a in per_au["au"]], per_au["icc"].fillna(0), "ICC(3,1)",
+                                 "test ICC(3,1) per AU")
+        return Evaluation(float(mean["icc"]), metrics, {"metrics/test_intensity.csv": table},
+                          {"plots/test_icc_per_au.png": figure}, interval=(float(mean["icc_lo"]), float(mean["icc_hi"])),
+                          secondary=f"MAE {mean['mae']:.3f}", predictions=(pred, true))
+
+
+TASKS: dict[str, Task] = {"au": AUTask(), "emotion": EmotionTask(), "valence_arousal": ValenceArousalTask(),
+                          "au_intensity": AUIntensityTask()}
 
 
 def get_task(name: str) -> Task:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.classification import MultilabelAveragePrecision
+from torchmetrics.functional.classification import binary_average_precision
 
 from facslab.au import AU_LABELS, NUM_AUS
 from lightning_modules.base import BackboneTask
@@ -66,24 +66,29 @@ class AUDetector(BackboneTask):
         built = self.init_backbone(backbone, weights, unfrozen_blocks)
         self.head = AUHead(built.features, hidden_size, dropout)
         weight = torch.as_tensor(pos_weight, dtype=torch.float32) if pos_weight is not None else None
-        self.loss = nn.BCEWithLogitsLoss(pos_weight=weight)
+        self.loss = nn.BCEWithLogitsLoss(pos_weight=weight, reduction="none")
         self.register_buffer("thresholds", torch.as_tensor(
             thresholds if thresholds is not None else [0.5] * NUM_AUS, dtype=torch.float32))
-        self.val_ap = MultilabelAveragePrecision(num_labels=NUM_AUS, average=None)
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.val_probs: np.ndarray | None = None  # last validation epoch, for thresholds and PR curves
         self.val_labels: np.ndarray | None = None
 
+    def masked_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """BCE over the known labels only: NaN (not coded, BP4D's 9) is neither positive nor negative."""
+        known = ~torch.isnan(labels)
+        losses = self.loss(logits, torch.nan_to_num(labels))
+        return (losses * known).sum() / known.sum().clamp(min=1)
+
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        loss = self.loss(self(images), labels)
+        loss = self.masked_loss(self(images), labels)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
         return loss
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch
         logits = self(images)
-        loss = self.loss(logits, labels)
+        loss = self.masked_loss(logits, labels)
         self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
         self._val_outputs.append((torch.sigmoid(logits).detach(), labels.detach()))
 
@@ -94,10 +99,10 @@ class AUDetector(BackboneTask):
         labels = torch.cat([y for _, y in self._val_outputs])
         self._val_outputs.clear()
         self.val_probs, self.val_labels = probs.cpu().numpy(), labels.cpu().numpy()
-        ap = self.val_ap(probs, labels.int())
-        present = labels.sum(0) > 0  # AP is undefined for an AU with no positives
-        self.log("val_pr_auc", ap[present].mean() if present.any() else torch.tensor(0.0), prog_bar=True)
-        self.val_ap.reset()
+        # per AU over its known labels (NaN: not coded); AP is undefined for an AU with no positives
+        ap = [binary_average_precision(probs[known, k], labels[known, k].int())
+              for k in range(labels.shape[1]) for known in [~torch.isnan(labels[:, k])] if (labels[known, k] == 1).any()]
+        self.log("val_pr_auc", torch.stack(ap).mean() if ap else torch.tensor(0.0), prog_bar=True)
 
     def outputs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)

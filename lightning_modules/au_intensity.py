@@ -1,0 +1,116 @@
+"""AU intensity (0-5, FACS A-E as 1-5) regression: CK+'s graded FACS codes, DISFA's frame
+intensities. Uncoded AUs (NaN) are masked out of the loss and the metrics. A sweep maximises the
+mean ICC(3,1) over the AUs the validation data grades; MAE is logged beside it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from facslab.au import NUM_AUS
+from lightning_modules.backbones import SPATIAL_OUTPUT
+from lightning_modules.base import BackboneTask
+
+LOSSES = ("mse", "l1", "smooth_l1")
+MAX_INTENSITY = 5.0
+
+
+def icc_3_1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ICC(3,1) (two-way mixed, consistency, single rater) between prediction and annotation, per
+    column, over the rows where the annotation is known; NaN for a column with under 2 rows or no
+    variance."""
+    out = torch.full((pred.shape[1],), float("nan"), dtype=pred.dtype, device=pred.device)
+    for k in range(pred.shape[1]):
+        known = ~torch.isnan(target[:, k])
+        if known.sum() < 2:
+            continue
+        pair = torch.stack([pred[known, k], target[known, k]], 1)  # n targets x 2 raters
+        n = pair.shape[0]
+        grand = pair.mean()
+        ss_rows = 2 * ((pair.mean(1) - grand) ** 2).sum()
+        ss_cols = n * ((pair.mean(0) - grand) ** 2).sum()
+        ss_error = ((pair - grand) ** 2).sum() - ss_rows - ss_cols
+        ms_rows, ms_error = ss_rows / (n - 1), ss_error / (n - 1)
+        if ms_rows + ms_error > 0:
+            out[k] = (ms_rows - ms_error) / (ms_rows + ms_error)
+    return out
+
+
+def masked_regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    known = ~torch.isnan(target)
+    if not known.any():
+        return pred.sum() * 0.0
+    functions = {"mse": nn.functional.mse_loss, "l1": nn.functional.l1_loss, "smooth_l1": nn.functional.smooth_l1_loss}
+    if name not in functions:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
+    return functions[name](pred[known], target[known])
+
+
+class AUIntensityRegressor(BackboneTask):
+    """Intensity 0-5 of each of the 18 AUs (a sigmoid head scaled to 0-5).
+
+    Args:
+        backbone, unfrozen_blocks, weights: as for the AU detector.
+        hidden_size, dropout: the head.
+        loss: mse, l1 or smooth_l1 (over the known intensities only).
+        lr, betas, weight_decay, lr_schedule: Adam.
+        image_size, mean, std: the input (from the data).
+    """
+
+    objective = "val_icc"
+    history_metrics = ("train_loss", "val_loss", "val_icc")
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        unfrozen_blocks: int = 1,
+        hidden_size: int = 256,
+        dropout: float = 0.2,
+        loss: str = "mse",
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+        weights: str | None = None,
+        image_size: int = 64,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+        built = self.init_backbone(backbone, weights, unfrozen_blocks, in_channels=len(mean))
+        pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)] if backbone in SPATIAL_OUTPUT else []
+        self.head = nn.Sequential(*pool, nn.Dropout(dropout), nn.Linear(built.features, hidden_size), nn.LeakyReLU(0.01),
+                                  nn.Dropout(dropout), nn.Linear(hidden_size, NUM_AUS))
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def outputs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return MAX_INTENSITY * torch.sigmoid(logits)
+
+    def training_step(self, batch, batch_idx):
+        images, target = batch
+        loss = masked_regression_loss(self.hparams.loss, self.outputs_from_logits(self(images)), target)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, target = batch
+        pred = self.outputs_from_logits(self(images))
+        self.log("val_loss", masked_regression_loss(self.hparams.loss, pred, target), on_step=False, on_epoch=True,
+                 prog_bar=True, batch_size=len(images))
+        self._val_outputs.append((pred.detach(), target.detach()))
+
+    def on_validation_epoch_end(self):
+        if not self._val_outputs:
+            return
+        pred = torch.cat([p for p, _ in self._val_outputs])
+        target = torch.cat([t for _, t in self._val_outputs])
+        self._val_outputs.clear()
+        icc = icc_3_1(pred, target)
+        self.log("val_icc", torch.nan_to_num(icc[~torch.isnan(icc)].mean(), nan=0.0), prog_bar=True)
+        known = ~torch.isnan(target)
+        self.log("val_mae", (pred[known] - target[known]).abs().mean() if known.any() else torch.tensor(0.0))
