@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/live.py
 	$(BIN)/python bench/emotion.py
+	$(BIN)/python bench/temporal.py
 
 clean-data:
 	rm -rf data/demo

@@ -5,6 +5,7 @@ from datamodules.celeba_noisy import CelebANoisyDataModule
 from datamodules.ckplus import CKPlusDataModule
 from datamodules.emotion_datasets import AffectNetDataModule, CKPlusEmotionDataModule, RAFDBDataModule
 from datamodules.fer2013 import FER2013DataModule
+from datamodules.sequences import BP4DSequenceDataModule, CKPlusSequenceDataModule
 
-__all__ = ["AffectNetDataModule", "BP4DDataModule", "CelebANoisyDataModule", "CKPlusDataModule",
+__all__ = ["AffectNetDataModule", "BP4DDataModule", "BP4DSequenceDataModule", "CKPlusSequenceDataModule", "CelebANoisyDataModule", "CKPlusDataModule",
            "CKPlusEmotionDataModule", "DISFADataModule", "FER2013DataModule", "RAFDBDataModule"]

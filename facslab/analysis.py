@@ -14,7 +14,8 @@ from facslab.emoji import Emoji, Match, agreement_vector, load_emojis, match_emo
 from facslab.faces.align import align_face
 from facslab.faces.detect import MIN_CONFIDENCE, Detection, detect_faces, predict_landmarks
 from facslab.faces.eyes import EYE_CLOSED_THRESHOLD, eye_aspect_ratios
-from facslab.predictor import AUIntensityPredictor, AUPredictor, EmotionPredictor, ValenceArousalPredictor
+from facslab.predictor import (AUIntensityPredictor, AUPredictor, EmotionPredictor, TemporalAUPredictor,
+                               ValenceArousalPredictor)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class FaceResult:
     affect: tuple[float, float] | None = None  # (valence, arousal) in [-1, 1]
     intensities: np.ndarray | None = None  # 18 AU intensities 0-5
     au_emotion: tuple[str, float] | None = None  # the FACS rule table's emotion for the AUs, its similarity
+    temporal: np.ndarray | None = None  # the temporal model's AU probabilities over the last frames
 
     def as_dict(self) -> dict:
         info = {"box": [int(v) for v in self.box], "confidence": round(float(self.confidence), 4),
@@ -53,6 +55,8 @@ class FaceResult:
             info["valence"], info["arousal"] = round(float(self.affect[0]), 4), round(float(self.affect[1]), 4)
         if self.au_emotion is not None:
             info["au_emotion"] = {"label": self.au_emotion[0], "similarity": round(self.au_emotion[1], 4)}
+        if self.temporal is not None:
+            info["temporal_probabilities"] = {a: round(float(p), 4) for a, p in zip(AU_LABELS, self.temporal)}
         if self.intensities is not None:
             info["intensities"] = {a: round(float(v), 3) for a, v in zip(AU_LABELS, self.intensities)}
         if self.match is None:
@@ -74,9 +78,12 @@ class FaceAnalyzer:
     def __init__(self, predictor: AUPredictor | None, emojis: list[Emoji] | None = None, metric: str = "kappa",
                  eye_threshold: float = EYE_CLOSED_THRESHOLD, detector: str = "hog", upsample: int = 1,
                  min_confidence: float = MIN_CONFIDENCE, emotion: EmotionPredictor | None = None,
-                 affect: ValenceArousalPredictor | None = None, intensity: AUIntensityPredictor | None = None):
-        if predictor is None and emotion is None and affect is None and intensity is None:
-            raise ValueError("FaceAnalyzer needs an AU, an emotion, a valence/arousal or an AU intensity model")
+                 affect: ValenceArousalPredictor | None = None, intensity: AUIntensityPredictor | None = None,
+                 temporal: TemporalAUPredictor | None = None):
+        if predictor is None and emotion is None and affect is None and intensity is None and temporal is None:
+            raise ValueError("FaceAnalyzer needs an AU, emotion, valence/arousal, AU intensity or temporal model")
+        self.temporal = temporal
+        self._windows: dict[int, list[np.ndarray]] = {}  # face id -> its last aligned crops (temporal model)
         self.predictor, self.emotion, self.metric, self.eye_threshold = predictor, emotion, metric, eye_threshold
         self.affect, self.intensity = affect, intensity
         from facslab.au_emotion import RuleTable
@@ -90,17 +97,19 @@ class FaceAnalyzer:
 
     def analyze(self, image: np.ndarray, detections: list[Detection] | None = None,
                 keep_crops: bool = False, timings: dict | None = None, landmark_image: np.ndarray | None = None,
-                channels: str = "RGB") -> list[FaceResult]:
+                channels: str = "RGB", face_ids: list[int] | None = None) -> list[FaceResult]:
         """Results for every face of a colour image (``channels`` RGB or BGR; ``detections``: boxes
         found already, e.g. by a tracker; ``landmark_image``: a grey copy to find landmarks on);
-        ``timings`` accumulates seconds per stage."""
+        ``timings`` accumulates seconds per stage. ``face_ids`` (the tracker's, one per detection)
+        let the temporal model slide a window over each face's frames; without them a still image
+        is its own window (the frame repeated)."""
         clock = _Clock(timings)
         if detections is None:
             with clock("detection"):
                 detections = self.detect(image)
         if not detections:
             return []
-        models = [m for m in (self.predictor, self.emotion, self.affect, self.intensity) if m is not None]
+        models = [m for m in (self.predictor, self.emotion, self.affect, self.intensity, self.temporal) if m is not None]
         crops, ears = {id(m): [] for m in models}, []
         for detection in detections:
             with clock("landmarks"):  # the 68 points serve both the eye centres and the EAR
@@ -124,6 +133,10 @@ class FaceAnalyzer:
             with clock("valence/arousal"):
                 affects = [tuple(float(v) for v in row)
                            for row in self.affect.predict_aligned(np.stack(crops[id(self.affect)]))]
+        temporal = [None] * n
+        if self.temporal is not None:
+            with clock("temporal"):
+                temporal = self._temporal(crops[id(self.temporal)], face_ids)
         if self.intensity is not None:
             with clock("intensity"):
                 intensities = list(self.intensity.predict_aligned(np.stack(crops[id(self.intensity)])))
@@ -139,8 +152,26 @@ class FaceAnalyzer:
                     au_emotion = self.rules.label(decisions.astype(np.float32))
                 crop = crops[id(models[0])][k] if keep_crops else None
                 results.append(FaceResult(detection.box, detection.confidence, probs, decisions, ear, closed, match,
-                                          crop, emotions[k], affects[k], intensities[k], au_emotion))
+                                          crop, emotions[k], affects[k], intensities[k], au_emotion, temporal[k]))
         return results
+
+    def _temporal(self, crops: list[np.ndarray], face_ids: list[int] | None) -> list[np.ndarray | None]:
+        """Each face's window of its last crops (oldest first, the first repeated until the window
+        fills), through the temporal model in one batch."""
+        window = self.temporal.window
+        stacks = []
+        for k, crop in enumerate(crops):
+            if face_ids is None:
+                stacks.append([crop] * window)
+                continue
+            frames = self._windows.setdefault(face_ids[k], [])
+            frames.append(crop)
+            del frames[:-window]
+            stacks.append([frames[0]] * (window - len(frames)) + frames)
+        if face_ids is not None:  # faces no longer tracked drop their windows
+            for gone in set(self._windows) - set(face_ids):
+                del self._windows[gone]
+        return list(self.temporal.predict_aligned(np.stack([np.stack(s) for s in stacks])))
 
 
 class _Clock:

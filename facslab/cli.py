@@ -234,12 +234,13 @@ def _analyzer(args):
     emotion = _emotion_predictor(args)
     affect = _task_predictor(args.va_model, "valence_arousal", "--va_model", args)
     intensity = _task_predictor(args.intensity_model, "au_intensity", "--intensity_model", args)
-    for model in (predictor, emotion, affect, intensity):
+    temporal = _task_predictor(args.temporal_model, "au_temporal", "--temporal_model", args)
+    for model in (predictor, emotion, affect, intensity, temporal):
         note = model.provenance_note() if model is not None else None
         if note:  # said once, before any result
             print(note, file=sys.stderr)
     return FaceAnalyzer(predictor, load_emojis(args.emojis), metric=args.metric, eye_threshold=args.eye_threshold,
-                        detector=args.detector, emotion=emotion, affect=affect, intensity=intensity)
+                        detector=args.detector, emotion=emotion, affect=affect, intensity=intensity, temporal=temporal)
 
 
 def _task_predictor(uri: str | None, task: str, flag: str, args):
@@ -385,6 +386,8 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
                         help="a valence/arousal model (URI or folder), e.g. models:/facslab-valence-arousal@champion")
     parser.add_argument("--intensity_model", type=str | None, default=None,
                         help="an AU intensity model (URI or folder): intensities 0-5, AUxx_r columns in the live CSV")
+    parser.add_argument("--temporal_model", type=str | None, default=None,
+                        help="a temporal AU model (URI or folder): a sliding window over each tracked face (AUxx_tp columns)")
     parser.add_argument("--tracking_uri", type=str | None, default=None, help="MLflow store (default: mlruns/)")
     parser.add_argument("--experiment", default="facslab")
     parser.add_argument("--emojis", default=str(DEFAULT_TABLE), help="emoji table CSV")

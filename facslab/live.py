@@ -37,6 +37,7 @@ _OPENFACE_COLUMN = {index: column for column, index in OPENFACE_C_TO_INDEX.items
 PRESENCE_COLUMNS = tuple(_OPENFACE_COLUMN[k] for k in range(NUM_AUS))
 PROBABILITY_COLUMNS = tuple(c.removesuffix("_c") + "_p" for c in PRESENCE_COLUMNS)
 INTENSITY_COLUMNS = tuple(c.removesuffix("_c") + "_r" for c in PRESENCE_COLUMNS)  # OpenFace's AUxx_r
+TEMPORAL_COLUMNS = tuple(c.removesuffix("_c") + "_tp" for c in PRESENCE_COLUMNS)  # the temporal model's probabilities
 CSV_COLUMNS = (("frame", "face_id", "timestamp", "confidence", "success") + PROBABILITY_COLUMNS + PRESENCE_COLUMNS
                + ("ear_left", "ear_right", "eye_left_closed", "eye_right_closed", "emoji", "emoji_name", "emoji_score"))
 
@@ -157,13 +158,14 @@ class LivePipeline:
         if not tracked:
             return [], []
         results = self.analyzer.analyze(colour, [d for _, d in tracked], timings=timings, landmark_image=view,
-                                        channels=channels)
+                                        channels=channels, face_ids=[face_id for face_id, _ in tracked])
         return tracked, results
 
 
 def csv_columns(analyzer: FaceAnalyzer) -> tuple[str, ...]:
     """``CSV_COLUMNS``, then with an emotion model its label and one probability per class, with a
-    valence/arousal model those two, and with an AU intensity model OpenFace's ``AUxx_r`` columns."""
+    valence/arousal model those two, with an AU intensity model OpenFace's ``AUxx_r`` columns, and
+    with a temporal model its probabilities over the face's last frames (``AUxx_tp``)."""
     columns = CSV_COLUMNS
     if analyzer.emotion is not None:
         columns += ("emotion",) + tuple(f"emotion_{c}" for c in analyzer.emotion.classes)
@@ -171,6 +173,8 @@ def csv_columns(analyzer: FaceAnalyzer) -> tuple[str, ...]:
         columns += ("valence", "arousal")
     if analyzer.intensity is not None:
         columns += INTENSITY_COLUMNS
+    if analyzer.temporal is not None:
+        columns += TEMPORAL_COLUMNS
     return columns
 
 
@@ -185,6 +189,8 @@ def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResul
         row += [round(result.affect[0], 4), round(result.affect[1], 4)]
     if result.intensities is not None:
         row += [round(float(v), 3) for v in result.intensities]
+    if result.temporal is not None:
+        row += [round(float(v), 4) for v in result.temporal]
     return row
 
 

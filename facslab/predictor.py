@@ -22,6 +22,7 @@ from lightning_modules.au_detector import AUDetector
 from lightning_modules.au_intensity import AUIntensityRegressor
 from lightning_modules.base import BackboneTask
 from lightning_modules.emotion_classifier import EmotionClassifier
+from lightning_modules.temporal import TemporalAUDetector
 from lightning_modules.valence_arousal import DIMENSIONS, ValenceArousalRegressor
 
 WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.pt", "config.json", "model.onnx"
@@ -34,7 +35,7 @@ class ExportError(RuntimeError):
 
 
 def export_onnx(model: BackboneTask, path: str | Path, image_size: int, samples: torch.Tensor | None = None,
-                channels: int = 3) -> float:
+                channels: int = 3, input_shape: tuple[int, ...] | None = None) -> float:
     """Write the network (normalised NCHW float input -> logits, any batch size) to ``path``
     and return the largest absolute logit difference from PyTorch on ``samples``; above
     ``ONNX_TOLERANCE`` the file is removed and ExportError raised."""
@@ -42,13 +43,14 @@ def export_onnx(model: BackboneTask, path: str | Path, image_size: int, samples:
 
     path = Path(path)
     model = model.eval().cpu()
-    example = torch.zeros(2, channels, image_size, image_size)
+    input_shape = input_shape or (channels, image_size, image_size)
+    example = torch.zeros(2, *input_shape)
     with torch.no_grad():  # torch.export-based exporter (onnxscript), any batch size
         torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
                           dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
                           verbose=False)
     if samples is None:
-        samples = torch.randn(4, channels, image_size, image_size, generator=torch.Generator().manual_seed(0))
+        samples = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(samples).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -154,7 +156,7 @@ class TaskPredictor:
                   "provenance": self.provenance, **self.outputs_config()}
         config["hparams"].update(config.pop("hparams_update", {}))
         if onnx:
-            difference = export_onnx(self.model, folder / ONNX_FILE, self.alignment.size, channels=self.channels)
+            difference = export_onnx(self.model, folder / ONNX_FILE, self.alignment.size, input_shape=self.input_shape())
             self.model.to(self.device)
             config["onnx"] = {"file": ONNX_FILE, "max_abs_logit_difference": difference, "tolerance": ONNX_TOLERANCE}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
@@ -163,6 +165,10 @@ class TaskPredictor:
     def outputs_config(self) -> dict:
         """What the saved config says about the outputs (and ``hparams_update``: hparams to store)."""
         return {}
+
+    def input_shape(self) -> tuple[int, ...]:
+        """One input's shape, without the batch: (channels, size, size)."""
+        return (self.channels, self.alignment.size, self.alignment.size)
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "auto", runtime: str = "auto",
@@ -251,6 +257,35 @@ class AUIntensityPredictor(TaskPredictor):
         return {"au_labels": list(AU_LABELS)}
 
 
-PREDICTORS: dict[str, type[TaskPredictor]] = {"au": AUPredictor, "emotion": EmotionPredictor,
+class TemporalAUPredictor(AUPredictor):
+    """AU probabilities of the last frame of stacks of ``window`` aligned crops."""
+
+    task = "au_temporal"
+    module_class = TemporalAUDetector
+
+    @property
+    def window(self) -> int:
+        return int(self.model.hparams.window)
+
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.window, self.channels, self.alignment.size, self.alignment.size)
+
+    @torch.inference_mode()
+    def predict_aligned(self, stacks: np.ndarray) -> np.ndarray:
+        """(N, 18) for (N, window, S, S, 3) RGB uint8 stacks (one stack: (window, S, S, 3))."""
+        stacks = np.asarray(stacks)
+        if stacks.ndim == 4:
+            stacks = stacks[None]
+        if stacks.shape[1] != self.window or stacks.shape[2:4] != (self.alignment.size, self.alignment.size):
+            raise ValueError(f"stacks must be (N, {self.window}, {self.alignment.size}, {self.alignment.size}, C), "
+                             f"got {stacks.shape}")
+        n, t = stacks.shape[:2]
+        x = self._normalise(stacks.reshape(n * t, *stacks.shape[2:])).reshape(n, t, *self.input_shape()[1:])
+        if self.onnx_session is not None:
+            return self.activate(self.onnx_session.run(None, {"image": x})[0])
+        return self.model.outputs_from_logits(self.model(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+
+
+PREDICTORS: dict[str, type[TaskPredictor]] = {"au_temporal": TemporalAUPredictor, "au": AUPredictor, "emotion": EmotionPredictor,
                                               "valence_arousal": ValenceArousalPredictor,
                                               "au_intensity": AUIntensityPredictor}

@@ -21,9 +21,10 @@ from facslab import plots
 from facslab.evaluation import (affect_metrics, choose_thresholds, class_row, confusion, intensity_metrics, mean_pr_auc,
                                 mean_row, per_au_metrics, per_class_metrics)
 from facslab.predictor import (AUIntensityPredictor, AUPredictor, EmotionPredictor, TaskPredictor,
-                               ValenceArousalPredictor)
+                               TemporalAUPredictor, ValenceArousalPredictor)
 from lightning_modules.au_detector import AUDetector
 from lightning_modules.au_intensity import AUIntensityRegressor
+from lightning_modules.temporal import TemporalAUDetector
 from lightning_modules.base import BackboneTask
 from lightning_modules.emotion_classifier import EmotionClassifier
 from lightning_modules.valence_arousal import ValenceArousalRegressor
@@ -113,9 +114,11 @@ class Task:
 
 
 def test_outputs(predictor: TaskPredictor, dm) -> tuple[np.ndarray, np.ndarray]:
-    """(outputs, labels) of a predictor on a set-up datamodule's test split."""
+    """(outputs, labels) of a predictor on a set-up datamodule's test split (frame stacks for a
+    sequence datamodule)."""
     positions = dm.positions("test")
-    return predictor.predict_aligned(np.asarray(dm.cached.crops[positions])), dm.labels_array()[positions]
+    inputs = dm.stacks(positions) if hasattr(dm, "stacks") else np.asarray(dm.cached.crops[positions])
+    return predictor.predict_aligned(inputs), dm.labels_array()[positions]
 
 
 class AUTask(Task):
@@ -326,7 +329,41 @@ class AUIntensityTask(Task):
                           secondary=f"MAE {mean['mae']:.3f}", predictions=(pred, true))
 
 
-TASKS: dict[str, Task] = {"au": AUTask(), "emotion": EmotionTask(), "valence_arousal": ValenceArousalTask(),
+class TemporalAUTask(AUTask):
+    """AU occurrence of a frame from the stack of frames ending at it (``TemporalAUDetector``);
+    scored, thresholded and evaluated as the AU task."""
+
+    name, module_class, predictor_class = "au_temporal", TemporalAUDetector, TemporalAUPredictor
+    default_datamodule, registered_name = "BP4DSequenceDataModule", "facslab-au-temporal"
+    derived_model_args = ("image_size", "mean", "std", "pos_weight", "thresholds", "window")
+
+    def build_model(self, model_args, dm, train, init_from):
+        from facslab.training import load_weights
+
+        if not hasattr(dm, "window"):
+            raise ValueError(f"the au_temporal task needs a sequence datamodule (BP4DSequenceDataModule, "
+                             f"CKPlusSequenceDataModule), not {type(dm).__name__}")
+        args = {**model_args, "image_size": dm.image_size, "mean": list(dm.mean), "std": list(dm.std), "window": dm.window}
+        if train.pos_weight:
+            rate = np.clip(dm.positive_rate("train"), 0.01, 0.99)
+            args["pos_weight"] = [float(v) for v in np.clip((1 - rate) / rate, 1.0, 20.0)]
+        model = TemporalAUDetector(**args)
+        if init_from:
+            load_weights(model, init_from)
+        return model
+
+    def run_name(self, number, model_args):
+        return (f"trial {number:03d} {self.model_value(model_args, 'architecture')} "
+                f"lr{self.model_value(model_args, 'lr'):.1e}")
+
+    def resolve_init(self, setting, backbone, image_size, experiment, fraction):
+        return Task.resolve_init(self, setting, backbone, image_size, experiment, fraction)
+
+    def tags(self, model_args):
+        return {**super().tags(model_args), "architecture": str(self.model_value(model_args, "architecture"))}
+
+
+TASKS: dict[str, Task] = {"au_temporal": TemporalAUTask(), "au": AUTask(), "emotion": EmotionTask(), "valence_arousal": ValenceArousalTask(),
                           "au_intensity": AUIntensityTask()}
 
 
