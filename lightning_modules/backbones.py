@@ -158,6 +158,55 @@ def mini_xception(name: str = "mini_xception", weights: str | None = None, in_ch
     return Backbone(trunk, trunk.out_channels, blocks, [], list(blocks))
 
 
+def googlenet(name: str = "googlenet", weights: str | None = None) -> Backbone:
+    """GoogLeNet (Inception v1) without its auxiliary classifiers; blocks: the stem convolutions
+    and each inception module (torchvision's input transform applies only to its own ImageNet
+    weights, with which facslab's normalisation is used instead)."""
+    model = torchvision.models.get_model(name, weights=None, aux_logits=False, init_weights=True)
+    _load_weights(model, name, weights)
+    parts = [model.conv1, model.maxpool1, model.conv2, model.conv3, model.maxpool2, model.inception3a,
+             model.inception3b, model.maxpool3, model.inception4a, model.inception4b, model.inception4c,
+             model.inception4d, model.inception4e, model.maxpool4, model.inception5a, model.inception5b]
+    return _chain(model, _staged(parts), nn.Sequential(model.avgpool, nn.Flatten(1)), model.fc.in_features)
+
+
+class _VitEmbedding(nn.Module):
+    """ViT's patch projection, class token and position embedding (the first block)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.conv_proj, self.class_token = model.conv_proj, model.class_token
+        self.pos_embedding = model.encoder.pos_embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_proj(x)  # (n, hidden, rows, columns) of 16-px patches
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + self.pos_embedding
+
+
+class _ClassToken(nn.Module):
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)[:, 0]
+
+
+def vit(name: str = "vit_b_16", weights: str | None = None, image_size: int = 224) -> Backbone:
+    """ViT-B/16 at the data's input size (ImageNet weights fit only at 224 px); blocks: the
+    embedding and the 12 encoder layers; features: the final class token."""
+    model = torchvision.models.get_model(name, weights=None, image_size=image_size)
+    _load_weights(model, name, weights)
+    embedding = _VitEmbedding(model)
+    blocks = [embedding] + list(model.encoder.layers)
+    stages = [nn.Sequential(embedding, model.encoder.dropout)] + list(model.encoder.layers)
+    pooling = _ClassToken(model.encoder.ln)
+    trunk = nn.Sequential(*stages, pooling)
+    return Backbone(trunk, model.hidden_dim, blocks, [], stages + [pooling])
+
+
 FAMILIES = {
     "resnet18": resnet, "resnet34": resnet, "resnet50": resnet, "resnext50_32x4d": resnet,
     "vgg11": vgg, "vgg11_bn": vgg, "vgg16": vgg, "vgg16_bn": vgg,
@@ -165,19 +214,24 @@ FAMILIES = {
     "densenet121": features_family, "efficientnet_b0": features_family, "mobilenet_v2": features_family,
     "mobilenet_v3_small": features_family, "mobilenet_v3_large": features_family, "convnext_tiny": features_family,
     "shufflenet_v2_x1_0": shufflenet,
+    "googlenet": googlenet,
+    "vit_b_16": vit,
     "mini_xception": mini_xception,
 }
 #: Backbones whose trunk ends in a feature map (the task's head pools it), not a vector.
 SPATIAL_OUTPUT = ("mini_xception",)
 
 
-def build_backbone(name: str, weights: str | None = None, in_channels: int = 3) -> Backbone:
+def build_backbone(name: str, weights: str | None = None, in_channels: int = 3, image_size: int = 224) -> Backbone:
+    """``image_size`` matters to ViT only (its position embedding is sized for it)."""
     if name not in FAMILIES:
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(FAMILIES)}")
     if name == "mini_xception":
         return mini_xception(name, weights, in_channels)
     if in_channels != 3:
         raise ValueError(f"{name} takes 3-channel input; use channels: 3 in the data (grey images are repeated)")
+    if name.startswith("vit"):
+        return vit(name, weights, image_size)
     return FAMILIES[name](name, weights)
 
 

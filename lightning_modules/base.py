@@ -24,6 +24,7 @@ class BackboneTask(L.LightningModule):
 
     def init_backbone(self, backbone: str, weights: str | None, unfrozen_blocks: int, **options):
         """Build the backbone, freeze all but its last ``unfrozen_blocks`` blocks; returns it."""
+        options.setdefault("image_size", int(self.hparams.get("image_size", 224)))
         built = build_backbone(backbone, weights, **options)
         self.backbone = built.trunk
         # plain lists: the modules are registered once, under backbone

@@ -16,7 +16,8 @@ def tiny_ckplus(ckplus, tmp_path_factory):
 
 
 @pytest.mark.parametrize("backbone, unfrozen, size", [("resnet18", 0, 32), ("resnet18", 1, 32), ("resnet18", 2, 32),
-                                                      ("alexnet", 1, 64), ("vgg11_bn", 1, 32), ("vgg11_bn", 0, 32)])
+                                                      ("alexnet", 1, 64), ("vgg11_bn", 1, 32), ("vgg11_bn", 0, 32),
+                                                      ("googlenet", 1, 32), ("vit_b_16", 1, 32), ("mobilenet_v2", 2, 32)])
 def test_frozen_blocks_stay_bit_identical_through_trainer_fit(tiny_ckplus, backbone, unfrozen, size):
     """Through Lightning's own loop (no mode switched by hand): frozen parameters and frozen
     BatchNorm statistics do not move at all, trainable ones do."""
