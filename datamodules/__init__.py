@@ -1,5 +1,6 @@
 """LightningDataModules: each dataset's samples, splits and transforms."""
 
+from datamodules.au_affect import AUAffectDataModule
 from datamodules.au_video import BP4DDataModule, DISFADataModule
 from datamodules.celeba_noisy import CelebANoisyDataModule
 from datamodules.ckplus import CKPlusDataModule
@@ -7,5 +8,5 @@ from datamodules.emotion_datasets import AffectNetDataModule, CKPlusEmotionDataM
 from datamodules.fer2013 import FER2013DataModule
 from datamodules.sequences import BP4DSequenceDataModule, CKPlusSequenceDataModule
 
-__all__ = ["AffectNetDataModule", "BP4DDataModule", "BP4DSequenceDataModule", "CKPlusSequenceDataModule", "CelebANoisyDataModule", "CKPlusDataModule",
+__all__ = ["AUAffectDataModule", "AffectNetDataModule", "BP4DDataModule", "BP4DSequenceDataModule", "CKPlusSequenceDataModule", "CelebANoisyDataModule", "CKPlusDataModule",
            "CKPlusEmotionDataModule", "DISFADataModule", "FER2013DataModule", "RAFDBDataModule"]

@@ -18,6 +18,7 @@ import torch
 
 from facslab.au import AU_LABELS
 from facslab.faces.align import AlignmentSpec
+from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_detector import AUDetector
 from lightning_modules.au_intensity import AUIntensityRegressor
 from lightning_modules.base import BackboneTask
@@ -286,6 +287,17 @@ class TemporalAUPredictor(AUPredictor):
         return self.model.outputs_from_logits(self.model(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
 
 
-PREDICTORS: dict[str, type[TaskPredictor]] = {"au_temporal": TemporalAUPredictor, "au": AUPredictor, "emotion": EmotionPredictor,
+class AUAffectPredictor(AUPredictor):
+    """18 AU probabilities, then valence and arousal (20 columns); ``decide`` takes the AU part."""
+
+    task = "au_affect"
+    outputs_name = "AUs, valence and arousal"
+    module_class = AUAffectModel
+
+    def decide(self, outputs: np.ndarray) -> np.ndarray:
+        return outputs[..., :len(self.thresholds)] >= self.thresholds
+
+
+PREDICTORS: dict[str, type[TaskPredictor]] = {"au_affect": AUAffectPredictor, "au_temporal": TemporalAUPredictor, "au": AUPredictor, "emotion": EmotionPredictor,
                                               "valence_arousal": ValenceArousalPredictor,
                                               "au_intensity": AUIntensityPredictor}

@@ -18,11 +18,13 @@ import pandas as pd
 
 import datamodules
 from facslab import plots
+from facslab.au import NUM_AUS
 from facslab.evaluation import (affect_metrics, choose_thresholds, class_row, confusion, intensity_metrics, mean_pr_auc,
                                 mean_row, per_au_metrics, per_class_metrics)
-from facslab.predictor import (AUIntensityPredictor, AUPredictor, EmotionPredictor, TaskPredictor,
+from facslab.predictor import (AUAffectPredictor, AUIntensityPredictor, AUPredictor, EmotionPredictor, TaskPredictor,
                                TemporalAUPredictor, ValenceArousalPredictor)
 from lightning_modules.au_detector import AUDetector
+from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_intensity import AUIntensityRegressor
 from lightning_modules.temporal import TemporalAUDetector
 from lightning_modules.base import BackboneTask
@@ -363,7 +365,71 @@ class TemporalAUTask(AUTask):
         return {**super().tags(model_args), "architecture": str(self.model_value(model_args, "architecture"))}
 
 
-TASKS: dict[str, Task] = {"au_temporal": TemporalAUTask(), "au": AUTask(), "emotion": EmotionTask(), "valence_arousal": ValenceArousalTask(),
+class AUAffectTask(AUTask):
+    """AUs and valence/arousal from one network (``AUAffectModel``), each scored on the rows that
+    annotate it: the objective is the mean of the AU PR-AUC and the valence/arousal CCC."""
+
+    name, module_class, predictor_class = "au_affect", AUAffectModel, AUAffectPredictor
+    default_datamodule, registered_name = "AUAffectDataModule", "facslab-au-affect"
+    metric, metric_label = "au_affect", "(PR-AUC + CCC) / 2"
+
+    def build_model(self, model_args, dm, train, init_from):
+        from facslab.training import load_weights
+
+        args = {**model_args, "image_size": dm.image_size, "mean": list(dm.mean), "std": list(dm.std)}
+        if train.pos_weight:
+            rate = np.clip(dm.positive_rate("train")[:NUM_AUS], 0.01, 0.99)
+            args["pos_weight"] = [float(v) for v in np.clip((1 - rate) / rate, 1.0, 20.0)]
+        model = AUAffectModel(**args)
+        if init_from:
+            load_weights(model, init_from)
+        return model
+
+    @staticmethod
+    def _parts(outputs, labels):
+        affect_rows = ~np.isnan(labels[:, NUM_AUS:]).any(1)
+        return (outputs[:, :NUM_AUS], labels[:, :NUM_AUS],
+                outputs[affect_rows, NUM_AUS:], labels[affect_rows, NUM_AUS:])
+
+    def fold_score(self, outputs, labels):
+        probs, aus, affect, truth = self._parts(outputs, labels)
+        ccc = class_free_mean(affect_metrics(affect, truth, n_boot=0), "ccc") if len(truth) > 1 else 0.0
+        return (mean_pr_auc(probs, aus) + ccc) / 2
+
+    def summarise_validation(self, outputs, labels, dm, train):
+        probs, aus, affect, truth = self._parts(outputs, labels)
+        au = super().summarise_validation(probs, aus, dm, train)
+        table = affect_metrics(affect, truth, n_boot=0)
+        ccc = class_free_mean(table, "ccc")
+        au.metrics.update({f"oof_{m}_{r.dimension}": float(getattr(r, m)) for r in table.itertuples()
+                           for m in ("rmse", "ccc")})
+        au.tables["metrics/validation_affect.csv"] = table
+        au.score = (au.score + ccc) / 2
+        return au
+
+    def evaluate_test(self, predictor, dm):
+        outputs, labels = test_outputs(predictor, dm)
+        probs, aus, affect, truth = self._parts(outputs, labels)
+        rows = ~np.isnan(aus).all(1)
+        subjects = dm.samples.loc[dm.positions("test"), "subject"].to_numpy()[rows]
+        table = per_au_metrics(probs[rows], aus[rows], predictor.thresholds, groups=subjects)
+        mean = mean_row(table)
+        affect_table = affect_metrics(affect, truth)
+        va = affect_table[affect_table["dimension"] == "mean"].iloc[0]
+        metrics = {"test_pr_auc": float(mean["pr_auc"]), "test_f1": float(mean["f1"]), "test_ccc": float(va["ccc"]),
+                   "test_rmse": float(va["rmse"]), "test_au_affect": (float(mean["pr_auc"]) + float(va["ccc"])) / 2}
+        return Evaluation(metrics["test_au_affect"], metrics,
+                          {"metrics/test_per_au.csv": table, "metrics/test_affect.csv": affect_table},
+                          {"plots/test_valence_arousal.png": plots.valence_arousal_scatter(affect, truth, "test")},
+                          secondary=(f"AU PR-AUC {mean['pr_auc']:.3f} ({mean['pr_auc_lo']:.3f}-{mean['pr_auc_hi']:.3f}), "
+                                     f"CCC {va['ccc']:.3f} ({va['ccc_lo']:.3f}-{va['ccc_hi']:.3f})"),
+                          predictions=(outputs, labels))
+
+    def resolve_init(self, setting, backbone, image_size, experiment, fraction):
+        return Task.resolve_init(self, setting, backbone, image_size, experiment, fraction)
+
+
+TASKS: dict[str, Task] = {"au_affect": AUAffectTask(), "au_temporal": TemporalAUTask(), "au": AUTask(), "emotion": EmotionTask(), "valence_arousal": ValenceArousalTask(),
                           "au_intensity": AUIntensityTask()}
 
 

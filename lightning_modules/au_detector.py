@@ -90,7 +90,7 @@ class AUDetector(BackboneTask):
         logits = self(images)
         loss = self.masked_loss(logits, labels)
         self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
-        self._val_outputs.append((torch.sigmoid(logits).detach(), labels.detach()))
+        self._val_outputs.append((self.outputs_from_logits(logits).detach(), labels.detach()))
 
     def on_validation_epoch_end(self):
         if not self._val_outputs:

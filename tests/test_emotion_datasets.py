@@ -184,3 +184,34 @@ register: {{name: ens, per_backbone: true}}
     out = run_cli("report", "--config.output", str(report), "--config.ensemble", "[ens/1, facslab-valence-arousal/1]",
                   env=store)
     assert out.returncode != 0 and "cv_accuracy" in out.stderr  # not an emotion model: a clear error
+
+
+def test_au_and_valence_arousal_multitask_from_two_datasets(ckplus, affectnet_root, tmp_path):
+    """CK+ gives AUs, AffectNet valence/arousal; each half is NaN where a dataset does not
+    annotate it, and `facslab sweep` trains and registers the multi-task model on the mix."""
+    from datamodules import AUAffectDataModule
+
+    root, _ = ckplus
+    common = dict(image_size=32, cache_dir=str(tmp_path / "cache"), progress=False, preprocess_workers=0)
+    dm = AUAffectDataModule(str(root), str(affectnet_root), n_folds=2, **common)
+    dm.setup()
+    labels, datasets = dm.labels_array(), dm.samples["dataset"].to_numpy()
+    assert labels.shape[1] == 20
+    assert np.isnan(labels[datasets == "CK+", 18:]).all() and not np.isnan(labels[datasets == "CK+", :18]).any()
+    assert np.isnan(labels[datasets == "AffectNet", :18]).all() and not np.isnan(labels[datasets == "AffectNet", 18:]).any()
+    for role in ("train", "val", "test"):
+        assert set(datasets[dm.positions(role)]) == {"CK+", "AffectNet"}
+    config = tmp_path / "multitask.yaml"
+    config.write_text(f"""study: multitask
+task: au_affect
+n_trials: 1
+pruner: none
+data: {{root: {root}, affectnet_root: {affectnet_root}, n_folds: 2, image_size: 32, batch_size: 16,
+       cache_dir: {tmp_path / 'cache'}, progress: false, preprocess_workers: 0}}
+model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 32}}
+train: {{max_epochs: 2, progress: false, init_from: null}}
+search: {{affect_weight: {{choices: [0.5]}}}}
+""")
+    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "registered facslab-au-affect version 1" in out.stdout and "AU PR-AUC" in out.stdout and "CCC" in out.stdout
