@@ -8,29 +8,14 @@ import numpy as np
 import pandas as pd
 
 from datamodules.base import AUFaceDataModule
-from datamodules.splits import subject_folds, subject_holdout
+from datamodules.splits import SubjectFolds
 from facslab.au import FACS_CODE_TO_INDEX, NUM_AUS
 from facslab.badinput import SkipReport
 from facslab.faces.cache import FaceSource
 from facslab.formats import bp4d
 
 
-class _SubjectFolds:
-    """Subject-exclusive test hold-out and folds (``fold``: the validation fold, or None)."""
-
-    def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
-        subjects = samples["subject"].to_numpy()
-        test = subject_holdout(subjects, self.test_fraction, self.seed)
-        folds = np.full(len(samples), -1)
-        folds[~test] = subject_folds(subjects[~test], self.n_folds, self.seed)
-        samples["fold"] = folds
-        roles = np.where(test, "test", "train").astype(object)
-        if self.fold is not None:
-            roles[folds == self.fold] = "val"
-        return pd.Series(roles, index=samples.index)
-
-
-class BP4DDataModule(_SubjectFolds, AUFaceDataModule):
+class BP4DDataModule(SubjectFolds, AUFaceDataModule):
     """BP4D or BP4D+ (told apart per file by the column count) AU occurrence per frame; the
     protocol's 12 AUs are coded (23 and 24 as the model's 23/24), every other model AU is NaN.
 
@@ -57,7 +42,7 @@ class BP4DDataModule(_SubjectFolds, AUFaceDataModule):
         return table.assign(labels=labels, source=[FaceSource(path) for path in table["image"]])
 
 
-class DISFADataModule(_SubjectFolds, AUFaceDataModule):
+class DISFADataModule(SubjectFolds, AUFaceDataModule):
     """DISFA per frame: ``target: occurrence`` gives the detection protocol's 8 AUs, present at
     intensity >= ``threshold`` (2); ``target: intensity`` gives the 12 AUs' intensities 0-5 (for
     the intensity task). Every other model AU is NaN."""

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 
 from datamodules.base import AUFaceDataModule
-from datamodules.splits import subject_folds, subject_holdout
+from datamodules.splits import SubjectFolds
 from facslab.au import NUM_AUS, intensities_from_facs_codes, labels_from_facs_codes
 from facslab.badinput import SkipReport
 from facslab.faces.cache import FaceSource
 from facslab.formats.ckplus import CKPlusLayout, read_ckplus
 
 
-class CKPlusDataModule(AUFaceDataModule):
+class CKPlusDataModule(SubjectFolds, AUFaceDataModule):
     """CK+ AU data.
 
     Args:
@@ -80,14 +80,3 @@ class CKPlusDataModule(AUFaceDataModule):
                                  labels=np.zeros(NUM_AUS, np.float32), subject=subject, kind="neutral",
                                  sequence=first.sequence))
         return pd.DataFrame(rows)
-
-    def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
-        subjects = samples["subject"].to_numpy()
-        test = subject_holdout(subjects, self.test_fraction, self.seed)
-        folds = np.full(len(samples), -1)
-        folds[~test] = subject_folds(subjects[~test], self.n_folds, self.seed)
-        samples["fold"] = folds
-        roles = np.where(test, "test", "train").astype(object)
-        if self.fold is not None:
-            roles[folds == self.fold] = "val"
-        return pd.Series(roles, index=samples.index)

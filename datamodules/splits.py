@@ -63,3 +63,21 @@ def grouped_stratified_holdout(strata: np.ndarray, groups: np.ndarray, fraction:
     mask = np.zeros(len(strata), bool)
     mask[held] = True
     return mask
+
+
+class SubjectFolds:
+    """Datamodule roles: a held-out test split of subjects (``test_fraction``) and ``n_folds``
+    subject-exclusive folds in the rest, of which ``fold`` validates (None: no validation)."""
+
+    def assign_roles(self, samples):
+        import pandas as pd
+
+        subjects = samples["subject"].to_numpy()
+        test = subject_holdout(subjects, self.test_fraction, self.seed)
+        folds = np.full(len(samples), -1)
+        folds[~test] = subject_folds(subjects[~test], self.n_folds, self.seed)
+        samples["fold"] = folds
+        roles = np.where(test, "test", "train").astype(object)
+        if self.fold is not None:
+            roles[folds == self.fold] = "val"
+        return pd.Series(roles, index=samples.index)
