@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.emotion import EmotionDataModule, resized_crops
-from datamodules.splits import subject_folds, subject_holdout
+from datamodules.splits import SubjectFolds, subject_holdout
 from facslab.badinput import SkipReport
 from facslab.faces.cache import CachedCrops, FaceSource
 from facslab.formats import affectnet, rafdb
@@ -123,17 +123,11 @@ class CKPlusEmotionDataModule(EmotionDataModule):
                      for s in labelled.itertuples()]
         return pd.DataFrame(rows)
 
-    def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
-        subjects = samples["subject"].to_numpy()
+    def test_mask(self, subjects: np.ndarray) -> np.ndarray:
         # the test subjects are drawn from every CK+ subject, as CKPlusDataModule draws them (the
         # draw depends only on the set of subjects and the seed): an AU model trained on that
         # module's training split has never seen this module's test subjects
         held = self.all_subjects[subject_holdout(self.all_subjects, self.test_fraction, self.seed)]
-        test = np.isin(subjects, held)
-        folds = np.full(len(samples), -1)
-        folds[~test] = subject_folds(subjects[~test], self.n_folds, self.seed)
-        samples["fold"] = folds
-        roles = np.where(test, "test", "train").astype(object)
-        if self.fold is not None:
-            roles[folds == self.fold] = "val"
-        return pd.Series(roles, index=samples.index)
+        return np.isin(subjects, held)
+
+    assign_roles = SubjectFolds.assign_roles  # EmotionDataModule's own carves validation from training

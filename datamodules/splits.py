@@ -69,11 +69,15 @@ class SubjectFolds:
     """Datamodule roles: a held-out test split of subjects (``test_fraction``) and ``n_folds``
     subject-exclusive folds in the rest, of which ``fold`` validates (None: no validation)."""
 
+    def test_mask(self, subjects: np.ndarray) -> np.ndarray:
+        """Which samples are test samples (whole subjects)."""
+        return subject_holdout(subjects, self.test_fraction, self.seed)
+
     def assign_roles(self, samples):
         import pandas as pd
 
         subjects = samples["subject"].to_numpy()
-        test = subject_holdout(subjects, self.test_fraction, self.seed)
+        test = self.test_mask(subjects)
         folds = np.full(len(samples), -1)
         folds[~test] = subject_folds(subjects[~test], self.n_folds, self.seed)
         samples["fold"] = folds

@@ -23,12 +23,13 @@ from facslab.evaluation import (affect_metrics, choose_thresholds, class_row, co
                                 mean_row, per_au_metrics, per_class_metrics)
 from facslab.predictor import (AUAffectPredictor, AUIntensityPredictor, AUPredictor, EmotionPredictor, TaskPredictor,
                                TemporalAUPredictor, ValenceArousalPredictor)
-from lightning_modules.au_detector import AUDetector
+from facslab.training import bce_pos_weight
 from lightning_modules.au_affect import AUAffectModel
+from lightning_modules.au_detector import AUDetector
 from lightning_modules.au_intensity import AUIntensityRegressor
-from lightning_modules.temporal import TemporalAUDetector
 from lightning_modules.base import BackboneTask
 from lightning_modules.emotion_classifier import EmotionClassifier
+from lightning_modules.temporal import TemporalAUDetector
 from lightning_modules.valence_arousal import ValenceArousalRegressor
 
 log = logging.getLogger(__name__)
@@ -347,8 +348,7 @@ class TemporalAUTask(AUTask):
                              f"CKPlusSequenceDataModule), not {type(dm).__name__}")
         args = {**model_args, "image_size": dm.image_size, "mean": list(dm.mean), "std": list(dm.std), "window": dm.window}
         if train.pos_weight:
-            rate = np.clip(dm.positive_rate("train"), 0.01, 0.99)
-            args["pos_weight"] = [float(v) for v in np.clip((1 - rate) / rate, 1.0, 20.0)]
+            args["pos_weight"] = bce_pos_weight(dm.positive_rate("train"))
         model = TemporalAUDetector(**args)
         if init_from:
             load_weights(model, init_from)
@@ -378,8 +378,7 @@ class AUAffectTask(AUTask):
 
         args = {**model_args, "image_size": dm.image_size, "mean": list(dm.mean), "std": list(dm.std)}
         if train.pos_weight:
-            rate = np.clip(dm.positive_rate("train")[:NUM_AUS], 0.01, 0.99)
-            args["pos_weight"] = [float(v) for v in np.clip((1 - rate) / rate, 1.0, 20.0)]
+            args["pos_weight"] = bce_pos_weight(dm.positive_rate("train")[:NUM_AUS])
         model = AUAffectModel(**args)
         if init_from:
             load_weights(model, init_from)

@@ -86,6 +86,12 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
+def bce_pos_weight(positive_rate: np.ndarray) -> list[float]:
+    """BCE ``pos_weight`` per AU, negatives / positives of the training split, kept in 1-20."""
+    rate = np.clip(positive_rate, 0.01, 0.99)
+    return [float(v) for v in np.clip((1 - rate) / rate, 1.0, 20.0)]
+
+
 def build_model(model_args: dict, dm: AUFaceDataModule, pos_weight: bool = True,
                 init_from: str | None = None) -> AUDetector:
     """An AUDetector for a set-up datamodule: input size and normalisation from the data, optional
@@ -93,8 +99,7 @@ def build_model(model_args: dict, dm: AUFaceDataModule, pos_weight: bool = True,
     args = dict(model_args)
     args.update(image_size=dm.image_size, mean=list(dm.mean), std=list(dm.std))
     if pos_weight:
-        rate = np.clip(dm.positive_rate("train"), 0.01, 0.99)
-        args["pos_weight"] = [float(v) for v in np.clip((1 - rate) / rate, 1.0, 20.0)]
+        args["pos_weight"] = bce_pos_weight(dm.positive_rate("train"))
     model = AUDetector(**args)
     if init_from:
         load_weights(model, init_from)

@@ -10,10 +10,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torchmetrics.functional.classification import binary_average_precision
 
 from facslab.au import NUM_AUS
-from lightning_modules.au_detector import AUDetector, AUHead
+from lightning_modules.au_detector import AUDetector, AUHead, au_pr_auc
 from lightning_modules.valence_arousal import concordance
 
 AFFECT = 2
@@ -68,19 +67,9 @@ class AUAffectModel(AUDetector):
         affect = self.affect_loss(torch.tanh(logits[:, NUM_AUS:]), labels[:, NUM_AUS:])
         return au + self.hparams.affect_weight * affect
 
-    def on_validation_epoch_end(self):
-        if not self._val_outputs:
-            return
-        outputs = torch.cat([p for p, _ in self._val_outputs])
-        labels = torch.cat([y for _, y in self._val_outputs])
-        self._val_outputs.clear()
-        probs, au = outputs[:, :NUM_AUS], labels[:, :NUM_AUS]
-        ap = [binary_average_precision(probs[known, k], au[known, k].int())
-              for k in range(NUM_AUS) for known in [~torch.isnan(au[:, k])] if (au[known, k] == 1).any()]
-        pr_auc = torch.stack(ap).mean() if ap else torch.tensor(0.0)
+    def validation_metrics(self, outputs, labels):
+        pr_auc = au_pr_auc(outputs[:, :NUM_AUS], labels[:, :NUM_AUS])
         affect, target = outputs[:, NUM_AUS:], labels[:, NUM_AUS:]
         known = ~torch.isnan(target).any(1)
         ccc = concordance(affect[known], target[known]).mean() if known.sum() >= 2 else torch.tensor(0.0)
-        self.log("val_pr_auc", pr_auc, prog_bar=True)
-        self.log("val_ccc", ccc, prog_bar=True)
-        self.log("val_au_affect", (pr_auc + ccc) / 2, prog_bar=True)
+        return {"val_pr_auc": pr_auc, "val_ccc": ccc, "val_au_affect": (pr_auc + ccc) / 2}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torchmetrics.functional.classification import binary_average_precision
@@ -23,6 +22,14 @@ class AUHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def au_pr_auc(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean PR-AUC over the AUs, each over its known labels (NaN: not coded); an AU with no
+    positives has no PR-AUC and is left out."""
+    ap = [binary_average_precision(probs[known, k], labels[known, k].int())
+          for k in range(labels.shape[1]) for known in [~torch.isnan(labels[:, k])] if (labels[known, k] == 1).any()]
+    return torch.stack(ap).mean() if ap else torch.tensor(0.0)
 
 
 class AUDetector(BackboneTask):
@@ -70,8 +77,6 @@ class AUDetector(BackboneTask):
         self.register_buffer("thresholds", torch.as_tensor(
             thresholds if thresholds is not None else [0.5] * NUM_AUS, dtype=torch.float32))
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.val_probs: np.ndarray | None = None  # last validation epoch, for thresholds and PR curves
-        self.val_labels: np.ndarray | None = None
 
     def masked_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """BCE over the known labels only: NaN (not coded, BP4D's 9) is neither positive nor negative."""
@@ -81,30 +86,11 @@ class AUDetector(BackboneTask):
         losses = self.loss(logits, torch.nan_to_num(labels))
         return (losses * known).sum() / known.sum().clamp(min=1)
 
-    def training_step(self, batch, batch_idx):
-        images, labels = batch
-        loss = self.masked_loss(self(images), labels)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
-        return loss
+    def loss_from_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.masked_loss(logits, labels)
 
-    def validation_step(self, batch, batch_idx):
-        images, labels = batch
-        logits = self(images)
-        loss = self.masked_loss(logits, labels)
-        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
-        self._val_outputs.append((self.outputs_from_logits(logits).detach(), labels.detach()))
-
-    def on_validation_epoch_end(self):
-        if not self._val_outputs:
-            return
-        probs = torch.cat([p for p, _ in self._val_outputs])
-        labels = torch.cat([y for _, y in self._val_outputs])
-        self._val_outputs.clear()
-        self.val_probs, self.val_labels = probs.cpu().numpy(), labels.cpu().numpy()
-        # per AU over its known labels (NaN: not coded); AP is undefined for an AU with no positives
-        ap = [binary_average_precision(probs[known, k], labels[known, k].int())
-              for k in range(labels.shape[1]) for known in [~torch.isnan(labels[:, k])] if (labels[known, k] == 1).any()]
-        self.log("val_pr_auc", torch.stack(ap).mean() if ap else torch.tensor(0.0), prog_bar=True)
+    def validation_metrics(self, outputs, labels):
+        return {"val_pr_auc": au_pr_auc(outputs, labels)}
 
     def outputs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)

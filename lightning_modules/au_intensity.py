@@ -91,26 +91,11 @@ class AUIntensityRegressor(BackboneTask):
     def outputs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return MAX_INTENSITY * torch.sigmoid(logits)
 
-    def training_step(self, batch, batch_idx):
-        images, target = batch
-        loss = masked_regression_loss(self.hparams.loss, self.outputs_from_logits(self(images)), target)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
-        return loss
+    def loss_from_logits(self, logits, target):
+        return masked_regression_loss(self.hparams.loss, self.outputs_from_logits(logits), target)
 
-    def validation_step(self, batch, batch_idx):
-        images, target = batch
-        pred = self.outputs_from_logits(self(images))
-        self.log("val_loss", masked_regression_loss(self.hparams.loss, pred, target), on_step=False, on_epoch=True,
-                 prog_bar=True, batch_size=len(images))
-        self._val_outputs.append((pred.detach(), target.detach()))
-
-    def on_validation_epoch_end(self):
-        if not self._val_outputs:
-            return
-        pred = torch.cat([p for p, _ in self._val_outputs])
-        target = torch.cat([t for _, t in self._val_outputs])
-        self._val_outputs.clear()
+    def validation_metrics(self, pred, target):
         icc = icc_3_1(pred, target)
-        self.log("val_icc", torch.nan_to_num(icc[~torch.isnan(icc)].mean(), nan=0.0), prog_bar=True)
         known = ~torch.isnan(target)
-        self.log("val_mae", (pred[known] - target[known]).abs().mean() if known.any() else torch.tensor(0.0))
+        return {"val_icc": torch.nan_to_num(icc[~torch.isnan(icc)].mean(), nan=0.0),
+                "val_mae": (pred[known] - target[known]).abs().mean() if known.any() else torch.tensor(0.0)}

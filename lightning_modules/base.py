@@ -2,8 +2,10 @@
 freezing): a backbone with frozen blocks, the frozen-prefix split used by the feature cache,
 Adam with an optional one-cycle schedule, and a per-epoch history for the training-curve plots.
 
-A task subclass builds its head, loss and metrics, and declares ``objective``: the validation
-metric a sweep maximises (and the pruner watches).
+A task subclass builds its head and declares its loss (``loss_from_logits``), its outputs
+(``outputs_from_logits``), its validation metrics (``validation_metrics``, over the whole
+validation epoch) and ``objective``: the validation metric a sweep maximises (and the pruner
+watches). The training and validation steps are the same for every task, here.
 """
 
 from __future__ import annotations
@@ -81,6 +83,36 @@ class BackboneTask(L.LightningModule):
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr,
                                                        total_steps=self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- the steps every task shares -------------------------------------------------------------
+    def loss_from_logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def validation_metrics(self, outputs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Metrics over one validation epoch's outputs (``outputs_from_logits``) and labels."""
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        loss = self.loss_from_logits(self(images), labels)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        self.log("val_loss", self.loss_from_logits(logits, labels), on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(images))
+        self._val_outputs.append((self.outputs_from_logits(logits).detach(), labels.detach()))
+
+    def on_validation_epoch_end(self):
+        if not getattr(self, "_val_outputs", None):
+            return
+        outputs = torch.cat([p for p, _ in self._val_outputs])
+        labels = torch.cat([y for _, y in self._val_outputs])
+        self._val_outputs.clear()
+        for name, value in self.validation_metrics(outputs, labels).items():
+            self.log(name, value, prog_bar=name == self.objective)
 
     # -- what sweeps, the registry and the apps ask of a task ----------------------------------
     def outputs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:

@@ -109,32 +109,14 @@ class EmotionClassifier(BackboneTask):
     def outputs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, 1)
 
-    def _loss(self, logits, labels):
+    def loss_from_logits(self, logits, labels):
         return classification_loss(self.hparams.loss, logits, labels, self.hparams.label_smoothing, self.class_weights)
 
-    def training_step(self, batch, batch_idx):
-        images, labels = batch
-        loss = self._loss(self(images), labels)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        images, labels = batch
-        logits = self(images)
-        self.log("val_loss", self._loss(logits, labels), on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(images))
-        self._val_outputs.append((torch.softmax(logits, 1).detach(), labels.detach()))
-
-    def on_validation_epoch_end(self):
-        if not self._val_outputs:
-            return
-        probs = torch.cat([p for p, _ in self._val_outputs])
-        labels = torch.cat([y for _, y in self._val_outputs])
-        self._val_outputs.clear()
+    def validation_metrics(self, probs, labels):
         classes = len(self.hparams.classes)
-        self.log("val_accuracy", multiclass_accuracy(probs, labels, classes, average="micro"), prog_bar=True)
-        self.log("val_top2_accuracy", multiclass_accuracy(probs, labels, classes, average="micro", top_k=min(2, classes)))
-        self.log("val_macro_f1", multiclass_f1_score(probs, labels, classes, average="macro"))
+        return {"val_accuracy": multiclass_accuracy(probs, labels, classes, average="micro"),
+                "val_top2_accuracy": multiclass_accuracy(probs, labels, classes, average="micro", top_k=min(2, classes)),
+                "val_macro_f1": multiclass_f1_score(probs, labels, classes, average="macro")}
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -116,7 +116,6 @@ class TemporalAUDetector(AUDetector):
         self.register_buffer("thresholds", torch.as_tensor(
             thresholds if thresholds is not None else [0.5] * NUM_AUS, dtype=torch.float32))
         self._val_outputs = []
-        self.val_probs = self.val_labels = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))

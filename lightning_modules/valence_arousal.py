@@ -77,27 +77,10 @@ class ValenceArousalRegressor(BackboneTask):
         self.head = nn.Sequential(*pool, nn.Dropout(dropout), nn.Linear(built.features, len(DIMENSIONS)), nn.Tanh())
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def training_step(self, batch, batch_idx):
-        images, target = batch
-        loss = regression_loss(self.hparams.loss, self(images), target)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
-        return loss
+    def loss_from_logits(self, pred, target):
+        return regression_loss(self.hparams.loss, pred, target)  # the tanh head's outputs are the prediction
 
-    def validation_step(self, batch, batch_idx):
-        images, target = batch
-        pred = self(images)
-        self.log("val_loss", regression_loss(self.hparams.loss, pred, target), on_step=False, on_epoch=True,
-                 prog_bar=True, batch_size=len(images))
-        self._val_outputs.append((pred.detach(), target.detach()))
-
-    def on_validation_epoch_end(self):
-        if not self._val_outputs:
-            return
-        pred = torch.cat([p for p, _ in self._val_outputs])
-        target = torch.cat([t for _, t in self._val_outputs])
-        self._val_outputs.clear()
+    def validation_metrics(self, pred, target):
         ccc = concordance(pred, target)
-        self.log("val_ccc", ccc.mean(), prog_bar=True)
-        for k, name in enumerate(DIMENSIONS):
-            self.log(f"val_ccc_{name}", ccc[k])
-        self.log("val_rmse", torch.sqrt(((pred - target) ** 2).mean()))
+        return {"val_ccc": ccc.mean(), **{f"val_ccc_{name}": ccc[k] for k, name in enumerate(DIMENSIONS)},
+                "val_rmse": torch.sqrt(((pred - target) ** 2).mean())}
