@@ -96,3 +96,30 @@ def test_au43_closes_the_eyes_and_a_wink_closes_one(identities):
     assert eyes_closed(closed_lm) == (True, True)
     _, wink_lm = render(identities[0], with_au("43"), closure=(0.0, 5.0))  # right eye shut
     assert eyes_closed(wink_lm, EYE_CLOSED_THRESHOLD) == (False, True)
+
+
+def test_lips_part_only_with_au25(identities):
+    """FACS codes AU25 whenever the lips part, so no other AU may open them (AU10 once did,
+    which drew unlabelled AU25s)."""
+    def gap(aus):
+        landmarks = face_geometry(identities[0], Expression(aus)).landmarks
+        return landmarks[66, 1] - landmarks[62, 1]
+
+    for label in AU_LABELS:
+        if label != "25":
+            assert gap(with_au(label)) <= 0.01, f"AU{label} alone parts the lips"
+    both = with_au("10")
+    both[AU_INDEX["25"]] = 1.0
+    assert gap(with_au("25", 1.0)) > 0.03 and gap(both) > 0.03
+
+
+def test_sucked_in_and_pressed_lips_are_drawn_apart(identities):
+    """AU28 rolls the lips in (their red vanishes), AU23/24 presses them narrower (their red stays):
+    at every pair of intensities the two differ by much of either AU's own effect."""
+    for identity in identities:
+        neutral = render(identity)[0].astype(int)
+        suck = [render(identity, with_au("28", i))[0].astype(int) for i in range(1, 6)]
+        press = [render(identity, with_au("23/24", i))[0].astype(int) for i in range(1, 6)]
+        closest = min(np.abs(a - b).sum() for a in suck for b in press)
+        own_effect = min(np.abs(a - neutral).sum() for a in suck + press)
+        assert closest > 0.5 * own_effect

@@ -180,6 +180,13 @@ class Conditions:
         )
 
 
+def lip_roll(strength: float) -> float:
+    """How far AU28 has rolled the lips in (0-1) at an effect strength: already most of the way
+    at trace (0.7), since the lips turning inward is what FACS scores for AU28 at any intensity,
+    and still growing to the apex."""
+    return float(np.sqrt(max(strength, 0.0)))
+
+
 def eye_closure_fraction(intensity: float) -> float:
     """How far an eye is shut for an AU43 intensity: any coded AU43 is a (nearly) closed eye."""
     return 0.0 if intensity <= 0 else 0.8 + 0.2 * min(intensity, 5.0) / 5.0
@@ -239,16 +246,21 @@ def face_geometry(identity: Identity, expression: Expression) -> FaceGeometry:
     my, mw = idn.mouth_y, idn.mouth_half_width
     corner_out = 0.1 * s["12"] + 0.2 * s["20"] - 0.1 * s["14"] - 0.09 * s["23/24"] - 0.04 * s["28"]
     corner_down = -0.16 * s["12"] + 0.24 * s["15"] + 0.05 * s["20"] + 0.25 * jaw_drop
-    thin = max(0.12, 1 - 0.75 * s["23/24"] - s["28"] - 0.2 * s["20"])
+    # AU23/24 presses the lips narrower, their red still showing; AU28 rolls them into the mouth,
+    # so their red all but vanishes
+    thin = max(0.12, 1 - 0.55 * s["23/24"] - 0.2 * s["20"]) * (1 - 0.9 * lip_roll(s["28"]))
     upper_lip, lower_lip = idn.upper_lip * thin, idn.lower_lip * thin
     lips_part = 0.09 * s["25"] + 0.25 * s["26/27"] * min(1.0, 3 * s["25"])
     lip_raise = 0.18 * s["10"]
     chin_push = 0.08 * s["17"]
     lower_drop = jaw_drop if s["25"] > 0 else 0.5 * jaw_drop
     upper_drop = 0.0 if s["25"] > 0 else 0.5 * jaw_drop
+    # Without AU25 the lips stay together: the lower lip follows AU10's raised upper lip (FACS
+    # codes 25 whenever they part, so drawing a gap for AU10 alone would mislabel the image)
+    lower_raise = 0.0 if s["25"] > 0 else lip_raise
     cw, cy = mw + corner_out, my + corner_down
     top = my - lips_part / 2 - lip_raise + upper_drop  # inner upper-lip centre
-    bottom = my + lips_part / 2 + lower_drop - chin_push  # inner lower-lip centre
+    bottom = my + lips_part / 2 + lower_drop - chin_push - lower_raise  # inner lower-lip centre
     u = np.array([-1.0, -0.55, -0.2, 0.0, 0.2, 0.55, 1.0])
     bow = np.abs(u) ** 1.5  # lip centre vs corners
     upper_inner = top + (cy - top) * bow
@@ -454,10 +466,15 @@ def render_face(
         p.poly(teeth, (232, 228, 215))
     upper = np.concatenate([lm[48:55], lm[64:59:-1]])
     lower = np.concatenate([lm[54:60], lm[48:49], lm[60:61], lm[67:63:-1]])
-    lip_colour = _shade(idn.lips, 1 - 0.5 * s["28"])  # sucked-in lips show their darker inside
+    roll = lip_roll(s["28"])
+    # rolled-in lips leave skin where their red was
+    lip_colour = tuple(int(round((1 - roll) * c + roll * k)) for c, k in zip(idn.lips, _shade(skin, 0.93)))
     p.poly(upper, lip_colour)
     p.poly(lower, _shade(lip_colour, 1.08))
-    p.line(inner[[0, 1, 2, 3, 4]], _shade(idn.lips, 0.45), 0.012 + 0.04 * s["23/24"] + 0.04 * s["28"])
+    # pressed lips meet in a tight line; sucked-in lips leave a dark slit
+    p.line(inner[[0, 1, 2, 3, 4]], _shade(idn.lips, 0.45), 0.012 + 0.01 * s["23/24"] + 0.03 * s["28"])
+    for edge, side in ((lm[49:54], -1), (lm[55:60], 1)):  # AU24: skin bulges above and below the lips
+        p.blend_line(edge + (0, side * 0.025), dark_skin, WRINKLE, 0.7 * s["23/24"])
 
     # Depressor folds (AU15) down from the corners; stretch folds (AU20) beside them.
     for corner, side in ((lm[48], -1), (lm[54], 1)):
