@@ -253,14 +253,15 @@ def face_geometry(identity: Identity, expression: Expression) -> FaceGeometry:
     lips_part = 0.09 * s["25"] + 0.25 * s["26/27"] * min(1.0, 3 * s["25"])
     lip_raise = 0.18 * s["10"]
     chin_push = 0.08 * s["17"]
-    lower_drop = jaw_drop if s["25"] > 0 else 0.5 * jaw_drop
-    upper_drop = 0.0 if s["25"] > 0 else 0.5 * jaw_drop
-    # Without AU25 the lips stay together: the lower lip follows AU10's raised upper lip (FACS
-    # codes 25 whenever they part, so drawing a gap for AU10 alone would mislabel the image)
-    lower_raise = 0.0 if s["25"] > 0 else lip_raise
+    # Only AU25 parts the lips (FACS codes it whenever they part): without it, both lips share
+    # the jaw's drop and AU10's raise
+    if s["25"] > 0:
+        upper_shift, lower_shift = -lip_raise, jaw_drop
+    else:
+        upper_shift = lower_shift = 0.5 * jaw_drop - lip_raise
     cw, cy = mw + corner_out, my + corner_down
-    top = my - lips_part / 2 - lip_raise + upper_drop  # inner upper-lip centre
-    bottom = my + lips_part / 2 + lower_drop - chin_push - lower_raise  # inner lower-lip centre
+    top = my - lips_part / 2 + upper_shift  # inner upper-lip centre
+    bottom = my + lips_part / 2 + lower_shift - chin_push  # inner lower-lip centre
     u = np.array([-1.0, -0.55, -0.2, 0.0, 0.2, 0.55, 1.0])
     bow = np.abs(u) ** 1.5  # lip centre vs corners
     upper_inner = top + (cy - top) * bow
