@@ -40,23 +40,31 @@ class TrainerConfig:
 
 
 class KeepBestWeights(Callback):
-    """Remembers the weights of the epoch with the lowest validation loss and restores them at the
-    end: early stopping without writing checkpoints to disk every epoch. Frozen blocks (a task's
+    """Remembers the weights of the best validation epoch (by ``monitor``: the task's
+    ``selection``, by default the lowest validation loss) and restores them at the end: early
+    stopping without writing checkpoints to disk every epoch. Frozen blocks (a task's
     ``frozen_modules()``) are left out of the copy: they stay bit-identical, and copying a frozen
     trunk after every improving epoch cost more than training the head on cached features."""
 
-    def __init__(self, monitor: str = "val_loss"):
-        self.monitor, self.best, self.best_epoch, self.state = monitor, float("inf"), -1, None
+    def __init__(self, monitor: str = "val_loss", mode: str = "min"):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be min or max, not {mode!r}")
+        self.monitor, self.sign = monitor, 1.0 if mode == "min" else -1.0
+        self.best, self.best_epoch, self.state = float("inf"), -1, None
+        self.val_loss = float("nan")  # the validation loss of the kept epoch
         self.frozen: tuple[str, ...] = ()  # state-dict prefixes of the frozen modules
 
     def on_fit_start(self, trainer, module):
         frozen = {id(m) for m in getattr(module, "frozen_modules", lambda: [])()}
         self.frozen = tuple(f"{name}." for name, m in module.named_modules() if id(m) in frozen)
 
-    def on_validation_epoch_end(self, trainer, module):
+    # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the
+    # module's, which logs the whole-epoch metrics (val_ccc, val_pr_auc)
+    def on_validation_end(self, trainer, module):
         value = trainer.callback_metrics.get(self.monitor)
-        if value is not None and not trainer.sanity_checking and float(value) < self.best:
-            self.best, self.best_epoch = float(value), trainer.current_epoch
+        if value is not None and not trainer.sanity_checking and self.sign * float(value) < self.best:
+            self.best, self.best_epoch = self.sign * float(value), trainer.current_epoch
+            self.val_loss = float(trainer.callback_metrics.get("val_loss", float("nan")))
             self.state = {k: v.detach().clone() for k, v in module.state_dict().items() if not k.startswith(self.frozen)}
 
     def on_fit_end(self, trainer, module):
@@ -146,9 +154,10 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
         torch.set_num_threads(config.threads)
     has_val = len(dm.positions("val")) > 0
     callbacks = list(callbacks)
-    keeper = KeepBestWeights()
+    monitor, mode = model.selection
+    keeper = KeepBestWeights(monitor, mode)
     if has_val and epochs is None:
-        callbacks += [EarlyStopping("val_loss", patience=config.patience, mode="min"), keeper]
+        callbacks += [EarlyStopping(monitor, patience=config.patience, mode=mode), keeper]
     logger = False
     if run_id is not None:
         import mlflow
@@ -187,7 +196,7 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
     finally:
         model.feature_input, dm.features = False, None
     if has_val and epochs is None:
-        return FitResult(model, keeper.best_epoch, keeper.best, trainer.current_epoch, model.history)
+        return FitResult(model, keeper.best_epoch, keeper.val_loss, trainer.current_epoch, model.history)
     return FitResult(model, trainer.current_epoch - 1, float("nan"), trainer.current_epoch, model.history)
 
 

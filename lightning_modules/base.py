@@ -21,6 +21,8 @@ from lightning_modules.freezing import FrozenBlocks
 class BackboneTask(L.LightningModule):
     #: the validation metric a sweep maximises, logged once per validation epoch
     objective: str = "val_loss"
+    #: what early stopping and the kept weights follow: (validation metric, "min" | "max")
+    selection: tuple[str, str] = ("val_loss", "min")
     #: metrics copied into ``history`` at the end of every training epoch
     history_metrics: tuple[str, ...] = ("train_loss", "val_loss")
 

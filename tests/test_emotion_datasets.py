@@ -89,6 +89,33 @@ def test_affectnet_datamodule_splits_classes_and_valence_arousal(affectnet_root,
     assert len(final.positions("train")) == len(dm.positions("train")) + len(dm.positions("val"))
 
 
+def test_valence_arousal_keeps_the_epoch_of_best_ccc_not_lowest_loss(affectnet_root, tmp_path):
+    """Trained with MSE through ``fit`` (Trainer.fit), the regressor keeps and early-stops on the
+    validation CCC it is scored by: the lowest-MSE epoch can be a model shrunk to the mean."""
+    from facslab.tasks import get_task
+    from facslab.training import TrainerConfig, fit, predict
+    from lightning_modules.valence_arousal import ValenceArousalRegressor, concordance
+
+    import lightning as L
+    import torch
+
+    L.seed_everything(0)
+    dm = AffectNetDataModule(str(affectnet_root), target="valence_arousal", image_size=32, batch_size=32,
+                             cache_dir=str(tmp_path / "aligned"), progress=False, preprocess_workers=0)
+    dm.setup("fit")
+    model = ValenceArousalRegressor(loss="mse", lr=3e-3, image_size=32, mean=list(dm.mean), std=list(dm.std))
+    result = fit(model, dm, TrainerConfig(max_epochs=6, patience=2, progress=False))
+    ccc = [epoch["val_ccc"] for epoch in result.history]
+    loss = [epoch["val_loss"] for epoch in result.history]
+    assert result.best_epoch == int(np.argmax(ccc))
+    assert result.epochs_run == min(6, result.best_epoch + 3)  # early stopping waits 2 epochs for a better CCC
+    assert result.best_val_loss == pytest.approx(loss[result.best_epoch], rel=1e-5)
+    outputs, labels = predict(result.model, dm.val_dataloader())  # the restored weights score the kept CCC
+    assert float(concordance(torch.from_numpy(outputs), torch.from_numpy(labels)).mean()) == pytest.approx(max(ccc), abs=1e-4)
+    assert float(get_task("valence_arousal").fold_score(outputs, labels)) == pytest.approx(max(ccc), abs=1e-3)
+    print("val CCC per epoch", np.round(ccc, 3), "val MSE", np.round(loss, 3))
+
+
 def test_affectnet_2021_release(tmp_path):
     write_affectnet(tmp_path / "an", n_train=40, n_test_per_code=1, seed=4, release="2021", progress=False)
     assert (tmp_path / "an" / "train_set" / "annotations" / "0_exp.npy").is_file()
