@@ -16,12 +16,17 @@ processes share safely (Optuna advises against SQLite for parallel workers); a d
 (``postgresql://…``) spreads a study over machines. Studies resume: ``n_trials`` is the total of
 finished trials (complete, pruned and failed all count), a trial that raises is recorded as
 failed while the study goes on, and a resumed worker's sampler starts a new random sequence so it
-does not propose the finished parameter sets again.
+does not propose the finished parameter sets again. A trial whose process ended mid-way (killed,
+a machine's time limit) is failed and run again with its parameters; every finished fold's
+validation outputs are saved with the trial's run, and the retry reuses those whose parameters,
+data, split and code are unchanged instead of training them again.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import logging
 import math
 import multiprocessing
@@ -32,6 +37,8 @@ import traceback
 import zlib
 from contextlib import contextmanager
 from dataclasses import asdict
+from functools import cache
+from pathlib import Path
 
 import lightning as L
 import mlflow
@@ -42,7 +49,7 @@ from optuna.trial import TrialState
 
 from facslab.config import ConfigError, SweepConfig
 from facslab.runs import log_curves, log_run_basics
-from facslab.tracking import log_figure, log_json, log_table, setup_tracking, store_dir
+from facslab.tracking import artifact_dir, log_figure, log_json, log_table, setup_tracking, store_dir
 from facslab.training import fit, predict
 
 log = logging.getLogger(__name__)
@@ -174,6 +181,54 @@ def resolve_study_init(config: SweepConfig, study: optuna.Study) -> dict[str, st
     return pinned
 
 
+#: per-fold validation outputs in a trial's run: what a retry of an interrupted trial reuses
+FOLDS_ARTIFACT = "folds"
+CODE_PACKAGES = ("facslab", "datamodules", "lightning_modules")
+
+
+@cache
+def code_digest() -> str:
+    """Digest of the Python source that trains and scores a fold: folds computed by other code are
+    not reused (a git commit would also change with a README edit)."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def fold_key(model_args: dict, train: dict, data: dict, split_id: str) -> str:
+    """Everything a fold's result depends on; a saved fold is reused only under the same key."""
+    text = json.dumps({"model": model_args, "train": train, "data": data, "split": split_id, "code": code_digest()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_fold(fold: int, key: str, outputs: np.ndarray, labels: np.ndarray, score: float, history: list[dict],
+              best_epoch: int, best_val_loss: float) -> None:
+    with artifact_dir() as folder:
+        path = folder / f"fold{fold}.npz"
+        np.savez_compressed(path, outputs=outputs, labels=labels, key=key, score=score, history=json.dumps(history),
+                            best_epoch=best_epoch, best_val_loss=best_val_loss)
+        mlflow.log_artifact(str(path), FOLDS_ARTIFACT)
+
+
+def finished_folds(run_id: str) -> dict[int, dict]:
+    """The folds an interrupted trial's run finished, by fold number (none if it finished none)."""
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=FOLDS_ARTIFACT))
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        log.info("run %s has no finished folds to reuse (%s)", run_id, type(error).__name__)
+        return {}
+    folds = {}
+    for path in sorted(folder.glob("fold*.npz")):
+        with np.load(path) as saved:
+            folds[int(path.stem.removeprefix("fold"))] = {name: saved[name] for name in saved.files}
+    return folds
+
+
 class Objective:
     """Cross-validated fine-tuning of one sampled configuration, logged as a nested MLflow run."""
 
@@ -196,6 +251,8 @@ class Objective:
             trial.set_user_attr("duplicate_of", earlier)
             raise optuna.TrialPruned(f"same parameters as trial {earlier}")
         config, task = self.config, self.config.task_spec
+        # a retry of an interrupted trial inherits its user attributes: the run holding its finished folds
+        interrupted_run = trial.user_attrs.get("mlflow_run_id")
         run = mlflow.start_run(run_name=task.run_name(trial.number, model_args), nested=True,
                                parent_run_id=self.parent_run_id)
         status = "FINISHED"
@@ -205,27 +262,40 @@ class Objective:
             trial.set_user_attr("init_from", train["init_from"])
             mlflow.set_tags({"study": config.study, "trial": str(trial.number), "init_from": train["init_from"] or "random",
                              **task.tags(model_args)})
-            return self._cross_validate(trial, model_args, train)
+            finished = finished_folds(interrupted_run) if interrupted_run else {}
+            if interrupted_run:
+                mlflow.set_tag("retry_of_run", interrupted_run)
+            return self._cross_validate(trial, model_args, train, finished)
         except optuna.TrialPruned:
             status = "KILLED"
             mlflow.set_tag("optuna_state", "PRUNED")
             raise
         except Exception:
             status = "FAILED"
+            trial.set_user_attr("interrupted", False)  # a retry inherits the flag; an error is not retried
             mlflow.set_tag("optuna_state", "FAIL")
             mlflow.log_text(traceback.format_exc(), "error.txt")
+            raise
+        # Ctrl-C: Optuna fails the trial, or leaves it running when Lightning turned the interrupt into
+        # SystemExit; either way the next run of the sweep retries it
+        except (KeyboardInterrupt, SystemExit):
+            status = "KILLED"
+            trial.set_user_attr("interrupted", True)
+            mlflow.set_tag("interrupted", "true")
             raise
         finally:
             mlflow.end_run(status)
 
-    def _cross_validate(self, trial, model_args: dict, train: dict) -> float:
+    def _cross_validate(self, trial, model_args: dict, train: dict, finished: dict[int, dict] | None = None) -> float:
+        """The folds' mean score. ``finished``: folds of an interrupted run of the same trial, reused
+        where their key (parameters, data, split, code) still matches."""
         from optuna_integration import PyTorchLightningPruningCallback
 
         config, task = self.config, self.config.task_spec
         objective = task.objective
         train_config = type(config.train)(**train)
         datamodule = task.datamodule_class(config.datamodule)
-        outputs, fold_labels, scores, histories, best_epochs, losses = [], [], [], {}, [], []
+        outputs, fold_labels, scores, histories, best_epochs, losses, reused = [], [], [], {}, [], [], []
         fold, n_folds = 0, 1
         while fold < n_folds:
             L.seed_everything(int(config.data.get("seed", 0)) + fold, workers=True)
@@ -235,25 +305,38 @@ class Objective:
             if fold == 0:
                 log_run_basics({"model": model_args, "train": train, "data": config.data, "task": task.name,
                                 "trial": trial.number, "study": config.study}, dm, stage="sweep-trial")
-            model = task.build_model(model_args, dm, train_config, train_config.init_from)
-            # the first fold's per-epoch validation metric feeds the pruner
-            pruning = [PyTorchLightningPruningCallback(trial, objective)] if fold == 0 and config.pruner != "none" else []
-            try:
-                result = fit(model, dm, train_config, run_id=mlflow.active_run().info.run_id,
-                             tracking_uri=self.tracking_uri, prefix=f"fold{fold}", callbacks=pruning)
-            except optuna.TrialPruned:
-                histories["fold 0"] = model.history
-                log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
-                raise
-            probs, labels = predict(result.model, dm.val_dataloader())
-            score = task.fold_score(probs, labels)
+            key = fold_key(model_args, train, {**config.data, "fold": fold}, dm.split_id())
+            saved = (finished or {}).get(fold)
+            if saved is not None and str(saved["key"]) == key:
+                probs, labels, score = saved["outputs"], saved["labels"], float(saved["score"])
+                history, best_epoch, best_loss = json.loads(str(saved["history"])), int(saved["best_epoch"]), float(saved["best_val_loss"])
+                reused.append(fold)
+                log.warning("trial %d fold %d: reused from the interrupted run (score %.4f)", trial.number, fold, score)
+            else:
+                model = task.build_model(model_args, dm, train_config, train_config.init_from)
+                # the first fold's per-epoch validation metric feeds the pruner
+                pruning = [PyTorchLightningPruningCallback(trial, objective)] if fold == 0 and config.pruner != "none" else []
+                try:
+                    result = fit(model, dm, train_config, run_id=mlflow.active_run().info.run_id,
+                                 tracking_uri=self.tracking_uri, prefix=f"fold{fold}", callbacks=pruning)
+                except optuna.TrialPruned:
+                    histories["fold 0"] = model.history
+                    log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)
+                    raise
+                probs, labels = predict(result.model, dm.val_dataloader())
+                score = task.fold_score(probs, labels)
+                history, best_epoch, best_loss = result.history, result.best_epoch, result.best_val_loss
+            # kept with the run before the next fold starts: what a retry of this trial reuses
+            save_fold(fold, key, probs, labels, score, history, best_epoch, best_loss)
             outputs.append(probs), fold_labels.append(labels), scores.append(score)
-            histories[f"fold {fold}"] = result.history
-            best_epochs.append(result.best_epoch + 1)
-            losses.append(result.best_val_loss)
-            mlflow.log_metrics({f"fold_{objective}": score, "fold_best_val_loss": result.best_val_loss,
-                                "fold_best_epoch": result.best_epoch + 1}, step=fold)
+            histories[f"fold {fold}"] = history
+            best_epochs.append(best_epoch + 1)
+            losses.append(best_loss)
+            mlflow.log_metrics({f"fold_{objective}": score, "fold_best_val_loss": best_loss,
+                                "fold_best_epoch": best_epoch + 1}, step=fold)
             fold += 1
+        if reused:
+            mlflow.set_tag("reused_folds", ",".join(map(str, reused)))
         # summarised over every fold's validation predictions (out-of-fold when there are folds)
         summary = task.summarise_validation(np.concatenate(outputs), np.concatenate(fold_labels), dm, train_config)
         mean, spread = float(np.mean(scores)), float(np.std(scores))
@@ -294,11 +377,25 @@ def _coordinator_lock(config: SweepConfig):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: how often a local trial interrupted by its process's end (Ctrl-C, kill, a machine's time limit)
+#: is run again with the same parameters; its finished folds are reused every time
+LOCAL_RETRIES = 2
+
+
 def fail_interrupted_trials(study: optuna.Study) -> int:
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    """Trials left RUNNING by a process that ended are failed; they and trials stopped by Ctrl-C are
+    enqueued again with the same parameters, their pruning reports and their MLflow run's id, from
+    which the retry reuses the folds that finished (``Objective``)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
+    stale = [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried]
+    retry = optuna.storages.RetryFailedTrialCallback(max_retry=LOCAL_RETRIES, inherit_intermediate_values=True)
     for trial in stale:
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    return len(stale)
+    for trial in stale + stopped:
+        retry(study, study._storage.get_trial(trial._trial_id))
+    return len(stale) + len(stopped)
 
 
 def close_orphan_run(trial: optuna.trial.FrozenTrial) -> bool:
@@ -330,7 +427,8 @@ def recover_interrupted(study: optuna.Study, local: bool) -> None:
     failed = fail_interrupted_trials(study) if local else 0
     closed = close_orphan_runs(study)
     if failed or closed:
-        log.warning("%d interrupted trial(s) marked failed, %d MLflow run(s) closed as FAILED", failed, closed)
+        log.warning("%d interrupted trial(s) marked failed and enqueued again (finished folds are reused), "
+                    "%d MLflow run(s) closed as FAILED", failed, closed)
 
 
 def _counted(study: optuna.Study, in_flight: bool = False) -> int:

@@ -124,10 +124,10 @@ def test_a_raising_trial_is_recorded_as_failed_and_the_study_goes_on(ckplus, sto
 
     real = sweep.Objective._cross_validate
 
-    def flaky(self, trial, model_args, train):
+    def flaky(self, trial, *args):
         if trial.number == 1:
             raise RuntimeError("boom in trial 1")
-        return real(self, trial, model_args, train)
+        return real(self, trial, *args)
 
     monkeypatch.setattr(sweep.Objective, "_cross_validate", flaky)
     study = sweep.run_sweep(make_config(ckplus, store, "flaky", n_trials=3))
@@ -153,7 +153,9 @@ def test_a_stopped_sweep_resumes_without_repeating_parameters_or_leaving_running
     resumed = run_sweep(replace(config, n_trials=5))
     states = [t.state for t in resumed.trials]
     assert [(t.params, t.value) for t in resumed.trials[:2]] == kept
-    assert states[2] == TrialState.FAIL and states.count(TrialState.COMPLETE) == 4 and len(states) == 5
+    # the interrupted trial is failed and run again (its retry counts, not it): 5 complete in 6
+    assert states[2] == TrialState.FAIL and states.count(TrialState.COMPLETE) == 5 and len(states) == 6
+    assert resumed.trials[3].system_attrs["failed_trial"] == 2
     finished = [tuple(sorted(t.params.items())) for t in resumed.trials if t.state == TrialState.COMPLETE]
     assert len(set(finished)) == len(finished)  # the restarted sampler did not propose trial 0 and 1 again
     assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
@@ -318,14 +320,77 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
     study = optuna.load_study(study_name="killed", storage=journal)
     states = [t.state for t in study.trials]
     assert states.count(TrialState.FAIL) >= 1 and states.count(TrialState.RUNNING) == 0
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.FAIL) == 4
+    assert states.count(TrialState.COMPLETE) == 4  # the killed trial ran again: its retry counts, not it
     complete = [t.params["lr"] for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(set(complete)) == len(complete)
+    assert all(t.params["lr"] in complete for t in study.trials if t.state == TrialState.FAIL)
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")  # the workers' store, not this process's
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
     killed = [r for r in runs if r.data.tags.get("interrupted") == "true"]
     assert killed and all(r.info.status == "FAILED" for r in killed)
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
+def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_never_stopped(ckplus, tmp_path, stop):
+    """Real processes: `facslab sweep` killed (SIGKILL) or interrupted (Ctrl-C's SIGINT) once its
+    trial has finished fold 0, then the same command again. The trial runs again with its
+    parameters, fold 0 is not trained again, and the study ends with the value an uninterrupted
+    sweep gets."""
+    import signal
+    import time
+
+    import optuna
+
+    root, _ = ckplus
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"""study: folds
+n_trials: 1
+experiment: tests
+pruner: none
+data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
+model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
+train: {{max_epochs: 4, patience: 4, progress: false, init_from: null}}
+search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
+""")
+    command = [os.path.join(os.path.dirname(sys.executable), "facslab"), "sweep", "--config", str(config), "--no_register"]
+
+    def env(store):
+        return {**os.environ, "FACSLAB_MLRUNS": str(store)}
+
+    def study_of(store):
+        journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(store / "optuna" / "folds.journal")))
+        return optuna.load_study(study_name="folds", storage=journal)
+
+    killed_store = tmp_path / "killed"
+    process = subprocess.Popen(command, env=env(killed_store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not list(killed_store.rglob("folds/fold0.npz")):
+        time.sleep(0.2)
+    assert process.poll() is None, "the sweep ended before it could be killed mid-trial"
+    assert not list(killed_store.rglob("folds/fold2.npz")), "the trial finished before it could be killed"
+    process.send_signal(getattr(signal, stop))
+    assert process.wait(timeout=120) != 0
+    resumed = subprocess.run(command, env=env(killed_store), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "fold 0: reused from the interrupted run" in resumed.stderr, resumed.stderr[-2000:]
+
+    uninterrupted_store = tmp_path / "uninterrupted"
+    out = subprocess.run(command, env=env(uninterrupted_store), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    killed, reference = study_of(killed_store), study_of(uninterrupted_store)
+    assert [t.state for t in killed.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    retry = killed.trials[1]
+    assert retry.params == killed.trials[0].params == reference.trials[0].params
+    assert retry.value == pytest.approx(reference.trials[0].value, abs=1e-6)
+    client = MlflowClient(f"sqlite:///{killed_store / 'mlflow.db'}")
+    run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert run.data.tags["retry_of_run"] == killed.trials[0].user_attrs["mlflow_run_id"]
+    reused = [int(f) for f in run.data.tags["reused_folds"].split(",")]
+    assert 0 in reused and 2 not in reused
+    assert not client.get_metric_history(run.info.run_id, "fold0-val_loss")  # fold 0 was not trained again
+    assert client.get_metric_history(run.info.run_id, "fold2-val_loss")
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "fold_val_pr_auc")) == [0, 1, 2]
 
 
 def _parent_of(pid: int) -> int | None:
