@@ -34,6 +34,7 @@ import os
 import socket
 import time
 import traceback
+import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -45,6 +46,7 @@ import mlflow
 import numpy as np
 import optuna
 from mlflow import MlflowClient
+from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryCallback
 from optuna.trial import TrialState
 
 from facslab.config import ConfigError, SweepConfig
@@ -53,6 +55,8 @@ from facslab.tracking import artifact_dir, log_figure, log_json, log_table, setu
 from facslab.training import fit, predict
 
 log = logging.getLogger(__name__)
+# Optuna 4.9 renamed RetryFailedTrialCallback to this and still marks it experimental; it is used as documented
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message="RetryHeartbeatStaleTrialCallback")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -67,7 +71,7 @@ class RetryAndCloseRun:
     then let Optuna's retry callback enqueue the same parameters once more."""
 
     def __init__(self, max_retry: int = 1):
-        self.retry = optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)
+        self.retry = RetryCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log.warning("trial %d lost its worker %s (no heartbeat): marked FAILED, retried", trial.number,
@@ -260,6 +264,7 @@ class Objective:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who ran it, for post-mortems
             trial.set_user_attr("init_from", train["init_from"])
+            trial.set_user_attr("interrupted", False)  # a retry inherits its interrupted trial's True
             mlflow.set_tags({"study": config.study, "trial": str(trial.number), "init_from": train["init_from"] or "random",
                              **task.tags(model_args)})
             finished = finished_folds(interrupted_run) if interrupted_run else {}
@@ -272,7 +277,6 @@ class Objective:
             raise
         except Exception:
             status = "FAILED"
-            trial.set_user_attr("interrupted", False)  # a retry inherits the flag; an error is not retried
             mlflow.set_tag("optuna_state", "FAIL")
             mlflow.log_text(traceback.format_exc(), "error.txt")
             raise
@@ -382,16 +386,22 @@ def _coordinator_lock(config: SweepConfig):
 LOCAL_RETRIES = 2
 
 
+def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    """Numbers of the trials that a retry stands for."""
+    return {number for trial in trials for number in trial.system_attrs.get("retry_history", [])}
+
+
 def fail_interrupted_trials(study: optuna.Study) -> int:
     """Trials left RUNNING by a process that ended are failed; they and trials stopped by Ctrl-C are
     enqueued again with the same parameters, their pruning reports and their MLflow run's id, from
     which the retry reuses the folds that finished (``Objective``)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
+    retried = retried_numbers(trials)
     stale = [t for t in trials if t.state == TrialState.RUNNING]
     stopped = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried]
-    retry = optuna.storages.RetryFailedTrialCallback(max_retry=LOCAL_RETRIES, inherit_intermediate_values=True)
+    retry = RetryCallback(max_retry=LOCAL_RETRIES, inherit_intermediate_values=True)
     for trial in stale:
+        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)  # its process died mid-trial
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     for trial in stale + stopped:
         retry(study, study._storage.get_trial(trial._trial_id))
@@ -437,7 +447,7 @@ def _counted(study: optuna.Study, in_flight: bool = False) -> int:
     running ones, so that workers stop launching at exactly ``n_trials``. Waiting (enqueued) trials
     do not count: they are what the next launches run."""
     trials = study.get_trials(deepcopy=False)
-    retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}
+    retried = retried_numbers(trials)
     states = FINISHED + ((TrialState.RUNNING,) if in_flight else ())
     return sum(t.state in states and not (t.state == TrialState.FAIL and t.number in retried) for t in trials)
 

@@ -284,16 +284,7 @@ def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_or
 
     root, _ = ckplus
     store = tmp_path / "store"
-    config = tmp_path / "sweep.yaml"
-    config.write_text(f"""study: killed
-n_trials: 4
-experiment: tests
-pruner: none
-data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
-model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
-train: {{max_epochs: 3, patience: 3, progress: false, init_from: null}}
-search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
-""")
+    config = _subprocess_sweep_config(tmp_path, root, study="killed", n_trials=4, epochs=3)
     env = {**os.environ, "FACSLAB_MLRUNS": str(store)}
     command = [os.path.join(os.path.dirname(sys.executable), "facslab"), "sweep", "--config", str(config), "--no_register"]
     parent = subprocess.Popen(command + ["--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -343,16 +334,7 @@ def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_ne
     import optuna
 
     root, _ = ckplus
-    config = tmp_path / "sweep.yaml"
-    config.write_text(f"""study: folds
-n_trials: 1
-experiment: tests
-pruner: none
-data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
-model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
-train: {{max_epochs: 4, patience: 4, progress: false, init_from: null}}
-search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
-""")
+    config = _subprocess_sweep_config(tmp_path, root, study="folds", n_trials=1, epochs=4)
     command = [os.path.join(os.path.dirname(sys.executable), "facslab"), "sweep", "--config", str(config), "--no_register"]
 
     def env(store):
@@ -363,7 +345,9 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
         return optuna.load_study(study_name="folds", storage=journal)
 
     killed_store = tmp_path / "killed"
-    process = subprocess.Popen(command, env=env(killed_store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # as from a terminal: a shell's background job (`make test &`) would pass SIGINT on ignored
+    process = subprocess.Popen(command, env=env(killed_store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None and not list(killed_store.rglob("folds/fold0.npz")):
         time.sleep(0.2)
@@ -382,6 +366,7 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
     assert [t.state for t in killed.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     retry = killed.trials[1]
     assert retry.params == killed.trials[0].params == reference.trials[0].params
+    assert killed.trials[0].user_attrs["interrupted"] is True and retry.user_attrs["interrupted"] is False
     assert retry.value == pytest.approx(reference.trials[0].value, abs=1e-6)
     client = MlflowClient(f"sqlite:///{killed_store / 'mlflow.db'}")
     run = client.get_run(retry.user_attrs["mlflow_run_id"])
@@ -391,6 +376,21 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
     assert not client.get_metric_history(run.info.run_id, "fold0-val_loss")  # fold 0 was not trained again
     assert client.get_metric_history(run.info.run_id, "fold2-val_loss")
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "fold_val_pr_auc")) == [0, 1, 2]
+
+
+def _subprocess_sweep_config(tmp_path, root, study: str, n_trials: int, epochs: int):
+    """A tiny sweep for `facslab sweep` processes: one learning rate searched, no pruning."""
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"""study: {study}
+n_trials: {n_trials}
+experiment: tests
+pruner: none
+data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
+model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
+train: {{max_epochs: {epochs}, patience: {epochs}, progress: false, init_from: null}}
+search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
+""")
+    return config
 
 
 def _parent_of(pid: int) -> int | None:
