@@ -202,7 +202,7 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
         if promoted:
             client.set_registered_model_alias(config.register.name, config.register.alias, version)
         lo, hi = evaluation.interval
-        for key, value in {cv_tag: repr(cv), f"{cv_tag}_std": f"{cv_std:.4f}", "split_id": split_id, "task": task.name,
+        for key, value in {cv_tag: repr(cv), f"{cv_tag}_std": repr(cv_std), "split_id": split_id, "task": task.name,
                            f"test_{task.metric}": f"{evaluation.score:.4f}", f"test_{task.metric}_ci95": f"{lo:.4f}-{hi:.4f}",
                            "study": config.study, "trial": str(best.number), "init_from": init_from or "random",
                            **origin}.items():

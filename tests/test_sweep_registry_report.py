@@ -251,6 +251,10 @@ def test_table1_is_produced_from_the_runs(swept, store, tmp_path):
     folder = make_report(ReportConfig(output=str(tmp_path / "report"), experiment=config.experiment,
                                       model_name="report-model", study=config.study))
     table = pd.read_csv(folder / "table1.csv")
+    # the fold std is kept as exactly as the mean: rounded twice, the report's 0.009 was the sweep's 0.010
+    version = MlflowClient().get_model_version("report-model", registration.version)
+    assert float(version.tags["cv_pr_auc_std"]) == study.best_trial.user_attrs["cv_std"] == registration.cv_std
+    assert f"± {registration.cv_std:.3f}" in (folder / "table1.md").read_text()
     assert len(table) == 19 and table["au"].iloc[-1] == "mean"
     assert table["pr_auc"].iloc[-1] == pytest.approx(registration.test_score)
     mean = table.iloc[-1]
