@@ -7,6 +7,7 @@ import logging
 import mlflow
 import torch
 import yaml
+from mlflow.data.sources import LocalArtifactDatasetSource
 
 from datamodules.base import AUFaceDataModule
 from facslab import plots
@@ -44,7 +45,8 @@ def log_run_basics(config: dict, dm: AUFaceDataModule, stage: str) -> None:
     mlflow.log_text(yaml.safe_dump(config, sort_keys=False), "config.yaml")
     split = dm.split_table()
     log_table(split, "data/split.csv")
-    dataset = mlflow.data.from_pandas(split, source=str(dm.root.resolve()), digest=dm.split_id(),
+    # a local source named outright: resolved from a path, MLflow finds two equal local sources and warns (mlflow#9702)
+    dataset = mlflow.data.from_pandas(split, source=LocalArtifactDatasetSource(str(dm.root.resolve())), digest=dm.split_id(),
                                       name=f"{dm.dataset_name}{' (generated)' if dm.generated else ''}")
     log_dataset_input(dataset, context=stage)
     if len(dm.report):

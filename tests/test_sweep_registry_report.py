@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -76,7 +77,8 @@ def test_every_trial_is_a_nested_mlflow_run_with_its_record(swept):
         assert run.data.tags["accelerator"].startswith("cpu x1 32")  # auto picks the CPU on a machine without GPU
         inputs = run.inputs.dataset_inputs
         assert inputs and inputs[0].dataset.name == "CKPlus (generated)"
-        assert inputs[0].dataset.digest == run.data.tags["split_id"] and inputs[0].dataset.source
+        assert inputs[0].dataset.digest == run.data.tags["split_id"] and inputs[0].dataset.source_type == "local"
+        assert json.loads(inputs[0].dataset.source)["uri"] == str(Path(config.data["root"]).resolve())
     experiment = mlflow.get_experiment_by_name(config.experiment)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     parent_artifacts = {a.path for a in MlflowClient().list_artifacts(parent, "optuna")}
