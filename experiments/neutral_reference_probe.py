@@ -16,45 +16,27 @@ import argparse
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score
-from sklearn.model_selection import GroupKFold
+from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from datamodules import CKPlusDataModule
+from datamodules.features import cached_features
 from facslab.au import AU_LABELS
+from facslab.evaluation import average_precisions
 from facslab.runs import resolve_init
 from facslab.tracking import setup_tracking
 from facslab.training import build_model
 
 
-@torch.inference_mode()
-def pooled_features(model, dm: CKPlusDataModule, positions: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The backbone's pooled output for crops, normalised as in training (eval mode)."""
-    model.eval()
-    mean, std = np.asarray(dm.mean, np.float32) * 255.0, np.asarray(dm.std, np.float32) * 255.0
-    out = []
-    for start in range(0, len(positions), batch_size):
-        x = (np.asarray(dm.cached.crops[positions[start:start + batch_size]], np.float32) - mean) / std
-        out.append(model.backbone(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy())
-    return np.concatenate(out)
-
-
-def out_of_fold_pr_auc(x: np.ndarray, labels: np.ndarray, subjects: np.ndarray, folds: int, c: float) -> np.ndarray:
-    """Per-AU PR-AUC of subject-grouped out-of-fold logistic-regression scores (NaN: no positive)."""
-    scores = np.full(labels.shape, np.nan)
-    for train, held in GroupKFold(n_splits=folds).split(x, groups=subjects):
-        for au in range(labels.shape[1]):
-            y = labels[train, au]
-            if y.min() == y.max():  # one class in this fold's training part: its base rate
-                scores[held, au] = y.mean()
-                continue
-            probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
-            scores[held, au] = probe.fit(x[train], y).predict_proba(x[held])[:, 1]
-    return np.array([average_precision_score(labels[:, au], scores[:, au]) if labels[:, au].any() else np.nan
-                     for au in range(labels.shape[1])])
+def out_of_fold_scores(x: np.ndarray, labels: np.ndarray, subjects: np.ndarray, folds: int, c: float) -> np.ndarray:
+    """Subject-grouped out-of-fold logistic-regression probabilities, one probe per AU."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+    return np.column_stack([
+        cross_val_predict(probe, x, labels[:, au], groups=subjects, cv=GroupKFold(n_splits=folds),
+                          method="predict_proba")[:, 1]
+        for au in range(labels.shape[1])])
 
 
 def main() -> None:
@@ -73,18 +55,21 @@ def main() -> None:
                           augment=False)
     dm.setup()
     init_from = resolve_init("auto", args.backbone, args.image_size, args.experiment)
-    model = build_model({"backbone": args.backbone, "unfrozen_blocks": -1}, dm, init_from=init_from)
+    # no block trains, so the frozen prefix is the whole backbone up to its pooled features: the
+    # sweeps' feature cache computes them once for the training split and keeps them
+    model = build_model({"backbone": args.backbone, "unfrozen_blocks": 0}, dm, init_from=init_from)
+    features = cached_features(model, dm, roles=("train",))
     samples = dm.samples[(dm.samples["role"] == "train") & dm.samples["ok"]]
     neutral = samples[samples["kind"] == "neutral"]
     peaks = samples[(samples["kind"] == "peak") & samples["subject"].isin(neutral["subject"])]
-    peak_features = pooled_features(model, dm, peaks.index.to_numpy())
-    by_subject = dict(zip(neutral["subject"], pooled_features(model, dm, neutral.index.to_numpy())))
-    neutral_features = np.stack([by_subject[subject] for subject in peaks["subject"]])
+    neutral_position = dict(zip(neutral["subject"], neutral.index))
+    peak_features = features[peaks.index.to_numpy()]
+    neutral_features = features[[neutral_position[subject] for subject in peaks["subject"]]]
     labels = dm.labels_array()[peaks.index.to_numpy()]
     subjects = peaks["subject"].to_numpy()
-    alone = out_of_fold_pr_auc(peak_features, labels, subjects, args.folds, args.C)
-    paired = out_of_fold_pr_auc(np.hstack([peak_features, peak_features - neutral_features]), labels, subjects,
-                                args.folds, args.C)
+    alone = average_precisions(out_of_fold_scores(peak_features, labels, subjects, args.folds, args.C), labels)
+    paired = average_precisions(out_of_fold_scores(np.hstack([peak_features, peak_features - neutral_features]),
+                                                   labels, subjects, args.folds, args.C), labels)
     table = pd.DataFrame({"au": [f"AU{label}" for label in AU_LABELS], "positives": labels.sum(0).astype(int),
                           "peak": alone, "peak + (peak - neutral)": paired})
     table.loc[len(table)] = ["mean", int(labels.sum()), np.nanmean(alone), np.nanmean(paired)]

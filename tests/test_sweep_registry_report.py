@@ -290,9 +290,8 @@ def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_or
 
     root, _ = ckplus
     store = tmp_path / "store"
-    config = _subprocess_sweep_config(tmp_path, root, study="killed", n_trials=4, epochs=3)
+    command = _sweep_command(tmp_path, root, study="killed", n_trials=4, epochs=3)
     env = {**os.environ, "FACSLAB_MLRUNS": str(store)}
-    command = [os.path.join(os.path.dirname(sys.executable), "facslab"), "sweep", "--config", str(config), "--no_register"]
     parent = subprocess.Popen(command + ["--workers", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     journal_file = store / "optuna" / "killed.journal"
     victim, deadline = None, time.time() + 240
@@ -340,8 +339,7 @@ def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_ne
     import optuna
 
     root, _ = ckplus
-    config = _subprocess_sweep_config(tmp_path, root, study="folds", n_trials=1, epochs=4)
-    command = [os.path.join(os.path.dirname(sys.executable), "facslab"), "sweep", "--config", str(config), "--no_register"]
+    command = _sweep_command(tmp_path, root, study="folds", n_trials=1, epochs=4)
 
     def env(store):
         return {**os.environ, "FACSLAB_MLRUNS": str(store)}
@@ -384,8 +382,8 @@ def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_ne
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "fold_val_pr_auc")) == [0, 1, 2]
 
 
-def _subprocess_sweep_config(tmp_path, root, study: str, n_trials: int, epochs: int):
-    """A tiny sweep for `facslab sweep` processes: one learning rate searched, no pruning."""
+def _sweep_command(tmp_path, root, study: str, n_trials: int, epochs: int) -> list[str]:
+    """`facslab sweep` of a tiny study (one learning rate searched, no pruning), for real processes."""
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: {study}
 n_trials: {n_trials}
@@ -396,7 +394,7 @@ model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
 train: {{max_epochs: {epochs}, patience: {epochs}, progress: false, init_from: null}}
 search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
 """)
-    return config
+    return [os.path.join(os.path.dirname(sys.executable), "facslab"), "sweep", "--config", str(config), "--no_register"]
 
 
 def _parent_of(pid: int) -> int | None:
