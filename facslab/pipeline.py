@@ -1,7 +1,8 @@
 """The demo chain: generate → pretrain → sweep → register the champion → report.
 
 Each step is skipped when its result is already in the store (datasets generated, a finished
-pretraining run with the same settings, trials in the study), so running it again continues.
+pretraining run with the same settings, trials in the study), so running it again continues; an
+interrupted pretraining continues after its last finished epoch.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from copy import deepcopy
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -67,7 +69,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
         config = deepcopy(base)
         config.model["backbone"] = backbone
         config.data["fraction"] = fraction
-        if find_pretraining(backbone, config.data["image_size"], config.experiment, fraction):
+        if find_pretraining(backbone, config.data["image_size"], config.experiment, fraction, config=asdict(config)):
             print(f"pretraining {backbone} on {fraction:.0%} of CelebA: already in the store")
             continue
         print(f"pretraining {backbone} on {fraction:.0%} of CelebA ...")

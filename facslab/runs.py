@@ -70,18 +70,32 @@ def fraction_tag(fraction: float) -> str:
     return str(float(fraction))
 
 
-def find_pretraining(backbone: str, image_size: int, experiment: str, fraction: float = 1.0):
-    """The newest finished pretraining run (an ``mlflow.entities.Run``) of this backbone, input
-    size and fraction of the pretraining data, or None."""
+#: pretraining config entries that say where and how visibly it runs, not what it learns
+RUN_ONLY_PARAMS = ("data.cache_dir", "data.num_workers", "data.preprocess_workers", "data.progress",
+                   "train.progress", "train.threads", "experiment", "tracking_uri", "run_name")
+
+
+def same_settings(run, config: dict) -> bool:
+    """Whether a run was logged (``log_run_basics``) with the settings of ``config``, a config as
+    a dict, apart from ``RUN_ONLY_PARAMS``. A setting the run did not log counts as different."""
+    wanted = {k: v for k, v in flat_params("", config).items() if k not in RUN_ONLY_PARAMS}
+    return all(run.data.params.get(key) == value for key, value in wanted.items())
+
+
+def find_pretraining(backbone: str, image_size: int, experiment: str, fraction: float = 1.0,
+                     config: dict | None = None, finished: bool = True):
+    """The newest pretraining run (an ``mlflow.entities.Run``) of this backbone, input size and
+    fraction of the pretraining data, or None. With ``config``: only a run with its settings
+    (``same_settings``). ``finished=False``: a run that did not finish (interrupted or killed)."""
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         return None
     query = (f"tags.stage = 'pretrain' and tags.backbone = '{backbone}' and "
              f"tags.image_size = '{image_size}' and tags.fraction = '{fraction_tag(fraction)}' "
-             "and attributes.status = 'FINISHED'")
-    runs = mlflow.search_runs([exp.experiment_id], output_format="list", max_results=1,
+             f"and attributes.status {'=' if finished else '!='} 'FINISHED'")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list", max_results=200,
                               order_by=["attributes.start_time DESC"], filter_string=query)
-    return runs[0] if runs else None
+    return next((run for run in runs if config is None or same_settings(run, config)), None)
 
 
 def weights_uri(run) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
 from datamodules.base import AUFaceDataModule, FaceDataModule
@@ -17,6 +17,9 @@ from lightning_modules.au_detector import AUDetector
 from lightning_modules.base import BackboneTask
 
 log = logging.getLogger(__name__)
+
+#: the file a resumable fit keeps its state in (see ``fit``'s ``checkpoint_dir``)
+LAST_CHECKPOINT = "last.ckpt"
 
 
 @dataclass
@@ -66,6 +69,14 @@ class KeepBestWeights(Callback):
             self.best, self.best_epoch = self.sign * float(value), trainer.current_epoch
             self.val_loss = float(trainer.callback_metrics.get("val_loss", float("nan")))
             self.state = {k: v.detach().clone() for k, v in module.state_dict().items() if not k.startswith(self.frozen)}
+
+    # in a resumable fit's checkpoint, so the weights kept before an interruption are not lost
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "val_loss": self.val_loss, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]
+        self.val_loss, self.state = state_dict["val_loss"], state_dict["state"]
 
     def on_fit_end(self, trainer, module):
         if self.state is not None:
@@ -146,10 +157,12 @@ def load_weights(model: AUDetector, uri: str) -> None:
 
 def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: str | None = None,
         tracking_uri: str | None = None, prefix: str = "", epochs: int | None = None,
-        callbacks: list[Callback] = ()) -> FitResult:
+        callbacks: list[Callback] = (), checkpoint_dir: Path | None = None) -> FitResult:
     """Train; with a validation split, early-stop on its loss and keep the best epoch's weights.
     ``epochs`` fixes the number of epochs (used when there is no validation split); ``callbacks``
-    are added (e.g. Optuna's pruning callback)."""
+    are added (e.g. Optuna's pruning callback). With ``checkpoint_dir`` the state after every epoch
+    (weights, optimiser, early stopping, kept weights, curves) is written to ``last.ckpt`` there,
+    and a fit that finds one continues after its epoch."""
     if config.threads:
         torch.set_num_threads(config.threads)
     has_val = len(dm.positions("val")) > 0
@@ -158,6 +171,13 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
     keeper = KeepBestWeights(monitor, mode)
     if has_val and epochs is None:
         callbacks += [EarlyStopping(monitor, patience=config.patience, mode=mode), keeper]
+    resume_from = None
+    if checkpoint_dir is not None:
+        # after the module's epoch-end hook (which records the epoch's curves), overwriting one file
+        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+                                         save_top_k=1, save_on_train_epoch_end=True, enable_version_counter=False))
+        if (Path(checkpoint_dir) / LAST_CHECKPOINT).exists():
+            resume_from = str(Path(checkpoint_dir) / LAST_CHECKPOINT)
     logger = False
     if run_id is not None:
         import mlflow
@@ -167,7 +187,7 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
     trainer = L.Trainer(
         max_epochs=epochs or config.max_epochs, min_epochs=min(config.min_epochs, epochs or config.max_epochs),
         accelerator=config.accelerator, devices=config.devices, precision=config.precision, logger=logger,
-        callbacks=callbacks, enable_checkpointing=False,
+        callbacks=callbacks, enable_checkpointing=checkpoint_dir is not None,
         enable_progress_bar=config.progress, enable_model_summary=False, deterministic=config.deterministic,
         num_sanity_val_steps=0, log_every_n_steps=1,
         limit_val_batches=1.0 if has_val else 0,
@@ -192,7 +212,9 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
         dm.features = cached_features(model, dm, ("train", "val") if has_val else ("train",), config.progress)
         model.feature_input = True
     try:
-        trainer.fit(model, datamodule=dm)
+        # the checkpoint is this fit's own, written under the store: its datamodule settings hold
+        # config classes (e.g. a dataset layout) that a weights-only load refuses
+        trainer.fit(model, datamodule=dm, ckpt_path=resume_from, weights_only=False if resume_from else None)
     finally:
         model.feature_input, dm.features = False, None
     if has_val and epochs is None:

@@ -1,0 +1,103 @@
+"""``facslab pretrain``: an interrupted pretraining continues its run after the last finished
+epoch, and a finished one is found again only under the same settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+
+import mlflow
+import pytest
+
+EPOCHS = 6
+
+
+def _config(root, tmp_path, epochs: int = EPOCHS):
+    path = tmp_path / "pretrain.yaml"
+    path.write_text(f"""data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, seed: 0}}
+model: {{backbone: resnet18, unfrozen_blocks: -1, hidden_size: 16, lr: 1.0e-3}}
+train: {{max_epochs: {epochs}, patience: {epochs}, progress: false, init_from: null}}
+""")
+    return path
+
+
+def _pretrain_command(config) -> list[str]:
+    return [sys.executable, "-m", "facslab.cli", "pretrain", "--config", str(config)]
+
+
+def _env(store) -> dict:
+    # the store by FACSLAB_MLRUNS alone: MLflow writes the URI it is given into the environment
+    return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "FACSLAB_MLRUNS": str(store)}
+
+
+def _client(store) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+
+
+def _runs(store):
+    client = _client(store)
+    return client.search_runs([client.get_experiment_by_name("facslab").experiment_id], "tags.stage = 'pretrain'")
+
+
+@pytest.mark.xdist_group("subprocess")
+def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(celeba, tmp_path):
+    root, _, _ = celeba
+    store = tmp_path / "mlruns"
+    env = _env(store)
+    config = _config(root, tmp_path)
+    first = subprocess.Popen(_pretrain_command(config), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    checkpoint = None
+    deadline = time.monotonic() + 240
+    while checkpoint is None and time.monotonic() < deadline and first.poll() is None:
+        found = list((store / "checkpoints").glob("*/last.ckpt")) if (store / "checkpoints").is_dir() else []
+        checkpoint = found[0] if found else None
+        time.sleep(0.05)
+    assert checkpoint is not None, f"no epoch checkpoint was written:\n{first.communicate()[0]}"
+    first.send_signal(signal.SIGKILL)  # as a machine's time limit or an OOM killer would
+    first.wait()
+    (killed,) = _runs(store)
+    assert killed.info.status == "RUNNING"  # killed, so nothing ended the run
+    done_before = len(_client(store).get_metric_history(killed.info.run_id, "val_loss"))
+    assert 1 <= done_before < EPOCHS, "the kill came after the last epoch: nothing is left to resume"
+
+    second = subprocess.run(_pretrain_command(config), env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert f"pretraining run {killed.info.run_id} was interrupted: continuing it" in second.stderr
+    (run,) = _runs(store)  # the same run, not a second one
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert run.data.tags["resumed"] == "true"
+    assert run.data.metrics["epochs_run"] == EPOCHS
+    epochs = [m.step for m in _client(store).get_metric_history(run.info.run_id, "val_loss")]
+    assert len(epochs) == EPOCHS and epochs == sorted(set(epochs)), "an epoch was trained twice or skipped"
+    curves = _client(store).download_artifacts(run.info.run_id, "plots/training_curves.png", str(tmp_path))
+    assert os.path.getsize(curves) > 0
+    assert not checkpoint.parent.exists(), "a finished run's checkpoint is left behind"
+
+
+def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_path):
+    from facslab.config import PretrainConfig
+    from facslab.pipeline import load_config
+    from facslab.runs import find_pretraining
+    from facslab.tracking import setup_tracking
+
+    root, _, _ = celeba
+    store = tmp_path / "mlruns"
+    config_file = _config(root, tmp_path, epochs=1)
+    done = subprocess.run(_pretrain_command(config_file), env=_env(store),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (run,) = _runs(store)
+    config = load_config(PretrainConfig, config_file)
+    setup_tracking(f"sqlite:///{store / 'mlflow.db'}")
+    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=asdict(config)).info.run_id == run.info.run_id
+    moved = load_config(PretrainConfig, config_file, {"data.cache_dir": str(tmp_path / "elsewhere"),
+                                                      "train.progress": True})
+    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=asdict(moved)).info.run_id == run.info.run_id
+    longer = load_config(PretrainConfig, config_file, {"train.max_epochs": 2})
+    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=asdict(longer)) is None
+    assert find_pretraining("resnet18", 32, "facslab", 1.0).info.run_id == run.info.run_id  # without settings
