@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from datamodules.transforms import eval_transform, train_transform
+from datamodules.transforms import eval_transform, mix_face_halves, train_transform
 from facslab.au import AU_LABELS
 from facslab.badinput import SkipReport
 from facslab.faces.align import AlignmentSpec
@@ -231,8 +231,40 @@ class FaceDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+#: where the lower face starts in an eye-aligned crop, in eye distances under the eye line: below
+#: the cheeks (AU6's bulge), above the nose wings and the folds beside them (AU9, AU10, AU12)
+LOWER_FACE_FROM = 0.55
+
+
 class AUFaceDataModule(FaceDataModule):
-    """Base for datasets of faces with 18 AU presence labels."""
+    """Base for datasets of faces with 18 AU presence labels.
+
+    Args:
+        mix_halves: the fraction of training faces that get another training face's lower half,
+            their labels following the halves (``transforms.mix_face_halves``): against learning
+            the lower-face AUs from the upper face's prototype. 0: off.
+        **kwargs: see ``FaceDataModule``.
+    """
+
+    def __init__(self, root: str, mix_halves: float = 0.0, **kwargs):
+        super().__init__(root, **kwargs)
+        if not 0.0 <= mix_halves <= 1.0:
+            raise ValueError(f"mix_halves is a fraction of the training faces, 0-1, not {mix_halves}")
+        self.mix_halves = mix_halves
+
+    def lower_face_row(self) -> int:
+        """The first image row of the lower face in this datamodule's aligned crops."""
+        spec = self.spec
+        return int(round((spec.eye_y + LOWER_FACE_FROM * spec.eye_distance) * spec.size))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # on the device, after the per-image pipeline; training batches only
+        if self.mix_halves and self.trainer is not None and self.trainer.training:
+            if self.features is not None:
+                raise ValueError("mix_halves mixes images: it cannot train on cached features; "
+                                 "set train.feature_cache: false")
+            batch = mix_face_halves(*batch, self.lower_face_row(), self.mix_halves)
+        return batch
 
     def positive_rate(self, role: str = "train") -> np.ndarray:
         """Fraction of positives per AU in a split (for BCE ``pos_weight``)."""

@@ -18,31 +18,37 @@ class ActionUnit:
     facs_codes: tuple[int, ...]  # the FACS codes that count as this AU
     name: str
     region: str  # brows, eyes, cheeks_nose, mouth: used by region-aware matching
+    #: where in an eye-aligned face the action shows: the upper face (down to the cheeks), the
+    #: lower face (from the nose wings down), or both (AU9 wrinkles the bridge and lifts the wings)
+    face_half: str
 
 
 AUS: tuple[ActionUnit, ...] = (
-    ActionUnit("1", (1,), "Inner Brow Raiser", "brows"),
-    ActionUnit("2", (2,), "Outer Brow Raiser", "brows"),
-    ActionUnit("4", (4,), "Brow Lowerer", "brows"),
-    ActionUnit("5", (5,), "Upper Lid Raiser", "eyes"),
-    ActionUnit("6", (6,), "Cheek Raiser", "cheeks_nose"),
-    ActionUnit("7", (7,), "Lid Tightener", "eyes"),
-    ActionUnit("9", (9,), "Nose Wrinkler", "cheeks_nose"),
-    ActionUnit("10", (10,), "Upper Lip Raiser", "mouth"),
-    ActionUnit("12", (12,), "Lip Corner Puller", "mouth"),
-    ActionUnit("14", (14,), "Dimpler", "mouth"),
-    ActionUnit("15", (15,), "Lip Corner Depressor", "mouth"),
-    ActionUnit("17", (17,), "Chin Raiser", "mouth"),
-    ActionUnit("20", (20,), "Lip Stretcher", "mouth"),
-    ActionUnit("23/24", (23, 24), "Lip Tightener / Lip Pressor", "mouth"),
-    ActionUnit("25", (25,), "Lips Part", "mouth"),
-    ActionUnit("26/27", (26, 27), "Jaw Drop / Mouth Stretch", "mouth"),
-    ActionUnit("28", (28,), "Lip Suck", "mouth"),
-    ActionUnit("43", (43, 45), "Eyes Closed", "eyes"),
+    ActionUnit("1", (1,), "Inner Brow Raiser", "brows", "upper"),
+    ActionUnit("2", (2,), "Outer Brow Raiser", "brows", "upper"),
+    ActionUnit("4", (4,), "Brow Lowerer", "brows", "upper"),
+    ActionUnit("5", (5,), "Upper Lid Raiser", "eyes", "upper"),
+    ActionUnit("6", (6,), "Cheek Raiser", "cheeks_nose", "upper"),
+    ActionUnit("7", (7,), "Lid Tightener", "eyes", "upper"),
+    ActionUnit("9", (9,), "Nose Wrinkler", "cheeks_nose", "both"),
+    ActionUnit("10", (10,), "Upper Lip Raiser", "mouth", "lower"),
+    ActionUnit("12", (12,), "Lip Corner Puller", "mouth", "lower"),
+    ActionUnit("14", (14,), "Dimpler", "mouth", "lower"),
+    ActionUnit("15", (15,), "Lip Corner Depressor", "mouth", "lower"),
+    ActionUnit("17", (17,), "Chin Raiser", "mouth", "lower"),
+    ActionUnit("20", (20,), "Lip Stretcher", "mouth", "lower"),
+    ActionUnit("23/24", (23, 24), "Lip Tightener / Lip Pressor", "mouth", "lower"),
+    ActionUnit("25", (25,), "Lips Part", "mouth", "lower"),
+    ActionUnit("26/27", (26, 27), "Jaw Drop / Mouth Stretch", "mouth", "lower"),
+    ActionUnit("28", (28,), "Lip Suck", "mouth", "lower"),
+    ActionUnit("43", (43, 45), "Eyes Closed", "eyes", "upper"),
 )
 AU_LABELS: tuple[str, ...] = tuple(au.label for au in AUS)
 NUM_AUS = len(AUS)
 AU_INDEX: dict[str, int] = {au.label: i for i, au in enumerate(AUS)}
+#: AUs by the half of the face that shows them (see ``ActionUnit.face_half``)
+FACE_HALF_AUS: dict[str, tuple[int, ...]] = {
+    half: tuple(i for i, au in enumerate(AUS) if au.face_half == half) for half in ("upper", "lower", "both")}
 
 #: FACS code (as CK+ writes it) -> model AU index; codes not listed are not trained.
 FACS_CODE_TO_INDEX: dict[int, int] = {code: i for i, au in enumerate(AUS) for code in au.facs_codes}

@@ -196,6 +196,9 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
     if config.feature_cache and dm.augment:
         raise ValueError("train.feature_cache needs the datamodule's augment: false (cached features are of "
                          "unaugmented crops); set data.augment: false, or train.feature_cache: false")
+    if use_cache and getattr(dm, "mix_halves", 0):
+        raise ValueError("train.feature_cache needs the datamodule's mix_halves: 0 (cached features are of "
+                         "whole crops); set data.mix_halves: 0, or train.feature_cache: false")
     if run_id is not None:  # what the run really used, not only what was asked for
         import mlflow
 

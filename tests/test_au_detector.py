@@ -164,3 +164,69 @@ def test_the_feature_cache_refuses_augmented_training(tiny_ckplus):
     model = build_model(dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=16), dm)
     with pytest.raises(ValueError, match="feature_cache needs the datamodule's augment: false"):
         fit(model, dm, TrainerConfig(max_epochs=1, progress=False, feature_cache=True))
+
+
+def test_mixed_face_halves_reach_training_steps_only_with_labels_following_each_half(tiny_ckplus):
+    """Through Trainer.fit: every training face seen is a known face's upper half over a known
+    face's lower half, some of them two different faces, with the upper-face AUs of the first, the
+    lower-face AUs of the second and AU9 only where both agree; validation faces are whole."""
+    from lightning.pytorch.callbacks import Callback
+
+    from datamodules import CKPlusDataModule
+    from facslab.au import FACE_HALF_AUS
+    from facslab.training import TrainerConfig, build_model, fit
+
+    class Seen(Callback):
+        def __init__(self):
+            self.train, self.val = [], []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.train.append([t.detach().cpu().clone() for t in batch])
+
+        def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+            self.val.append([t.detach().cpu().clone() for t in batch])
+
+    torch.manual_seed(0)
+    dm = CKPlusDataModule(**tiny_ckplus, image_size=32, fold=0, augment=False, mix_halves=0.5)
+    dm.setup("fit")
+    row = dm.lower_face_row()
+    assert 0 < row < 32
+    faces = {role: [dm.dataset(role)[k] for k in range(len(dm.dataset(role)))] for role in ("train", "val")}
+    images = {role: torch.stack([image for image, _ in faces[role]]) for role in faces}
+    labels = {role: torch.stack([label for _, label in faces[role]]) for role in faces}
+
+    def whose(part: torch.Tensor, role: str, rows: slice) -> int:
+        matches = [k for k in range(len(images[role])) if torch.equal(images[role][k, :, rows], part)]
+        assert matches, f"a {role} image part that is no {role} face's"
+        return matches[0]
+
+    seen = Seen()
+    model = build_model(dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=16, lr=1e-3), dm)
+    fit(model, dm, TrainerConfig(max_epochs=2, patience=5, progress=False), callbacks=[seen])
+    lower, upper, both = (list(FACE_HALF_AUS[h]) for h in ("lower", "upper", "both"))
+    mixed = 0
+    for batch_images, batch_labels in (pair for batch in seen.train for pair in zip(*batch)):
+        top = whose(batch_images[:, :row], "train", slice(None, row))
+        bottom = whose(batch_images[:, row:], "train", slice(row, None))
+        assert torch.equal(batch_labels[upper], labels["train"][top, upper])
+        assert torch.equal(batch_labels[lower], labels["train"][bottom, lower])
+        agree = labels["train"][top, both] == labels["train"][bottom, both]
+        assert torch.equal(batch_labels[both][agree], labels["train"][top, both][agree])
+        assert torch.isnan(batch_labels[both][~agree]).all()
+        mixed += top != bottom
+    seen_count = sum(len(batch[0]) for batch in seen.train)
+    assert 0.25 * seen_count < mixed < 0.75 * seen_count, (mixed, seen_count)  # about half of them
+    for batch_images, batch_labels in (pair for batch in seen.val for pair in zip(*batch)):
+        k = whose(batch_images, "val", slice(None))
+        assert torch.equal(batch_labels, labels["val"][k])
+
+
+def test_the_feature_cache_refuses_mixed_face_halves(tiny_ckplus):
+    from datamodules import CKPlusDataModule
+    from facslab.training import TrainerConfig, build_model, fit
+
+    dm = CKPlusDataModule(**tiny_ckplus, image_size=32, fold=0, augment=False, mix_halves=0.5)
+    dm.setup("fit")
+    model = build_model(dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=16), dm)
+    with pytest.raises(ValueError, match="feature_cache needs the datamodule's mix_halves: 0"):
+        fit(model, dm, TrainerConfig(max_epochs=1, progress=False, feature_cache=True))
