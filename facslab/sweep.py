@@ -50,7 +50,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryCallback
 from optuna.trial import TrialState
 
 from facslab.config import ConfigError, SweepConfig
-from facslab.runs import log_curves, log_run_basics
+from facslab.runs import flat_params, log_curves, log_run_basics
 from facslab.tracking import artifact_dir, log_figure, log_json, log_table, setup_tracking, store_dir
 from facslab.training import fit, predict
 
@@ -138,6 +138,33 @@ def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
         study_name=config.study, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=sampler_seed(config, worker, existing)),
         pruner=make_pruner(config.pruner, config.pruner_warmup, config.pruner_startup_trials))
+
+
+#: config entries that say where and how visibly trials run, not what they score (the machines of
+#: a shared study may keep the data in different folders)
+RUN_ONLY_KEYS = ("data.root", "data.cache_dir", "data.num_workers", "data.preprocess_workers", "data.progress",
+                 "train.progress", "train.threads")
+
+
+def trial_settings(config: SweepConfig) -> dict[str, str]:
+    """What a trial's objective depends on besides its sampled parameters, flattened."""
+    settings = flat_params("", {"task": config.task, "datamodule": config.datamodule, "data": config.data,
+                                "model": config.model, "train": asdict(config.train), "search": config.search})
+    return {key: value for key, value in settings.items() if key not in RUN_ONLY_KEYS}
+
+
+def check_study_settings(config: SweepConfig, study: optuna.Study) -> None:
+    """Records the settings of a study's trials with it; resuming it under other settings is an
+    error, since their trials would be ranked against each other as if alike."""
+    recorded, settings = study.user_attrs.get("settings"), trial_settings(config)
+    if recorded is None:  # a new study, or one from before the settings were recorded
+        study.set_user_attr("settings", settings)
+        return
+    changed = sorted(key for key in set(recorded) | set(settings) if recorded.get(key) != settings.get(key))
+    if changed:
+        listed = "; ".join(f"{key}: {recorded.get(key, '(unset)')} -> {settings.get(key, '(unset)')}" for key in changed)
+        raise ConfigError(f"study {config.study} was run with other settings ({listed}). Give this config another "
+                          "study name, or run the study with the settings it was run with.")
 
 
 def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
@@ -543,6 +570,7 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     for key, value in {"task": task.name, "objective": task.objective, "objective_label": task.metric_label}.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
+    check_study_settings(config, study)
     resolve_study_init(config, study)  # fails before any trial when a pretraining is missing
     if config.enqueue and not study.trials:
         for params in config.enqueue:

@@ -121,6 +121,28 @@ def test_thresholds_come_from_out_of_fold_predictions_not_the_test_split(ckplus,
     assert seen["rows"] == not_test.sum()  # every training-split sample once, out of fold
 
 
+def test_a_study_resumed_under_other_settings_is_an_error_that_names_them(ckplus, store):
+    from dataclasses import replace
+
+    from facslab.config import ConfigError
+    from facslab.sweep import run_sweep
+
+    config = make_config(ckplus, store, "settings-pinned", n_trials=1)
+    first = run_sweep(config)
+    assert len(first.trials) == 1
+    # where and how visibly trials run is not part of the settings: the finished study is found
+    moved = make_config(ckplus, store, "settings-pinned", n_trials=1,
+                        data={**config.data, "root": str(ckplus[0]) + "/", "progress": True},
+                        train=replace(config.train, progress=True))
+    assert len(run_sweep(moved).trials) == 1
+    changed = make_config(ckplus, store, "settings-pinned", n_trials=2, model={**config.model, "dropout": 0.5},
+                          data={**config.data, "mix_halves": 0.5})
+    with pytest.raises(ConfigError, match=r"study settings-pinned was run with other settings \(data.mix_halves: "
+                                          r"\(unset\) -> 0.5; model.dropout: \(unset\) -> 0.5\)"):
+        run_sweep(changed)
+    assert len(run_sweep(config).trials) == 1  # nothing was added by the refused run
+
+
 def test_a_raising_trial_is_recorded_as_failed_and_the_study_goes_on(ckplus, store, monkeypatch):
     import facslab.sweep as sweep
 
