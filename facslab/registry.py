@@ -177,6 +177,11 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
     dm = task.datamodule_class(config.datamodule)(**{**config.data, "fold": None})
     dm.setup("fit")
     split_id = dm.split_id()
+    earlier = earlier_registration(config, best, split_id)
+    if earlier is not None:  # a resumed chain: its one test look was taken then
+        log.info("%s: trial %d of study %s is version %s already; not trained or tested again",
+                 config.register.name, best.number, config.study, earlier.version)
+        return earlier
     parent = study.user_attrs.get("mlflow_parent_run_id")
     name = f"final {config.study} trial {best.number:03d}"
     cv_tag = f"cv_{task.metric}"
@@ -210,6 +215,7 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
         lo, hi = evaluation.interval
         for key, value in {cv_tag: repr(cv), f"{cv_tag}_std": repr(cv_std), "split_id": split_id, "task": task.name,
                            f"test_{task.metric}": f"{evaluation.score:.4f}", f"test_{task.metric}_ci95": f"{lo:.4f}-{hi:.4f}",
+                           "test_secondary": evaluation.secondary, "test_table": next(iter(evaluation.tables)),
                            "study": config.study, "trial": str(best.number), "init_from": init_from or "random",
                            **origin}.items():
             client.set_model_version_tag(config.register.name, version, key, value)
@@ -219,6 +225,38 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
         folds = len(best.user_attrs.get("fold_scores", [])) or 1
         return Registration(run.info.run_id, version, task.metric_label, folds, cv, cv_std, evaluation.score, (lo, hi),
                             evaluation.secondary, None if champion is None else champion["cv"], promoted, reason, table)
+
+
+def earlier_registration(config: SweepConfig, trial: optuna.trial.FrozenTrial, split_id: str) -> Registration | None:
+    """The version this study's trial was registered as before, on the same split, rebuilt from
+    its tags and its run's test table; None when there is none. Running a chain again must not
+    retrain the model and look at the test split a second time."""
+    client, task = MlflowClient(), config.task_spec
+    try:
+        versions = client.search_model_versions(f"name = '{config.register.name}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    for version in sorted(versions, key=lambda v: int(v.version)):
+        tags = version.tags
+        if (tags.get("study"), tags.get("trial"), tags.get("split_id")) != (config.study, str(trial.number), split_id):
+            continue
+        if "test_table" not in tags:  # registered before the tags that rebuild it were written
+            raise RuntimeError(f"{config.register.name} version {version.version} is trial {trial.number} of study "
+                               f"{config.study} already, registered by an older facslab: delete that version to "
+                               "register the trial again, or read its figures in its run")
+        table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=tags["test_table"]))
+        lo, hi = (float(x) for x in tags[f"test_{task.metric}_ci95"].split("-"))
+        try:
+            champion = str(client.get_model_version_by_alias(config.register.name, config.register.alias).version)
+        except MlflowException:
+            champion = None
+        cv_tag = f"cv_{task.metric}"
+        return Registration(version.run_id, str(version.version), task.metric_label,
+                            len(trial.user_attrs.get("fold_scores", [])) or 1, float(tags[cv_tag]),
+                            float(tags[f"{cv_tag}_std"]), float(tags[f"test_{task.metric}"]), (lo, hi),
+                            tags["test_secondary"], None, champion == str(version.version),
+                            "registered before, not tested again", table)
+    return None
 
 
 def log_test_outputs(predictions: tuple[np.ndarray, np.ndarray], predictor: TaskPredictor, dm, split_id: str) -> None:

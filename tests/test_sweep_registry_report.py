@@ -221,8 +221,14 @@ def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_o
     first = register_best(config, study)
     assert first.promoted and first.champion_cv is None and first.cv_score == pytest.approx(study.best_value)
     assert str(client.get_model_version_by_alias(name, alias).version) == first.version
-    same = register_best(config, study)  # equal, not better: the alias stays
-    assert not same.promoted and same.champion_cv == pytest.approx(first.cv_score)
+    again = register_best(config, study)  # a chain run again: the same version, no second training or test look
+    assert again.version == first.version and again.promoted and len(looks) == 1
+    assert again.test_score == pytest.approx(first.test_score, abs=1e-4) and again.test_secondary == first.test_secondary
+    assert again.table["pr_auc"].to_numpy() == pytest.approx(first.table["pr_auc"].to_numpy(), nan_ok=True)
+    complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    runner_up = complete[-2]
+    worse = register_best(config, study, runner_up)  # not better: the alias stays
+    assert not worse.promoted and worse.champion_cv == pytest.approx(first.cv_score)
     assert str(client.get_model_version_by_alias(name, alias).version) == first.version
     assert len(looks) == 2  # one test look per registered version, none for the champion
     tags = client.get_model_version(name, first.version).tags
@@ -231,13 +237,15 @@ def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_o
     lo, hi = first.test_ci
     assert lo <= first.test_score <= hi
     # a champion cross-validated on another split is not comparable: reported, not replaced
+    client.delete_model_version(name, worse.version)  # so that the runner-up is registered anew
     client.set_model_version_tag(name, first.version, "split_id", "another-split")
-    other = register_best(config, study)
+    other = register_best(config, study, runner_up)
     assert not other.promoted and "split mismatch" in other.reason
     # a worse champion on the same split is replaced
-    client.set_model_version_tag(name, first.version, "split_id", client.get_model_version(name, same.version).tags["split_id"])
+    client.delete_model_version(name, other.version)
+    client.set_model_version_tag(name, first.version, "split_id", tags["split_id"])
     client.set_model_version_tag(name, first.version, "cv_pr_auc", "0.0100")
-    better = register_best(config, study)
+    better = register_best(config, study, runner_up)
     assert better.promoted and better.champion_cv == pytest.approx(0.01)
     assert str(client.get_model_version_by_alias(name, alias).version) == better.version
 
@@ -264,7 +272,7 @@ print(json.dumps({{"faces": len(faces), "probs": faces[0].probabilities.tolist()
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["faces"] == 1 and result["aligned"] == 18 and len(result["probs"]) == 18
     assert all(0 <= p <= 1 for p in result["probs"])
-    assert result["thresholds"] == pytest.approx(study.best_trial.user_attrs["task_attrs"]["thresholds"])
+    assert result["thresholds"] == pytest.approx(runner_up.user_attrs["task_attrs"]["thresholds"])  # the champion now
 
 
 def test_table1_is_produced_from_the_runs(swept, store, tmp_path):
