@@ -4,8 +4,10 @@ outputs once and trains the rest on them, across epochs, folds and trials.
 
 Stored next to the crop cache, keyed by the crop cache entry, the rows computed, the frozen
 stages' weights (a digest of every parameter and buffer), the backbone, the cut point, the input
-size and the normalisation. Only unaugmented crops can be cached, so the cache needs
-``augment: false`` (``facslab.training.fit`` refuses otherwise).
+size, the normalisation and a digest of the code that computes them. Only unaugmented crops can
+be cached, so the cache needs ``augment: false`` (``facslab.training.fit`` refuses otherwise).
+The crops are normalised by the datamodule's own evaluation transform, so cached features are
+bit-identical to what the frozen stages compute inside a plain fit.
 """
 
 from __future__ import annotations
@@ -20,7 +22,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-FEATURE_VERSION = 1
+from datamodules.transforms import eval_transform
+
+
+def code_digest() -> str:
+    """A digest of the code that computes features (this module, the backbones and the
+    transforms) and of torch's version: a change to any of them is a new cache entry, with no
+    version number to remember to bump."""
+    import lightning_modules.backbones as backbones
+    import datamodules.transforms as transforms
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    for module in (backbones, transforms):
+        digest.update(Path(module.__file__).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()
 
 
 def prefix_digest(model) -> str:
@@ -34,7 +50,7 @@ def prefix_digest(model) -> str:
 
 def feature_key(model, dm, positions: np.ndarray) -> str:
     hp = model.hparams
-    parts = [FEATURE_VERSION, dm.cached.path.name, hashlib.sha256(positions.tobytes()).hexdigest(),
+    parts = [code_digest(), dm.cached.path.name, hashlib.sha256(positions.tobytes()).hexdigest(),
              prefix_digest(model), hp.backbone, len(model.frozen_stages()), dm.image_size,
              [round(v, 8) for v in dm.mean], [round(v, 8) for v in dm.std]]
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
@@ -63,13 +79,11 @@ def compute_features(model, crops: np.ndarray, positions: np.ndarray, mean, std,
     for stage in stages:
         stage.eval()
     device = next(model.parameters()).device
-    mean = np.asarray(mean, np.float32) * 255.0
-    std = np.asarray(std, np.float32) * 255.0
+    transform = eval_transform(mean, std)  # the loader's own: the same floats as in a plain fit
     try:
         for start in tqdm(range(0, len(positions), batch_size), desc="frozen features", disable=not progress):
             rows = positions[start:start + batch_size]
-            x = (np.asarray(crops[rows], np.float32) - mean) / std
-            x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(device)
+            x = torch.stack([transform(image=np.asarray(crops[r]))["image"] for r in rows]).to(device)
             out[rows] = model.frozen_prefix(x).float().cpu().numpy()
     finally:
         for stage, mode in zip(stages, modes):

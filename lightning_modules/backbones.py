@@ -6,6 +6,10 @@ ResNet-18/34). VGG's and AlexNet's are the convolution groups between max-pools,
 keeps the 1000-d classifier output the report's head reads; the classifier, which sits after the
 last group, trains whenever at least one block does.
 
+What is frozen is a prefix of the trunk's stages, one definition for training and for the
+feature cache (``Backbone.frozen_stages``): with no block training, every stage is frozen,
+pooling included, so a LayerNorm in a pooling tail (ConvNeXt, ViT) freezes as it is cached.
+
 Weights are never downloaded: ``weights`` is a local state-dict file, or a torchvision weights
 name ("DEFAULT", "IMAGENET1K_V1") that must already be in the TORCH_HOME cache.
 """
@@ -25,17 +29,24 @@ class Backbone:
     trunk: nn.Module
     features: int
     blocks: list[nn.Module]  # input to output
-    tail: list[nn.Module]  # after the last block; trains when any block does
     #: ``trunk`` as a chain: one stage per block (with its parameter-free layers), then the
-    #: pooling (and tail); running them in order equals ``trunk(x)``, so a frozen prefix of
-    #: stages can be computed once and the rest run on its output
+    #: pooling (and VGG's classifier); running them in order equals ``trunk(x)``, so a frozen
+    #: prefix of stages can be computed once and the rest run on its output
     stages: list[nn.Module]
 
     def prefix_length(self, unfrozen_blocks: int) -> int:
-        """How many stages are frozen: every one, tail included, when no block trains."""
+        """How many stages are frozen: every one, pooling included, when no block trains; with
+        ``k`` blocks training, the stages of the other blocks. ``-1`` trains every block."""
         if unfrozen_blocks == -1:
             unfrozen_blocks = len(self.blocks)
+        if not 0 <= unfrozen_blocks <= len(self.blocks):
+            raise ValueError(f"unfrozen_blocks must be in 0..{len(self.blocks)}, not {unfrozen_blocks}")
         return len(self.stages) if unfrozen_blocks == 0 else len(self.blocks) - unfrozen_blocks
+
+    def frozen_stages(self, unfrozen_blocks: int) -> list[nn.Module]:
+        """The stages that do not train, input side first: what training freezes is exactly what
+        the feature cache computes once."""
+        return self.stages[:self.prefix_length(unfrozen_blocks)]
 
 
 def _load_weights(model: nn.Module, name: str, weights: str | None) -> None:
@@ -69,7 +80,7 @@ def resnet(name: str = "resnet18", weights: str | None = None) -> Backbone:
     stem = nn.ModuleList([model.conv1, model.bn1])
     stages = [nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool), model.layer1, model.layer2,
               model.layer3, model.layer4, nn.Sequential(model.avgpool, nn.Flatten(1))]
-    return Backbone(model, features, [stem, model.layer1, model.layer2, model.layer3, model.layer4], [], stages)
+    return Backbone(model, features, [stem, model.layer1, model.layer2, model.layer3, model.layer4], stages)
 
 
 def _conv_groups(features: nn.Sequential) -> list[nn.Module]:
@@ -89,7 +100,7 @@ def vgg(name: str = "vgg16", weights: str | None = None) -> Backbone:
     _load_weights(model, name, weights)
     groups = _conv_groups(model.features)
     stages = [nn.Sequential(*group) for group in groups] + [nn.Sequential(model.avgpool, nn.Flatten(1), model.classifier)]
-    return Backbone(model, model.classifier[-1].out_features, groups, [model.classifier], stages)
+    return Backbone(model, model.classifier[-1].out_features, groups, stages)
 
 
 def alexnet(name: str = "alexnet", weights: str | None = None) -> Backbone:
@@ -112,7 +123,7 @@ def _chain(model: nn.Module, blocks: list[nn.Module], pooling: nn.Module, featur
     """A trunk that is ``blocks`` then ``pooling``, each block a stage (the torchvision model's
     own modules, so weights loaded into ``model`` are the trunk's)."""
     stages = blocks + [pooling]
-    return Backbone(nn.Sequential(*stages), features, list(blocks), [], stages)
+    return Backbone(nn.Sequential(*stages), features, list(blocks), stages)
 
 
 def features_family(name: str, weights: str | None = None) -> Backbone:
@@ -155,7 +166,7 @@ def mini_xception(name: str = "mini_xception", weights: str | None = None, in_ch
     trunk = MiniXceptionTrunk(in_channels)
     _load_weights(trunk, name, weights)
     blocks = list(trunk)
-    return Backbone(trunk, trunk.out_channels, blocks, [], list(blocks))
+    return Backbone(trunk, trunk.out_channels, blocks, list(blocks))
 
 
 def googlenet(name: str = "googlenet", weights: str | None = None) -> Backbone:
@@ -204,7 +215,7 @@ def vit(name: str = "vit_b_16", weights: str | None = None, image_size: int = 22
     stages = [nn.Sequential(embedding, model.encoder.dropout)] + list(model.encoder.layers)
     pooling = _ClassToken(model.encoder.ln)
     trunk = nn.Sequential(*stages, pooling)
-    return Backbone(trunk, model.hidden_dim, blocks, [], stages + [pooling])
+    return Backbone(trunk, model.hidden_dim, blocks, stages + [pooling])
 
 
 FAMILIES = {
@@ -235,22 +246,11 @@ def build_backbone(name: str, weights: str | None = None, in_channels: int = 3, 
     return FAMILIES[name](name, weights)
 
 
-def frozen_blocks(backbone: Backbone, unfrozen_blocks: int) -> list[nn.Module]:
-    """The modules that stay frozen when the last ``unfrozen_blocks`` blocks train (and the tail
-    with them): input side first. ``-1`` trains every block."""
-    if unfrozen_blocks == -1:
-        unfrozen_blocks = len(backbone.blocks)
-    if not 0 <= unfrozen_blocks <= len(backbone.blocks):
-        raise ValueError(f"unfrozen_blocks must be in 0..{len(backbone.blocks)}, not {unfrozen_blocks}")
-    frozen = backbone.blocks[:len(backbone.blocks) - unfrozen_blocks]
-    return frozen + (backbone.tail if unfrozen_blocks == 0 else [])
-
-
 def freeze_all_but_last(backbone: Backbone, unfrozen_blocks: int) -> list[nn.Module]:
-    """Switch off gradients of the trunk except its last ``unfrozen_blocks`` blocks (and the tail
-    when any); returns the frozen modules. Their BatchNorm statistics and eval mode are kept by
+    """Switch off gradients of the trunk's frozen stages (``Backbone.frozen_stages``); returns
+    them. Their BatchNorm statistics and eval mode are kept by
     ``lightning_modules.freezing.FrozenBlocks`` during training."""
-    frozen = frozen_blocks(backbone, unfrozen_blocks)
+    frozen = backbone.frozen_stages(unfrozen_blocks)
     backbone.trunk.requires_grad_(True)
     for module in frozen:
         module.requires_grad_(False)

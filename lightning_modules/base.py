@@ -21,8 +21,14 @@ from lightning_modules.freezing import FrozenBlocks
 class BackboneTask(L.LightningModule):
     #: the validation metric a sweep maximises, logged once per validation epoch
     objective: str = "val_loss"
-    #: what early stopping and the kept weights follow: (validation metric, "min" | "max")
-    selection: tuple[str, str] = ("val_loss", "min")
+    #: what early stopping and the kept weights follow: (validation metric, "min" | "max"); None:
+    #: the objective, maximised (a task keeps the epochs its own score prefers). A task that
+    #: selects by something else says why beside its setting.
+    selection: tuple[str, str] | None = None
+
+    @classmethod
+    def selected_by(cls) -> tuple[str, str]:
+        return cls.selection or (cls.objective, "max")
     #: metrics copied into ``history`` at the end of every training epoch
     history_metrics: tuple[str, ...] = ("train_loss", "val_loss")
 
@@ -33,7 +39,7 @@ class BackboneTask(L.LightningModule):
         self.backbone = built.trunk
         # plain lists: the modules are registered once, under backbone
         self._frozen = freeze_all_but_last(built, unfrozen_blocks)
-        self._stages, self._prefix = built.stages, built.prefix_length(unfrozen_blocks)
+        self._stages, self._prefix = built.stages, len(self._frozen)
         self.feature_input = False  # True while training on cached frozen-prefix features
         self.history: list[dict] = []
         return built

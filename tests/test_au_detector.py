@@ -1,5 +1,7 @@
 """The AU detector: backbones, freezing, head, loss and the thresholds/metrics it is judged by."""
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -230,3 +232,56 @@ def test_the_feature_cache_refuses_mixed_face_halves(tiny_ckplus):
     model = build_model(dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=16), dm)
     with pytest.raises(ValueError, match="feature_cache needs the datamodule's mix_halves: 0"):
         fit(model, dm, TrainerConfig(max_epochs=1, progress=False, feature_cache=True))
+
+
+#: one backbone of every family in ``backbones.FAMILIES`` (mini-Xception, whose trunk ends in a
+#: feature map, through the emotion task that takes it)
+FAMILY_EXAMPLES = ["resnet18", "vgg11_bn", "alexnet", "densenet121", "mobilenet_v3_small", "convnext_tiny",
+                   "shufflenet_v2_x1_0", "googlenet", "vit_b_16", "mini_xception"]
+
+
+def _trainable_with_and_without_cache(model):
+    """(names that train in a plain fit, names that train on cached features: the stages after
+    the cached prefix and the head)."""
+    plain = {n for n, p in model.named_parameters() if p.requires_grad}
+    owners = {id(p): n for n, p in model.named_parameters()}
+    after_cut = {owners[id(p)] for stage in model._stages[model._prefix:] for p in stage.parameters()}
+    return plain, after_cut | {f"head.{n}" for n, _ in model.head.named_parameters()}
+
+
+@pytest.mark.parametrize("backbone", FAMILY_EXAMPLES)
+def test_unfrozen_blocks_mean_the_same_with_and_without_the_feature_cache(tiny_ckplus, fer2013, tmp_path, backbone):
+    """k unfrozen blocks: the trainable parameters of a plain fit are exactly those a cached fit
+    trains, for every family at k = 0, 1, 2 (a pooling LayerNorm, as in ConvNeXt and ViT, is on
+    the frozen side at k = 0 in both), and one epoch through ``Trainer.fit`` gives the same
+    validation loss with and without the cache."""
+    from datamodules import CKPlusDataModule, FER2013DataModule
+    from facslab.config import TrainConfig
+    from facslab.tasks import get_task
+    from facslab.training import TrainerConfig, fit
+
+    for unfrozen in (0, 1, 2):
+        losses = []
+        for cache in (False, True):
+            torch.manual_seed(0)
+            args = dict(backbone=backbone, unfrozen_blocks=unfrozen, lr=1e-4, dropout=0.0)
+            if backbone == "mini_xception":
+                dm = FER2013DataModule(str(fer2013), cache_dir=str(tmp_path / "aligned"), progress=False, batch_size=32,
+                                       augment=False)
+                task = get_task("emotion")
+            else:
+                dm = CKPlusDataModule(**tiny_ckplus, image_size=64 if backbone == "alexnet" else 32, fold=0,
+                                      augment=False)
+                task, args["hidden_size"] = get_task("au"), 16
+            dm.setup("fit")
+            model = task.build_model(args, dm, TrainConfig(init_from=None), None)
+            plain, cached = _trainable_with_and_without_cache(model)
+            assert plain == cached, (unfrozen, sorted(plain ^ cached)[:5])
+            if unfrozen == 0:
+                assert not any(n.startswith("backbone.") for n in plain), sorted(plain)[:5]
+            result = fit(model, dm, TrainerConfig(max_epochs=1, patience=5, progress=False, feature_cache=cache))
+            assert bool(model.frozen_stages()) == (unfrozen != -1)
+            losses.append(result.history[-1]["val_loss"])
+            del model, result, dm
+            gc.collect()  # VGG's and AlexNet's classifiers: hundreds of MB a fit, with Adam's state
+        assert losses[0] == pytest.approx(losses[1], abs=1e-5), (backbone, unfrozen, losses)
