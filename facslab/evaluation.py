@@ -42,9 +42,12 @@ def per_au_metrics(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
     ap = average_precisions(probs, labels)
     table = pd.DataFrame({"au": list(AU_LABELS), "precision": precision, "recall": recall, "f1": f1,
                           "pr_auc": ap, "support": support.astype(int), "threshold": thresholds})
-    present = table["support"] > 0
-    mean = table.loc[present, ["precision", "recall", "f1", "pr_auc"]].mean()
-    mean_row = {"au": "mean", **mean.to_dict(), "support": int(table["support"].sum()), "threshold": np.nan}
+    present = (support > 0)
+    # the same sums in the same order as every bootstrap resample's (an interval of all-equal
+    # resamples is then exactly the point, not an ulp beside it)
+    mean = {name: float(np.asarray(values)[present].mean()) if present.any() else float("nan")
+            for name, values in (("precision", precision), ("recall", recall), ("f1", f1), ("pr_auc", ap))}
+    mean_row = {"au": "mean", **mean, "support": int(table["support"].sum()), "threshold": np.nan}
     table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
     if groups is not None:
         intervals = bootstrap_intervals(probs, labels, decisions, np.asarray(groups), n_boot, seed)
@@ -78,29 +81,53 @@ def _f1_scores(decisions: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(positive.any(0), f1, np.nan)
 
 
-def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, decisions: np.ndarray, groups: np.ndarray,
-                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, np.ndarray]:
-    """Percentile intervals of per-AU and mean PR-AUC and F1, resampling whole subjects (rows of
-    one subject are not independent)."""
+class BootstrapError(ValueError):
+    """Too few resamples had what the point estimate needs to be computed the same way."""
+
+
+def grouped_bootstrap(statistic, n_rows: int, groups: np.ndarray | None = None, n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95, valid=None) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile intervals of ``statistic(rows)`` (a vector) over resamples of whole groups
+    (subjects: rows of one subject are not independent) or, without ``groups``, of rows.
+
+    ``valid(rows)`` says whether a resample can give the point estimate's quantity: an average
+    over a fixed set of AUs, say, is undefined where a resample lost every positive of one of
+    them. Such resamples are drawn again rather than averaged over fewer AUs, which would make
+    the interval one of another quantity (the bootstrap conditioned on every AU being scorable)."""
+    groups = np.arange(n_rows) if groups is None else np.asarray(groups)
     rows_of = [np.flatnonzero(groups == g) for g in np.unique(groups)]
     rng = np.random.default_rng(seed)
-    n_aus = labels.shape[1]
-    draws = {"pr_auc": np.full((n_boot, n_aus + 1), np.nan), "f1": np.full((n_boot, n_aus + 1), np.nan)}
-    for b in range(n_boot):
+    draws, tries = [], 0
+    while len(draws) < n_boot:
+        tries += 1
+        if tries > 50 * n_boot:
+            raise BootstrapError(f"only {len(draws)} of {tries - 1} resamples of {len(rows_of)} groups could give "
+                                 "the point estimate's quantity")
         rows = np.concatenate([rows_of[k] for k in rng.integers(len(rows_of), size=len(rows_of))])
+        if valid is None or valid(rows):
+            with np.errstate(all="ignore"):
+                draws.append(np.asarray(statistic(rows), np.float64))
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(np.stack(draws), [tail, 100 - tail], axis=0)
+    return lo, hi
+
+
+def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, decisions: np.ndarray, groups: np.ndarray,
+                        n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, np.ndarray]:
+    """Percentile intervals of per-AU and mean PR-AUC and F1, resampling whole subjects. Every
+    resample averages over the AUs the point estimate averages over (those with positives)."""
+    scored = (labels > 0).any(0)
+    n_aus = labels.shape[1]
+
+    def statistic(rows):
         ap = average_precisions(probs[rows], labels[rows])
         f1 = _f1_scores(decisions[rows], labels[rows])
-        with np.errstate(all="ignore"):
-            draws["pr_auc"][b] = np.append(ap, np.nanmean(ap) if np.isfinite(ap).any() else np.nan)
-            draws["f1"][b] = np.append(f1, np.nanmean(f1) if np.isfinite(f1).any() else np.nan)
-    tail = 100 * (1 - level) / 2
-    out = {}
-    for name, values in draws.items():
-        lo, hi = np.nanpercentile(values, [tail, 100 - tail], axis=0)
-        # rounded: when every resample agrees, a mean summed in another order must not put the
-        # interval an ulp above the point estimate
-        out[f"{name}_lo"], out[f"{name}_hi"] = np.round(lo, 12), np.round(hi, 12)
-    return out
+        return np.r_[ap, ap[scored].mean(), f1, f1[scored].mean()]
+
+    lo, hi = grouped_bootstrap(statistic, len(labels), groups, n_boot, seed, level,
+                               valid=lambda rows: bool((labels[rows][:, scored] > 0).any(0).all()))
+    return {"pr_auc_lo": lo[:n_aus + 1], "pr_auc_hi": hi[:n_aus + 1],
+            "f1_lo": lo[n_aus + 1:], "f1_hi": hi[n_aus + 1:]}
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -144,11 +171,13 @@ def top_k_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def per_class_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[str, ...],
-                      n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+                      n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                      groups: np.ndarray | None = None) -> pd.DataFrame:
     """Multi-class results, one row per class: top-1 accuracy (the class's recall), top-2
     accuracy, precision, F1 and support; then ``mean`` (the mean over classes, with their
     variance in ``top1_var``/``top2_var``, as the AffectNet backbone tables report) and ``overall``
-    (accuracy over all rows, top-2, macro F1) with 95 % bootstrap intervals over rows."""
+    (accuracy over all rows, top-2, macro F1) with 95 % bootstrap intervals over ``groups``
+    (subjects) where the data has them, else over rows."""
     labels = np.asarray(labels).astype(int)
     predicted = probs.argmax(1)
     n = len(classes)
@@ -167,11 +196,9 @@ def per_class_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str] 
     overall = {"class": "overall", "top1": hits.mean() if len(hits) else np.nan, "top2": top2.mean() if len(top2) else np.nan,
                "f1": mean["f1"], "support": int(support.sum())}
     if len(labels) and n_boot > 0:
-        rng = np.random.default_rng(seed)
-        draws = rng.integers(len(labels), size=(n_boot, len(labels)))
-        tail = 100 * (1 - level) / 2
-        for name, values in (("top1", hits), ("top2", top2)):
-            overall[f"{name}_lo"], overall[f"{name}_hi"] = np.percentile(values[draws].mean(1), [tail, 100 - tail])
+        lo, hi = grouped_bootstrap(lambda rows: [hits[rows].mean(), top2[rows].mean()], len(labels), groups, n_boot,
+                                   seed, level)
+        overall.update(top1_lo=lo[0], top1_hi=hi[0], top2_lo=lo[1], top2_hi=hi[1])
     return pd.concat([table, pd.DataFrame([mean, overall])], ignore_index=True)
 
 
@@ -195,9 +222,10 @@ def _ccc(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 def affect_metrics(pred: np.ndarray, true: np.ndarray, names=("valence", "arousal"), n_boot: int = 1000,
-                   seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+                   seed: int = 0, level: float = 0.95, groups: np.ndarray | None = None) -> pd.DataFrame:
     """Per dimension (and their ``mean``): RMSE, Pearson correlation, CCC and sign agreement
-    (SAGR), with 95 % bootstrap intervals of the CCC over rows."""
+    (SAGR), with 95 % bootstrap intervals of the CCC over ``groups`` (subjects) where the data
+    has them, else over rows."""
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     rmse = np.sqrt(((pred - true) ** 2).mean(0))
     pcc = np.array([np.corrcoef(pred[:, k], true[:, k])[0, 1] if len(pred) > 1 else np.nan for k in range(pred.shape[1])])
@@ -207,11 +235,12 @@ def affect_metrics(pred: np.ndarray, true: np.ndarray, names=("valence", "arousa
     table = pd.concat([table, pd.DataFrame([{"dimension": "mean", "rmse": rmse.mean(), "pcc": pcc.mean(),
                                              "ccc": ccc.mean(), "sagr": sagr.mean()}])], ignore_index=True)
     if len(pred) > 1 and n_boot > 0:
-        draws = np.random.default_rng(seed).integers(len(pred), size=(n_boot, len(pred)))
-        boot = _ccc(pred[draws], true[draws])  # (n_boot, dimensions)
-        boot = np.concatenate([boot, boot.mean(1, keepdims=True)], axis=1)
-        tail = 100 * (1 - level) / 2
-        table["ccc_lo"], table["ccc_hi"] = np.percentile(boot, [tail, 100 - tail], axis=0)
+        def statistic(rows):
+            ccc = _ccc(pred[rows], true[rows])
+            return np.r_[ccc, ccc.mean()]
+
+        table["ccc_lo"], table["ccc_hi"] = grouped_bootstrap(statistic, len(pred), groups, n_boot, seed, level,
+                                                             valid=lambda rows: len(np.unique(rows)) > 1)
     return table
 
 
@@ -247,14 +276,13 @@ def intensity_metrics(pred: np.ndarray, true: np.ndarray, groups: np.ndarray | N
     mean = {"au": "mean", "icc": table["icc"].mean(), "mae": table["mae"].mean(), "n": int(table["n"].sum()),
             "mean_intensity": np.nan}
     if groups is not None and len(table):
-        rows_of = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-        rng = np.random.default_rng(seed)
-        columns = [AU_LABELS.index(a) for a in table["au"]]
-        draws = []
-        for _ in range(n_boot):
-            sample = np.concatenate([rows_of[j] for j in rng.integers(len(rows_of), size=len(rows_of))])
-            with np.errstate(all="ignore"):
-                draws.append(np.nanmean([icc_3_1(pred[sample, k], true[sample, k]) for k in columns]))
-        tail = 100 * (1 - level) / 2
-        mean["icc_lo"], mean["icc_hi"] = np.nanpercentile(draws, [tail, 100 - tail])
+        # the point estimate averages the AUs with an ICC; a resample averages the same AUs
+        columns = [AU_LABELS.index(a) for a, icc in zip(table["au"], table["icc"]) if np.isfinite(icc)]
+
+        def iccs(rows):
+            return np.array([icc_3_1(pred[rows, k], true[rows, k]) for k in columns])
+
+        lo, hi = grouped_bootstrap(lambda rows: [iccs(rows).mean()], len(true), groups, n_boot, seed, level,
+                                   valid=lambda rows: bool(np.isfinite(iccs(rows)).all()))
+        mean["icc_lo"], mean["icc_hi"] = float(lo[0]), float(hi[0])
     return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)

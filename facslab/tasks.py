@@ -124,6 +124,12 @@ def test_outputs(predictor: TaskPredictor, dm) -> tuple[np.ndarray, np.ndarray]:
     return predictor.predict_aligned(inputs), dm.labels_array()[positions]
 
 
+def test_subjects(dm) -> np.ndarray:
+    """The subject of every test row: the unit test-split intervals resample (a dataset without
+    subjects names each image its own)."""
+    return dm.samples.loc[dm.positions("test"), "subject"].to_numpy()
+
+
 class AUTask(Task):
     """Multi-label AU detection, scored by mean PR-AUC; per-AU thresholds are chosen after the
     cross-validation on the out-of-fold predictions (they do not change PR-AUC, so they are never
@@ -168,8 +174,7 @@ class AUTask(Task):
 
     def evaluate_test(self, predictor, dm):
         probs, labels = test_outputs(predictor, dm)
-        subjects = dm.samples.loc[dm.positions("test"), "subject"].to_numpy()
-        table = per_au_metrics(probs, labels, predictor.thresholds, groups=subjects)
+        table = per_au_metrics(probs, labels, predictor.thresholds, groups=test_subjects(dm))
         mean = mean_row(table)
         lo, hi = float(mean["pr_auc_lo"]), float(mean["pr_auc_hi"])
         metrics = {**{f"test_{k}": float(mean[k]) for k in ("precision", "recall", "f1", "pr_auc")},
@@ -220,7 +225,7 @@ class EmotionTask(Task):
 
     def evaluate_test(self, predictor, dm):
         probs, labels = test_outputs(predictor, dm)
-        table = per_class_metrics(probs, labels, dm.classes)
+        table = per_class_metrics(probs, labels, dm.classes, groups=test_subjects(dm))
         overall, mean = class_row(table, "overall"), class_row(table, "mean")
         metrics = {"test_accuracy": float(overall["top1"]), "test_top2_accuracy": float(overall["top2"]),
                    "test_macro_f1": float(mean["f1"]), "test_mean_class_accuracy": float(mean["top1"]),
@@ -265,7 +270,7 @@ class ValenceArousalTask(Task):
 
     def evaluate_test(self, predictor, dm):
         pred, true = test_outputs(predictor, dm)
-        table = affect_metrics(pred, true)
+        table = affect_metrics(pred, true, groups=test_subjects(dm))
         mean = table[table["dimension"] == "mean"].iloc[0]
         metrics = {f"test_{m}_{r.dimension}": float(getattr(r, m)) for r in table.itertuples() for m in ("rmse", "pcc", "ccc", "sagr")}
         metrics.update(test_ccc=float(mean["ccc"]), test_ccc_ci_lo=float(mean["ccc_lo"]), test_ccc_ci_hi=float(mean["ccc_hi"]))
@@ -317,8 +322,7 @@ class AUIntensityTask(Task):
 
     def evaluate_test(self, predictor, dm):
         pred, true = test_outputs(predictor, dm)
-        subjects = dm.samples.loc[dm.positions("test"), "subject"].to_numpy()
-        table = intensity_metrics(pred, true, groups=subjects)
+        table = intensity_metrics(pred, true, groups=test_subjects(dm))
         mean = table[table["au"] == "mean"].iloc[0]
         metrics = {f"test_{m}_AU{r.au.replace('/', '_')}": float(getattr(r, m)) for r in table.itertuples()
                    if r.au != "mean" for m in ("icc", "mae") if np.isfinite(getattr(r, m))}
@@ -410,10 +414,10 @@ class AUAffectTask(AUTask):
         outputs, labels = test_outputs(predictor, dm)
         probs, aus, affect, truth = self._parts(outputs, labels)
         rows = ~np.isnan(aus).all(1)
-        subjects = dm.samples.loc[dm.positions("test"), "subject"].to_numpy()[rows]
-        table = per_au_metrics(probs[rows], aus[rows], predictor.thresholds, groups=subjects)
+        subjects = test_subjects(dm)
+        table = per_au_metrics(probs[rows], aus[rows], predictor.thresholds, groups=subjects[rows])
         mean = mean_row(table)
-        affect_table = affect_metrics(affect, truth)
+        affect_table = affect_metrics(affect, truth, groups=subjects[~np.isnan(labels[:, NUM_AUS:]).any(1)])
         va = affect_table[affect_table["dimension"] == "mean"].iloc[0]
         metrics = {"test_pr_auc": float(mean["pr_auc"]), "test_f1": float(mean["f1"]), "test_ccc": float(va["ccc"]),
                    "test_rmse": float(va["rmse"]), "test_au_affect": (float(mean["pr_auc"]) + float(va["ccc"])) / 2}

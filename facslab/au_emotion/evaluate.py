@@ -19,7 +19,7 @@ import pandas as pd
 from facslab import plots
 from facslab.au import AU_LABELS, labels_from_facs_codes
 from facslab.au_emotion import RULES_FILE, RuleTable, logistic_regression
-from facslab.evaluation import confusion
+from facslab.evaluation import confusion, grouped_bootstrap
 from facslab.tracking import log_figure, log_table, setup_tracking
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,8 @@ def _accuracy_f1(predicted: np.ndarray, truth: np.ndarray, n: int) -> tuple[floa
 
 
 def _subject_ci(predicted, truth, subjects, n_boot=1000, seed=0) -> tuple[float, float]:
-    rows_of = [np.flatnonzero(subjects == s) for s in np.unique(subjects)]
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        rows = np.concatenate([rows_of[k] for k in rng.integers(len(rows_of), size=len(rows_of))])
-        draws.append((predicted[rows] == truth[rows]).mean())
-    return tuple(float(v) for v in np.percentile(draws, [2.5, 97.5]))
+    lo, hi = grouped_bootstrap(lambda rows: [(predicted[rows] == truth[rows]).mean()], len(truth), subjects, n_boot, seed)
+    return float(lo[0]), float(hi[0])
 
 
 def search_threshold(au: np.ndarray, emotions: np.ndarray, folds: np.ndarray, classes, config: AUEmotionConfig) -> float:
