@@ -135,6 +135,8 @@ class FaceDataModule(L.LightningDataModule):
         samples["ok"] = False
         samples.loc[self.cached.index, "ok"] = True
         samples["role"] = self.assign_roles(samples)
+        if getattr(self, "samples_partition", None) is not None:
+            samples["partition"] = self.samples_partition
         self.samples, self.report = samples, report
         self._labels = np.asarray(list(samples["labels"])).astype(self.label_dtype)
         train = self.positions("train")
@@ -162,16 +164,36 @@ class FaceDataModule(L.LightningDataModule):
 
     def split_id(self) -> str:
         """Digest of the split itself (which file, which subject, test or which fold), the same
-        whichever fold validates: runs on equal split ids are comparable."""
+        whichever fold validates, and for the final model (``fold: None``) as for its trials:
+        runs on equal split ids saw the same partition of the same files."""
         import hashlib
 
         table = self.split_table()
         if "fold" in table:  # which fold validates is not part of the split: the fold numbers are
             side, fold = np.where(table["role"] == "test", "test", "train"), table["fold"]
+        elif "partition" in self.samples:  # one validation split, which the final model trains on
+            side, fold = self.samples["partition"], pd.Series(-1, index=table.index)
         else:
             side, fold = table["role"], pd.Series(-1, index=table.index)
         lines = sorted(f"{Path(i).name},{s},{r},{f}" for i, s, r, f in zip(table["image"], table["subject"], side, fold))
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+    def label_id(self) -> str:
+        """Digest of what the labels are: the dataset, the target, the label names and every
+        usable sample's label (so label settings such as CK+'s ``min_intensity`` or
+        ``ungraded`` change it). Equal split ids with other label ids are not like with like."""
+        import hashlib
+
+        ok = self.samples["ok"].to_numpy()
+        names = np.array([Path(str(n)).name for n in self.split_table()["image"]])[ok]
+        labels = np.asarray(self._labels)[ok]
+        order = np.argsort(names, kind="stable")
+        digest = hashlib.sha256(repr((self.dataset_name, getattr(self, "target", "default"),
+                                      tuple(getattr(self, "classes", ()) or ()), labels.dtype.str,
+                                      labels.shape[1:])).encode())
+        digest.update("\n".join(names[order]).encode())
+        digest.update(np.ascontiguousarray(labels[order]).tobytes())
+        return digest.hexdigest()[:16]
 
     @property
     def dataset_name(self) -> str:

@@ -63,6 +63,8 @@ class EmotionDataModule(FaceDataModule):
         if not official_val:  # carve validation out of training, class proportions kept
             train = np.flatnonzero((roles == "train") & usable)
             roles[train[self._validation_mask(samples["labels"].to_numpy()[train])]] = "val"
+        # the partition the split id names: the final model's (fold None) is its trials'
+        self.samples_partition = pd.Series(roles.copy(), index=samples.index)
         if self.fold is None:  # the final model: a carved validation split goes back to training
             roles[roles == "val"] = "unused" if official_val else "train"
         if self.balance_train:

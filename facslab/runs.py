@@ -33,8 +33,10 @@ def flat_params(prefix: str, values: dict) -> dict[str, str]:
 
 
 def data_tags(dm: AUFaceDataModule) -> dict[str, str]:
-    """Which data a run saw: dataset, generated or real, and the split's digest."""
-    return {"dataset": dm.dataset_name, "data_generated": str(dm.generated).lower(), "split_id": dm.split_id()}
+    """Which data a run saw: dataset, generated or real, and the digests of the split and of the
+    labels."""
+    return {"dataset": dm.dataset_name, "data_generated": str(dm.generated).lower(), "split_id": dm.split_id(),
+            "label_id": dm.label_id()}
 
 
 def log_run_basics(config: dict, dm: AUFaceDataModule, stage: str) -> None:
@@ -76,10 +78,12 @@ RUN_ONLY_PARAMS = ("data.cache_dir", "data.num_workers", "data.preprocess_worker
 
 
 def same_settings(run, config: dict) -> bool:
-    """Whether a run was logged (``log_run_basics``) with the settings of ``config``, a config as
-    a dict, apart from ``RUN_ONLY_PARAMS``. A setting the run did not log counts as different."""
+    """Whether a run was logged (``log_run_basics``) with exactly the settings of ``config``, a
+    resolved config as a dict (``PretrainConfig.resolved``), apart from ``RUN_ONLY_PARAMS``: both
+    ways, so a setting only one side has counts as different."""
     wanted = {k: v for k, v in flat_params("", config).items() if k not in RUN_ONLY_PARAMS}
-    return all(run.data.params.get(key) == value for key, value in wanted.items())
+    logged = {k: v for k, v in run.data.params.items() if k not in RUN_ONLY_PARAMS}
+    return logged == wanted
 
 
 def find_pretraining(backbone: str, image_size: int, experiment: str, fraction: float = 1.0,

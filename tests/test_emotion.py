@@ -81,8 +81,11 @@ def test_datamodule_uses_the_official_splits_and_ferplus_pairs_by_row(fer2013, t
     final = FER2013DataModule(**common, fold=None)
     final.setup("fit")
     assert len(final.positions("val")) == 0 and len(final.positions("test")) == len(dm.positions("test"))
+    # the final model's split is its trials' split: promotion compares like ids
+    assert final.split_id() == dm.split_id() and final.label_id() == dm.label_id()
     plus = FER2013DataModule(**common, labels="ferplus", drop_classes=["contempt"], channels=3)
     plus.setup("fit")
+    assert plus.label_id() != dm.label_id()
     assert plus.classes == tuple(c for c in fer.FERPLUS_CLASSES if c != "contempt")
     votes = fer.read_ferplus(fer2013).set_index("row")
     for _, sample in plus.samples.head(40).iterrows():  # FER+ labels come from the same row's votes
@@ -229,6 +232,20 @@ def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir,
         version = MlflowClient().get_model_version_by_alias("facslab-emotion", "champion")
         assert version.tags["trained_on"] == "real" and "FER-2013" in version.tags["datasets"]
         assert float(version.tags["keras_parity"]) < 1e-5
+        # a trained emotion model that won the alias keeps it when the port is registered again
+        client = MlflowClient()
+        trained = client.create_model_version("facslab-emotion", version.source, run_id=version.run_id)
+        client.set_registered_model_alias("facslab-emotion", "champion", trained.version)
+    finally:
+        os.environ.pop("FACSLAB_MLRUNS")
+    third = run_cli("port-fer", env=store)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"alias champion kept by trained version {trained.version}" in third.stdout
+    os.environ["FACSLAB_MLRUNS"] = store["FACSLAB_MLRUNS"]
+    try:
+        setup_tracking(None, "facslab")
+        assert MlflowClient().get_model_version_by_alias("facslab-emotion", "champion").version == trained.version
+        MlflowClient().set_registered_model_alias("facslab-emotion", "champion", version.version)  # for what follows
     finally:
         os.environ.pop("FACSLAB_MLRUNS")
     import skimage.data

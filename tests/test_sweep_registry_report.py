@@ -100,8 +100,17 @@ def test_thresholds_come_from_out_of_fold_predictions_not_the_test_split(ckplus,
     import facslab.sweep as sweep
     import facslab.tasks as tasks
 
-    def no_test(self):
+    from datamodules.base import FaceDataModule
+
+    def no_test(*args, **kwargs):
         raise AssertionError("the sweep touched the test split")
+
+    real_dataset = FaceDataModule.dataset
+
+    def dataset(self, role):  # every loader of crops or features goes through here
+        if role == "test":
+            no_test()
+        return real_dataset(self, role)
 
     seen = {}
     real = tasks.choose_thresholds
@@ -110,7 +119,9 @@ def test_thresholds_come_from_out_of_fold_predictions_not_the_test_split(ckplus,
         seen["rows"] = len(probs)
         return real(probs, labels, policy, **kwargs)
 
-    monkeypatch.setattr(CKPlusDataModule, "test_dataloader", no_test)
+    # the doors through which the test split is really read: the test outputs and the datasets
+    monkeypatch.setattr(tasks, "test_outputs", no_test)
+    monkeypatch.setattr(FaceDataModule, "dataset", dataset)
     monkeypatch.setattr(tasks, "choose_thresholds", spy)
     config = make_config(ckplus, store, "thresholds", n_trials=1)
     study = sweep.run_sweep(config)
@@ -171,6 +182,8 @@ def test_a_stopped_sweep_resumes_without_repeating_parameters_or_leaving_running
     # a trial left RUNNING by a killed process, with its MLflow run still RUNNING
     setup_tracking(None, config.experiment)
     orphan = load_study(config).ask()
+    lost = {"lr": orphan.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "hidden_size": orphan.suggest_categorical("hidden_size", [16, 32])}  # as the search samples them
     with mlflow.start_run(run_name="killed") as run:
         orphan.set_user_attr("mlflow_run_id", run.info.run_id)
     MlflowClient().update_run(run.info.run_id, status="RUNNING")
@@ -180,6 +193,7 @@ def test_a_stopped_sweep_resumes_without_repeating_parameters_or_leaving_running
     # the interrupted trial is failed and run again (its retry counts, not it): 5 complete in 6
     assert states[2] == TrialState.FAIL and states.count(TrialState.COMPLETE) == 5 and len(states) == 6
     assert resumed.trials[3].system_attrs["failed_trial"] == 2
+    assert resumed.trials[3].params == lost  # the retry runs the lost trial's parameters
     finished = [tuple(sorted(t.params.items())) for t in resumed.trials if t.state == TrialState.COMPLETE]
     assert len(set(finished)) == len(finished)  # the restarted sampler did not propose trial 0 and 1 again
     assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
@@ -241,9 +255,22 @@ def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_o
     client.set_model_version_tag(name, first.version, "split_id", "another-split")
     other = register_best(config, study, runner_up)
     assert not other.promoted and "split mismatch" in other.reason
-    # a worse champion on the same split is replaced
+    assert client.get_model_version(name, other.version).tags["label_id"] == tags["label_id"]
+    # the same split with other labels (e.g. min_intensity: 3) is not comparable either
     client.delete_model_version(name, other.version)
     client.set_model_version_tag(name, first.version, "split_id", tags["split_id"])
+    client.set_model_version_tag(name, first.version, "label_id", "other-labels")
+    other = register_best(config, study, runner_up)
+    assert not other.promoted and "label mismatch" in other.reason
+    # a champion without evidence (a registration that stopped before its tags) does not block
+    client.delete_model_version(name, other.version)
+    client.delete_model_version_tag(name, first.version, "label_id")
+    other = register_best(config, study, runner_up)
+    assert other.promoted and "no cross-validation evidence" in other.reason and "not comparable" in other.reason
+    client.set_registered_model_alias(name, alias, first.version)
+    client.set_model_version_tag(name, first.version, "label_id", tags["label_id"])
+    # a worse champion on the same split is replaced
+    client.delete_model_version(name, other.version)
     client.set_model_version_tag(name, first.version, "cv_pr_auc", "0.0100")
     better = register_best(config, study, runner_up)
     assert better.promoted and better.champion_cv == pytest.approx(0.01)
@@ -273,6 +300,21 @@ print(json.dumps({{"faces": len(faces), "probs": faces[0].probabilities.tolist()
     assert result["faces"] == 1 and result["aligned"] == 18 and len(result["probs"]) == 18
     assert all(0 <= p <= 1 for p in result["probs"])
     assert result["thresholds"] == pytest.approx(runner_up.user_attrs["task_attrs"]["thresholds"])  # the champion now
+
+
+def test_the_label_id_changes_with_the_label_settings_and_the_split_id_does_not(ckplus, store):
+    """Three CK+ modules on one copy: default labels, min_intensity 3, ungraded codes negative.
+    The registry compares the label id beside the split id, so easier labels cannot win."""
+    config = make_config(ckplus, store, "labels")
+    modules = [CKPlusDataModule(**{**config.data, **settings}) for settings in
+               ({}, {"min_intensity": 3}, {"ungraded": "negative"})]
+    for dm in modules:
+        dm.setup()
+    assert len({dm.split_id() for dm in modules}) == 1
+    assert len({dm.label_id() for dm in modules}) == 3
+    again = CKPlusDataModule(**{**config.data, "fold": None})
+    again.setup()
+    assert again.label_id() == modules[0].label_id() and again.split_id() == modules[0].split_id()
 
 
 def test_table1_is_produced_from_the_runs(swept, store, tmp_path):
