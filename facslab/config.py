@@ -33,6 +33,21 @@ def accepted_arguments(*classes) -> list[str]:
     return sorted(names)
 
 
+def argument_defaults(*classes) -> dict[str, Any]:
+    """Every argument of the classes' ``__init__`` that has a default, with it (the most derived
+    class's wins), tuples as lists, as a config file would give them."""
+    out: dict[str, Any] = {}
+    for cls in classes:
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                for n, p in inspect.signature(klass.__init__).parameters.items():
+                    # plain values only: a structured default (a dataset layout) is the code's, not a setting
+                    if (n != "self" and p.default is not p.empty and n not in out
+                            and (p.default is None or isinstance(p.default, (bool, int, float, str, tuple, list)))):
+                        out[n] = list(p.default) if isinstance(p.default, tuple) else p.default
+    return out
+
+
 def check_keys(section: str, given: dict, accepted: list[str]) -> None:
     unknown = sorted(set(given) - set(accepted))
     if unknown:
@@ -81,6 +96,17 @@ class PretrainConfig:
         check_keys("model", self.model, model_arguments())
         if self.train.init_from == "auto":
             raise ConfigError("pretraining starts from random weights or a given URI: train.init_from cannot be auto")
+
+    def resolved(self) -> dict[str, Any]:
+        """The config as a dict with every data and model default filled in: what a run is logged
+        with and compared by, so that an omitted key means its default, not "anything"."""
+        from datamodules import CelebANoisyDataModule
+        from facslab.tasks import get_task
+
+        task = get_task("au")
+        model = {k: v for k, v in argument_defaults(task.module_class).items() if k not in task.derived_model_args}
+        return {**asdict(self), "data": {**argument_defaults(CelebANoisyDataModule), **self.data},
+                "model": {**model, **self.model}}
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from copy import deepcopy
-from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -69,7 +68,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
         config = deepcopy(base)
         config.model["backbone"] = backbone
         config.data["fraction"] = fraction
-        if find_pretraining(backbone, config.data["image_size"], config.experiment, fraction, config=asdict(config)):
+        if find_pretraining(backbone, config.data["image_size"], config.experiment, fraction, config=config.resolved()):
             print(f"pretraining {backbone} on {fraction:.0%} of CelebA: already in the store")
             continue
         print(f"pretraining {backbone} on {fraction:.0%} of CelebA ...")

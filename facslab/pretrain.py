@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -33,7 +32,7 @@ def checkpoint_dir(run_id: str) -> Path:
 def interrupted_pretraining(config: PretrainConfig, image_size: int):
     """The newest unfinished pretraining run with these settings that left a checkpoint, or None."""
     run = find_pretraining(config.model.get("backbone", "resnet18"), image_size, config.experiment,
-                           config.data.get("fraction", 1.0), config=asdict(config), finished=False)
+                           config.data.get("fraction", 1.0), config=config.resolved(), finished=False)
     if run is None or not (checkpoint_dir(run.info.run_id) / LAST_CHECKPOINT).exists():
         return None
     return run
@@ -62,7 +61,7 @@ def pretrain(config: PretrainConfig) -> str:
         else:
             mlflow.set_tags({"backbone": hp.backbone, "image_size": str(dm.image_size),
                              "fraction": fraction_tag(fraction), "unfrozen_blocks": str(hp.unfrozen_blocks)})
-            log_run_basics(asdict(config), dm, stage="pretrain")
+            log_run_basics(config.resolved(), dm, stage="pretrain")
             mlflow.set_tag("init_from", init_from or "random")
         result = fit(model, dm, config.train, run_id=run.info.run_id, tracking_uri=uri, checkpoint_dir=checkpoints)
         probs, labels = predict(result.model, dm.val_dataloader())

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 
 import mlflow
 import pytest
@@ -82,7 +81,7 @@ def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(ce
 def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_path):
     from facslab.config import PretrainConfig
     from facslab.pipeline import load_config
-    from facslab.runs import find_pretraining
+    from facslab.runs import find_pretraining, same_settings
     from facslab.tracking import setup_tracking
 
     root, _, _ = celeba
@@ -94,10 +93,16 @@ def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_p
     (run,) = _runs(store)
     config = load_config(PretrainConfig, config_file)
     setup_tracking(f"sqlite:///{store / 'mlflow.db'}")
-    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=asdict(config)).info.run_id == run.info.run_id
+    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=config.resolved()).info.run_id == run.info.run_id
+    # a key left out means its default (unfrozen_blocks 1, not the run's -1): another setting
+    omitted = load_config(PretrainConfig, config_file)
+    omitted.model.pop("unfrozen_blocks")
+    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=omitted.resolved()) is None
+    # and a setting only the config has is another setting too
+    assert not same_settings(run, {**config.resolved(), "extra": {"key": 1}})
     moved = load_config(PretrainConfig, config_file, {"data.cache_dir": str(tmp_path / "elsewhere"),
                                                       "train.progress": True})
-    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=asdict(moved)).info.run_id == run.info.run_id
+    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=moved.resolved()).info.run_id == run.info.run_id
     longer = load_config(PretrainConfig, config_file, {"train.max_epochs": 2})
-    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=asdict(longer)) is None
+    assert find_pretraining("resnet18", 32, "facslab", 1.0, config=longer.resolved()) is None
     assert find_pretraining("resnet18", 32, "facslab", 1.0).info.run_id == run.info.run_id  # without settings
