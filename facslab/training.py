@@ -44,7 +44,7 @@ class TrainerConfig:
 
 class KeepBestWeights(Callback):
     """Remembers the weights of the best validation epoch (by ``monitor``: the task's
-    ``selection``, by default the lowest validation loss) and restores them at the end: early
+    ``selected_by()``, by default its objective) and restores them at the end: early
     stopping without writing checkpoints to disk every epoch. Frozen blocks (a task's
     ``frozen_modules()``) are left out of the copy: they stay bit-identical, and copying a frozen
     trunk after every improving epoch cost more than training the head on cached features."""
@@ -167,7 +167,7 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
         torch.set_num_threads(config.threads)
     has_val = len(dm.positions("val")) > 0
     callbacks = list(callbacks)
-    monitor, mode = model.selection
+    monitor, mode = model.selected_by()
     keeper = KeepBestWeights(monitor, mode)
     if has_val and epochs is None:
         callbacks += [EarlyStopping(monitor, patience=config.patience, mode=mode), keeper]

@@ -183,3 +183,38 @@ search: {{loss: {{choices: [mse]}}}}
     assert live.returncode == 0, live.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "live.csv")))
     assert rows and {"AU01_r", "AU12_r", "AU45_r"} <= set(rows[0]) and 0 <= float(rows[0]["AU12_r"]) <= 5
+
+
+@pytest.mark.parametrize("task", ["au_intensity", "au", "emotion", "au_affect"])
+def test_every_task_keeps_and_early_stops_on_its_own_objective(task):
+    """By default the kept epoch is the one with the best objective (ICC for intensity, PR-AUC
+    for AUs, accuracy for emotions, the combined score for AU+affect), not the lowest loss: MSE
+    prefers a model shrunk towards the mean, which ICC and CCC score low."""
+    from facslab.tasks import get_task
+
+    module = get_task(task).module_class
+    assert module.selected_by() == (module.objective, "max")
+
+
+def test_intensity_keeps_the_epoch_of_best_icc_through_fit(videos, tmp_path):
+    import lightning as L
+    import torch
+
+    from datamodules import DISFADataModule
+    from facslab.training import TrainerConfig, fit, predict
+    from lightning_modules.au_intensity import AUIntensityRegressor
+
+    L.seed_everything(0)
+    dm = DISFADataModule(str(videos / "disfa"), target="intensity", image_size=32, batch_size=16, n_folds=2,
+                         cache_dir=str(tmp_path / "cache"), progress=False, preprocess_workers=0)
+    dm.setup("fit")
+    model = AUIntensityRegressor(loss="mse", lr=1e-3, unfrozen_blocks=-1, image_size=32, mean=list(dm.mean),
+                                 std=list(dm.std))
+    result = fit(model, dm, TrainerConfig(max_epochs=6, patience=6, progress=False))
+    icc = [epoch["val_icc"] for epoch in result.history]
+    loss = [epoch["val_loss"] for epoch in result.history]
+    assert result.best_epoch == int(np.argmax(icc)), icc
+    assert int(np.argmin(loss)) != result.best_epoch, loss  # this run tells the two rules apart
+    outputs, labels = predict(result.model, dm.val_dataloader())  # the restored weights score the kept ICC
+    assert float(model.validation_metrics(torch.from_numpy(outputs), torch.from_numpy(labels))["val_icc"]) == \
+        pytest.approx(max(icc), abs=1e-4)
