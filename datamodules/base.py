@@ -9,6 +9,7 @@ cache; datasets released as pixels (FER-2013) override ``build_crops``.
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 import lightning as L
@@ -39,6 +40,41 @@ class FaceDataset(Dataset):
         position = self.positions[k]
         image = self.transform(image=np.asarray(self.crops[position]))["image"]
         return image, torch.as_tensor(self.labels[position])
+
+
+def _augmentation_generators(transform) -> list:
+    """The generators of an albumentations pipeline: the Compose's and each transform's own."""
+    if transform is None:
+        return []
+    found = [transform]
+    for child in getattr(transform, "transforms", []):
+        found += _augmentation_generators(child)
+    return [t for t in found if hasattr(t, "random_generator")]
+
+
+def random_streams(loader: DataLoader) -> dict:
+    """Every random stream a training epoch draws from: the loader's shuffling generator, the
+    augmentation's generators (albumentations gives every transform its own), and torch's,
+    numpy's and Python's global ones (dropout, mixed face halves). With ``num_workers > 0`` each
+    worker's copy of the augmentation is its own and is not included."""
+    augmentation = _augmentation_generators(getattr(loader.dataset, "transform", None))
+    return {"generator": loader.generator.get_state(), "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(), "python": random.getstate(),
+            "augmentation": [(t.random_generator.bit_generator.state, t.py_random.getstate()) for t in augmentation]}
+
+
+def set_random_streams(loader: DataLoader, state: dict) -> None:
+    loader.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    augmentation = _augmentation_generators(getattr(loader.dataset, "transform", None))
+    if len(augmentation) != len(state["augmentation"]):
+        raise ValueError(f"the checkpoint's augmentation has {len(state['augmentation'])} random streams, this "
+                         f"pipeline {len(augmentation)}: it was written by other code")
+    for t, (numpy_state, python_state) in zip(augmentation, state["augmentation"]):
+        t.random_generator.bit_generator.state = numpy_state
+        t.py_random.setstate(python_state)
 
 
 class FeatureDataset(Dataset):
@@ -92,6 +128,7 @@ class FaceDataModule(L.LightningDataModule):
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.preprocess_workers, self.cache_dir, self.detector = preprocess_workers, cache_dir, detector
         self.strict, self.augment, self.seed, self.progress = strict, augment, seed, progress
+        self._train_loader, self._resumed_streams = None, None
         self.report = SkipReport(strict=strict)
         self.samples: pd.DataFrame | None = None
         self.cached: CachedCrops | None = None
@@ -241,11 +278,22 @@ class FaceDataModule(L.LightningDataModule):
             return DataLoader(dataset, sampler=BatchSampler(order, self.batch_size, drop_last), batch_size=None,
                               generator=generator)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=self.num_workers, generator=generator,
-                          persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, generator=generator, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        if self._resumed_streams is not None:  # a fit resumed from a checkpoint draws on where it stopped
+            set_random_streams(loader, self._resumed_streams)
+            self._resumed_streams = None
+        self._train_loader = loader
+        return loader
+
+    # Lightning saves these with a fit's checkpoint and restores them before building the loaders
+    def state_dict(self) -> dict:
+        return {} if self._train_loader is None else {"random_streams": random_streams(self._train_loader)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resumed_streams = state.get("random_streams")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -76,6 +76,16 @@ def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(ce
     curves = _client(store).download_artifacts(run.info.run_id, "plots/training_curves.png", str(tmp_path))
     assert os.path.getsize(curves) > 0
     assert not checkpoint.parent.exists(), "a finished run's checkpoint is left behind"
+    # the resumed epochs drew the batches, augmentations and dropout the uninterrupted run draws
+    whole_store = tmp_path / "uninterrupted"
+    whole = subprocess.run(_pretrain_command(config), env=_env(whole_store), capture_output=True, text=True,
+                           timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    (uninterrupted,) = _runs(whole_store)
+    for metric in ("train_loss", "val_loss"):
+        resumed = [m.value for m in _client(store).get_metric_history(run.info.run_id, metric)]
+        straight = [m.value for m in _client(whole_store).get_metric_history(uninterrupted.info.run_id, metric)]
+        assert resumed == straight, f"{metric} after resuming at epoch {done_before}: {resumed} vs {straight}"
 
 
 def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_path):
