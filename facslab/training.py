@@ -192,6 +192,7 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
         num_sanity_val_steps=0, log_every_n_steps=1,
         limit_val_batches=1.0 if has_val else 0,
     )
+    model.schedule_epochs = config.max_epochs  # fixed ``epochs`` stop early in the same schedule
     use_cache = config.feature_cache and bool(model.frozen_stages())
     if config.feature_cache and dm.augment:
         raise ValueError("train.feature_cache needs the datamodule's augment: false (cached features are of "

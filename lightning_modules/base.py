@@ -10,6 +10,8 @@ watches). The training and validation steps are the same for every task, here.
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch import nn
@@ -29,6 +31,8 @@ class BackboneTask(L.LightningModule):
     @classmethod
     def selected_by(cls) -> tuple[str, str]:
         return cls.selection or (cls.objective, "max")
+    #: epochs a one-cycle learning-rate schedule spans (None: the fit's max_epochs)
+    schedule_epochs: int | None = None
     #: arguments that change the model only under some values of another argument,
     #: ``{argument: (other, values)}``: a sweep refuses to search one where it has no effect
     argument_applies: dict[str, tuple[str, tuple]] = {}
@@ -98,8 +102,12 @@ class BackboneTask(L.LightningModule):
             return optimizer
         if self.hparams.lr_schedule != "onecycle":
             raise ValueError(f"lr_schedule must be constant or onecycle, not {self.hparams.lr_schedule!r}")
+        # the cycle spans ``schedule_epochs`` (the cross-validation's max_epochs), not the epochs
+        # this fit runs: a refit for the best epoch e gets the learning rates its folds had in epochs 1..e
+        steps_per_epoch = math.ceil(self.trainer.estimated_stepping_batches / self.trainer.max_epochs)
+        epochs = max(self.schedule_epochs or self.trainer.max_epochs, self.trainer.max_epochs)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr,
-                                                       total_steps=self.trainer.estimated_stepping_batches)
+                                                       total_steps=steps_per_epoch * epochs)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- the steps every task shares -------------------------------------------------------------

@@ -285,3 +285,33 @@ def test_unfrozen_blocks_mean_the_same_with_and_without_the_feature_cache(tiny_c
             del model, result, dm
             gc.collect()  # VGG's and AlexNet's classifiers: hundreds of MB a fit, with Adam's state
         assert losses[0] == pytest.approx(losses[1], abs=1e-5), (backbone, unfrozen, losses)
+
+
+def test_a_refit_for_fewer_epochs_keeps_the_one_cycle_schedule_of_its_folds(tiny_ckplus):
+    """The registry refits for the folds' best epoch e: with a one-cycle schedule the learning rate
+    at every step of those e epochs is the one the folds trained with, not a cycle squeezed into e."""
+    from lightning.pytorch.callbacks import Callback
+
+    from datamodules import CKPlusDataModule
+    from facslab.training import TrainerConfig, build_model, fit
+
+    class Rates(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, batch, index):
+            self.seen.append((trainer.current_epoch, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    def rates(epochs):
+        dm = CKPlusDataModule(**tiny_ckplus, image_size=32, fold=0)
+        dm.setup("fit")
+        model = build_model(dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=8, lr=1e-2,
+                                 lr_schedule="onecycle"), dm)
+        recorder = Rates()
+        fit(model, dm, TrainerConfig(max_epochs=4, patience=4, progress=False), epochs=epochs, callbacks=[recorder])
+        return recorder.seen
+
+    folds, refit = rates(None), rates(2)
+    assert {epoch for epoch, _ in refit} == {0, 1}
+    assert refit == [(epoch, lr) for epoch, lr in folds if epoch < 2]
+    assert refit[-1][1] > 0.5e-2, "at epoch 2 of 4 the cycle has not annealed yet"
