@@ -140,9 +140,13 @@ def resized_crops(images: list[str], size: int, cache_dir: str | None, progress:
         out = np.lib.format.open_memmap(tmp / "crops.npy", mode="w+", dtype=np.uint8, shape=(len(images), size, size, 3))
         bad = []
         for k, path in enumerate(tqdm(images, desc=desc, disable=not progress)):
+            # checked first: OpenCV would print its own warning for a missing file beside the report
+            if not os.path.isfile(path):
+                bad.append((k, path, "file not found"))
+                continue
             image = cv2.imread(path, cv2.IMREAD_COLOR)
             if image is None:
-                bad.append((k, path, "missing or not a readable image"))
+                bad.append((k, path, "not a readable image"))
                 continue
             out[k] = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
         out.flush()

@@ -55,7 +55,7 @@ class FER2013DataModule(EmotionDataModule):
         self.csv_path = fer.find_csv(self.root)
         if self.labels == "ferplus":
             votes = fer.read_ferplus(self.csv_path.parent, report)
-            table = table.merge(votes[["row", "ferplus"]], on="row", how="inner")  # pairs by row position
+            table = fer.pair_ferplus(table, votes, self.csv_path)  # by row position, counts and usage checked
             table = table[table["ferplus"] >= 0]
             names = [fer.FERPLUS_CLASSES[k] for k in table["ferplus"]]
         else:

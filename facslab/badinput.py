@@ -24,6 +24,28 @@ class BadInputError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+#: a spreadsheet's "UTF-8 with BOM" save starts the file with U+FEFF: read as if it were not there
+TEXT_ENCODING = "utf-8-sig"
+
+
+def read_text(path: str | Path) -> str:
+    """A text file's contents, a byte-order mark dropped; undecodable bytes are a BadInputError."""
+    try:
+        return Path(path).read_text(encoding=TEXT_ENCODING)
+    except UnicodeDecodeError as error:
+        raise BadInputError(path, f"not UTF-8 text (byte {error.start})") from None
+
+
+def read_csv(path: str | Path, **options) -> pd.DataFrame:
+    """``pandas.read_csv`` that names the file: an empty file or an unparsable one is a BadInputError."""
+    try:
+        return pd.read_csv(path, encoding=TEXT_ENCODING, **options)
+    except pd.errors.EmptyDataError:
+        raise BadInputError(path, "empty file") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise BadInputError(path, f"not a readable CSV ({str(error).strip().splitlines()[-1]})") from None
+
+
 @dataclass
 class SkipReport:
     """Which files were skipped and why; ``strict`` turns the first skip into an error."""

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 import time
 from collections import Counter
 from pathlib import Path
@@ -545,12 +546,20 @@ def main(argv: list[str] | None = None) -> int:
     from facslab.runs import MissingPretrainingError
     from facslab.services import ServicesError
 
+    from facslab.badinput import BadInputError
+
     parser, subparsers = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     try:
         args = parser.parse_args(argv)
         return _run(args, subparsers)
-    except (ConfigError, EnsembleError, MissingPretrainingError, ServicesError) as error:  # a setting to fix, not a traceback
-        print(f"facslab: error: {error}", file=sys.stderr)
+    # the user's own input or setting to fix: one line (-v adds the traceback); anything else is a
+    # programming error and keeps its traceback
+    except (BadInputError, ConfigError, EnsembleError, MissingPretrainingError, ServicesError) as error:
+        if "-v" in argv or "--verbose" in argv:
+            traceback.print_exc()
+        command = next((a for a in argv if a in subparsers), None)
+        print(f"facslab{' ' + command if command else ''}: error: {error}", file=sys.stderr)
         return 2
 
 

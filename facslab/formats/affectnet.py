@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facslab.badinput import BadInputError, SkipReport
+from facslab.badinput import BadInputError, SkipReport, read_csv
 
 CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
 NON_EMOTION_CODES = {8: "none", 9: "uncertain", 10: "no-face"}
@@ -68,7 +68,7 @@ def _read_csv(root: Path, split: str, report: SkipReport) -> pd.DataFrame:
     path = root / LISTS / SPLIT_FILES[split]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: AffectNet list not found")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_csv(path, dtype=str, keep_default_na=False)
     table.columns = [c.strip() for c in table.columns]
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:

@@ -17,6 +17,7 @@ are masked out of losses and metrics, never counted as negative.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from facslab.au import FACS_CODE_TO_INDEX, NUM_AUS
-from facslab.badinput import BadInputError, SkipReport
+from facslab.badinput import BadInputError, SkipReport, read_csv, read_text
 
 BP4D_PROTOCOL_AUS = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
 DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
@@ -60,7 +61,7 @@ def _au_code(name: str) -> int:
 def read_occurrence_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
     """(``bp4d`` or ``bp4d+``, frame-indexed table of AU code -> 0/1/NaN) of one AU_OCC file."""
     path = Path(path)
-    table = pd.read_csv(path, header=0, dtype=str)
+    table = read_csv(path, header=0, dtype=str)
     if table.empty:
         raise BadInputError(path, "no coded frames")
     kind = "bp4d" if len(table.columns) == BP4D_COLUMNS else "bp4d+"
@@ -153,8 +154,11 @@ def read_disfa(root: str | Path, layout: DISFALayout = DISFALayout(), report: Sk
                 path = subject_dir / f"{subject}_au{au}.txt"
                 if not path.is_file():
                     raise BadInputError(path, "missing")
+                text = read_text(path)
+                if not text.strip():
+                    raise BadInputError(path, "empty file")
                 try:
-                    data = np.loadtxt(path, delimiter=",", ndmin=2)
+                    data = np.loadtxt(io.StringIO(text), delimiter=",", ndmin=2)
                 except ValueError as error:
                     raise BadInputError(path, f"not frame,intensity lines ({error})") from None
                 if data.shape[1] != 2 or ((data[:, 1] < 0) | (data[:, 1] > 5)).any():

@@ -54,7 +54,7 @@ class CelebALayout:
 def _read_table(path: Path, with_header: bool) -> tuple[list[str] | None, list[list[str]]]:
     """Rows of a CelebA list file, split on whitespace: (header names or None, rows)."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise BadInputError(path, "file not found") from None
     except (OSError, UnicodeDecodeError) as error:

@@ -48,7 +48,7 @@ def parse_numbers(path: str | Path, columns: int) -> np.ndarray:
     """A CK+ text file as an (n, columns) float array; ``BadInputError`` when it is not one."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise BadInputError(path, "file not found") from None
     except (OSError, UnicodeDecodeError) as error:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facslab.badinput import BadInputError, SkipReport
+from facslab.badinput import TEXT_ENCODING, BadInputError, SkipReport, read_csv
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 USAGES = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
@@ -57,7 +57,7 @@ def read_fer2013(root: str | Path, report: SkipReport | None = None) -> pd.DataF
     (48x48 uint8)."""
     report = report if report is not None else SkipReport()
     path = find_csv(root)
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding=TEXT_ENCODING) as handle:
         reader = csv.reader(handle)
         try:
             header = [name.strip() for name in next(reader)]
@@ -86,7 +86,9 @@ def read_fer2013(root: str | Path, report: SkipReport | None = None) -> pd.DataF
             rows.append({"row": number, "emotion": emotion, "usage": usage, "role": USAGES[usage], "pixels": pixels})
     if not rows:
         raise BadInputError(path, "no usable rows")
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["data_rows"] = number + 1  # usable or not: what FER+ is paired with by position
+    return table
 
 
 def ferplus_majority(votes: np.ndarray) -> int | None:
@@ -112,7 +114,7 @@ def read_ferplus(path: str | Path, report: SkipReport | None = None) -> pd.DataF
         path = path / FERPLUS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no FER+ votes file ({FERPLUS_FILE}, from microsoft/FERPlus)")
-    table = pd.read_csv(path, dtype={"Image name": str}, keep_default_na=False)
+    table = read_csv(path, dtype={"Image name": str}, keep_default_na=False)
     table.columns = [c.strip() for c in table.columns]
     missing = set(FERPLUS_COLUMNS) - set(table.columns)
     if missing:
@@ -126,4 +128,26 @@ def read_ferplus(path: str | Path, report: SkipReport | None = None) -> pd.DataF
             continue
         label = ferplus_majority(votes)
         rows.append({"row": number, "ferplus": -1 if label is None else label, "votes": votes})
-    return pd.DataFrame(rows)
+    votes = pd.DataFrame(rows, columns=["row", "ferplus", "votes"])
+    votes["usage"] = table["Usage"].str.strip().to_numpy()[votes["row"].to_numpy()] if "Usage" in table.columns else None
+    votes.attrs["data_rows"], votes.attrs["path"] = len(table), str(path)
+    return votes
+
+
+def pair_ferplus(images: pd.DataFrame, votes: pd.DataFrame, images_path: str | Path) -> pd.DataFrame:
+    """FER+ votes beside the ``fer2013.csv`` rows they label. FER+ pairs by row position, so the
+    two files must have the same number of data rows and, row by row, the same ``Usage``."""
+    ours, theirs = images.attrs.get("data_rows"), votes.attrs.get("data_rows")
+    if ours != theirs:
+        raise BadInputError(votes.attrs.get("path", FERPLUS_FILE),
+                            f"{theirs} rows of votes for the {ours} data rows of {images_path}: FER+ pairs them "
+                            "by position, so they must be the release's files (35,887 rows each)")
+    paired = images.merge(votes[["row", "ferplus", "usage"]], on="row", how="inner", suffixes=("", "_ferplus"))
+    known = paired["usage_ferplus"].notna()
+    differ = paired[known & (paired["usage"] != paired["usage_ferplus"])]
+    if len(differ):
+        first = differ.iloc[0]
+        raise BadInputError(votes.attrs.get("path", FERPLUS_FILE),
+                            f"{len(differ)} rows disagree with {images_path} on Usage (first: data row "
+                            f"{int(first['row']) + 1}, {first['usage_ferplus']} against {first['usage']})")
+    return paired.drop(columns="usage_ferplus")

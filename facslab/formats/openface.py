@@ -160,7 +160,7 @@ def read_openface_csv(path: str | Path, required: tuple[str, ...] = ("confidence
     """An OpenFace CSV with clean column names, checked for the AU presence columns."""
     path = Path(path)
     try:
-        table = pd.read_csv(path, skipinitialspace=True)
+        table = pd.read_csv(path, skipinitialspace=True, encoding="utf-8-sig")
     except FileNotFoundError:
         raise BadInputError(path, "file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:

@@ -6,11 +6,12 @@ A line that does not parse is skipped and reported with its file and line."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
-from facslab.badinput import BadInputError, SkipReport
+from facslab.badinput import BadInputError, SkipReport, read_text
 
 CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 LABEL_FILES = ("basic/EmoLabel/list_patition_label.txt", "basic/EmoLabel/list_partition_label.txt")
@@ -26,14 +27,31 @@ def label_file(root: str | Path) -> Path:
     raise FileNotFoundError(f"{root}: no {' or '.join(LABEL_FILES)} (RAF-DB basic)")
 
 
+#: RAF-DB's compound list names its images with four digits (``train_0001.jpg``) and codes 1-11;
+#: its codes 1-7 exist in the basic list too, so only the names tell the lists apart
+_COMPOUND_NAME = re.compile(r"^(train|test)_\d{4}\.jpg$")
+_BASIC_NAME = re.compile(r"^(train|test)_\d{5}\.jpg$")
+
+
+def _refuse_compound_list(path: Path, lines: list[str]) -> None:
+    names = [line.split()[0] for line in lines if line.strip()]
+    compound = sum(bool(_COMPOUND_NAME.match(name)) for name in names)
+    basic = sum(bool(_BASIC_NAME.match(name)) for name in names)
+    if compound > basic:
+        raise BadInputError(path, f"this is RAF-DB's compound list ({compound} names like train_0001.jpg, codes 1-11), "
+                                  "not the basic one (train_00001.jpg, codes 1-7): put the basic list here")
+
+
 def read_rafdb(root: str | Path, report: SkipReport | None = None) -> pd.DataFrame:
     """One row per labelled image: ``name``, ``image`` (the aligned file), ``label`` (0-based
     index into ``CLASSES``), ``role`` (train or test, from the name)."""
     report = report if report is not None else SkipReport()
     root = Path(root)
     path = label_file(root)
+    lines = read_text(path).splitlines()
+    _refuse_compound_list(path, lines)
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
