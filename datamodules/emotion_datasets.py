@@ -111,7 +111,8 @@ class CKPlusEmotionDataModule(EmotionDataModule):
         self.save_hyperparameters()
 
     def emotion_rows(self, report: SkipReport) -> pd.DataFrame:
-        sequences = read_ckplus(self.root, self.layout, report)
+        # the emotion labels do not need FACS: a sequence whose FACS file is broken keeps its emotion
+        sequences = read_ckplus(self.root, self.layout, report, facs_required=False)
         self.all_subjects = np.unique(sequences["subject"].to_numpy())
         labelled = sequences[sequences["emotion"].notna()]
         rows = [dict(source=FaceSource(s.peak_image, landmarks_file=s.peak_landmarks), subject=s.subject,

@@ -24,6 +24,10 @@ class BadInputError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+class MissingInputError(BadInputError, FileNotFoundError):
+    """A file or folder a dataset needs is not there."""
+
+
 #: a spreadsheet's "UTF-8 with BOM" save starts the file with U+FEFF: read as if it were not there
 TEXT_ENCODING = "utf-8-sig"
 

@@ -332,12 +332,17 @@ def _emoji(args) -> int:
 
 
 def _live(args) -> int:
-    from facslab.live import LiveSettings, run_live
+    from facslab.live import LiveSettings, open_source, run_live
 
     settings = LiveSettings(detect_every=args.detect_every, upsample=args.upsample, idle_every=args.idle_every)
-    stats = run_live(_analyzer(args), args.source, out=args.out, csv_path=args.csv, max_frames=args.max_frames,
+    capture = open_source(args.source)  # before the model loads: a wrong source is said at once
+    stats = run_live(_analyzer(args), capture, out=args.out, csv_path=args.csv, max_frames=args.max_frames,
                      show=args.show, progress=not args.quiet, settings=settings)
     print(f"{stats.frames} frames, {stats.faces} faces, {stats.detections} detections: {stats.fps:.1f} fps")
+    if stats.corrupt_frames:
+        shown = ", ".join(map(str, stats.corrupt_frames[:10])) + (", …" if len(stats.corrupt_frames) > 10 else "")
+        print(f"{args.source}: {len(stats.corrupt_frames)} frame(s) did not decode and were skipped (frame {shown}); "
+              "the frames around them are in the outputs", file=sys.stderr)
     print(stats.breakdown())
     return 0
 
@@ -531,6 +536,8 @@ def quiet_libraries(verbose: bool) -> None:
 
     os.environ.setdefault("LITLOGGER_DISABLE_TIP", "1")
     if not verbose:
+        # FFmpeg's own line for each frame that does not decode: `facslab live` counts and names them
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
         for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_utilities"):
             logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -545,6 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     from facslab.ensemble import EnsembleError
     from facslab.runs import MissingPretrainingError
     from facslab.services import ServicesError
+    from datamodules.splits import TooFewSubjectsError
 
     from facslab.badinput import BadInputError
 
@@ -555,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, subparsers)
     # the user's own input or setting to fix: one line (-v adds the traceback); anything else is a
     # programming error and keeps its traceback
-    except (BadInputError, ConfigError, EnsembleError, MissingPretrainingError, ServicesError) as error:
+    except (BadInputError, ConfigError, EnsembleError, MissingPretrainingError, ServicesError,
+            TooFewSubjectsError) as error:
         if "-v" in argv or "--verbose" in argv:
             traceback.print_exc()
         command = next((a for a in argv if a in subparsers), None)

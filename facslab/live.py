@@ -200,6 +200,8 @@ class LiveStats:
     faces: int = 0
     detections: int = 0
     seconds: float = 0.0
+    #: 1-based numbers of the frames that did not decode (skipped; the frames around them are kept)
+    corrupt_frames: list[int] = field(default_factory=list)
     stage_seconds: dict = field(default_factory=lambda: defaultdict(float))
 
     @property
@@ -214,19 +216,40 @@ class LiveStats:
 
 
 def open_source(source: str) -> cv2.VideoCapture:
-    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    """A camera (a number) or a video file, or a ``BadInputError`` saying which and why."""
+    from pathlib import Path
+
+    from facslab.badinput import BadInputError
+
+    camera = source.isdigit()
+    if not camera and not Path(source).is_file():
+        raise BadInputError(source, "no such video file")
+    # OpenCV warns on stderr for every backend it tries; the error below says it once
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        capture = cv2.VideoCapture(int(source) if camera else source)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     if not capture.isOpened():
-        raise FileNotFoundError(f"cannot open video source {source!r}")
+        raise BadInputError(f"camera {source}" if camera else source,
+                            "no camera with this index (or it is in use)" if camera
+                            else "not a video OpenCV can decode (unknown or corrupt format)")
     return capture
 
 
-def run_live(analyzer: FaceAnalyzer, source: str, out: str | None = None, csv_path: str | None = None,
+#: reads that fail in a row before a video counts as ended: a frame that does not decode is
+#: skipped, and only a run this long is the end of the stream
+END_AFTER_FAILED_READS = 25
+
+
+def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | None = None, csv_path: str | None = None,
              max_frames: int | None = None, show: bool = False, draw: bool = True, progress: bool = True,
              settings: LiveSettings = FAST) -> LiveStats:
     """Process a camera or video until it ends (or ``max_frames``); returns timing statistics."""
     from tqdm import tqdm
 
-    capture = open_source(source)
+    capture = source if isinstance(source, cv2.VideoCapture) else open_source(str(source))
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     stats = LiveStats()
@@ -240,25 +263,34 @@ def run_live(analyzer: FaceAnalyzer, source: str, out: str | None = None, csv_pa
     bar = tqdm(total=max_frames or total, desc="live", unit="frame", disable=not progress)
     start = time.perf_counter()
     try:
+        failed, index = 0, -1  # reads that failed since the last decoded frame, and its position
         while max_frames is None or stats.frames < max_frames:
             t0 = time.perf_counter()
             ok, bgr = capture.read()
             stages["decode"] += time.perf_counter() - t0
             if not ok:
-                break
+                failed += 1
+                if failed >= END_AFTER_FAILED_READS:
+                    break
+                continue
+            if failed:  # frames between two decoded ones that did not decode: skipped and counted
+                stats.corrupt_frames += [index + 1 + k for k in range(1, failed + 1)]
+                bar.update(failed)
+                failed = 0
+            index = stats.frames + len(stats.corrupt_frames)  # 0-based position in the video
             if settings.grey:  # the grey copy is made in process(); alignment and drawing use BGR
                 frame, channels = bgr, "BGR"
             else:
                 t0 = time.perf_counter()
                 frame, channels = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), "RGB"
                 stages["decode"] += time.perf_counter() - t0
-            tracked, results = pipeline.process(frame, stats.frames, channels, stages)
+            tracked, results = pipeline.process(frame, index, channels, stages)
             stats.frames += 1
             stats.faces += len(results)
-            timestamp = (stats.frames - 1) / fps_in
+            timestamp = index / fps_in
             if table is not None:
                 for (face_id, _), result in zip(tracked, results):
-                    table.writerow(csv_row(stats.frames, timestamp, face_id, result))
+                    table.writerow(csv_row(index + 1, timestamp, face_id, result))
             if writer is None and out:
                 fourcc = cv2.VideoWriter_fourcc(*"mp4v")
                 writer = cv2.VideoWriter(out, fourcc, fps_in, (bgr.shape[1], bgr.shape[0]))

@@ -4,6 +4,7 @@ and listed."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -25,13 +26,19 @@ def preprocess(datamodule: str, root, tmp_path, *extra: str, verbose: bool = Fal
         capture_output=True, text=True, timeout=600, env={**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")})
 
 
-def refused(out: subprocess.CompletedProcess, *words: str) -> str:
-    """The one line a user's mistake gets."""
+def facslab(*args: str, tmp_path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")})
+
+
+def refused(out: subprocess.CompletedProcess, *words: str, command: str = "preprocess") -> str:
+    """The one line a user's mistake gets: the whole of stderr."""
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
-    line = out.stderr.strip().splitlines()[-1]
-    assert line.startswith("facslab preprocess: error: ") and all(w in line for w in words), line
-    return line
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr[-2000:]
+    assert lines[0].startswith(f"facslab {command}: error: ") and all(w in lines[0] for w in words), lines[0]
+    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +169,168 @@ def test_a_spreadsheet_saved_copy_reads_label_for_label_as_the_original(datamodu
         skipped = (tmp_path / name / "skipped.csv").read_text().replace(str(root), "<root>")
         runs[name] = (out.stdout.split("; cache at")[0], split, skipped)
     assert runs["saved"] == runs["plain"]
+
+
+def _mjpeg_video(path, frames: int, corrupt: int | None = None):
+    """An MJPEG AVI of a real photograph; with ``corrupt``, that frame's (0-based) JPEG data zeroed."""
+    import cv2
+    import skimage.data
+
+    from facslab.synth.video import photo_frames
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for frame in photo_frames(skimage.data.astronaut(), frames, (640, 480)):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    if corrupt is not None:
+        data = bytearray(path.read_bytes())
+        starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]  # each frame's JPEG
+        assert len(starts) == frames
+        data[starts[corrupt] + 2:starts[corrupt + 1] - 16] = bytes(starts[corrupt + 1] - 18 - starts[corrupt])
+        path.write_bytes(bytes(data))
+    return path
+
+
+def test_videos_and_cameras_that_cannot_be_opened_are_one_line(model_dir, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    for source, words in ((str(tmp_path / "missing.mp4"), ("missing.mp4", "no such video file")),
+                          (str(text), ("notes.mp4", "not a video OpenCV can decode")),
+                          ("7", ("camera 7", "no camera with this index"))):
+        out = facslab("live", "--source", source, "--model", str(model_dir), "--quiet", tmp_path=tmp_path)
+        refused(out, *words, command="live")
+
+
+def test_a_corrupt_frame_in_the_middle_is_skipped_counted_and_the_rest_kept(model_dir, tmp_path):
+    import cv2
+
+    video = _mjpeg_video(tmp_path / "in.avi", 16, corrupt=7)
+    out, table = tmp_path / "out.mp4", tmp_path / "frames.csv"
+    run = facslab("live", "--source", str(video), "--model", str(model_dir), "--out", str(out), "--csv", str(table),
+                  "--quiet", tmp_path=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "15 frames, 15 faces" in run.stdout
+    skipped = [line for line in run.stderr.splitlines() if not line.startswith("note: this model was trained only")]
+    assert skipped == [f"{video}: 1 frame(s) did not decode and were skipped (frame 8); "
+                                  "the frames around them are in the outputs"]
+    with open(table, newline="", encoding="utf-8") as handle:
+        frames = [int(row["frame"]) for row in csv.DictReader(handle)]
+    assert frames == [k for k in range(1, 17) if k != 8]  # frame numbers stay those of the video
+    capture = cv2.VideoCapture(str(out))
+    written = 0
+    while capture.read()[0]:
+        written += 1
+    assert written == 15
+
+
+def _first(root, pattern: str):
+    return sorted(root.rglob(pattern))[0]
+
+
+def _rewrite(path, edit):
+    path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
+    return path
+
+
+def _header_only(path):
+    return _rewrite(path, lambda text: text.splitlines(keepends=True)[0])
+
+
+def _compound_list(root):
+    path = _first(root, "list_patition_label.txt")
+    return _rewrite(path, lambda text: "".join(f"{name[:-9]}{name[-8:]} {int(code) % 11 + 1}\n" for name, code in
+                                               (line.split() for line in text.splitlines() if len(line.split()) == 2)))
+
+
+def _trailing_comma(path):
+    return _rewrite(path, lambda text: "".join(line + (",\n" if number == 1 else "\n")
+                                               for number, line in enumerate(text.splitlines())))
+
+
+def _wrong_count(path):
+    return _rewrite(path, lambda text: "".join(f"{int(line) + 3}\n" if number == 0 else line + "\n"
+                                               for number, line in enumerate(text.splitlines())))
+
+
+def _empty(path):
+    path.write_bytes(b"")
+    return path
+
+
+def _removed(path):
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return path
+
+
+#: (datamodule, what is broken, the break (root -> the path it broke), words the one line must hold,
+#: extra preprocess options); the line must also name the broken path
+BAD_TREES = [
+    ("CKPlusDataModule", "no image folder", lambda root: _removed(root / "cohn-kanade-images"),
+     ("CK+ image folder not found",), ()),
+    ("CelebANoisyDataModule", "count line disagrees with the rows",
+     lambda root: _wrong_count(root / "list_attr_celeba.txt"), ("count line says 27 images but 24 rows follow",), ()),
+    ("CelebANoisyDataModule", "empty attribute list", lambda root: _empty(root / "list_attr_celeba.txt"),
+     ("expected a count line and a header line",), ()),
+    ("CelebANoisyDataModule", "OpenFace CSV of its header only",
+     lambda root: _header_only(root / "openface" / "img_align_celeba.csv"), ("0 rows for 24 images",), ()),
+    ("RAFDBDataModule", "the compound list in the basic list's place", _compound_list, ("RAF-DB's compound list",), ()),
+    ("RAFDBDataModule", "no label list", lambda root: _removed(root / "basic" / "EmoLabel").parent.parent,
+     ("no basic/EmoLabel/list_patition_label.txt or",), ()),
+    ("RAFDBDataModule", "empty label list", lambda root: _empty(_first(root, "list_patition_label.txt")),
+     ("no usable lines",), ()),
+    ("AffectNetDataModule", "empty list", lambda root: _empty(_first(root, "training.csv")), ("empty file",), ()),
+    ("AffectNetDataModule", "list of its header only", lambda root: _header_only(_first(root, "training.csv")),
+     ("header only, no rows",), ()),
+    ("FER2013DataModule", "fer2013.csv of its header only", lambda root: _header_only(root / "fer2013.csv"),
+     ("no usable rows",), ()),
+    ("FER2013DataModule", "no CSV", lambda root: _removed(root / "fer2013.csv").parent, ("no fer2013.csv",), ()),
+    ("FER2013DataModule", "FER+ votes of their header only", lambda root: _header_only(root / "fer2013new.csv"),
+     ("header only, no rows of votes",), ("--data.init_args.labels", "ferplus")),
+    ("DISFADataModule", "every subject's AU1 file empty",
+     lambda root: [_empty(path) for path in sorted(root.rglob("*_au1.txt"))][0].parent.parent, ("no usable DISFA subjects",),
+     _SMALL["DISFADataModule"]),
+]
+
+
+@pytest.mark.parametrize(("datamodule", "broken", "breaking", "words", "extra"), BAD_TREES,
+                         ids=[f"{case[0]}: {case[1]}" for case in BAD_TREES])
+def test_a_bad_tree_is_one_line_naming_its_file(datamodule, broken, breaking, words, extra, tmp_path):
+    root = _generated(datamodule, tmp_path / "tree")
+    path = breaking(root)
+    line = refused(preprocess(datamodule, root, tmp_path, *extra), *words)
+    assert str(path) in line, line
+    print(line)  # shown with -s: the closing note quotes them
+
+
+def test_an_emotion_keeps_its_label_when_the_facs_file_beside_it_is_empty(tmp_path):
+    root = _generated("CKPlusDataModule", tmp_path / "tree")
+    before = preprocess("CKPlusEmotionDataModule", root, tmp_path / "before", "--data.init_args.n_folds", "2")
+    assert before.returncode == 0, before.stderr[-2000:]
+    emotion = _first(root, "*_emotion.txt")
+    facs = _first(root / "FACS", f"{emotion.stem.removesuffix('_emotion')}_facs.txt")
+    _empty(facs)
+    after = preprocess("CKPlusEmotionDataModule", root, tmp_path / "after", "--data.init_args.n_folds", "2")
+    assert after.returncode == 0, after.stderr[-2000:]
+    assert after.stdout.split("; cache at")[0] == before.stdout.split("; cache at")[0]  # the same labelled images
+    aus = preprocess("CKPlusDataModule", root, tmp_path / "aus", "--data.init_args.n_folds", "2")
+    assert aus.returncode == 0 and str(facs) in (tmp_path / "aus" / "skipped.csv").read_text()  # the AU task skips and lists it
+
+
+#: files a dataset can do without: skipped, and listed with their problem in the skip report
+SKIPPED_FILES = [
+    ("BP4DDataModule", "a row with a trailing comma", lambda root: _trailing_comma(_first(root, "*.csv")),
+     "line 2 has 101 fields, the header 100 (a trailing comma?)"),
+    ("DISFADataModule", "an empty AU file", lambda root: _empty(_first(root, "*_au1.txt")), "empty file"),
+]
+
+
+@pytest.mark.parametrize(("datamodule", "broken", "breaking", "problem"), SKIPPED_FILES,
+                         ids=[f"{case[0]}: {case[1]}" for case in SKIPPED_FILES])
+def test_a_bad_file_a_dataset_can_do_without_is_skipped_and_listed(datamodule, broken, breaking, problem, tmp_path):
+    root = _generated(datamodule, tmp_path / "tree")
+    path = breaking(root)
+    out = preprocess(datamodule, root, tmp_path, *_SMALL[datamodule])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "Warning" not in out.stderr, out.stderr  # nor numpy's "no data"
+    with open(tmp_path / "skipped.csv", newline="", encoding="utf-8") as handle:
+        assert {"file": str(path), "problem": problem} in list(csv.DictReader(handle))

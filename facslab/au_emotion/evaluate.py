@@ -96,6 +96,11 @@ def evaluate_au_emotion(config: AUEmotionConfig) -> pd.DataFrame:
     dm = CKPlusEmotionDataModule(**{**config.data, "fold": 0})
     dm.setup("fit")
     samples = dm.samples[dm.samples["ok"]]
+    uncoded = samples["facs"].isna()
+    if uncoded.any():  # the emotion datamodule keeps them; rules over AUs cannot score them
+        log.warning("%d labelled sequence(s) without a readable FACS file are left out of the AU rules",
+                    int(uncoded.sum()))
+        samples = samples[~uncoded]
     classes = dm.classes
     au = np.stack([labels_from_facs_codes(f, config.min_intensity) for f in samples["facs"]])
     emotions = samples["labels"].to_numpy()

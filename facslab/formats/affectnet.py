@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facslab.badinput import BadInputError, SkipReport, read_csv
+from facslab.badinput import BadInputError, MissingInputError, SkipReport, read_csv
 
 CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
 NON_EMOTION_CODES = {8: "none", 9: "uncertain", 10: "no-face"}
@@ -39,8 +39,8 @@ def detect_release(root: str | Path) -> str:
         return "csv"
     if (root / RELEASE_2021["train"]).is_dir():
         return "2021"
-    raise FileNotFoundError(f"{root}: neither AffectNet release ({LISTS}/ with CSV lists, or train_set/ of the 2021 "
-                            "release) is there")
+    raise MissingInputError(root, f"neither AffectNet release ({LISTS}/ with CSV lists, or train_set/ of the 2021 "
+                                  "release) is there")
 
 
 def _affect(value: float) -> float:
@@ -67,7 +67,7 @@ def read_affectnet(root: str | Path, split: str = "train", report: SkipReport | 
 def _read_csv(root: Path, split: str, report: SkipReport) -> pd.DataFrame:
     path = root / LISTS / SPLIT_FILES[split]
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: AffectNet list not found")
+        raise MissingInputError(path, "AffectNet list not found")
     table = read_csv(path, dtype=str, keep_default_na=False)
     table.columns = [c.strip() for c in table.columns]
     missing = [c for c in COLUMNS if c not in table.columns]
@@ -90,6 +90,8 @@ def _read_csv(root: Path, split: str, report: SkipReport) -> pd.DataFrame:
         rows.append({"image": str(root / IMAGES / row.subDirectory_filePath), "name": row.subDirectory_filePath,
                      "box": box, "landmarks": tuple(points) or None, "expression": expression,
                      "valence": valence, "arousal": arousal})
+    if not rows:
+        raise BadInputError(path, "header only, no rows" if table.empty else f"none of its {len(table)} rows is usable")
     return pd.DataFrame(rows)
 
 

@@ -58,12 +58,26 @@ def _au_code(name: str) -> int:
     return int(match.group(1))
 
 
+def _check_field_counts(path: Path) -> None:
+    """Every line has the header's number of fields: pandas would otherwise read a line with one
+    more (a trailing comma) by shifting it onto an index, and report a wrong value."""
+    lines = read_text(path).splitlines()
+    if not lines:
+        raise BadInputError(path, "empty file")
+    expected = lines[0].count(",") + 1
+    for number, line in enumerate(lines[1:], start=2):
+        if line.strip() and line.count(",") + 1 != expected:
+            extra = " (a trailing comma?)" if line.rstrip().endswith(",") else ""
+            raise BadInputError(path, f"line {number} has {line.count(',') + 1} fields, the header {expected}{extra}")
+
+
 def read_occurrence_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
     """(``bp4d`` or ``bp4d+``, frame-indexed table of AU code -> 0/1/NaN) of one AU_OCC file."""
     path = Path(path)
+    _check_field_counts(path)
     table = read_csv(path, header=0, dtype=str)
     if table.empty:
-        raise BadInputError(path, "no coded frames")
+        raise BadInputError(path, "header only, no coded frames")
     kind = "bp4d" if len(table.columns) == BP4D_COLUMNS else "bp4d+"
     if kind == "bp4d":
         expected = [str(k) for k in range(BP4D_COLUMNS)]

@@ -96,11 +96,12 @@ def read_emotion(path: str | Path) -> int:
 
 
 def read_ckplus(root: str | Path, layout: CKPlusLayout = CKPlusLayout(),
-                report: SkipReport | None = None) -> pd.DataFrame:
+                report: SkipReport | None = None, facs_required: bool = True) -> pd.DataFrame:
     """One row per sequence: subject, sequence, frame paths, peak FACS codes, emotion (or NA).
 
-    Sequences whose FACS file is missing or broken are skipped and recorded in ``report``;
-    landmark files are only located here (``*_landmarks`` columns, None when absent).
+    Sequences whose FACS file is missing or broken are skipped and recorded in ``report``; with
+    ``facs_required=False`` (a reader of the emotion labels only) they are kept with ``facs``
+    None. Landmark files are only located here (``*_landmarks`` columns, None when absent).
     """
     root = Path(root)
     report = report if report is not None else SkipReport()
@@ -120,8 +121,10 @@ def read_ckplus(root: str | Path, layout: CKPlusLayout = CKPlusLayout(),
         try:
             facs = read_facs(facs_path)
         except BadInputError as error:
-            report.add(error)
-            continue
+            if facs_required:
+                report.add(error)
+                continue
+            facs = None
         emotion_path = root / layout.emotion / rel / f"{peak.stem}_emotion.txt"
         emotion = pd.NA
         if emotion_path.exists():

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from facslab.badinput import TEXT_ENCODING, BadInputError, SkipReport, read_csv
+from facslab.badinput import TEXT_ENCODING, BadInputError, MissingInputError, SkipReport, read_csv
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 USAGES = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
@@ -38,7 +38,7 @@ def find_csv(root: str | Path) -> Path:
     for name in FILENAMES:
         if (root / name).is_file():
             return root / name
-    raise FileNotFoundError(f"{root}: no {' or '.join(FILENAMES)} (FER-2013 from Kaggle, or its ICML variant)")
+    raise MissingInputError(root, f"no {' or '.join(FILENAMES)} (FER-2013 from Kaggle, or its ICML variant)")
 
 
 def parse_pixels(field: str) -> np.ndarray:
@@ -113,12 +113,14 @@ def read_ferplus(path: str | Path, report: SkipReport | None = None) -> pd.DataF
     if path.is_dir():
         path = path / FERPLUS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no FER+ votes file ({FERPLUS_FILE}, from microsoft/FERPlus)")
+        raise MissingInputError(path, f"no FER+ votes file ({FERPLUS_FILE}, from microsoft/FERPlus)")
     table = read_csv(path, dtype={"Image name": str}, keep_default_na=False)
     table.columns = [c.strip() for c in table.columns]
     missing = set(FERPLUS_COLUMNS) - set(table.columns)
     if missing:
         raise BadInputError(path, f"header lacks {', '.join(sorted(missing))}")
+    if table.empty:
+        raise BadInputError(path, "header only, no rows of votes")
     rows = []
     for number, votes in enumerate(table[list(FERPLUS_COLUMNS)].to_numpy()):
         try:
@@ -128,7 +130,7 @@ def read_ferplus(path: str | Path, report: SkipReport | None = None) -> pd.DataF
             continue
         label = ferplus_majority(votes)
         rows.append({"row": number, "ferplus": -1 if label is None else label, "votes": votes})
-    votes = pd.DataFrame(rows, columns=["row", "ferplus", "votes"])
+    votes = pd.DataFrame(rows, columns=["row", "ferplus", "votes"]).astype({"row": int})
     votes["usage"] = table["Usage"].str.strip().to_numpy()[votes["row"].to_numpy()] if "Usage" in table.columns else None
     votes.attrs["data_rows"], votes.attrs["path"] = len(table), str(path)
     return votes

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from facslab.badinput import BadInputError, SkipReport, read_text
+from facslab.badinput import BadInputError, MissingInputError, SkipReport, read_text
 
 CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 LABEL_FILES = ("basic/EmoLabel/list_patition_label.txt", "basic/EmoLabel/list_partition_label.txt")
@@ -24,7 +24,7 @@ def label_file(root: str | Path) -> Path:
     for name in LABEL_FILES:
         if (root / name).is_file():
             return root / name
-    raise FileNotFoundError(f"{root}: no {' or '.join(LABEL_FILES)} (RAF-DB basic)")
+    raise MissingInputError(root, f"no {' or '.join(LABEL_FILES)} (RAF-DB basic)")
 
 
 #: RAF-DB's compound list names its images with four digits (``train_0001.jpg``) and codes 1-11;
