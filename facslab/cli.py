@@ -13,6 +13,8 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from facslab.badinput import BadInputError
+
 log = logging.getLogger("facslab")
 
 
@@ -107,12 +109,15 @@ def _port_fer(args) -> int:
 
 def _register(args, parser) -> int:
     from facslab.registry import register_best
-    from facslab.sweep import load_study
+    from facslab.config import ConfigError
+    from facslab.sweep import finished_study
     from facslab.tracking import setup_tracking
 
     config = parser.instantiate(args).config
+    if config.register is None:
+        raise ConfigError("the sweep config has register: null; give register: {name: ..., alias: ...}")
     setup_tracking(config.tracking_uri, config.experiment)
-    print(register_best(config, load_study(config)).summary(config.register))
+    print(register_best(config, finished_study(config)).summary(config.register))
     return 0
 
 
@@ -136,6 +141,9 @@ def _report(args, parser) -> int:
 
 def _generate(args) -> int:
     from facslab.demo import OPENFACE_CSV, generate_celeba, generate_ckplus
+
+    if Path(args.root).exists() and not Path(args.root).is_dir():
+        raise BadInputError(args.root, "a file, not a folder: give the folder the dataset is written to")
 
     if args.dataset in ("bp4d", "bp4d+", "disfa"):
         from facslab.synth import au_video_datasets as made
@@ -178,25 +186,32 @@ def _preprocess(args, parser: ArgumentParser) -> int:
     return 0
 
 
-def _images_with_faces(paths, find, failures: list):
-    """(path, image, faces) for every readable image with a face; the others are named on stderr
-    and appended to ``failures``, and the rest still run."""
-    from facslab.badinput import BadInputError
+def _images_with_faces(paths, find, failures: list, command: str):
+    """(path, image, faces) for every readable image with a face; the others get a line each on
+    stderr and go to ``failures`` (with whether the file was unusable), and the rest still run."""
     from facslab.images import load_rgb
 
     for path in paths:
         try:
             image = load_rgb(path)
         except BadInputError as error:
-            print(error, file=sys.stderr)
-            failures.append(path)
+            print(f"facslab {command}: error: {error}", file=sys.stderr)
+            failures.append((path, True))
             continue
         faces = find(image)
         if not faces:
-            print(f"{path}: no face found", file=sys.stderr)
-            failures.append(path)
+            print(f"facslab {command}: {path}: no face found", file=sys.stderr)
+            failures.append((path, False))
             continue
         yield path, image, faces
+
+
+def _status(failures: list) -> int:
+    """grep's convention: 2 when a file could not be used (bad input), 1 when every file was read but
+    some had no face, 0 otherwise."""
+    if any(unusable for _, unusable in failures):
+        return 2
+    return 1 if failures else 0
 
 
 def _eyes(args) -> int:
@@ -205,13 +220,13 @@ def _eyes(args) -> int:
 
     failures = []
     find = lambda image: detect_faces(image, args.detector, min_confidence=MIN_CONFIDENCE)  # noqa: E731
-    for path, image, faces in _images_with_faces(args.images, find, failures):
+    for path, image, faces in _images_with_faces(args.images, find, failures, "eyes"):
         for k, face in enumerate(faces):
             left, right = eye_aspect_ratios(predict_landmarks(image, face, 68))
             state = lambda ear: "closed" if ear < args.threshold else "open"  # noqa: E731
             print(f"{path} face {k}: left eye EAR {left:.3f} ({state(left)}), "
                   f"right eye EAR {right:.3f} ({state(right)})")
-    return 1 if failures else 0
+    return _status(failures)
 
 
 def _analyzer(args):
@@ -230,8 +245,8 @@ def _analyzer(args):
 
     predictor = load_predictor(args.model, args.runtime, args.threads)
     if not isinstance(predictor, AUPredictor):
-        raise SystemExit(f"facslab: error: --model {args.model} is a model of the {predictor.task} task; --model "
-                         "takes an AU model (an emotion model goes to --emotion_model)")
+        raise BadInputError(args.model, f"a model of the {predictor.task} task; --model takes an AU model (an "
+                                        "emotion model goes to --emotion_model)")
     emotion = _emotion_predictor(args)
     affect = _task_predictor(args.va_model, "valence_arousal", "--va_model", args)
     intensity = _task_predictor(args.intensity_model, "au_intensity", "--intensity_model", args)
@@ -256,7 +271,7 @@ def _task_predictor(uri: str | None, task: str, flag: str, args):
         setup_tracking(args.tracking_uri, args.experiment)
     model = load_predictor(uri, args.runtime, args.threads)
     if model.task != task:
-        raise SystemExit(f"facslab: error: {flag} {uri} is a model of the {model.task} task, not {task}")
+        raise BadInputError(uri, f"a model of the {model.task} task; {flag} takes one of the {task} task")
     return model
 
 
@@ -290,8 +305,7 @@ def _emotion_predictor(args):
         setup_tracking(args.tracking_uri, args.experiment)
     emotion = load_predictor(choice, args.runtime, args.threads)
     if not isinstance(emotion, EmotionPredictor):
-        raise SystemExit(f"facslab: error: --emotion_model {args.emotion_model} is a model of the {emotion.task} task, "
-                         "not an emotion model")
+        raise BadInputError(choice, f"a model of the {emotion.task} task; --emotion_model takes an emotion model")
     return emotion
 
 
@@ -300,7 +314,7 @@ def _emoji(args) -> int:
 
     analyzer = _analyzer(args)
     failures, everything = [], []
-    for path, image, results in _images_with_faces(args.images, analyzer.analyze, failures):
+    for path, image, results in _images_with_faces(args.images, analyzer.analyze, failures, "emoji"):
         for k, result in enumerate(results):
             info = result.as_dict()
             everything.append({"image": str(path), "face": k, **info})
@@ -328,7 +342,7 @@ def _emoji(args) -> int:
                 print(f"  annotated: {target}")
     if args.json:
         print(json.dumps(everything, ensure_ascii=False, indent=1))
-    return 1 if failures else 0
+    return _status(failures)
 
 
 def _live(args) -> int:
@@ -347,9 +361,25 @@ def _live(args) -> int:
     return 0
 
 
+def _check_port(host: str, port: int) -> None:
+    """Said before the model loads: uvicorn would load it, then exit 1 with its own log lines."""
+    import socket
+
+    from facslab.config import ConfigError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise ConfigError(f"--host {host} --port {port}: cannot listen there ({error.strerror}; another "
+                              "server on that port?): choose another --port") from None
+
+
 def _serve(args) -> int:
     from facslab.web.app import serve
 
+    _check_port(args.host, args.port)
     analyzer = _analyzer(args)
     print(f"serving on http://{args.host}:{args.port}/")
     serve(analyzer, args.host, args.port)
@@ -538,7 +568,9 @@ def quiet_libraries(verbose: bool) -> None:
     if not verbose:
         # FFmpeg's own line for each frame that does not decode: `facslab live` counts and names them
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_utilities"):
+        # MLflow's "Creating initial MLflow database tables..." on a new store, alembic's migrations
+        for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_utilities",
+                     "mlflow.store.db.utils", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         warnings.filterwarnings("ignore", message=r".*is experimental.*")
@@ -553,8 +585,6 @@ def main(argv: list[str] | None = None) -> int:
     from facslab.runs import MissingPretrainingError
     from facslab.services import ServicesError
     from datamodules.splits import TooFewSubjectsError
-
-    from facslab.badinput import BadInputError
 
     parser, subparsers = build_parser()
     argv = sys.argv[1:] if argv is None else argv

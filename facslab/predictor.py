@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facslab.badinput import BadInputError, MissingInputError
 from facslab.au import AU_LABELS
 from facslab.faces.align import AlignmentSpec
 from lightning_modules.au_affect import AUAffectModel
@@ -180,20 +181,27 @@ class TaskPredictor:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         folder = Path(folder)
-        config = json.loads((folder / CONFIG_FILE).read_text())
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (folder / name).is_file():
+                raise MissingInputError(folder, f"not a facslab model folder (no {name}): give the folder a model "
+                                                "was saved to, or a models:/ or runs:/ URI")
+        try:
+            config = json.loads((folder / CONFIG_FILE).read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise BadInputError(folder / CONFIG_FILE, f"not readable JSON ({error})") from None
         task = config.get("task", "au")  # folders saved before emotions were a task are AU models
         if task not in PREDICTORS:
-            raise ValueError(f"{folder / CONFIG_FILE}: unknown task {task!r}; known: {', '.join(PREDICTORS)}")
+            raise BadInputError(folder / CONFIG_FILE, f"unknown task {task!r}; known: {', '.join(PREDICTORS)}")
         if cls is not TaskPredictor and PREDICTORS[task] is not cls:
-            raise ValueError(f"{folder}: a {task} model, not a {cls.task} model")
+            raise BadInputError(folder, f"a {task} model, not a {cls.task} model")
         cls = PREDICTORS[task]
         model = cls.module_class(**config["hparams"])
         model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
         predictor = cls(model, AlignmentSpec(**config["alignment"]), config.get("provenance"), device)
         has_onnx = (folder / ONNX_FILE).exists()
         if runtime == "onnx" and not has_onnx:
-            raise FileNotFoundError(f"{folder / ONNX_FILE}: this model was saved without its ONNX export; "
-                                    "register it again, or use --runtime torch")
+            raise MissingInputError(folder / ONNX_FILE, "this model was saved without its ONNX export; "
+                                                        "register it again, or use --runtime torch")
         if runtime == "onnx" or (runtime == "auto" and has_onnx and predictor.device.type == "cpu"):
             predictor.onnx_session = _onnx_session(folder / ONNX_FILE, threads)
         return predictor

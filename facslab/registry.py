@@ -23,6 +23,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from PIL import Image
 
+from facslab.badinput import MissingInputError
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
 from facslab.predictor import CONFIG_FILE, AUPredictor, TaskPredictor
 from facslab.runs import log_curves, log_run_basics
@@ -79,8 +80,15 @@ def load_predictor(uri: str, runtime: str = "auto", threads: int | None = None) 
     if path.is_dir() and not (path / "MLmodel").exists():
         return TaskPredictor.load(path, runtime=runtime, threads=threads)
     if not path.exists() and not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "file:")):
-        raise FileNotFoundError(f"model not found: {uri} (give a models:/ or runs:/ URI, or a model folder)")
-    model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+        raise MissingInputError(uri, "model not found (give a models:/ or runs:/ URI, or a model folder)")
+    try:
+        model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        # the first line of MLflow's message names what is missing (model, alias, run or artifact)
+        raise MissingInputError(uri, f"not in the MLflow store {mlflow.get_tracking_uri()} "
+                                     f"({str(error.message).splitlines()[0][:200]})") from None
     if runtime == "auto" and threads is None:
         return model.predictor
     return TaskPredictor.load(model.model_dir, runtime=runtime, threads=threads)

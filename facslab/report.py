@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 
 from facslab import plots
 from facslab.au import AU_LABELS
+from facslab.config import ConfigError
 from facslab.tracking import setup_tracking
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,11 @@ def figure7(experiment_id: str, study: str | None):
 
 
 def make_report(config: ReportConfig) -> Path:
-    setup_tracking(config.tracking_uri, config.experiment)
+    uri = setup_tracking(config.tracking_uri, config.experiment)
     experiment_id = mlflow.get_experiment_by_name(config.experiment).experiment_id
+    if not mlflow.search_runs([experiment_id], max_results=1, output_format="list"):
+        raise ConfigError(f"experiment {config.experiment!r} in {uri} has no runs: nothing to report (give "
+                          "--config.experiment, or --config.tracking_uri for another store)")
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     sections = ["# facslab report", ""]

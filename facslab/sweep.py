@@ -140,6 +140,31 @@ def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
         pruner=make_pruner(config.pruner, config.pruner_warmup, config.pruner_startup_trials))
 
 
+def finished_study(config: SweepConfig) -> optuna.Study:
+    """The study of ``config`` for registering: it must exist and hold a completed trial."""
+    url = storage_url(config)
+    where = url or str(store_dir() / "optuna" / f"{config.study}.journal")
+    if url is None and not (store_dir() / "optuna" / f"{config.study}.journal").is_file():
+        raise ConfigError(f"no study {config.study} at {where}: run `facslab sweep` with this config first")
+    storage = optuna.storages.get_storage(storage_for(config))
+    try:
+        storage.get_study_id_from_name(config.study)
+    except KeyError:
+        raise ConfigError(f"no study {config.study} at {where}: run `facslab sweep` with this config first") from None
+    study = load_study(config)
+    if not any(t.state == TrialState.COMPLETE for t in study.trials):
+        raise ConfigError(f"study {config.study} at {where} has no completed trial to register "
+                          f"({len(study.trials)} trial(s)); run `facslab sweep` with this config to finish one")
+    return study
+
+
+def check_data(config: SweepConfig) -> None:
+    """The data read as the trials read it (fold 0), once before any trial: a dataset the user must
+    fix is one line now, not one failed trial after another. The crops it caches are the trials'."""
+    datamodule = config.task_spec.datamodule_class(config.datamodule)
+    datamodule(**{**config.data, "fold": 0}).setup("fit")
+
+
 #: config entries that say where and how visibly trials run, not what they score (the machines of
 #: a shared study may keep the data in different folders)
 RUN_ONLY_KEYS = ("data.root", "data.cache_dir", "data.num_workers", "data.preprocess_workers", "data.progress",
@@ -567,6 +592,7 @@ def _parent_run_id(config: SweepConfig, study: optuna.Study, wait: float = 120.0
 def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     """Run (or resume) the study until it holds ``n_trials`` finished trials; returns it."""
     tracking_uri = setup_tracking(config.tracking_uri, config.experiment)
+    check_data(config)  # before the study is made: a dataset to fix leaves nothing behind
     study = load_study(config)
     task = config.task_spec
     if study.user_attrs.get("task", task.name) != task.name:

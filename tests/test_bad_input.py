@@ -38,6 +38,7 @@ def refused(out: subprocess.CompletedProcess, *words: str, command: str = "prepr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr[-2000:]
     assert lines[0].startswith(f"facslab {command}: error: ") and all(w in lines[0] for w in words), lines[0]
+    print(lines[0])  # with -s: the lines docs/bad-input.md quotes
     return lines[0]
 
 
@@ -299,7 +300,6 @@ def test_a_bad_tree_is_one_line_naming_its_file(datamodule, broken, breaking, wo
     path = breaking(root)
     line = refused(preprocess(datamodule, root, tmp_path, *extra), *words)
     assert str(path) in line, line
-    print(line)  # shown with -s: the closing note quotes them
 
 
 def test_an_emotion_keeps_its_label_when_the_facs_file_beside_it_is_empty(tmp_path):
@@ -334,3 +334,84 @@ def test_a_bad_file_a_dataset_can_do_without_is_skipped_and_listed(datamodule, b
     assert "Traceback" not in out.stderr and "Warning" not in out.stderr, out.stderr  # nor numpy's "no data"
     with open(tmp_path / "skipped.csv", newline="", encoding="utf-8") as handle:
         assert {"file": str(path), "problem": problem} in list(csv.DictReader(handle))
+
+
+def test_model_arguments_that_are_not_usable_models_are_one_line(model_dir, tmp_path):
+    image = tmp_path / "face.png"
+    import skimage.data
+    from PIL import Image
+
+    Image.fromarray(skimage.data.astronaut()).save(image)
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    cases = [
+        (("--model", str(tmp_path / "nowhere")), ("nowhere", "model not found")),
+        (("--model", str(empty)), ("empty_folder", "not a facslab model folder (no")),
+        (("--model", "models:/no-such-model@champion"), ("models:/no-such-model@champion", "not in the MLflow store")),
+        (("--model", str(model_dir), "--emotion_model", str(model_dir)),
+         (str(model_dir), "a model of the au task; --emotion_model takes an emotion model")),
+        (("--model", str(model_dir), "--va_model", str(model_dir)),
+         (str(model_dir), "a model of the au task; --va_model takes one of the valence_arousal task")),
+    ]
+    for arguments, words in cases:
+        refused(facslab("emoji", str(image), *arguments, tmp_path=tmp_path), *words, command="emoji")
+
+
+def test_an_unreadable_image_among_good_ones_is_named_and_the_others_still_answered(model_dir, tmp_path):
+    import skimage.data
+    from PIL import Image
+
+    good = tmp_path / "face.png"
+    Image.fromarray(skimage.data.astronaut()).save(good)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(good.read_bytes()[:200])
+    for command, extra in (("emoji", ("--model", str(model_dir))), ("eyes", ())):
+        out = facslab(command, str(tmp_path / "missing.png"), str(good), str(broken), *extra, tmp_path=tmp_path)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert f"{good} face 0:" in out.stdout  # what could be done was done
+        errors = [line for line in out.stderr.splitlines() if " error: " in line]
+        assert errors[0] == f"facslab {command}: error: {tmp_path / 'missing.png'}: file not found", errors
+        assert errors[1].startswith(f"facslab {command}: error: {broken}: ") and len(errors) == 2, errors
+
+
+def _sweep_config(tmp_path, root, **lines: str):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("\n".join([f"study: {lines.pop('study', 'bad-input')}", "n_trials: 1", "pruner: none",
+                                 f"data: {{root: {root}, image_size: 32, n_folds: 2, cache_dir: {tmp_path / 'cache'}, "
+                                 "progress: false}",
+                                 "model: {backbone: resnet18}", "train: {init_from: null, max_epochs: 1, progress: false}",
+                                 *(f"{key}: {value}" for key, value in lines.items())]) + "\n")
+    return config
+
+
+def test_a_sweep_on_a_missing_dataset_is_one_line_before_any_trial(tmp_path):
+    config = _sweep_config(tmp_path, tmp_path / "no-such-ckplus")
+    line = refused(facslab("sweep", "--config", str(config), tmp_path=tmp_path), command="sweep")
+    assert f"{tmp_path / 'no-such-ckplus' / 'cohn-kanade-images'}: CK+ image folder not found" in line
+    assert not (tmp_path / "store" / "optuna" / "bad-input.journal").exists()  # no study, no trial was made
+
+
+def test_register_and_report_without_anything_to_use_are_one_line(ckplus, tmp_path):
+    config = _sweep_config(tmp_path, ckplus[0], study="never-run", register="{name: facslab-au, alias: champion}")
+    refused(facslab("register", "--config", str(config), tmp_path=tmp_path), "no study never-run at",
+            "run `facslab sweep` with this config first", command="register")
+    unregistered = _sweep_config(tmp_path, ckplus[0], register="null")
+    refused(facslab("register", "--config", str(unregistered), tmp_path=tmp_path), "register: null", command="register")
+    refused(facslab("report", "--config.experiment", "nothing-here", "--config.output", str(tmp_path / "report"),
+                    tmp_path=tmp_path), "experiment 'nothing-here'", "has no runs", command="report")
+
+
+def test_serve_on_a_port_in_use_and_generate_into_a_file_are_one_line(model_dir, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused(facslab("serve", "--model", str(model_dir), "--port", str(port), tmp_path=tmp_path),
+                f"--port {port}: cannot listen there", command="serve")
+    target = tmp_path / "a-file"
+    target.write_text("")
+    refused(facslab("generate", "ckplus", str(target), tmp_path=tmp_path), str(target), "a file, not a folder",
+            command="generate")
