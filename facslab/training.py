@@ -42,6 +42,26 @@ class TrainerConfig:
     class_weights: bool = False
 
 
+class LogCheckpointedEpochs(Callback):
+    """The epoch's checkpoint is written before the logger writes that epoch's training metrics:
+    a process killed in between resumes after the epoch, whose metrics the run then never gets.
+    The resumed fit writes them from the checkpoint's history, at the step of that epoch's other
+    metrics, before its first epoch."""
+
+    def __init__(self, client, run_id: str, prefix: str = ""):
+        self.client, self.run_id, self.prefix = client, run_id, prefix
+
+    def on_train_start(self, trainer, module) -> None:
+        keys = {name: f"{self.prefix}-{name}" if self.prefix else name for name in module.history_metrics}
+        logged = {name: self.client.get_metric_history(self.run_id, key) for name, key in keys.items()}
+        steps = max(logged.values(), key=len)  # the metric the kill did not cut short
+        for name, key in keys.items():
+            for epoch in range(len(logged[name]), min(len(module.history), len(steps))):
+                if name in module.history[epoch]:
+                    self.client.log_metric(self.run_id, key, module.history[epoch][name],
+                                           step=sorted(m.step for m in steps)[epoch])
+
+
 class KeepBestWeights(Callback):
     """Remembers the weights of the best validation epoch (by ``monitor``: the task's
     ``selected_by()``, by default its objective) and restores them at the end: early
@@ -184,6 +204,9 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
 
         # explicit URI: without one Lightning's logger falls back to the refused ./mlruns file store
         logger = _RunLogger(tracking_uri=tracking_uri or mlflow.get_tracking_uri(), run_id=run_id, prefix=prefix)
+        if resume_from is not None:
+            callbacks.append(LogCheckpointedEpochs(mlflow.MlflowClient(tracking_uri or mlflow.get_tracking_uri()),
+                                                   run_id, prefix))
     trainer = L.Trainer(
         max_epochs=epochs or config.max_epochs, min_epochs=min(config.min_epochs, epochs or config.max_epochs),
         accelerator=config.accelerator, devices=config.devices, precision=config.precision, logger=logger,

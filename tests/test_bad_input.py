@@ -415,3 +415,17 @@ def test_serve_on_a_port_in_use_and_generate_into_a_file_are_one_line(model_dir,
     target.write_text("")
     refused(facslab("generate", "ckplus", str(target), tmp_path=tmp_path), str(target), "a file, not a folder",
             command="generate")
+
+
+def test_pretrain_and_au_emotion_on_a_missing_dataset_are_one_line(tmp_path):
+    missing = tmp_path / "no-such-dataset"
+    pretrain = tmp_path / "pretrain.yaml"
+    pretrain.write_text(f"data: {{root: {missing}, image_size: 32, cache_dir: {tmp_path / 'cache'}, progress: false}}\n"
+                        "model: {backbone: resnet18}\ntrain: {max_epochs: 1, progress: false, init_from: null}\n")
+    refused(facslab("pretrain", "--config", str(pretrain), tmp_path=tmp_path),
+            f"{missing / 'list_landmarks_align_celeba.txt'}: file not found", command="pretrain")
+    mapping = tmp_path / "au_emotion.yaml"
+    mapping.write_text(f"data: {{root: {missing}, image_size: 32, cache_dir: {tmp_path / 'cache'}, progress: false}}\n"
+                       f"au_model: null\noutput: {tmp_path / 'out'}\n")
+    refused(facslab("au-emotion", "--config", str(mapping), tmp_path=tmp_path),
+            f"{missing / 'cohn-kanade-images'}: CK+ image folder not found", command="au-emotion")
