@@ -113,7 +113,10 @@ def figure6(experiment_id: str, study: str | None):
 
 def figure7(experiment_id: str, study: str | None):
     extra = f"tags.study = '{study}'" if study else ""
-    runs = _runs(experiment_id, "sweep-trial", extra)
+    # like with like: trials of the AU task with a PR-AUC (an intensity or emotion trial tagged with
+    # its unfrozen blocks has none, and ``x > nan`` would keep whichever run came first)
+    runs = [run for run in _runs(experiment_id, "sweep-trial", extra)
+            if run.data.tags.get("task", "au") == "au" and np.isfinite(_metric(run, "val_pr_auc"))]
     best = {}
     for run in runs:
         blocks = run.data.tags.get("unfrozen_blocks")

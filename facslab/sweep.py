@@ -259,10 +259,25 @@ def code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+#: the libraries a fold's training and scoring runs on: another version may give other numbers
+KEY_LIBRARIES = ("torch", "torchvision", "lightning", "numpy", "scikit-learn", "torchmetrics", "albumentations")
+
+
+@cache
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in KEY_LIBRARIES}
+
+
 def fold_key(model_args: dict, train: dict, data: dict, split_id: str) -> str:
-    """Everything a fold's result depends on; a saved fold is reused only under the same key."""
-    text = json.dumps({"model": model_args, "train": train, "data": data, "split": split_id, "code": code_digest()},
-                      sort_keys=True, default=str)
+    """Everything a fold's result depends on; a saved fold is reused only under the same key. Where
+    the data is kept and how visibly it runs (``RUN_ONLY_KEYS``) are not in it: the split id names
+    the files."""
+    kept = {name: {k: v for k, v in values.items() if f"{name}.{k}" not in RUN_ONLY_KEYS}
+            for name, values in (("data", data), ("train", train))}
+    text = json.dumps({"model": model_args, **kept, "split": split_id, "code": code_digest(),
+                       "libraries": library_versions()}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -449,8 +464,9 @@ def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
 
 def fail_interrupted_trials(study: optuna.Study) -> int:
     """Trials left RUNNING by a process that ended are failed; they and trials stopped by Ctrl-C are
-    enqueued again with the same parameters, their pruning reports and their MLflow run's id, from
-    which the retry reuses the folds that finished (``Objective``)."""
+    enqueued again (while they have retries left) with the same parameters, their pruning reports
+    and their MLflow run's id, from which the retry reuses the folds that finished (``Objective``).
+    Returns (failed, enqueued)."""
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
     stale = [t for t in trials if t.state == TrialState.RUNNING]
@@ -459,9 +475,10 @@ def fail_interrupted_trials(study: optuna.Study) -> int:
     for trial in stale:
         study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)  # its process died mid-trial
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     for trial in stale + stopped:
-        retry(study, study._storage.get_trial(trial._trial_id))
-    return len(stale) + len(stopped)
+        retry(study, study._storage.get_trial(trial._trial_id))  # enqueues nothing once its retries are used up
+    return len(stale) + len(stopped), len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) - waiting
 
 
 def close_orphan_run(trial: optuna.trial.FrozenTrial) -> bool:
@@ -490,11 +507,12 @@ def close_orphan_runs(study: optuna.Study) -> int:
 def recover_interrupted(study: optuna.Study, local: bool) -> None:
     """Trials no live process runs any more are failed (local journal: only the coordinator may
     say so; a database's heartbeats do it themselves), and their MLflow runs end."""
-    failed = fail_interrupted_trials(study) if local else 0
+    failed, enqueued = fail_interrupted_trials(study) if local else (0, 0)
     closed = close_orphan_runs(study)
     if failed or closed:
-        log.warning("%d interrupted trial(s) marked failed and enqueued again (finished folds are reused), "
-                    "%d MLflow run(s) closed as FAILED", failed, closed)
+        spent = f", {failed - enqueued} with its {LOCAL_RETRIES} retries used up (not run again)" if failed > enqueued else ""
+        log.warning("%d interrupted trial(s) marked failed, %d enqueued again (finished folds are reused)%s; "
+                    "%d MLflow run(s) closed as FAILED", failed, enqueued, spent, closed)
 
 
 def _counted(study: optuna.Study, in_flight: bool = False) -> int:

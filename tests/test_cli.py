@@ -117,3 +117,36 @@ train: {{init_from: null, max_epochs: 1, progress: false}}
     out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 1, out.stderr[-2000:]
     assert "no trial of study all-failed completed (1 fail)" in out.stderr and "error.txt" in out.stderr
+
+
+def test_an_interrupted_trial_out_of_retries_is_said_not_run_again(ckplus, tmp_path):
+    import optuna
+
+    from facslab.sweep import LOCAL_RETRIES
+
+    store = tmp_path / "store"
+    journal = store / "optuna" / "out-of-retries.journal"
+    journal.parent.mkdir(parents=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.create_study(study_name="out-of-retries", storage=storage, direction="maximize")
+    # trial 0 and its retries, each interrupted; the last one is RUNNING, as a killed process leaves it
+    for number in range(LOCAL_RETRIES + 1):
+        trial = study.ask()
+        if number:
+            storage.set_trial_system_attr(trial._trial_id, "failed_trial", 0)
+            storage.set_trial_system_attr(trial._trial_id, "retry_history", list(range(number)))
+        if number < LOCAL_RETRIES:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"""study: out-of-retries
+n_trials: 1
+pruner: none
+data: {{root: {ckplus[0]}, image_size: 32, cache_dir: {tmp_path / 'cache'}, progress: false}}
+model: {{backbone: resnet18}}
+train: {{init_from: null, max_epochs: 1, progress: false}}
+""")
+    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(store)})
+    assert (f"1 interrupted trial(s) marked failed, 0 enqueued again (finished folds are reused), 1 with its "
+            f"{LOCAL_RETRIES} retries used up (not run again)") in out.stderr, out.stderr[-2000:]
+    states = [t.state for t in optuna.load_study(study_name="out-of-retries", storage=storage).trials]
+    assert states == [optuna.trial.TrialState.FAIL] * (LOCAL_RETRIES + 1)  # nothing waits to run it again

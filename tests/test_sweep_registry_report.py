@@ -431,7 +431,14 @@ def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_ne
     assert not list(killed_store.rglob("folds/fold2.npz")), "the trial finished before it could be killed"
     process.send_signal(getattr(signal, stop))
     assert process.wait(timeout=120) != 0
-    resumed = subprocess.run(command, env=env(killed_store), capture_output=True, text=True, timeout=600)
+    # resumed from a moved copy of the data with its own cache folder: where the data is kept is not
+    # what a fold's result depends on, so fold 0 is still reused
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved / "CK+")
+    resumed = subprocess.run(_sweep_command(moved, moved / "CK+", study="folds", n_trials=1, epochs=4),
+                             env=env(killed_store), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "fold 0: reused from the interrupted run" in resumed.stderr, resumed.stderr[-2000:]
 
@@ -475,3 +482,25 @@ def _parent_of(pid: int) -> int | None:
             return int(handle.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def test_fig7_compares_au_trials_that_have_a_pr_auc(tmp_path, monkeypatch):
+    from facslab.au import AU_LABELS
+
+    monkeypatch.setenv("FACSLAB_MLRUNS", str(tmp_path / "store"))
+    setup_tracking(None, "fig7")
+
+    def trial(task: str, value: float | None) -> None:
+        with mlflow.start_run():
+            mlflow.set_tags({"stage": "sweep-trial", "study": "fig7", "task": task, "unfrozen_blocks": "2"})
+            for epoch in range(3):
+                mlflow.log_metrics({"fold0-train_loss": 1.0 - epoch / 10, "fold0-val_loss": 1.1 - epoch / 20}, step=epoch)
+            if value is not None:
+                mlflow.log_metrics({"val_pr_auc": value, **{f"oof_pr_auc_AU{a.replace('/', '_')}": value for a in AU_LABELS}})
+
+    trial("au", 0.7)
+    trial("au", 0.8)
+    trial("au_intensity", None)  # scored by ICC: no PR-AUC; the newest run, so the first one searched
+    folder = make_report(ReportConfig(output=str(tmp_path / "report"), experiment="fig7", study="fig7"))
+    per_au = pd.read_csv(folder / "fig7_per_au_pr_auc.csv", index_col=0)
+    assert list(per_au.columns) == ["2 unfrozen"] and (per_au["2 unfrozen"] == 0.8).all()
