@@ -92,6 +92,11 @@ def on_shared_database(config: SweepConfig) -> bool:
     return is_database(storage_url(config))
 
 
+def journal_path(config: SweepConfig) -> Path:
+    """The local journal file of a study that names no database."""
+    return store_dir() / "optuna" / f"{config.study}.journal"
+
+
 def storage_for(config: SweepConfig) -> optuna.storages.BaseStorage | str:
     url = storage_url(config)
     if is_database(url):
@@ -100,7 +105,7 @@ def storage_for(config: SweepConfig) -> optuna.storages.BaseStorage | str:
             failed_trial_callback=RetryAndCloseRun(max_retry=1))
     if url:
         return url
-    path = store_dir() / "optuna" / f"{config.study}.journal"
+    path = journal_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
@@ -143,14 +148,14 @@ def load_study(config: SweepConfig, worker: int = 0) -> optuna.Study:
 def finished_study(config: SweepConfig) -> optuna.Study:
     """The study of ``config`` for registering: it must exist and hold a completed trial."""
     url = storage_url(config)
-    where = url or str(store_dir() / "optuna" / f"{config.study}.journal")
-    if url is None and not (store_dir() / "optuna" / f"{config.study}.journal").is_file():
-        raise ConfigError(f"no study {config.study} at {where}: run `facslab sweep` with this config first")
-    storage = optuna.storages.get_storage(storage_for(config))
+    where = url or str(journal_path(config))
+    missing = ConfigError(f"no study {config.study} at {where}: run `facslab sweep` with this config first")
+    if url is None and not journal_path(config).is_file():  # reading would create an empty journal
+        raise missing
     try:
-        storage.get_study_id_from_name(config.study)
+        optuna.storages.get_storage(storage_for(config)).get_study_id_from_name(config.study)
     except KeyError:
-        raise ConfigError(f"no study {config.study} at {where}: run `facslab sweep` with this config first") from None
+        raise missing from None
     study = load_study(config)
     if not any(t.state == TrialState.COMPLETE for t in study.trials):
         raise ConfigError(f"study {config.study} at {where} has no completed trial to register "
