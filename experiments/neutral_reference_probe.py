@@ -1,6 +1,6 @@
 """Would the subject's own neutral face help the AUs that one peak frame leaves ambiguous?
 
-A probe for the next step of the longer configuration (README, "Known limits"). Linear probes
+A probe for the next step of the longer configuration (docs/known-limits.md). Linear probes
 (logistic regression, one per AU) on the frozen pretrained backbone's pooled features of CK+ peak
 frames, given either the peak's features alone or those together with their difference from the
 subject's neutral frame. Out-of-fold predictions over the subjects of the training split only,
