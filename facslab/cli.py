@@ -72,7 +72,8 @@ def _pretrain(args, parser) -> int:
 
 def _sweep(args, parser) -> int:
     from facslab.registry import register_best
-    from facslab.sweep import describe_best, run_sweep
+    from facslab.sweep import run_sweep
+    from facslab.sweep_summary import describe_best
 
     config = parser.instantiate(args).config
     study = run_sweep(config, workers=args.workers)
@@ -83,7 +84,7 @@ def _sweep(args, parser) -> int:
         print(f"facslab: error: no trial of study {config.study} completed ({states or 'no trials'}); each failed "
               "trial's traceback is the error.txt artifact of its MLflow run", file=sys.stderr)
         return 1
-    print(describe_best(study))
+    print(describe_best(study, config))
     if config.register is not None and not args.no_register:
         from facslab.registry import trials_to_register
 

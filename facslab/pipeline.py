@@ -19,7 +19,7 @@ from facslab.config import PretrainConfig, SweepConfig
 from facslab.demo import DemoSize, describe, generate_demo
 from facslab.report import ReportConfig, make_report
 from facslab.runs import find_pretraining
-from facslab.sweep import describe_best
+from facslab.sweep_summary import describe_best
 from facslab.tracking import default_tracking_uri, setup_tracking
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     sweep = load_config(SweepConfig, sweep_config, {"data.root": str(out / "CK+"), "data.cache_dir": str(out / "cache"),
                                                    **overrides.get("sweep", {})})
     study = run_sweep(sweep, workers=workers)
-    print(f"sweep {sweep.study}: {describe_best(study)}")
+    print(f"sweep {sweep.study}: {describe_best(study, sweep)}")
     registration = register_best(sweep, study)
     print(registration.summary(sweep.register))
     report = load_config(ReportConfig, report_config, {"output": str(out / "report"), "study": sweep.study,
@@ -126,7 +126,7 @@ def run_emotion_demo(out: str = "data/demo", seed: int = 0, fer_images: int = 15
                                                             "data.cache_dir": str(out / "cache"),
                                                             **overrides.get(name, {})})
         study = run_sweep(sweep)
-        print(f"sweep {sweep.study}: {describe_best(study)}")
+        print(f"sweep {sweep.study}: {describe_best(study, sweep)}")
         registered[name], studies[name] = [], sweep.study
         for trial in trials_to_register(sweep, study):
             registration = register_best(sweep, study, trial)

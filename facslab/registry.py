@@ -127,7 +127,7 @@ class Registration:
     def summary(self, config: RegisterConfig) -> str:
         outcome = f"alias {config.alias} moved here" if self.promoted else f"alias {config.alias} kept"
         lo, hi = self.test_ci
-        from facslab.sweep import score_phrase
+        from facslab.sweep_summary import score_phrase
 
         return (f"registered {config.name} version {self.version}: "
                 f"{score_phrase(self.metric_label, self.cv_score, self.cv_std, self.folds)}; {outcome} ({self.reason}). "

@@ -28,7 +28,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import multiprocessing
 import os
 import socket
@@ -50,6 +49,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryCallback
 from optuna.trial import TrialState
 
 from facslab.config import ConfigError, SweepConfig
+from facslab.sweep_summary import log_study, make_pruner
 from facslab.runs import flat_params, log_curves, log_run_basics
 from facslab.tracking import artifact_dir, log_figure, log_json, log_table, setup_tracking, store_dir
 from facslab.training import fit, predict
@@ -108,18 +108,6 @@ def storage_for(config: SweepConfig) -> optuna.storages.BaseStorage | str:
     path = journal_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-
-
-def make_pruner(name: str, warmup: int = 3, startup_trials: int = 2) -> optuna.pruners.BasePruner:
-    """Pruners over per-epoch reports of the first fold (see ``Objective``); no trial is pruned
-    before ``warmup`` epochs, nor (median) before ``startup_trials`` trials have finished."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup), reduction_factor=3)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ConfigError(f"pruner must be median, hyperband or none, not {name!r}")
 
 
 def sampler_seed(config: SweepConfig, worker: int, finished: int) -> int:
@@ -657,63 +645,8 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
                                     dead, [processes[k].exitcode for k in dead])
                         recover_interrupted(load_study(config), local)
             study = load_study(config)
-            log_study(study)
+            log_study(study, config)
     return study
-
-
-def log_study(study: optuna.Study) -> None:
-    """Summary metrics, the trials table and Optuna's plots on the sweep's parent run."""
-    trials = study.trials_dataframe()
-    if not trials.empty:
-        log_table(trials, "optuna/trials.csv")
-    states = [t.state for t in study.trials]
-    mlflow.log_metrics({"trials_complete": states.count(TrialState.COMPLETE),
-                        "trials_pruned": states.count(TrialState.PRUNED),
-                        "trials_failed": states.count(TrialState.FAIL)})
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    if not complete:
-        return
-    best = study.best_trial
-    objective = study.user_attrs.get("objective", "val_pr_auc")
-    mlflow.log_metrics({f"best_{objective}": study.best_value, f"best_{objective}_std": best.user_attrs.get("cv_std", math.nan)})
-    mlflow.set_tags({"best_trial": str(best.number), "best_trial_run_id": best.user_attrs.get("mlflow_run_id", "")})
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
-    figures = {"optuna/optimization_history.png": lambda: optuna_plots.plot_optimization_history(study)}
-    if len(complete) >= 2 and len(best.params) >= 1:
-        figures["optuna/param_importances.png"] = lambda: optuna_plots.plot_param_importances(study)
-    if any(t.state == TrialState.PRUNED for t in study.trials):
-        figures["optuna/intermediate_values.png"] = lambda: optuna_plots.plot_intermediate_values(study)
-    for path, draw in figures.items():
-        try:
-            ax = draw()
-            figure = ax.figure if hasattr(ax, "figure") else ax[0].figure
-            figure.set_size_inches(8, 5)
-            figure.tight_layout()
-            mlflow.log_figure(figure, path)
-            plt.close(figure)
-        except Exception as error:  # a plot must never lose a finished sweep
-            log.warning("could not draw %s: %s", path, error)
-
-
-def score_phrase(label: str, value: float, spread: float, folds: int) -> str:
-    """``cross-validated PR-AUC 0.79 ± 0.02 (std over 3 folds)``, or with one validation split
-    (FER-2013's PublicTest) ``validation accuracy 0.75 (one validation split)``."""
-    if folds == 1:
-        return f"validation {label} {value:.3f} (one validation split)"
-    return f"cross-validated {label} {value:.3f} ± {spread:.3f} (std over {folds} folds)"
-
-
-def describe_best(study: optuna.Study) -> str:
-    """The sweep's summary line: fold mean ± std of the best trial."""
-    best = study.best_trial
-    folds = best.user_attrs.get("fold_scores", [])
-    states = [t.state for t in study.trials]
-    label = study.user_attrs.get("objective_label", "PR-AUC")
-    return (f"best trial {best.number}: {score_phrase(label, study.best_value, best.user_attrs.get('cv_std', math.nan), len(folds))}, "
-            f"{best.params}; {states.count(TrialState.COMPLETE)} complete, {states.count(TrialState.PRUNED)} pruned, "
-            f"{states.count(TrialState.FAIL)} failed")
 
 
 def _yaml(data) -> str:

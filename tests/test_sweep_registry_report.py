@@ -221,6 +221,38 @@ def test_a_hopeless_configuration_is_pruned_on_its_first_fold(ckplus, store):
     assert run.info.status == "KILLED" and run.data.tags["optuna_state"] == "PRUNED"
 
 
+def test_the_summary_counts_complete_trials_the_median_rule_would_have_pruned(ckplus, store):
+    """A hopeless trial run first is the pruner's start-up trial and completes; the summary says,
+    from the recorded fold-0 curves, that the rule would have stopped it, and logs the count."""
+    import numpy as np
+
+    from facslab.sweep import load_study, run_sweep
+    from facslab.sweep_summary import describe_best
+
+    warmup = 1
+    config = make_config(ckplus, store, "would-prune", n_trials=2, pruner="median", pruner_warmup=warmup,
+                         pruner_startup_trials=1, search={"lr": {"low": 1e-12, "high": 3e-3, "log": True}},
+                         train=TrainConfig(max_epochs=3, patience=3, progress=False, init_from=None))
+    setup_tracking(None, config.experiment)
+    study = load_study(config)
+    study.enqueue_trial({"lr": 1e-12})  # learns nothing, but nothing has finished to compare it against
+    study.enqueue_trial({"lr": 3e-3})
+    study = run_sweep(config)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    # the rule by hand: below the other complete trial's fold-0 value at an epoch past the warm-up
+    curves = [t.intermediate_values for t in study.trials]
+    expected = {n: min(s for s in curves[n] if s >= warmup and curves[n][s] < curves[1 - n][s])
+                for n in (0, 1) if any(s >= warmup and curves[n][s] < curves[1 - n][s] for s in curves[n])}
+    assert 0 in expected  # the test can fail: the hopeless trial is below the good one
+    line = describe_best(study, config)
+    phrase = ", ".join(f"trial {n} at epoch {s}" + (", the best" if n == study.best_trial.number else "")
+                       for n, s in sorted(expected.items()))
+    assert f"{len(expected)} of 2 complete would have been pruned by the median rule ({phrase})" in line, line
+    parent = MlflowClient().get_run(study.user_attrs["mlflow_parent_run_id"])
+    assert parent.data.metrics["trials_would_have_pruned"] == len(expected)
+    assert np.isfinite(study.best_value)
+
+
 def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_once(swept, store, astronaut,
                                                                                   tmp_path, monkeypatch):
     import facslab.tasks as tasks
