@@ -79,6 +79,11 @@ def _sweep(args, parser) -> int:
     study = run_sweep(config, workers=args.workers)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     print(f"study {config.study}: {len(study.trials)} trials ({len(done)} complete)")
+    running = [t.number for t in study.trials if t.state.name == "RUNNING"]
+    if not done and running:  # a second sweep on the journal found every trial started elsewhere
+        print(f"study {config.study}: trial(s) {running} still run in another process; nothing left to start here. "
+              "Run the command again once they finish to register")
+        return 0
     if not done:  # nothing to describe or register: an error, not a quiet success
         states = ", ".join(f"{n} {s.lower()}" for s, n in Counter(t.state.name for t in study.trials).items())
         print(f"facslab: error: no trial of study {config.study} completed ({states or 'no trials'}); each failed "

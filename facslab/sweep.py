@@ -24,6 +24,7 @@ data, split and code are unchanged instead of training them again.
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import hashlib
 import json
@@ -313,6 +314,10 @@ class Objective:
         return model, train
 
     def __call__(self, trial: optuna.Trial) -> float:
+        with _trial_lock(self.config, trial.number):  # other processes see that this trial is alive
+            return self._run(trial)
+
+    def _run(self, trial: optuna.Trial) -> float:
         model_args, train = self.resolve(trial)
         earlier = duplicate_of(trial)
         if earlier is not None:  # the sampler proposed a finished set again: never train it twice
@@ -428,8 +433,8 @@ class Objective:
 
 @contextmanager
 def _coordinator_lock(config: SweepConfig):
-    """Held by the process that drives a local study: while it is held, RUNNING trials in the
-    journal belong to no live process (they were interrupted) and can be failed on resume."""
+    """Held by the process that drives a local study: only it fails and re-enqueues interrupted
+    trials, so two sweeps resuming at once do not enqueue the same retry twice."""
     path = store_dir() / "optuna" / f"{config.study}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
@@ -445,6 +450,48 @@ def _coordinator_lock(config: SweepConfig):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _trial_lock_path(config: SweepConfig, number: int) -> Path:
+    return store_dir() / "optuna" / f"{config.study}.trials" / f"{number}.lock"
+
+
+@contextmanager
+def _trial_lock(config: SweepConfig, number: int):
+    """Held by the process running trial ``number`` of a local study for as long as it runs it; the
+    system releases it when that process ends, however it ends (``kill -9`` included)."""
+    path = _trial_lock_path(config, number)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: a RUNNING trial without a lock file this young is starting (Optuna made it, its process has yet
+#: to take the lock), not dead
+STARTING_SECONDS = 60
+
+
+def trial_is_live(config: SweepConfig, trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a live process runs this RUNNING trial: its lock is held (by any process, another
+    sweep started separately included), or it was made moments ago and its lock is not taken yet."""
+    path = _trial_lock_path(config, trial.number)
+    try:
+        handle = open(path)
+    except FileNotFoundError:
+        started = trial.datetime_start
+        return started is not None and (datetime.datetime.now() - started).total_seconds() < STARTING_SECONDS
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 #: how often a local trial interrupted by its process's end (Ctrl-C, kill, a machine's time limit)
 #: is run again with the same parameters; its finished folds are reused every time
 LOCAL_RETRIES = 2
@@ -455,14 +502,18 @@ def retried_numbers(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
     return {number for trial in trials for number in trial.system_attrs.get("retry_history", [])}
 
 
-def fail_interrupted_trials(study: optuna.Study) -> int:
-    """Trials left RUNNING by a process that ended are failed; they and trials stopped by Ctrl-C are
+def fail_interrupted_trials(study: optuna.Study, config: SweepConfig) -> tuple[int, int]:
+    """Trials left RUNNING by a process that ended are failed (a trial another live process runs,
+    such as a second sweep started on the same journal, is left alone: ``trial_is_live``); they and trials stopped by Ctrl-C are
     enqueued again (while they have retries left) with the same parameters, their pruning reports
     and their MLflow run's id, from which the retry reuses the folds that finished (``Objective``).
     Returns (failed, enqueued)."""
     trials = study.get_trials(deepcopy=False)
     retried = retried_numbers(trials)
-    stale = [t for t in trials if t.state == TrialState.RUNNING]
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    stale = [t for t in running if not trial_is_live(config, t)]
+    if len(stale) < len(running):
+        log.warning("trial(s) %s run in another live process: left running", [t.number for t in running if t not in stale])
     stopped = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried]
     retry = RetryCallback(max_retry=LOCAL_RETRIES, inherit_intermediate_values=True)
     for trial in stale:
@@ -497,10 +548,11 @@ def close_orphan_runs(study: optuna.Study) -> int:
     return sum(close_orphan_run(trial) for trial in study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def recover_interrupted(study: optuna.Study, local: bool) -> None:
+def recover_interrupted(study: optuna.Study, config: SweepConfig) -> None:
     """Trials no live process runs any more are failed (local journal: only the coordinator may
     say so; a database's heartbeats do it themselves), and their MLflow runs end."""
-    failed, enqueued = fail_interrupted_trials(study) if local else (0, 0)
+    local = storage_url(config) is None
+    failed, enqueued = fail_interrupted_trials(study, config) if local else (0, 0)
     closed = close_orphan_runs(study)
     if failed or closed:
         spent = f", {failed - enqueued} with its {LOCAL_RETRIES} retries used up (not run again)" if failed > enqueued else ""
@@ -616,10 +668,9 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     if config.enqueue and not study.trials:
         for params in config.enqueue:
             study.enqueue_trial(params, skip_if_exists=True)
-    local = storage_url(config) is None
     with _coordinator_lock(config) as coordinating:
         if coordinating:
-            recover_interrupted(study, local)
+            recover_interrupted(study, config)
         parent_id = _parent_run_id(config, study)
         with mlflow.start_run(run_id=parent_id) as parent:
             remaining = config.n_trials - _counted(study)
@@ -643,7 +694,7 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
                     if dead and coordinating:  # their trials belong to no live process now
                         log.warning("sweep worker(s) %s died (exit codes %s); run the same command to resume",
                                     dead, [processes[k].exitcode for k in dead])
-                        recover_interrupted(load_study(config), local)
+                        recover_interrupted(load_study(config), config)
             study = load_study(config)
             log_study(study, config)
     return study

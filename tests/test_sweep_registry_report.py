@@ -493,6 +493,44 @@ def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_ne
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "fold_val_pr_auc")) == [0, 1, 2]
 
 
+def test_a_second_sweep_on_the_journal_leaves_the_live_trial_of_another_alone(ckplus, tmp_path):
+    """Real processes: sweep B runs its trial while another process coordinates the study (here the
+    test holds the coordinator's lock); that one leaves and sweep C, started on the same journal,
+    coordinates. C must not fail B's live trial and train its parameters a second time."""
+    import fcntl
+    import time
+
+    import optuna
+
+    root, _ = ckplus
+    store = tmp_path / "store"
+    env = {**os.environ, "FACSLAB_MLRUNS": str(store)}
+    command = _sweep_command(tmp_path, root, study="live", n_trials=1, epochs=60)
+    journal = store / "optuna" / "live.journal"
+
+    def trials():
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+        return optuna.load_study(study_name="live", storage=storage).trials
+
+    (store / "optuna").mkdir(parents=True)
+    with open(store / "optuna" / "live.lock", "w") as coordinator:
+        fcntl.flock(coordinator, fcntl.LOCK_EX)
+        first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while time.time() < deadline and first.poll() is None and not (journal.exists() and
+                                                                        [t.state for t in trials()] == [TrialState.RUNNING]):
+            time.sleep(0.5)
+        time.sleep(5)  # past Optuna's making of the trial: its process holds the trial's lock
+        assert first.poll() is None, "the first sweep ended before the second started"
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert first.wait(timeout=900) == 0
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "marked failed" not in second.stderr, second.stderr[-2000:]
+    assert "trial(s) [0] run in another live process: left running" in second.stderr, second.stderr[-2000:]
+    assert "still run in another process" in second.stdout, second.stdout
+    assert [t.state for t in trials()] == [TrialState.COMPLETE]  # trained once, by its own process
+
+
 def _sweep_command(tmp_path, root, study: str, n_trials: int, epochs: int) -> list[str]:
     """`facslab sweep` of a tiny study (one learning rate searched, no pruning), for real processes."""
     config = tmp_path / "sweep.yaml"
