@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_curve, precision_recall_fscore_support
+from sklearn.metrics import log_loss, precision_recall_curve, precision_recall_fscore_support
 
 from facslab.au import AU_LABELS
 
@@ -156,6 +156,13 @@ def average_precisions(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def mean_pr_auc(probs: np.ndarray, labels: np.ndarray) -> float:
     """Macro mean PR-AUC over the AUs that have positives."""
     return float(np.nanmean(average_precisions(probs, labels)))
+
+
+def plain_bce(probs: np.ndarray, labels: np.ndarray) -> float:
+    """BCE over the known labels with no class weights: the same loss whatever ``pos_weight`` a
+    model trained with (which follows its own training split's label frequencies)."""
+    known = ~np.isnan(labels)
+    return float(log_loss(labels[known], np.clip(probs[known], 1e-7, 1 - 1e-7), labels=[0, 1]))
 
 
 def mean_row(table: pd.DataFrame) -> pd.Series:

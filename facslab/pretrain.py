@@ -16,7 +16,7 @@ import mlflow
 
 from datamodules import CelebANoisyDataModule
 from facslab.config import PretrainConfig
-from facslab.evaluation import mean_pr_auc
+from facslab.evaluation import mean_pr_auc, plain_bce
 from facslab.runs import find_pretraining, fraction_tag, log_curves, log_run_basics, log_weights
 from facslab.tracking import setup_tracking, store_dir
 from facslab.training import LAST_CHECKPOINT, build_model, fit, predict
@@ -66,7 +66,9 @@ def pretrain(config: PretrainConfig) -> str:
         result = fit(model, dm, config.train, run_id=run.info.run_id, tracking_uri=uri, checkpoint_dir=checkpoints)
         probs, labels = predict(result.model, dm.val_dataloader())
         mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
-                            "epochs_run": result.epochs_run, "val_pr_auc_best": mean_pr_auc(probs, labels)})
+                            "epochs_run": result.epochs_run, "val_pr_auc_best": mean_pr_auc(probs, labels),
+                            # best_val_loss weighs positives by this fraction's own pos_weight: Fig. 4 compares this
+                            "best_val_bce": plain_bce(probs, labels)})
         log_weights(result.model)
         log_curves({"pretrain": result.history}, "plots/training_curves.png", name)
         log.info("pretraining run %s: best val loss %.4f", run.info.run_id, result.best_val_loss)

@@ -84,17 +84,24 @@ def _metric(run, key: str) -> float:
 
 
 def figure4(experiment_id: str):
-    rows = [(float(r.data.tags.get("fraction", "nan")), _metric(r, "best_val_loss"), r.data.tags.get("backbone"))
-            for r in _runs(experiment_id, "pretrain")]
-    frame = pd.DataFrame(rows, columns=["fraction", "best_val_loss", "backbone"]).dropna()
+    """Validation loss vs the fraction of pretraining data, one line per backbone and image size.
+    The loss is ``best_val_bce`` (no pos_weight, on the validation set every fraction shares), not
+    ``best_val_loss``, whose pos_weight follows each fraction's own training labels."""
+    runs = _runs(experiment_id, "pretrain")
+    rows = [(float(r.data.tags.get("fraction", "nan")), _metric(r, "best_val_bce"), r.data.tags.get("backbone"),
+             r.data.tags.get("image_size")) for r in runs]
+    frame = pd.DataFrame(rows, columns=["fraction", "best_val_bce", "backbone", "image_size"]).dropna()
+    if len(frame) < len(rows):
+        log.warning("Fig. 4: %d of %d pretraining runs have no best_val_bce (logged since 2026-12-03) or no "
+                    "fraction tag: left out", len(rows) - len(frame), len(rows))
     if frame["fraction"].nunique() < 2:
         return None, frame
     series = {}
     fractions = sorted(frame["fraction"].unique())
-    for backbone, group in frame.groupby("backbone"):
-        means = group.groupby("fraction")["best_val_loss"].mean()
-        series[backbone] = [means.get(f, np.nan) for f in fractions]
-    return plots.line_chart(fractions, series, "fraction of pretraining data", "best validation loss",
+    for (backbone, size), group in frame.groupby(["backbone", "image_size"]):
+        means = group.groupby("fraction")["best_val_bce"].mean()
+        series[f"{backbone} {size}px"] = [means.get(f, np.nan) for f in fractions]
+    return plots.line_chart(fractions, series, "fraction of pretraining data", "validation BCE (no pos_weight)",
                             "Fig. 4: validation loss vs pretraining data"), frame
 
 

@@ -116,3 +116,34 @@ def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_p
     longer = load_config(PretrainConfig, config_file, {"train.max_epochs": 2})
     assert find_pretraining("resnet18", 32, "facslab", 1.0, config=longer.resolved()) is None
     assert find_pretraining("resnet18", 32, "facslab", 1.0).info.run_id == run.info.run_id  # without settings
+
+
+@pytest.mark.xdist_group("subprocess")
+def test_fig4_compares_one_loss_per_backbone_and_image_size(celeba, tmp_path):
+    """Three real pretrainings (32 px on all and on half of the data, 48 px on all) and the report:
+    Fig. 4's points are the runs' unweighted validation BCE, and the 48 px run is its own line, not
+    pooled with the 32 px run of its fraction."""
+    import pandas as pd
+
+    root, _, _ = celeba
+    store = tmp_path / "mlruns"
+    for size, fraction in ((32, 1.0), (32, 0.5), (48, 1.0)):
+        folder = tmp_path / f"{size}-{fraction}"
+        folder.mkdir()
+        config = _config(root, folder, epochs=1)
+        config.write_text(config.read_text().replace("image_size: 32,", f"image_size: {size}, fraction: {fraction},"))
+        done = subprocess.run(_pretrain_command(config), env=_env(store), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    runs = {(r.data.tags["image_size"], float(r.data.tags["fraction"])): r for r in _runs(store)}
+    assert len(runs) == 3
+    for run in runs.values():  # with pos_weight the training loss is another quantity
+        assert run.data.metrics["best_val_bce"] != pytest.approx(run.data.metrics["best_val_loss"], rel=1e-3)
+    out = tmp_path / "report"
+    report = subprocess.run([sys.executable, "-m", "facslab.cli", "report", "--config.output", str(out)],
+                            env=_env(store), capture_output=True, text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-2000:]
+    figure = pd.read_csv(out / "fig4.csv")
+    assert sorted(zip(figure["image_size"], figure["fraction"])) == [(32, 0.5), (32, 1.0), (48, 1.0)]
+    for row in figure.itertuples():
+        assert row.best_val_bce == pytest.approx(runs[(str(row.image_size), row.fraction)].data.metrics["best_val_bce"])
+    assert (out / "fig4_val_loss_vs_fraction.png").is_file()
