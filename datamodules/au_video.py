@@ -11,6 +11,7 @@ from datamodules.base import AUFaceDataModule
 from datamodules.splits import SubjectFolds
 from facslab.au import FACS_CODE_TO_INDEX, NUM_AUS
 from facslab.badinput import SkipReport
+from facslab.errors import ConfigError
 from facslab.faces.cache import FaceSource
 from facslab.formats import bp4d
 
@@ -29,7 +30,7 @@ class BP4DDataModule(SubjectFolds, AUFaceDataModule):
                  layout: bp4d.BP4DLayout | dict = bp4d.BP4DLayout(), **kwargs):
         super().__init__(root, **kwargs)
         if fold is not None and not 0 <= fold < n_folds:
-            raise ValueError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
+            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
         self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
         self.layout = bp4d.BP4DLayout(**layout) if isinstance(layout, dict) else layout
         self.save_hyperparameters()
@@ -52,9 +53,9 @@ class DISFADataModule(SubjectFolds, AUFaceDataModule):
                  **kwargs):
         super().__init__(root, **kwargs)
         if target not in ("occurrence", "intensity"):
-            raise ValueError(f"target must be occurrence or intensity, not {target!r}")
+            raise ConfigError(f"target must be occurrence or intensity, not {target!r}")
         if fold is not None and not 0 <= fold < n_folds:
-            raise ValueError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
+            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
         self.target, self.threshold = target, threshold
         self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
         self.layout = bp4d.DISFALayout(**layout) if isinstance(layout, dict) else layout

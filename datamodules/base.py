@@ -21,6 +21,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from datamodules.transforms import eval_transform, mix_face_halves, train_transform
 from facslab.au import AU_LABELS
 from facslab.badinput import SkipReport
+from facslab.errors import ConfigError
 from facslab.faces.align import AlignmentSpec
 from facslab.faces.cache import CachedCrops, DetectionSettings, build_cache
 
@@ -319,7 +320,7 @@ class AUFaceDataModule(FaceDataModule):
     def __init__(self, root: str, mix_halves: float = 0.0, **kwargs):
         super().__init__(root, **kwargs)
         if not 0.0 <= mix_halves <= 1.0:
-            raise ValueError(f"mix_halves is a fraction of the training faces, 0-1, not {mix_halves}")
+            raise ConfigError(f"mix_halves is a fraction of the training faces, 0-1, not {mix_halves}")
         self.mix_halves = mix_halves
 
     def lower_face_row(self) -> int:
@@ -331,7 +332,7 @@ class AUFaceDataModule(FaceDataModule):
         # on the device, after the per-image pipeline; training batches only
         if self.mix_halves and self.trainer is not None and self.trainer.training:
             if self.features is not None:
-                raise ValueError("mix_halves mixes images: it cannot train on cached features; "
+                raise ConfigError("mix_halves mixes images: it cannot train on cached features; "
                                  "set train.feature_cache: false")
             batch = mix_face_halves(*batch, self.lower_face_row(), self.mix_halves)
         return batch

@@ -17,6 +17,7 @@ import pandas as pd
 from datamodules.base import AUFaceDataModule
 from datamodules.splits import grouped_stratified_holdout, stratified_holdout
 from facslab.badinput import BadInputError, SkipReport
+from facslab.errors import ConfigError
 from facslab.faces.cache import FaceSource
 from facslab.formats.celeba import CelebALayout, read_celeba
 from facslab.formats.openface import read_face_landmark_img, read_feature_extraction
@@ -48,9 +49,9 @@ class CelebANoisyDataModule(AUFaceDataModule):
     ):
         super().__init__(root, **kwargs)
         if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], not {fraction}")
+            raise ConfigError(f"fraction must be in (0, 1], not {fraction}")
         if openface_csv is None and openface_dir is None:
-            raise ValueError("give openface_csv (FeatureExtraction) or openface_dir (FaceLandmarkImg)")
+            raise ConfigError("give openface_csv (FeatureExtraction) or openface_dir (FaceLandmarkImg)")
         self.openface_csv, self.openface_dir = openface_csv, openface_dir
         self.val_fraction, self.fraction = val_fraction, fraction
         self.layout = CelebALayout(**layout) if isinstance(layout, dict) else layout

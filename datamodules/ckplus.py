@@ -14,6 +14,7 @@ from datamodules.base import AUFaceDataModule
 from datamodules.splits import SubjectFolds
 from facslab.au import NUM_AUS, intensities_from_facs_codes, labels_from_facs_codes
 from facslab.badinput import SkipReport
+from facslab.errors import ConfigError
 from facslab.faces.cache import FaceSource
 from facslab.formats.ckplus import CKPlusLayout, read_ckplus
 
@@ -50,12 +51,12 @@ class CKPlusDataModule(SubjectFolds, AUFaceDataModule):
     ):
         super().__init__(root, **kwargs)
         if target not in ("occurrence", "intensity"):
-            raise ValueError(f"target must be occurrence or intensity, not {target!r}")
+            raise ConfigError(f"target must be occurrence or intensity, not {target!r}")
         self.target = target
         if fold is not None and not 0 <= fold < n_folds:
-            raise ValueError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
+            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
         if ungraded not in ("positive", "negative", "reject"):
-            raise ValueError(f"ungraded must be positive, negative or reject, not {ungraded!r}")
+            raise ConfigError(f"ungraded must be positive, negative or reject, not {ungraded!r}")
         self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
         self.min_intensity, self.ungraded, self.include_neutral = min_intensity, ungraded, include_neutral
         self.layout = CKPlusLayout(**layout) if isinstance(layout, dict) else layout

@@ -12,6 +12,7 @@ from albumentations.pytorch import ToTensorV2
 from datamodules.base import FaceDataModule
 from datamodules.splits import stratified_holdout
 from facslab.badinput import SkipReport
+from facslab.errors import ConfigError
 
 
 class EmotionDataModule(FaceDataModule):
@@ -38,9 +39,9 @@ class EmotionDataModule(FaceDataModule):
         super().__init__(root, **kwargs)
         unknown = sorted(set(drop_classes) - set(self.all_classes))
         if unknown:
-            raise ValueError(f"drop_classes: {', '.join(unknown)} not among {', '.join(self.all_classes)}")
+            raise ConfigError(f"drop_classes: {', '.join(unknown)} not among {', '.join(self.all_classes)}")
         if fold not in (0, None):
-            raise ValueError(f"{type(self).__name__} has one validation split: fold must be 0 or None, not {fold}")
+            raise ConfigError(f"{type(self).__name__} has one validation split: fold must be 0 or None, not {fold}")
         self.drop_classes, self.fold = list(drop_classes), fold
         self.val_fraction, self.balance_train = val_fraction, balance_train
         self.classes = tuple(c for c in self.all_classes if c not in self.drop_classes)

@@ -8,6 +8,7 @@ import pandas as pd
 from datamodules.emotion import EmotionDataModule, resized_crops
 from datamodules.splits import SubjectFolds, subject_holdout
 from facslab.badinput import SkipReport
+from facslab.errors import ConfigError
 from facslab.faces.cache import CachedCrops, FaceSource
 from facslab.formats import affectnet, rafdb
 from facslab.formats.ckplus import CKPlusLayout, read_ckplus
@@ -31,7 +32,7 @@ class AffectNetDataModule(EmotionDataModule):
     def __init__(self, root: str, target: str = "expression", **kwargs):
         super().__init__(root, **kwargs)
         if target not in ("expression", "valence_arousal"):
-            raise ValueError(f"target must be expression or valence_arousal, not {target!r}")
+            raise ConfigError(f"target must be expression or valence_arousal, not {target!r}")
         self.target = target
         if target == "valence_arousal":
             self.label_dtype = np.float32
@@ -104,7 +105,7 @@ class CKPlusEmotionDataModule(EmotionDataModule):
             drop.append("neutral")
         super().__init__(root, drop_classes=drop, fold=None, **kwargs)
         if fold is not None and not 0 <= fold < n_folds:
-            raise ValueError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
+            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
         self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
         self.include_neutral = include_neutral
         self.layout = CKPlusLayout(**layout) if isinstance(layout, dict) else layout

@@ -19,6 +19,7 @@ import pandas as pd
 
 from datamodules.emotion import EmotionDataModule
 from facslab.badinput import SkipReport
+from facslab.errors import ConfigError
 from facslab.faces.cache import CachedCrops, default_cache_dir
 from facslab.formats import fer2013 as fer
 
@@ -42,11 +43,11 @@ class FER2013DataModule(EmotionDataModule):
     def __init__(self, root: str, labels: str = "fer2013", drop_classes: list[str] = (), fold: int | None = 0,
                  channels: int = 1, image_size: int = 64, **kwargs):
         if labels not in ("fer2013", "ferplus"):
-            raise ValueError(f"labels must be fer2013 or ferplus, not {labels!r}")
+            raise ConfigError(f"labels must be fer2013 or ferplus, not {labels!r}")
         self.all_classes = fer.CLASSES if labels == "fer2013" else fer.FERPLUS_CLASSES
         super().__init__(root, drop_classes=drop_classes, fold=fold, image_size=image_size, **kwargs)
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, not {channels}")
+            raise ConfigError(f"channels must be 1 or 3, not {channels}")
         self.labels, self.channels_wanted = labels, channels
         self.save_hyperparameters()
 

@@ -17,6 +17,7 @@ from datamodules.ckplus import CKPlusDataModule
 from datamodules.transforms import eval_transform
 from facslab.au import NUM_AUS, labels_from_facs_codes
 from facslab.badinput import SkipReport
+from facslab.errors import ConfigError
 from facslab.faces.cache import FaceSource
 from facslab.formats.ckplus import read_ckplus
 
@@ -50,7 +51,7 @@ class SequenceMixin:
 
     def dataset(self, role: str):
         if self.features is not None:
-            raise ValueError("frame stacks are not feature-cached: set train.feature_cache: false")
+            raise ConfigError("frame stacks are not feature-cached: set train.feature_cache: false")
         return StackDataset(self.cached.crops, self.windows, self.positions(role), self.labels_array(), self.mean, self.std)
 
     def stacks(self, positions: np.ndarray) -> np.ndarray:

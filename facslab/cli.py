@@ -599,13 +599,28 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args, subparsers)
     # the user's own input or setting to fix: one line (-v adds the traceback); anything else is a
     # programming error and keeps its traceback
-    except (BadInputError, ConfigError, EnsembleError, MissingPretrainingError, ServicesError,
-            TooFewSubjectsError) as error:
+    except Exception as error:
+        mistake = _users_mistake(error, (BadInputError, ConfigError, EnsembleError, MissingPretrainingError,
+                                         ServicesError, TooFewSubjectsError))
+        if mistake is None:
+            raise
         if "-v" in argv or "--verbose" in argv:
             traceback.print_exc()
         command = next((a for a in argv if a in subparsers), None)
-        print(f"facslab{' ' + command if command else ''}: error: {error}", file=sys.stderr)
+        print(f"facslab{' ' + command if command else ''}: error: {mistake}", file=sys.stderr)
         return 2
+
+
+def _users_mistake(error: BaseException, kinds: tuple[type, ...]) -> BaseException | None:
+    """The user's mistake that ``error`` is or was caused by: jsonargparse wraps what a class
+    raises while a config instantiates it (``fold must be in 0..2``) in its own ValueError."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kinds):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _run(args, subparsers) -> int:

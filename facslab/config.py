@@ -13,14 +13,11 @@ import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from facslab.errors import ConfigError  # noqa: F401 (raised here, imported from here)
 from facslab.evaluation import THRESHOLD_POLICIES
 from facslab.training import TrainerConfig
 
 PRUNERS = ("median", "hyperband", "none")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run: says which key and what is accepted."""
 
 
 def accepted_arguments(*classes) -> list[str]:
@@ -78,6 +75,18 @@ class TrainConfig(TrainerConfig):
                               f"not {self.threshold_policy!r}")
 
 
+def check_backbones(model: dict, search: dict | None = None) -> None:
+    """A backbone the builder does not know is named when the config is read, before any data is
+    prepared, whether it is set (``model.backbone``) or searched (``search.backbone.choices``)."""
+    from lightning_modules.backbones import FAMILIES
+
+    given = [("model.backbone", model["backbone"])] if "backbone" in model else []
+    given += [("search.backbone", name) for name in (search or {}).get("backbone", {}).get("choices", [])]
+    for key, name in given:
+        if name not in FAMILIES:
+            raise ConfigError(f"{key}: unknown backbone {name!r}; choose from {', '.join(FAMILIES)}")
+
+
 @dataclass
 class PretrainConfig:
     """Pretraining on CelebA with noisy OpenFace labels."""
@@ -94,6 +103,7 @@ class PretrainConfig:
 
         check_keys("data", self.data, accepted_arguments(CelebANoisyDataModule))
         check_keys("model", self.model, model_arguments())
+        check_backbones(self.model)
         if self.train.init_from == "auto":
             raise ConfigError("pretraining starts from random weights or a given URI: train.init_from cannot be auto")
 
@@ -162,6 +172,7 @@ class SweepConfig:
         check_keys("data", self.data, [n for n in accepted_arguments(datamodule) if n != "fold"])
         models = model_arguments(self.task)
         check_keys("model", self.model, models)
+        check_backbones(self.model, self.search)
         if "threshold_policy" in self.search:
             raise ConfigError("search: threshold_policy does not change the objective (mean fold PR-AUC); set "
                               "train.threshold_policy instead: thresholds are chosen after cross-validation")

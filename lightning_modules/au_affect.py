@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from facslab.au import NUM_AUS
+from facslab.errors import ConfigError
 from lightning_modules.au_detector import AUDetector, AUHead, au_pr_auc
 from lightning_modules.valence_arousal import concordance
 
@@ -48,7 +49,7 @@ class AUAffectModel(AUDetector):
                          thresholds, weights, image_size, mean, std, lr_schedule)
         self.save_hyperparameters()
         if affect_loss not in ("ccc", "mse"):
-            raise ValueError(f"affect_loss must be ccc or mse, not {affect_loss!r}")
+            raise ConfigError(f"affect_loss must be ccc or mse, not {affect_loss!r}")
         self.head = AUHead(self.head.net[1].in_features, hidden_size, dropout, outputs=NUM_AUS + AFFECT)
 
     def outputs_from_logits(self, logits: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from facslab.au import NUM_AUS
+from facslab.errors import ConfigError
 from lightning_modules.backbones import SPATIAL_OUTPUT
 from lightning_modules.base import BackboneTask
 
@@ -44,7 +45,7 @@ def masked_regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor) 
         return pred.sum() * 0.0
     functions = {"mse": nn.functional.mse_loss, "l1": nn.functional.l1_loss, "smooth_l1": nn.functional.smooth_l1_loss}
     if name not in functions:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
+        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
     return functions[name](pred[known], target[known])
 
 
@@ -81,7 +82,7 @@ class AUIntensityRegressor(BackboneTask):
         super().__init__()
         self.save_hyperparameters()
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
         built = self.init_backbone(backbone, weights, unfrozen_blocks, in_channels=len(mean))
         pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)] if backbone in SPATIAL_OUTPUT else []
         self.head = nn.Sequential(*pool, nn.Dropout(dropout), nn.Linear(built.features, hidden_size), nn.LeakyReLU(0.01),

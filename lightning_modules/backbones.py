@@ -23,6 +23,8 @@ import torch
 import torchvision
 from torch import nn
 
+from facslab.errors import ConfigError
+
 
 @dataclass
 class Backbone:
@@ -40,7 +42,7 @@ class Backbone:
         if unfrozen_blocks == -1:
             unfrozen_blocks = len(self.blocks)
         if not 0 <= unfrozen_blocks <= len(self.blocks):
-            raise ValueError(f"unfrozen_blocks must be in 0..{len(self.blocks)}, not {unfrozen_blocks}")
+            raise ConfigError(f"unfrozen_blocks must be in 0..{len(self.blocks)}, not {unfrozen_blocks}")
         return len(self.stages) if unfrozen_blocks == 0 else len(self.blocks) - unfrozen_blocks
 
     def frozen_stages(self, unfrozen_blocks: int) -> list[nn.Module]:
@@ -236,11 +238,11 @@ SPATIAL_OUTPUT = ("mini_xception",)
 def build_backbone(name: str, weights: str | None = None, in_channels: int = 3, image_size: int = 224) -> Backbone:
     """``image_size`` matters to ViT only (its position embedding is sized for it)."""
     if name not in FAMILIES:
-        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(FAMILIES)}")
+        raise ConfigError(f"unknown backbone {name!r}; choose from {', '.join(FAMILIES)}")
     if name == "mini_xception":
         return mini_xception(name, weights, in_channels)
     if in_channels != 3:
-        raise ValueError(f"{name} takes 3-channel input; use channels: 3 in the data (grey images are repeated)")
+        raise ConfigError(f"{name} takes 3-channel input; use channels: 3 in the data (grey images are repeated)")
     if name.startswith("vit"):
         return vit(name, weights, image_size)
     return FAMILIES[name](name, weights)

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from facslab.errors import ConfigError
 from lightning_modules.backbones import build_backbone, freeze_all_but_last
 from lightning_modules.freezing import FrozenBlocks
 
@@ -101,7 +102,7 @@ class BackboneTask(L.LightningModule):
         if self.hparams.lr_schedule == "constant":
             return optimizer
         if self.hparams.lr_schedule != "onecycle":
-            raise ValueError(f"lr_schedule must be constant or onecycle, not {self.hparams.lr_schedule!r}")
+            raise ConfigError(f"lr_schedule must be constant or onecycle, not {self.hparams.lr_schedule!r}")
         # the cycle spans ``schedule_epochs`` (the cross-validation's max_epochs), not the epochs
         # this fit runs: a refit for the best epoch e gets the learning rates its folds had in epochs 1..e
         steps_per_epoch = math.ceil(self.trainer.estimated_stepping_batches / self.trainer.max_epochs)

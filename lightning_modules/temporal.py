@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from facslab.au import NUM_AUS
+from facslab.errors import ConfigError
 from lightning_modules.au_detector import AUDetector, AUHead
 
 ARCHITECTURES = ("mobilenet3d", "frames_gru")
@@ -100,7 +101,7 @@ class TemporalAUDetector(AUDetector):
         super(AUDetector, self).__init__()
         self.save_hyperparameters()
         if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, not {architecture!r}")
+            raise ConfigError(f"architecture must be one of {', '.join(ARCHITECTURES)}, not {architecture!r}")
         if architecture == "mobilenet3d":
             self.backbone = MobileNet3D(len(mean), width)
             self._frozen, self._stages, self._prefix = [], [], 0

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from facslab.errors import ConfigError
 from lightning_modules.backbones import SPATIAL_OUTPUT
 from lightning_modules.base import BackboneTask
 
@@ -35,7 +36,7 @@ def regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torc
         return nn.functional.mse_loss(pred, target)
     if name == "ccc+mse":
         return 1 - concordance(pred, target).mean() + nn.functional.mse_loss(pred, target)
-    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
+    raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
 
 
 class ValenceArousalRegressor(BackboneTask):
@@ -74,7 +75,7 @@ class ValenceArousalRegressor(BackboneTask):
         super().__init__()
         self.save_hyperparameters()
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
         built = self.init_backbone(backbone, weights, unfrozen_blocks, in_channels=channels)
         pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)] if backbone in SPATIAL_OUTPUT else []
         self.head = nn.Sequential(*pool, nn.Dropout(dropout), nn.Linear(built.features, len(DIMENSIONS)), nn.Tanh())

@@ -429,3 +429,34 @@ def test_pretrain_and_au_emotion_on_a_missing_dataset_are_one_line(tmp_path):
                        f"au_model: null\noutput: {tmp_path / 'out'}\n")
     refused(facslab("au-emotion", "--config", str(mapping), tmp_path=tmp_path),
             f"{missing / 'cohn-kanade-images'}: CK+ image folder not found", command="au-emotion")
+
+
+#: a setting a datamodule or task refuses, through each command that builds one: (command, how to
+#: make its arguments from the CK+ and CelebA roots and a folder, words of the one line)
+BAD_SETTINGS = [
+    ("preprocess", lambda ck, celeba, tmp: ["--data", "datamodules.CKPlusDataModule", "--data.init_args.root", str(ck),
+                                            "--data.init_args.fold", "7"], ["fold must be in 0..2 or None, not 7"]),
+    ("preprocess", lambda ck, celeba, tmp: ["--data", "datamodules.CelebANoisyDataModule", "--data.init_args.root",
+                                            str(celeba), "--data.init_args.fraction", "1.5"],
+     ["fraction must be in (0, 1], not 1.5"]),
+    ("pretrain", lambda ck, celeba, tmp: ["--config", str(_pretrain_config(tmp, celeba, "model: {backbone: resnet19}"))],
+     ["model.backbone: unknown backbone 'resnet19'", "choose from"]),
+    ("sweep", lambda ck, celeba, tmp: ["--config", str(_sweep_config(tmp, ck).with_name("sweep.yaml")),
+                                       "--config.data.ungraded", "maybe"],
+     ["ungraded must be positive, negative or reject, not 'maybe'"]),
+]
+
+
+def _pretrain_config(tmp_path, root, *lines: str):
+    config = tmp_path / "pretrain.yaml"
+    config.write_text("\n".join([f"data: {{root: {root}, image_size: 32, cache_dir: {tmp_path / 'cache'}, progress: false}}",
+                                 "train: {init_from: null, max_epochs: 1, progress: false}", *lines]) + "\n")
+    return config
+
+
+@pytest.mark.parametrize("command, arguments, words", BAD_SETTINGS, ids=[f"{c}-{w[0][:20]}" for c, _, w in BAD_SETTINGS])
+def test_a_setting_a_datamodule_or_task_refuses_is_one_line(ckplus, celeba, tmp_path, command, arguments, words):
+    """What a class raises while jsonargparse or a command builds it reaches the user as one line."""
+    out = facslab(command, *arguments(ckplus[0], celeba[0], tmp_path), tmp_path=tmp_path)
+    refused(out, *words, command=command)
+    assert not (tmp_path / "store" / "optuna" / "bad-input.journal").exists()  # a sweep made no study
