@@ -367,25 +367,12 @@ def _live(args) -> int:
     return 0
 
 
-def _check_port(host: str, port: int) -> None:
-    """Said before the model loads: uvicorn would load it, then exit 1 with its own log lines."""
-    import socket
-
-    from facslab.config import ConfigError
-
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise ConfigError(f"--host {host} --port {port}: cannot listen there ({error.strerror}; another "
-                              "server on that port?): choose another --port") from None
-
-
 def _serve(args) -> int:
     from facslab.web.app import serve
 
-    _check_port(args.host, args.port)
+    from facslab.listening import check_port
+
+    check_port(args.host, args.port, f"--host {args.host} --port {args.port}")  # before the model loads
     analyzer = _analyzer(args)
     print(f"serving on http://{args.host}:{args.port}/")
     serve(analyzer, args.host, args.port)

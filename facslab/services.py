@@ -29,6 +29,9 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from facslab.badinput import BadInputError
+from facslab.listening import check_port
+
 DATABASES = ("optuna", "mlflow")
 INSTALL_HINT = ("PostgreSQL's server programs (initdb, pg_ctl) were not found: install Debian's `postgresql` "
                 "package (sudo apt-get install postgresql), or put its bin folder on PATH")
@@ -279,13 +282,21 @@ def stop_mlflow(pid: int | None, wait: float = 30.0) -> bool:
 
 
 def up(services: Services) -> Services:
-    """Start whatever is not running; safe to repeat."""
-    start_postgres(services)
+    """Start whatever is not running; safe to repeat. A folder that is a file or a port another
+    server holds is said before PostgreSQL is initialised or started."""
+    if services.folder.exists() and not services.folder.is_dir():
+        raise BadInputError(services.folder, "a file, not a folder: give --folder a folder for the services' data")
     state = {}
     if (services.folder / "services.json").exists():
         _, state = Services.load(services.folder)
     pid = state.get("mlflow_pid")
-    if not (_pid_alive(pid) and mlflow_healthy(services)):
+    mlflow_up = _pid_alive(pid) and mlflow_healthy(services)
+    if not postgres_running(services):
+        check_port(services.host, services.postgres_port, f"--host {services.host} --postgres_port {services.postgres_port}")
+    if not mlflow_up:
+        check_port(services.host, services.mlflow_port, f"--host {services.host} --mlflow_port {services.mlflow_port}")
+    start_postgres(services)
+    if not mlflow_up:
         pid = start_mlflow(services)
     services.save(mlflow_pid=pid)
     return services

@@ -402,7 +402,7 @@ def test_register_and_report_without_anything_to_use_are_one_line(ckplus, tmp_pa
                     tmp_path=tmp_path), "experiment 'nothing-here'", "has no runs", command="report")
 
 
-def test_serve_on_a_port_in_use_and_generate_into_a_file_are_one_line(model_dir, tmp_path):
+def test_serve_and_services_on_a_port_in_use_and_generate_into_a_file_are_one_line(model_dir, tmp_path):
     import socket
 
     with socket.socket() as taken:
@@ -410,11 +410,19 @@ def test_serve_on_a_port_in_use_and_generate_into_a_file_are_one_line(model_dir,
         taken.listen()
         port = taken.getsockname()[1]
         refused(facslab("serve", "--model", str(model_dir), "--port", str(port), tmp_path=tmp_path),
-                f"--port {port}: cannot listen there", command="serve")
+                f"--port {port}: cannot listen on 127.0.0.1:{port}", command="serve")
+        # before PostgreSQL is initialised: nothing is made in the services' folder
+        refused(facslab("services", "up", "--folder", str(tmp_path / "services"), "--mlflow_port", str(port),
+                        tmp_path=tmp_path), f"--mlflow_port {port}: cannot listen on 127.0.0.1:{port}", command="services")
+        refused(facslab("services", "up", "--folder", str(tmp_path / "services"), "--postgres_port", str(port),
+                        tmp_path=tmp_path), f"--postgres_port {port}: cannot listen on 127.0.0.1:{port}", command="services")
+        assert not (tmp_path / "services").exists()
     target = tmp_path / "a-file"
     target.write_text("")
     refused(facslab("generate", "ckplus", str(target), tmp_path=tmp_path), str(target), "a file, not a folder",
             command="generate")
+    refused(facslab("services", "up", "--folder", str(target), tmp_path=tmp_path), str(target), "a file, not a folder",
+            command="services")
 
 
 def test_pretrain_and_au_emotion_on_a_missing_dataset_are_one_line(tmp_path):
