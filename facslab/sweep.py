@@ -24,7 +24,6 @@ data, split and code are unchanged instead of training them again.
 
 from __future__ import annotations
 
-import datetime
 import fcntl
 import hashlib
 import json
@@ -452,18 +451,20 @@ def _coordinator_lock(config: SweepConfig):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _trial_lock_path(config: SweepConfig, number: int) -> Path:
-    return store_dir() / "optuna" / f"{config.study}.trials" / f"{number}.lock"
+def _lock_dir(config: SweepConfig, kind: str) -> Path:
+    return store_dir() / "optuna" / f"{config.study}.{kind}"
 
 
 @contextmanager
-def _trial_lock(config: SweepConfig, number: int):
-    """Held by the process running trial ``number`` of a local study for as long as it runs it; the
-    system releases it when that process ends, however it ends (``kill -9`` included)."""
-    path = _trial_lock_path(config, number)
+def _held_lock(path: Path):
+    """An exclusive lock at ``path`` for as long as the block runs; the system releases it when the
+    process ends, however it ends (``kill -9`` included). The file is locked before it is renamed
+    into place, so a file found at ``path`` is never one that is not locked yet."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
+    making = path.with_name(f".{path.name}.{os.getpid()}")
+    with open(making, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        os.replace(making, path)
         try:
             yield
         finally:
@@ -471,20 +472,11 @@ def _trial_lock(config: SweepConfig, number: int):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-#: a RUNNING trial without a lock file this young is starting (Optuna made it, its process has yet
-#: to take the lock), not dead
-STARTING_SECONDS = 60
-
-
-def trial_is_live(config: SweepConfig, trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether a live process runs this RUNNING trial: its lock is held (by any process, another
-    sweep started separately included), or it was made moments ago and its lock is not taken yet."""
-    path = _trial_lock_path(config, trial.number)
+def _is_held(path: Path) -> bool:
     try:
         handle = open(path)
     except FileNotFoundError:
-        started = trial.datetime_start
-        return started is not None and (datetime.datetime.now() - started).total_seconds() < STARTING_SECONDS
+        return False
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -492,6 +484,35 @@ def trial_is_live(config: SweepConfig, trial: optuna.trial.FrozenTrial) -> bool:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
+
+
+def _trial_lock(config: SweepConfig, number: int):
+    """Held by the process running trial ``number`` of a local study for as long as it runs it."""
+    return _held_lock(_lock_dir(config, "trials") / f"{number}.lock")
+
+
+def _worker_lock(config: SweepConfig):
+    """Held by every process that runs trials of a local study, for as long as it may start one."""
+    return _held_lock(_lock_dir(config, "workers") / f"{os.getpid()}.lock")
+
+
+def other_workers_alive(config: SweepConfig) -> bool:
+    """Whether a process other than this one runs trials of the study (a second sweep started on the
+    same journal included)."""
+    folder = _lock_dir(config, "workers")
+    mine = f"{os.getpid()}.lock"
+    return folder.is_dir() and any(_is_held(p) for p in folder.glob("*.lock") if p.name != mine)
+
+
+def trial_is_live(config: SweepConfig, trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a live process runs this RUNNING trial: its lock is held (by any process, another
+    sweep started separately included). A trial whose lock was never taken is one Optuna has just
+    made and a live worker is about to lock, or one whose process died in between: it is dead only
+    when no other worker of the study is alive (no clock decides it)."""
+    path = _lock_dir(config, "trials") / f"{trial.number}.lock"
+    if path.exists() or not other_workers_alive(config):
+        return _is_held(path)
+    return True
 
 
 #: how often a local trial interrupted by its process's end (Ctrl-C, kill, a machine's time limit)
@@ -623,8 +644,9 @@ def _worker(config: SweepConfig, parent_run_id: str, tracking_uri: str, threads:
     if on_shared_database(config):
         _run_shared_study(study, config, run)
     else:
-        todo = config.n_trials - _counted(study, in_flight=True)
-        run(max(0, min(budget if budget is not None else todo, todo)))
+        with _worker_lock(config):  # a coordinator leaves the trials this process is about to lock alone
+            todo = config.n_trials - _counted(study, in_flight=True)
+            run(max(0, min(budget if budget is not None else todo, todo)))
 
 
 def _parent_run_id(config: SweepConfig, study: optuna.Study, wait: float = 120.0) -> str:

@@ -57,7 +57,13 @@ def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EX
                 raise
     found = mlflow.set_experiment(experiment)
     if found.tags.get("mlflow.experimentKind") != "custom_model_development":  # the UI opens on training runs
-        mlflow.set_experiment_tag("mlflow.experimentKind", "custom_model_development")
+        try:
+            mlflow.set_experiment_tag("mlflow.experimentKind", "custom_model_development")
+        except mlflow.exceptions.MlflowException:
+            # a process started at the same moment wrote it first: PostgreSQL's store inserts the tag
+            # row and fails on its unique key; the tag being there is all this wanted
+            if mlflow.get_experiment(found.experiment_id).tags.get("mlflow.experimentKind") != "custom_model_development":
+                raise
     return uri
 
 
