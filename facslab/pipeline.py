@@ -15,7 +15,8 @@ from pathlib import Path
 import yaml
 from jsonargparse import ArgumentParser
 
-from facslab.config import PretrainConfig, SweepConfig
+from facslab.badinput import BadInputError
+from facslab.config import ConfigError, PretrainConfig, SweepConfig
 from facslab.demo import DemoSize, describe, generate_demo
 from facslab.report import ReportConfig, make_report
 from facslab.runs import find_pretraining
@@ -35,7 +36,14 @@ def load_config(cls, path: str | Path, overrides: dict | None = None):
     """A config dataclass from YAML, validated by jsonargparse."""
     parser = ArgumentParser()
     parser.add_class_arguments(cls, "config")
-    data = yaml.safe_load(Path(path).read_text())
+    if not Path(path).is_file():
+        raise BadInputError(path, "config file not found" if not Path(path).exists() else "not a file: give a YAML config")
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise BadInputError(path, f"not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise BadInputError(path, f"a config is a mapping of keys, not {type(data).__name__}")
     for key, value in (overrides or {}).items():
         target = data
         *parents, last = key.split(".")
@@ -44,6 +52,12 @@ def load_config(cls, path: str | Path, overrides: dict | None = None):
         target[last] = value
     namespace = parser.parse_object({"config": data})
     return parser.instantiate(namespace).config
+
+
+def _output_folder(out: str | Path) -> Path:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BadInputError(out, "a file, not a folder: give --out a folder for the demo's datasets")
+    return Path(out)
 
 
 def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0, workers: int = 1,
@@ -56,12 +70,21 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     from facslab.sweep import run_sweep
 
     start = time.perf_counter()
-    out = Path(out)
+    out = _output_folder(out)
     overrides = overrides or {}
-    for made in generate_demo(out, size, seed):
-        print(describe(made))
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad:
+        raise ConfigError(f"--pretrain_fractions: {', '.join(map(str, bad))} not in (0, 1]: a fraction of CelebA's images")
+    # every config is read before the data is generated: a mistake in one costs nothing
     paths = {"data.root": str(out / "CelebA"), "data.cache_dir": str(out / "cache")}
     base = load_config(PretrainConfig, pretrain_config, {**paths, **overrides.get("pretrain", {})})
+    sweep = load_config(SweepConfig, sweep_config, {"data.root": str(out / "CK+"), "data.cache_dir": str(out / "cache"),
+                                                   **overrides.get("sweep", {})})
+    report = load_config(ReportConfig, report_config, {"output": str(out / "report"), "study": sweep.study,
+                                                       "model_name": sweep.register.name, "alias": sweep.register.alias,
+                                                       "experiment": sweep.experiment, **overrides.get("report", {})})
+    for made in generate_demo(out, size, seed):
+        print(describe(made))
     setup_tracking(base.tracking_uri, base.experiment)
     for fraction in fractions:
         backbone = base.model.get("backbone", DEMO_BACKBONE)
@@ -73,15 +96,10 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
             continue
         print(f"pretraining {backbone} on {fraction:.0%} of CelebA ...")
         pretrain(config)
-    sweep = load_config(SweepConfig, sweep_config, {"data.root": str(out / "CK+"), "data.cache_dir": str(out / "cache"),
-                                                   **overrides.get("sweep", {})})
     study = run_sweep(sweep, workers=workers)
     print(f"sweep {sweep.study}: {describe_best(study, sweep)}")
     registration = register_best(sweep, study)
     print(registration.summary(sweep.register))
-    report = load_config(ReportConfig, report_config, {"output": str(out / "report"), "study": sweep.study,
-                                                       "model_name": sweep.register.name, "alias": sweep.register.alias,
-                                                       "experiment": sweep.experiment, **overrides.get("report", {})})
     folder = make_report(report)
     print((folder / "table1.md").read_text() if (folder / "table1.md").exists() else "")
     seconds = time.perf_counter() - start
@@ -105,7 +123,7 @@ def run_emotion_demo(out: str = "data/demo", seed: int = 0, fer_images: int = 15
     from facslab.sweep import run_sweep
 
     start = time.perf_counter()
-    out = Path(out)
+    out = _output_folder(out)
     overrides = overrides or {}
     roots = {"fer2013": out / "fer2013", "affectnet": out / "affectnet"}
     if not (roots["fer2013"] / "fer2013.csv").exists():

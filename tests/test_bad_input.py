@@ -468,3 +468,27 @@ def test_a_setting_a_datamodule_or_task_refuses_is_one_line(ckplus, celeba, tmp_
     out = facslab(command, *arguments(ckplus[0], celeba[0], tmp_path), tmp_path=tmp_path)
     refused(out, *words, command=command)
     assert not (tmp_path / "store" / "optuna" / "bad-input.journal").exists()  # a sweep made no study
+
+
+def test_the_demo_and_config_files_a_user_names_are_one_line_before_any_data_is_made(tmp_path):
+    """facslab demo reads every config and checks its folder and fractions before it generates
+    anything; a config jsonargparse cannot load, an unknown option or a missing argument is one
+    line too, not jsonargparse's usage screen."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("study: [\n")
+    out = tmp_path / "demo"
+    refused(facslab("demo", "--out", str(a_file), tmp_path=tmp_path), str(a_file), "a file, not a folder", command="demo")
+    refused(facslab("demo", "--out", str(out), "--sweep_config", str(tmp_path / "no.yaml"), tmp_path=tmp_path),
+            f"{tmp_path / 'no.yaml'}: config file not found", command="demo")
+    refused(facslab("demo", "--out", str(out), "--sweep_config", str(broken),
+                    tmp_path=tmp_path), f"{broken}: not valid YAML", command="demo")
+    refused(facslab("demo", "--out", str(out), "--pretrain_fractions", "1.5", "0.3", tmp_path=tmp_path),
+            "--pretrain_fractions: 1.5 not in (0, 1]", command="demo")
+    assert not out.exists()  # nothing was generated
+    refused(facslab("sweep", "--config", str(tmp_path / "no.yaml"), tmp_path=tmp_path), "no.yaml",
+            "--help lists the options", command="sweep")
+    refused(facslab("sweep", "--config", str(broken), tmp_path=tmp_path), "broken.yaml", "while parsing", command="sweep")
+    refused(facslab("sweep", "--bogus", "1", tmp_path=tmp_path), "unrecognized arguments: --bogus 1", command="sweep")
+    refused(facslab("emoji", tmp_path=tmp_path), "the following arguments are required", command="emoji")
