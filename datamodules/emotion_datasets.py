@@ -62,7 +62,11 @@ class AffectNetDataModule(EmotionDataModule):
         roles = samples["role"].to_numpy(dtype=object).copy()
         train = np.flatnonzero((roles == "train") & samples["ok"].to_numpy())
         held = np.random.default_rng(self.seed).permutation(train)[:max(1, int(round(self.val_fraction * len(train))))]
-        roles[held] = "val" if self.fold is not None else "train"
+        roles[held] = "val"
+        # the partition the split id names: the final model's (fold None) is its trials'
+        self.samples_partition = pd.Series(roles.copy(), index=samples.index)
+        if self.fold is None:  # the final model trains on the carved validation rows too
+            roles[held] = "train"
         return pd.Series(roles, index=samples.index)
 
 

@@ -251,6 +251,31 @@ def affect_metrics(pred: np.ndarray, true: np.ndarray, names=("valence", "arousa
     return table
 
 
+def au_affect_interval(probs: np.ndarray, aus: np.ndarray, pred: np.ndarray, true: np.ndarray, groups: np.ndarray,
+                       n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """The interval of the AU+affect score, (mean PR-AUC + mean CCC) / 2, over resamples of the
+    subjects of every row. ``aus`` is NaN on rows without AU labels, ``true`` on rows without
+    valence/arousal: each half is scored on its own rows of the resample, as the point estimate is,
+    and every resample averages over the AUs the point estimate does."""
+    au_rows, affect_rows = ~np.isnan(aus).all(1), ~np.isnan(true).any(1)
+    scored = (aus[au_rows] > 0).any(0)
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+
+    def halves(rows):
+        return rows[au_rows[rows]], rows[affect_rows[rows]]
+
+    def statistic(rows):
+        a, v = halves(rows)
+        return np.r_[(average_precisions(probs[a], aus[a])[scored].mean() + _ccc(pred[v], true[v]).mean()) / 2]
+
+    def valid(rows):
+        a, v = halves(rows)
+        return bool((aus[a][:, scored] > 0).any(0).all()) and len(np.unique(v)) > 1
+
+    lo, hi = grouped_bootstrap(statistic, len(aus), groups, n_boot, seed, level, valid=valid)
+    return float(lo[0]), float(hi[0])
+
+
 def icc_3_1(pred: np.ndarray, true: np.ndarray) -> float:
     """ICC(3,1) between a prediction and an annotation (two raters) over rows where both are
     known; NaN with under 2 rows or no variance."""

@@ -19,8 +19,8 @@ import pandas as pd
 import datamodules
 from facslab import plots
 from facslab.au import NUM_AUS
-from facslab.evaluation import (affect_metrics, choose_thresholds, class_row, confusion, intensity_metrics, mean_pr_auc,
-                                mean_row, per_au_metrics, per_class_metrics)
+from facslab.evaluation import (affect_metrics, au_affect_interval, choose_thresholds, class_row, confusion,
+                                intensity_metrics, mean_pr_auc, mean_row, per_au_metrics, per_class_metrics)
 from facslab.predictor import (AUAffectPredictor, AUIntensityPredictor, AUPredictor, EmotionPredictor, TaskPredictor,
                                TemporalAUPredictor, ValenceArousalPredictor)
 from facslab.training import bce_pos_weight
@@ -419,14 +419,16 @@ class AUAffectTask(AUTask):
         mean = mean_row(table)
         affect_table = affect_metrics(affect, truth, groups=subjects[~np.isnan(labels[:, NUM_AUS:]).any(1)])
         va = affect_table[affect_table["dimension"] == "mean"].iloc[0]
+        lo, hi = au_affect_interval(probs, aus, outputs[:, NUM_AUS:], labels[:, NUM_AUS:], subjects)
         metrics = {"test_pr_auc": float(mean["pr_auc"]), "test_f1": float(mean["f1"]), "test_ccc": float(va["ccc"]),
-                   "test_rmse": float(va["rmse"]), "test_au_affect": (float(mean["pr_auc"]) + float(va["ccc"])) / 2}
+                   "test_rmse": float(va["rmse"]), "test_au_affect": (float(mean["pr_auc"]) + float(va["ccc"])) / 2,
+                   "test_au_affect_ci_lo": lo, "test_au_affect_ci_hi": hi}
         return Evaluation(metrics["test_au_affect"], metrics,
                           {"metrics/test_per_au.csv": table, "metrics/test_affect.csv": affect_table},
                           {"plots/test_valence_arousal.png": plots.valence_arousal_scatter(affect, truth, "test")},
                           secondary=(f"AU PR-AUC {mean['pr_auc']:.3f} ({mean['pr_auc_lo']:.3f}-{mean['pr_auc_hi']:.3f}), "
                                      f"CCC {va['ccc']:.3f} ({va['ccc_lo']:.3f}-{va['ccc_hi']:.3f})"),
-                          predictions=(outputs, labels))
+                          interval=(lo, hi), predictions=(outputs, labels))
 
     def resolve_init(self, setting, backbone, image_size, experiment, fraction):
         return Task.resolve_init(self, setting, backbone, image_size, experiment, fraction)

@@ -3,9 +3,11 @@ real layouts with their quirks, the datamodules' splits, the valence/arousal tas
 table built from registered models."""
 
 import os
+import re
 import subprocess
 import sys
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,6 +89,9 @@ def test_affectnet_datamodule_splits_classes_and_valence_arousal(affectnet_root,
     final.setup("fit")
     assert len(final.positions("val")) == 0
     assert len(final.positions("train")) == len(dm.positions("train")) + len(dm.positions("val"))
+    va_final = AffectNetDataModule(**common, target="valence_arousal", fold=None)
+    va_final.setup("fit")
+    assert len(va_final.positions("val")) == 0 and va_final.split_id() == va.split_id()
 
 
 def test_valence_arousal_keeps_the_epoch_of_best_ccc_not_lowest_loss(affectnet_root, tmp_path):
@@ -183,6 +188,17 @@ search: {{loss: {{choices: [ccc, mse]}}}}
     out = run_cli("sweep", "--config", str(va), env=store)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered facslab-valence-arousal version 1: validation CCC" in out.stdout and "SAGR" in out.stdout
+    # the final model's split is its trial's (the carved validation rows train it): promotion compares like ids
+    os.environ["FACSLAB_MLRUNS"] = store["FACSLAB_MLRUNS"]
+    try:
+        from facslab.tracking import setup_tracking
+
+        setup_tracking(None, "facslab")
+        runs = mlflow.search_runs(filter_string="tags.study = 'va-test'", output_format="list", search_all_experiments=True)
+    finally:
+        os.environ.pop("FACSLAB_MLRUNS")
+    ids = {r.data.tags["stage"]: r.data.tags["split_id"] for r in runs if "split_id" in r.data.tags}
+    assert set(ids) == {"sweep-trial", "final"} and ids["sweep-trial"] == ids["final"], ids
     backbones = tmp_path / "backbones.yaml"
     backbones.write_text(f"""study: backbones-test
 task: emotion
@@ -242,3 +258,8 @@ search: {{affect_weight: {{choices: [0.5]}}}}
     out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered facslab-au-affect version 1" in out.stdout and "AU PR-AUC" in out.stdout and "CCC" in out.stdout
+    # the combined score has an interval of its own quantity (it printed "95% CI nan-nan")
+    found = re.search(r"\(PR-AUC \+ CCC\) / 2 (-?[\d.]+) \(95% CI (-?[\d.]+)-(-?[\d.]+)\)", out.stdout)
+    assert found, out.stdout
+    score, lo, hi = map(float, found.groups())
+    assert lo <= score <= hi and lo < hi, found.group(0)
