@@ -26,14 +26,19 @@ from datamodules.transforms import eval_transform
 
 
 def code_digest() -> str:
-    """A digest of the code that computes features (this module, the backbones and the
-    transforms) and of torch's version: a change to any of them is a new cache entry, with no
-    version number to remember to bump."""
-    import lightning_modules.backbones as backbones
-    import datamodules.transforms as transforms
+    """A digest of the code that computes features (this module, the backbones, where the cut
+    between frozen and trained stages is made, the freezing callback and the transforms) and of
+    torch's and torchvision's versions (the backbones are torchvision's): a change to any of them
+    is a new cache entry, with no version number to remember to bump."""
+    import torchvision
 
-    digest = hashlib.sha256(torch.__version__.encode())
-    for module in (backbones, transforms):
+    import datamodules.transforms as transforms
+    import lightning_modules.backbones as backbones
+    import lightning_modules.base as base
+    import lightning_modules.freezing as freezing
+
+    digest = hashlib.sha256(f"{torch.__version__} {torchvision.__version__}".encode())
+    for module in (backbones, base, freezing, transforms):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()

@@ -1,6 +1,7 @@
 """The AU detector: backbones, freezing, head, loss and the thresholds/metrics it is judged by."""
 
 import gc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,6 +156,38 @@ def test_cached_frozen_features_give_the_same_logits_as_the_full_model(tiny_ckpl
     with torch.no_grad():
         drift = (torch.sigmoid(reference(images)) - torch.sigmoid(full)).abs().mean()
     assert drift < 5e-2, drift
+
+
+def test_the_feature_cache_key_changes_with_the_code_that_makes_the_cut_and_the_library_versions(
+        tiny_ckplus, tmp_path, monkeypatch):
+    """The key ``cached_features`` stores under follows the code that decides which stages are
+    frozen (``lightning_modules/base.py``, ``freezing.py``) and torchvision's version, not only
+    the backbones' file and torch's version."""
+    import torchvision
+
+    import lightning_modules.base
+    import lightning_modules.freezing
+    from datamodules import CKPlusDataModule
+    from datamodules.features import feature_key
+    from facslab.training import build_model
+
+    dm = CKPlusDataModule(**tiny_ckplus, image_size=32, fold=0, augment=False)
+    dm.setup("fit")
+    model = build_model(dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=16), dm)
+    rows = dm.positions("train")
+    before = feature_key(model, dm, rows)
+    assert feature_key(model, dm, rows) == before
+    keys = set()
+    for module in (lightning_modules.base, lightning_modules.freezing):
+        edited = tmp_path / Path(module.__file__).name
+        edited.write_bytes(Path(module.__file__).read_bytes() + b"\n# edited\n")
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "__file__", str(edited))
+            keys.add(feature_key(model, dm, rows))
+    with monkeypatch.context() as patch:
+        patch.setattr(torchvision, "__version__", torchvision.__version__ + "+other")
+        keys.add(feature_key(model, dm, rows))
+    assert len(keys) == 3 and before not in keys
 
 
 def test_the_feature_cache_refuses_augmented_training(tiny_ckplus):
