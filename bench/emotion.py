@@ -64,7 +64,7 @@ def main() -> None:
     au = AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, image_size=64)).save(work / "au")
     settings = replace(FAST, detect_every=10)
     for label, emotion in (("AUs only", None), ("AUs + emotion", EmotionPredictor.load(folder, threads=args.threads))):
-        analyzer = FaceAnalyzer(AUPredictor.load(au, threads=args.threads), emotion=emotion)
+        analyzer = FaceAnalyzer([AUPredictor.load(au, threads=args.threads), emotion])
         run_live(analyzer, str(video), max_frames=20, draw=False, progress=False, settings=settings)
         stats = run_live(analyzer, str(video), out=str(work / "out.mp4"), progress=False, settings=settings)
         results[f"live, {label}"] = round(stats.fps, 1)

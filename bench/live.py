@@ -54,7 +54,7 @@ def main() -> None:
     results = {}
     for name, (load, threads, settings) in paths.items():
         set_threads(threads)
-        analyzer = FaceAnalyzer(load())
+        analyzer = FaceAnalyzer([load()])
         run_live(analyzer, str(video), max_frames=20, draw=False, progress=False, settings=settings)  # warm-up
         for draw in (True, False):
             stats = run_live(analyzer, str(video), out=str(work / f"{name}.mp4") if draw else None, draw=draw,
@@ -62,7 +62,7 @@ def main() -> None:
             key = f"{name}, {'annotated video' if draw else 'no output'}"
             results[key] = round(stats.fps, 1)
             print(f"{key}: {stats.fps:.1f} fps over {stats.frames} frames ({stats.faces} faces, "
-                  f"{stats.detections} detections; {analyzer.predictor.runtime}, {threads} thread(s), "
+                  f"{stats.detections} detections; {analyzer.predictors[0].runtime}, {threads} thread(s), "
                   f"upsample {settings.upsample}, {'grey' if settings.grey else 'RGB'})")
             print("  " + stats.breakdown())
         empty = run_live(analyzer, str(no_face), draw=False, progress=False, settings=settings)

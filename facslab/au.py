@@ -65,6 +65,13 @@ OPENFACE_C_TO_INDEX: dict[str, int] = {
 }
 
 
+def openface_columns(suffix: str) -> tuple[str, ...]:
+    """One OpenFace-style column per model AU, in the model's order: ``_c`` presence, ``_p``
+    probability, ``_r`` intensity (23/24 -> AU23_*, 26/27 -> AU26_*, 43 -> AU45_*)."""
+    by_index = {index: column.removesuffix("_c") for column, index in OPENFACE_C_TO_INDEX.items()}
+    return tuple(f"{by_index[k]}_{suffix}" for k in range(NUM_AUS))
+
+
 def au_index(label: str | int) -> int:
     """Index of an AU in the model's output, from its label ("23/24") or any FACS code (24)."""
     if isinstance(label, (int, np.integer)):

@@ -239,35 +239,31 @@ def _eyes(args) -> int:
 def _analyzer(args):
     from facslab.analysis import FaceAnalyzer
     from facslab.emoji import load_emojis
-    from facslab.registry import load_predictor
-    from facslab.tracking import setup_tracking
 
     if args.threads:
         from facslab.threads import set_threads
 
         set_threads(args.threads)
-    if args.model.startswith(("models:/", "runs:/")):
-        setup_tracking(args.tracking_uri, args.experiment)
-    from facslab.predictor import AUPredictor
-
-    predictor = load_predictor(args.model, args.runtime, args.threads)
-    if not isinstance(predictor, AUPredictor):
-        raise BadInputError(args.model, f"a model of the {predictor.task} task; --model takes an AU model (an "
-                                        "emotion model goes to --emotion_model)")
-    emotion = _emotion_predictor(args)
-    affect = _task_predictor(args.va_model, "valence_arousal", "--va_model", args)
-    intensity = _task_predictor(args.intensity_model, "au_intensity", "--intensity_model", args)
-    temporal = _task_predictor(args.temporal_model, "au_temporal", "--temporal_model", args)
-    for model in (predictor, emotion, affect, intensity, temporal):
-        note = model.provenance_note() if model is not None else None
-        if note:  # said once, before any result
-            print(note, file=sys.stderr)
-    return FaceAnalyzer(predictor, load_emojis(args.emojis), metric=args.metric, eye_threshold=args.eye_threshold,
-                        detector=args.detector, emotion=emotion, affect=affect, intensity=intensity, temporal=temporal)
+    main_model = _task_predictor(args.model, None, "--model", args)
+    # the flags named after a task check that their model is one; --also takes models of any task
+    flagged = [_task_predictor(getattr(args, flag), task, f"--{flag}", args) for flag, task in TASK_FLAGS.items()]
+    also = [_task_predictor(uri, None, "--also", args) for uri in args.also or []]
+    emotion = _emotion_predictor(args) if all(m is None or m.task != "emotion" for m in [main_model, *flagged, *also]) \
+        else None
+    analyzer = FaceAnalyzer([main_model, emotion, *flagged, *also], load_emojis(args.emojis), metric=args.metric,
+                            eye_threshold=args.eye_threshold, detector=args.detector)
+    for note in analyzer.provenance_notes():  # said once, before any result
+        print(note, file=sys.stderr)
+    return analyzer
 
 
-def _task_predictor(uri: str | None, task: str, flag: str, args):
-    """The model of an optional flag (a model URI or folder) if it is one of ``task``, or None."""
+#: optional model flags of the apps that name the task their model must be (``--also`` takes any)
+TASK_FLAGS = {"va_model": "valence_arousal", "intensity_model": "au_intensity", "temporal_model": "au_temporal"}
+
+
+def _task_predictor(uri: str | None, task: str | None, flag: str, args):
+    """The model of a flag (a model URI or folder), which must be one of ``task`` when that is
+    given; None without a URI."""
     from facslab.registry import load_predictor
 
     if uri is None:
@@ -277,7 +273,7 @@ def _task_predictor(uri: str | None, task: str, flag: str, args):
 
         setup_tracking(args.tracking_uri, args.experiment)
     model = load_predictor(uri, args.runtime, args.threads)
-    if model.task != task:
+    if task is not None and model.task != task:
         raise BadInputError(uri, f"a model of the {model.task} task; {flag} takes one of the {task} task")
     return model
 
@@ -326,18 +322,16 @@ def _emoji(args) -> int:
             info = result.as_dict()
             everything.append({"image": str(path), "face": k, **info})
             if not args.json:
-                tie = f" (tied with {' '.join(info['tied_with'])})" if info["tied_with"] else ""
+                parts = []
+                if result.match is not None:
+                    tie = f" (tied with {' '.join(info['tied_with'])})" if info["tied_with"] else ""
+                    parts.append(f"{info['emoji']} {info['emoji_name']}  {info['metric']} {info['score']:.3f}{tie}")
                 eyes = "".join(side for side, closed in (("L", info["eyes_closed"]["left"]),
                                                            ("R", info["eyes_closed"]["right"])) if closed)
-                aus = "+".join(info["aus"]) or "none"
-                emotion = (f"  emotion {result.emotion.label} {result.emotion.probabilities[result.emotion.label]:.2f}"
-                           if result.emotion is not None else "")
-                if result.affect is not None:
-                    emotion += f"  valence {result.affect[0]:+.2f} arousal {result.affect[1]:+.2f}"
+                parts += [text for _, text in result.summaries()] + (["eyes closed " + eyes] if eyes else [])
                 if result.au_emotion is not None and result.au_emotion[1] > 0:
-                    emotion += f"  AU rules: {result.au_emotion[0]} ({result.au_emotion[1]:.2f})"
-                print(f"{path} face {k}: {info['emoji']} {info['emoji_name']}  {info['metric']} {info['score']:.3f}"
-                      f"{tie}  AUs {aus}{'  eyes closed ' + eyes if eyes else ''}{emotion}")
+                    parts.append(f"AU rules: {result.au_emotion[0]} ({result.au_emotion[1]:.2f})")
+                print(f"{path} face {k}: {'  '.join(parts)}")
         if args.annotate:
             from PIL import Image
 
@@ -408,7 +402,8 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
 
     parser.add_argument("--model", default="models:/facslab-au@champion",
-                        help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder")
+                        help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder, of any task "
+                             "(an AU model adds the emoji)")
     parser.add_argument("--emotion_model", default="auto",
                         help="emotion model: auto (models:/facslab-emotion@champion when registered in the store of "
                              "a models:/ or runs:/ --model), none, a URI or a folder")
@@ -418,6 +413,8 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
                         help="an AU intensity model (URI or folder): intensities 0-5, AUxx_r columns in the live CSV")
     parser.add_argument("--temporal_model", type=str | None, default=None,
                         help="a temporal AU model (URI or folder): a sliding window over each tracked face (AUxx_tp columns)")
+    parser.add_argument("--also", default=None, nargs="+",
+                        help="more models of any task (URIs or folders): each adds its own fields and CSV columns")
     parser.add_argument("--tracking_uri", type=str | None, default=None, help="MLflow store (default: mlruns/)")
     parser.add_argument("--experiment", default="facslab")
     parser.add_argument("--emojis", default=str(DEFAULT_TABLE), help="emoji table CSV")

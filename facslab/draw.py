@@ -51,32 +51,29 @@ def _paste(frame: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
 
 def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = True, bgr: bool = False) -> np.ndarray:
     """A copy of an RGB frame (``bgr``: a BGR one, as OpenCV decodes and encodes video) with each
-    face's box, emoji (or its name), score and AU bars, and its emotion and valence/arousal when
-    there are models for them."""
+    face's box, emoji (or its name), score and AU bars when a model decides AUs, and under the box
+    a few words from every model (``TaskPredictor.summary``)."""
     out = frame.copy()
     colour = (lambda c: c[::-1]) if bgr else (lambda c: c)  # noqa: E731
     for result in results:
         left, top, right, bottom = (int(v) for v in result.box)
         cv2.rectangle(out, (left, top), (right, bottom), colour((0, 220, 0)), 2)
-        size = max(24, (right - left) // 2)
-        glyph = emoji_image(result.match.emoji.char, size)
-        label = f"{result.match.score:.2f}"
-        if glyph is not None:
-            _paste(out, glyph[..., [2, 1, 0, 3]] if bgr else glyph, left, max(0, top - size - 4))
-            cv2.putText(out, label, (left + size + 4, max(12, top - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                        colour((255, 255, 0)), 1)
-        else:
-            cv2.putText(out, f"{result.match.emoji.name} {label}", (left, max(12, top - 8)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour((255, 255, 0)), 1)
-        below = []
-        if result.emotion is not None:
-            below.append(f"{result.emotion.label} {result.emotion.probabilities[result.emotion.label]:.2f}")
-        if result.affect is not None:
-            below.append(f"V {result.affect[0]:+.2f} A {result.affect[1]:+.2f}")
+        if result.match is not None:
+            size = max(24, (right - left) // 2)
+            glyph = emoji_image(result.match.emoji.char, size)
+            label = f"{result.match.score:.2f}"
+            if glyph is not None:
+                _paste(out, glyph[..., [2, 1, 0, 3]] if bgr else glyph, left, max(0, top - size - 4))
+                cv2.putText(out, label, (left + size + 4, max(12, top - 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                            colour((255, 255, 0)), 1)
+            else:
+                cv2.putText(out, f"{result.match.emoji.name} {label}", (left, max(12, top - 8)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour((255, 255, 0)), 1)
+        below = [text for _, text in result.summaries()]  # every model's few words, under the box
         for k, text in enumerate(below):
             cv2.putText(out, text, (left, min(out.shape[0] - 4, bottom + 16 + 16 * k)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.5, colour((255, 200, 0)), 1)
-        if bars:
+        if bars and result.probabilities is not None:
             x = right + 6
             for k, (au, p) in enumerate(zip(AU_LABELS, result.probabilities)):
                 y = top + 10 * k

@@ -2,7 +2,7 @@
 
 Detection (dlib HOG) is the expensive step, so it runs every ``detect_every`` frames or when a
 tracker loses its face; in between, dlib's correlation trackers follow the boxes. Each frame's
-faces go through alignment, the AU model, the eye aspect ratio and the emoji match; the annotated
+faces go through alignment, every model, the eye aspect ratio and the emoji match; the annotated
 video and a per-frame CSV (OpenFace-style columns) are written on request.
 
 ``LiveSettings`` holds the levers that make this real time on two cores (``FAST``, the default):
@@ -26,20 +26,13 @@ import dlib
 import numpy as np
 
 from facslab.analysis import FaceAnalyzer, FaceResult
-from facslab.au import NUM_AUS, OPENFACE_C_TO_INDEX
 from facslab.draw import annotate
 from facslab.faces.detect import Detection, detect_faces
 
 log = logging.getLogger(__name__)
 
-#: OpenFace's presence column for each model AU (23/24 -> AU23_c, 26/27 -> AU26_c, 43 -> AU45_c).
-_OPENFACE_COLUMN = {index: column for column, index in OPENFACE_C_TO_INDEX.items()}
-PRESENCE_COLUMNS = tuple(_OPENFACE_COLUMN[k] for k in range(NUM_AUS))
-PROBABILITY_COLUMNS = tuple(c.removesuffix("_c") + "_p" for c in PRESENCE_COLUMNS)
-INTENSITY_COLUMNS = tuple(c.removesuffix("_c") + "_r" for c in PRESENCE_COLUMNS)  # OpenFace's AUxx_r
-TEMPORAL_COLUMNS = tuple(c.removesuffix("_c") + "_tp" for c in PRESENCE_COLUMNS)  # the temporal model's probabilities
-CSV_COLUMNS = (("frame", "face_id", "timestamp", "confidence", "success") + PROBABILITY_COLUMNS + PRESENCE_COLUMNS
-               + ("ear_left", "ear_right", "eye_left_closed", "eye_right_closed", "emoji", "emoji_name", "emoji_score"))
+#: the frame's own columns, before each face's (``FaceAnalyzer.column_names``), as OpenFace writes them
+FRAME_COLUMNS = ("frame", "face_id", "timestamp", "confidence", "success")
 
 
 @dataclass(frozen=True)
@@ -163,35 +156,13 @@ class LivePipeline:
 
 
 def csv_columns(analyzer: FaceAnalyzer) -> tuple[str, ...]:
-    """``CSV_COLUMNS``, then with an emotion model its label and one probability per class, with a
-    valence/arousal model those two, with an AU intensity model OpenFace's ``AUxx_r`` columns, and
-    with a temporal model its probabilities over the face's last frames (``AUxx_tp``)."""
-    columns = CSV_COLUMNS
-    if analyzer.emotion is not None:
-        columns += ("emotion",) + tuple(f"emotion_{c}" for c in analyzer.emotion.classes)
-    if analyzer.affect is not None:
-        columns += ("valence", "arousal")
-    if analyzer.intensity is not None:
-        columns += INTENSITY_COLUMNS
-    if analyzer.temporal is not None:
-        columns += TEMPORAL_COLUMNS
-    return columns
+    """The frame's columns, then the eyes, the emoji and each model's own (OpenFace's ``AUxx_c``
+    presence and ``AUxx_r`` intensity names where a model gives them)."""
+    return FRAME_COLUMNS + analyzer.column_names()
 
 
 def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResult) -> list:
-    row = ([frame_number, face_id, round(timestamp, 3), round(float(result.confidence), 3), 1]
-           + [round(float(p), 4) for p in result.probabilities] + [int(d) for d in result.decisions]
-           + [round(result.ear[0], 4), round(result.ear[1], 4), int(result.eyes_closed[0]), int(result.eyes_closed[1]),
-              result.match.emoji.char, result.match.emoji.name, round(result.match.score, 4)])
-    if result.emotion is not None:
-        row += [result.emotion.label] + [round(float(p), 4) for p in result.emotion.probabilities.values()]
-    if result.affect is not None:
-        row += [round(result.affect[0], 4), round(result.affect[1], 4)]
-    if result.intensities is not None:
-        row += [round(float(v), 3) for v in result.intensities]
-    if result.temporal is not None:
-        row += [round(float(v), 4) for v in result.temporal]
-    return row
+    return [frame_number, face_id, round(timestamp, 3), round(float(result.confidence), 3), 1] + result.row()
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from facslab.badinput import BadInputError, MissingInputError
-from facslab.au import AU_LABELS
+from facslab.au import AU_LABELS, openface_columns
 from facslab.faces.align import AlignmentSpec
 from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_detector import AUDetector
@@ -73,6 +73,10 @@ def _onnx_session(path: Path, threads: int | None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+#: task name -> its predictor class, filled as the classes are defined (``TaskPredictor.__init_subclass__``)
+PREDICTORS: dict[str, type[TaskPredictor]] = {}
+
+
 class TaskPredictor:
     """A task model ready for faces: aligned RGB crops in, the task's outputs out.
 
@@ -84,6 +88,16 @@ class TaskPredictor:
     task = "task"
     outputs_name = "outputs"
     module_class: type[BackboneTask] = BackboneTask
+    #: frames one input spans: a face's last ``window`` crops (None: one crop)
+    window: int | None = None
+    #: whether ``decide`` gives the 18 AUs' presence (what the emoji matcher and the AU rules read)
+    decides_aus = False
+
+    def __init_subclass__(cls, **kwargs):
+        """Every predictor class is found by the task name a saved model's config gives: defining
+        the class is registering it (no second table to keep in step)."""
+        super().__init_subclass__(**kwargs)
+        PREDICTORS[cls.task] = cls
 
     def __init__(self, model: BackboneTask, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
                  device: str = "auto", onnx_session=None):
@@ -124,6 +138,25 @@ class TaskPredictor:
             return self.activate(self.onnx_session.run(None, {"image": x})[0])
         return self.model.outputs_from_logits(self.model(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
 
+    # What one face's answer says, declared by each task, so that every app (emoji, live, the web
+    # page, the served model) assembles its answer from the models it was given.
+
+    def fields(self, row: np.ndarray) -> dict:
+        """JSON fields of one face's outputs ``row`` (``emoji --json``, the web page, the WebSocket)."""
+        raise NotImplementedError
+
+    def column_names(self) -> tuple[str, ...]:
+        """The flat columns this model adds to a face's row (the live CSV, the served model's table)."""
+        raise NotImplementedError
+
+    def columns(self, row: np.ndarray) -> list:
+        """The values of ``column_names`` for one face's outputs."""
+        raise NotImplementedError
+
+    def summary(self, row: np.ndarray) -> str:
+        """A few words for people (the terminal line, the drawn annotation, the page)."""
+        raise NotImplementedError
+
     def activate(self, logits: np.ndarray) -> np.ndarray:
         """The model's ``outputs_from_logits`` on ONNX Runtime's logits."""
         return self.model.outputs_from_logits(torch.from_numpy(logits)).numpy()
@@ -140,12 +173,12 @@ class TaskPredictor:
 
     def predict_image(self, image: np.ndarray, detector: str = "hog", upsample: int = 1,
                       min_confidence: float | None = None):
-        """Detect, align and predict every face of an RGB image: ``FaceResult``s with box, AU
-        probabilities and decisions (and the eye states and emoji match of the one face pipeline)."""
-        from facslab.analysis import FaceAnalyzer  # the analyzer builds on this class
+        """Detect, align and predict every face of an RGB image: ``FaceResult``s with the box, this
+        model's outputs, the eye states and (an AU model) the emoji match."""
+        from facslab.analysis import FaceAnalyzer  # a higher layer: it runs any list of predictors
 
         options = {} if min_confidence is None else {"min_confidence": min_confidence}
-        return FaceAnalyzer(self, detector=detector, upsample=upsample, **options).analyze(image)
+        return FaceAnalyzer([self], detector=detector, upsample=upsample, **options).analyze(image)
 
     def save(self, folder: str | Path, onnx: bool = True) -> Path:
         """Weights, config and (``onnx``) the ONNX export, checked against PyTorch on random inputs."""
@@ -219,11 +252,27 @@ class AUPredictor(TaskPredictor):
         self.thresholds = model.thresholds.cpu().numpy().astype(np.float64)
         self.au_labels = AU_LABELS
 
+    decides_aus = True
+
     def decide(self, probabilities: np.ndarray) -> np.ndarray:
         return probabilities >= self.thresholds
 
     def outputs_config(self) -> dict:
         return {"au_labels": list(self.au_labels), "hparams_update": {"thresholds": [float(t) for t in self.thresholds]}}
+
+    def fields(self, row):
+        probabilities = row[:len(self.thresholds)]
+        return {"aus": [a for a, d in zip(self.au_labels, self.decide(row)) if d],
+                "probabilities": {a: round(float(p), 4) for a, p in zip(self.au_labels, probabilities)}}
+
+    def column_names(self):
+        return openface_columns("p") + openface_columns("c")
+
+    def columns(self, row):
+        return [round(float(p), 4) for p in row[:len(self.thresholds)]] + [int(d) for d in self.decide(row)]
+
+    def summary(self, row):
+        return f"AUs {'+'.join(a for a, d in zip(self.au_labels, self.decide(row)) if d) or 'none'}"
 
 
 class EmotionPredictor(TaskPredictor):
@@ -243,6 +292,19 @@ class EmotionPredictor(TaskPredictor):
     def label(self, probabilities: np.ndarray) -> str:
         return self.classes[int(np.argmax(probabilities))]
 
+    def fields(self, row):
+        return {"emotion": {"label": self.label(row),
+                            "probabilities": {c: round(float(p), 4) for c, p in zip(self.classes, row)}}}
+
+    def column_names(self):
+        return ("emotion",) + tuple(f"emotion_{c}" for c in self.classes)
+
+    def columns(self, row):
+        return [self.label(row)] + [round(float(p), 4) for p in row]
+
+    def summary(self, row):
+        return f"emotion: {self.label(row)} {float(np.max(row)):.2f}"
+
 
 class ValenceArousalPredictor(TaskPredictor):
     """Valence and arousal in [-1, 1]."""
@@ -253,6 +315,18 @@ class ValenceArousalPredictor(TaskPredictor):
 
     def outputs_config(self) -> dict:
         return {"dimensions": list(DIMENSIONS)}
+
+    def fields(self, row):
+        return {d: round(float(v), 4) for d, v in zip(DIMENSIONS, row)}
+
+    def column_names(self):
+        return tuple(DIMENSIONS)
+
+    def columns(self, row):
+        return [round(float(v), 4) for v in row]
+
+    def summary(self, row):
+        return ", ".join(f"{d} {float(v):+.2f}" for d, v in zip(DIMENSIONS, row))
 
 
 class AUIntensityPredictor(TaskPredictor):
@@ -265,12 +339,39 @@ class AUIntensityPredictor(TaskPredictor):
     def outputs_config(self) -> dict:
         return {"au_labels": list(AU_LABELS)}
 
+    def fields(self, row):
+        return {"intensities": {a: round(float(v), 3) for a, v in zip(AU_LABELS, row)}}
+
+    def column_names(self):
+        return openface_columns("r")  # OpenFace's AUxx_r
+
+    def columns(self, row):
+        return [round(float(v), 3) for v in row]
+
+    def summary(self, row):
+        strongest = [(a, float(v)) for a, v in sorted(zip(AU_LABELS, row), key=lambda av: -av[1]) if v >= 1][:3]
+        return "intensity: " + (", ".join(f"AU{a} {v:.1f}" for a, v in strongest) or "none of 1 or more")
+
 
 class TemporalAUPredictor(AUPredictor):
     """AU probabilities of the last frame of stacks of ``window`` aligned crops."""
 
     task = "au_temporal"
+    outputs_name = "AUs over the last frames"
     module_class = TemporalAUDetector
+
+    def fields(self, row):
+        return {"temporal_aus": [a for a, d in zip(self.au_labels, self.decide(row)) if d],
+                "temporal_probabilities": {a: round(float(p), 4) for a, p in zip(self.au_labels, row)}}
+
+    def column_names(self):
+        return openface_columns("tp")  # probabilities over the face's last frames
+
+    def columns(self, row):
+        return [round(float(p), 4) for p in row]
+
+    def summary(self, row):
+        return f"over time: {super().summary(row)}"
 
     @property
     def window(self) -> int:
@@ -305,7 +406,15 @@ class AUAffectPredictor(AUPredictor):
     def decide(self, outputs: np.ndarray) -> np.ndarray:
         return outputs[..., :len(self.thresholds)] >= self.thresholds
 
+    def fields(self, row):
+        return {**super().fields(row), **{d: round(float(v), 4) for d, v in zip(DIMENSIONS, row[len(self.thresholds):])}}
 
-PREDICTORS: dict[str, type[TaskPredictor]] = {"au_affect": AUAffectPredictor, "au_temporal": TemporalAUPredictor, "au": AUPredictor, "emotion": EmotionPredictor,
-                                              "valence_arousal": ValenceArousalPredictor,
-                                              "au_intensity": AUIntensityPredictor}
+    def column_names(self):
+        return super().column_names() + tuple(DIMENSIONS)
+
+    def columns(self, row):
+        return super().columns(row) + [round(float(v), 4) for v in row[len(self.thresholds):]]
+
+    def summary(self, row):
+        affect = ", ".join(f"{d} {float(v):+.2f}" for d, v in zip(DIMENSIONS, row[len(self.thresholds):]))
+        return f"{super().summary(row)}, {affect}"

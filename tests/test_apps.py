@@ -1,26 +1,18 @@
-"""The apps on real photographs: `facslab emoji`, `facslab live`, and the model under MLflow serving."""
+"""The apps on real photographs: `facslab emoji` and `facslab live` (serving: test_serving.py)."""
 
-import base64
 import csv
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import cv2
-import mlflow
 import numpy as np
 import pytest
 import skimage.data
-from mlflow import MlflowClient
 from PIL import Image
 
+from facslab.analysis import FaceAnalyzer
 from facslab.cli import main
-from facslab.live import CSV_COLUMNS
+from facslab.live import FRAME_COLUMNS
 from facslab.predictor import AUPredictor
 from facslab.synth.video import photo_frames, write_mp4
 
@@ -81,62 +73,10 @@ def test_live_on_a_video_of_a_real_photo(model_dir, tmp_path, capsys):
     assert count == 24 and capture.get(cv2.CAP_PROP_FRAME_WIDTH) == 640
     with open(table, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == list(CSV_COLUMNS)
+    # the frame's columns, the eyes, the emoji, then the AU model's own (declared by its predictor)
+    assert list(rows[0]) == list(FRAME_COLUMNS + FaceAnalyzer([AUPredictor.load(model_dir)]).column_names())
     assert [int(r["frame"]) for r in rows] == list(range(1, 25))  # one row per face per frame
     assert {r["face_id"] for r in rows} == {"0"} and all(r["success"] == "1" for r in rows)
     assert {"AU01_c", "AU23_c", "AU26_c", "AU45_c"} <= set(rows[0]) and rows[0]["emoji"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_the_registered_model_under_mlflow_serving(model_dir, photos, tmp_path):
-    from facslab.registry import log_predictor
-    from facslab.tracking import setup_tracking
-
-    os.environ["FACSLAB_MLRUNS"] = str(tmp_path / "mlruns")
-    try:
-        uri = setup_tracking(None, "serving")
-    finally:
-        os.environ.pop("FACSLAB_MLRUNS")
-    with mlflow.start_run():
-        info = log_predictor(AUPredictor.load(model_dir), "served")
-    MlflowClient().set_registered_model_alias("served", "champion", info.registered_model_version)
-    assert info.signature.inputs.input_names() == ["image"]  # what serving and the UI show a caller
-    port = _free_port()
-    server = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve", "-m", "models:/served@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        # mlflow starts `uvicorn` by name: the virtualenv's bin must be on PATH, as when it is activated
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri,
-             "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()[-3000:]
-                time.sleep(1)
-        encoded = base64.b64encode((photos / "one.png").read_bytes()).decode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"dataframe_records": [{"image": encoded}]}).encode(),
-            headers={"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-        misnamed = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"dataframe_records": [{"img": encoded}]}).encode(),
-            headers={"Content-Type": "application/json"})
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(misnamed, timeout=60)
-        assert refused.value.code == 400 and "image" in refused.value.read().decode()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    rows = answer["predictions"]
-    assert len(rows) == 1 and rows[0]["emoji"] and "AU12" in rows[0] and 0 <= rows[0]["AU12"] <= 1
-    assert rows[0]["left_eye_closed"] is False and isinstance(rows[0]["aus"], str)

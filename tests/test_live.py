@@ -27,10 +27,10 @@ def test_the_onnx_export_gives_the_pytorch_probabilities_on_a_real_face(tmp_path
     folder = _predictor().save(tmp_path / "model")
     recorded = json.loads((folder / CONFIG_FILE).read_text())["onnx"]
     assert (folder / ONNX_FILE).exists() and 0 <= recorded["max_abs_logit_difference"] <= ONNX_TOLERANCE
-    by_torch = FaceAnalyzer(AUPredictor.load(folder, runtime="torch")).analyze(astronaut)
+    by_torch = FaceAnalyzer([AUPredictor.load(folder, runtime="torch")]).analyze(astronaut)
     onnx_predictor = AUPredictor.load(folder, runtime="onnx", threads=1)
     assert onnx_predictor.runtime == "onnx" and AUPredictor.load(folder).runtime == "onnx"  # auto on a CPU
-    by_onnx = FaceAnalyzer(onnx_predictor).analyze(astronaut)
+    by_onnx = FaceAnalyzer([onnx_predictor]).analyze(astronaut)
     assert len(by_torch) == len(by_onnx) == 1
     difference = np.abs(by_torch[0].probabilities - by_onnx[0].probabilities).max()
     assert difference <= ONNX_TOLERANCE, difference
@@ -77,7 +77,7 @@ def _video(tmp_path, name, frames) -> str:
 
 @pytest.fixture(scope="module")
 def analyzer(model_dir):
-    return FaceAnalyzer(AUPredictor.load(model_dir, threads=1))
+    return FaceAnalyzer([AUPredictor.load(model_dir, threads=1)])
 
 
 def test_the_fast_path_follows_a_face_in_every_frame_with_a_detection_every_tenth(analyzer, tmp_path):

@@ -66,9 +66,11 @@ def server(model_dir, emotion_model_dir):
 def test_the_page_says_when_the_model_has_only_seen_generated_faces(server):
     with urllib.request.urlopen(server + "/api/model", timeout=30) as response:
         info = json.loads(response.read())
-    assert info["provenance"]["trained_on"] == "generated"
+    models = {m["task"]: m for m in info["models"]}  # what each model of the analyzer declares
+    assert models["au"]["provenance"]["trained_on"] == "generated" and info["emoji"] is True
     assert "trained only on generated faces" in info["note"]
-    assert info["emotion_model"]["provenance"]["trained_on"] == "real" and "happy" in info["emotion_model"]["classes"]
+    assert models["emotion"]["provenance"]["trained_on"] == "real" and "happy" in models["emotion"]["classes"]
+    assert "emotion_happy" in models["emotion"]["columns"] and "AU12_c" in models["au"]["columns"]
     with urllib.request.urlopen(server + "/", timeout=30) as response:
         assert 'id="model-note"' in response.read().decode()
 

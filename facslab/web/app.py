@@ -90,12 +90,12 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
 
     @app.get("/api/model")
     async def model_info() -> dict:
-        predictor, emotion, affect = analyzer.predictor, analyzer.emotion, analyzer.affect
-        notes = [m.provenance_note() for m in (predictor, emotion, affect) if m is not None]
-        notes = [n for n in notes if n]
-        return {"provenance": predictor.provenance, "note": " ".join(notes) or None,
-                "emotion_model": None if emotion is None else {"classes": list(emotion.classes),
-                                                               "provenance": emotion.provenance}}
+        models = [{"task": p.task, "outputs": p.outputs_name, "columns": list(p.column_names()),
+                   "provenance": p.provenance, **p.outputs_config()} for p in analyzer.predictors]
+        for model in models:
+            model.pop("hparams_update", None)
+        return {"models": models, "note": " ".join(analyzer.provenance_notes()) or None,
+                "emoji": analyzer.au_model is not None}
 
     @app.post("/api/analyze")
     async def analyze_upload(request: Request):
@@ -138,10 +138,10 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
                     await socket.send_json({"error": "busy", "faces": []})
                     continue
                 _, faces = analysed
-                # detections: full detections run so far on this stream (the tracker covers the rest)
-                keys = ("box", "emoji", "emoji_name", "score", "aus", "probabilities", "eyes_closed", "emotion",
-                        "valence", "arousal")
-                await socket.send_json({"faces": [{k: f[k] for k in keys if k in f} for f in faces],
+                # detections: full detections run so far on this stream (the tracker covers the rest);
+                # the emoji's ranking stays with the single-image answers
+                await socket.send_json({"faces": [{k: v for k, v in f.items() if k not in ("ranking", "tied_with")}
+                                                  for f in faces],
                                         "frame": index - 1, "detections": pipeline.tracker.detections_run})
         except WebSocketDisconnect:
             pass
