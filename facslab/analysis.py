@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facslab.emoji import Emoji, Match, agreement_vector, load_emojis, match_emoji
+from facslab.errors import ConfigError
 from facslab.faces.align import align_face
 from facslab.faces.detect import MIN_CONFIDENCE, Detection, detect_faces, predict_landmarks
 from facslab.faces.eyes import EYE_CLOSED_THRESHOLD, eye_aspect_ratios
@@ -80,12 +81,15 @@ class FaceAnalyzer:
         if not self.predictors:
             raise ValueError("FaceAnalyzer needs at least one model")
         names = [n for p in self.predictors for n in p.column_names()]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"two models answer the same columns ({', '.join(repeated[:4])}): give one model per task")
+        repeated = list(dict.fromkeys(n for n in names if names.count(n) > 1))
+        if repeated:  # the user's choice of models: one line from the CLI
+            sharing = [p.task for p in self.predictors if set(p.column_names()) & set(repeated)]
+            raise ConfigError(f"two of the models given answer the same columns ({', '.join(repeated[:4])}): "
+                              f"the {' and the '.join(sharing)} model; give each answer by one model")
         #: the model whose AU decisions drive the emoji and the FACS rules (the first that decides AUs)
         self.au_model = next((p for p in self.predictors if p.decides_aus), None)
-        #: (model, face id) -> that face's last aligned crops, for the models that take a window of frames
+        #: (model, face id) -> that face's last aligned crops, for the models that take a window of
+        #: frames; a video stream passes its own (``analyze``'s ``windows``), so streams never mix
         self._windows: dict[tuple[int, int], list[np.ndarray]] = {}
         self.metric, self.eye_threshold = metric, eye_threshold
         if self.au_model is not None:
@@ -110,12 +114,13 @@ class FaceAnalyzer:
 
     def analyze(self, image: np.ndarray, detections: list[Detection] | None = None,
                 keep_crops: bool = False, timings: dict | None = None, landmark_image: np.ndarray | None = None,
-                channels: str = "RGB", face_ids: list[int] | None = None) -> list[FaceResult]:
+                channels: str = "RGB", face_ids: list[int] | None = None,
+                windows: dict | None = None) -> list[FaceResult]:
         """Results for every face of a colour image (``channels`` RGB or BGR; ``detections``: boxes
         found already, e.g. by a tracker; ``landmark_image``: a grey copy to find landmarks on);
         ``timings`` accumulates seconds per stage. ``face_ids`` (the tracker's, one per detection)
-        let a windowed model slide over each face's frames; without them a still image is its own
-        window (the frame repeated)."""
+        let a windowed model slide over each face's frames (kept in ``windows``, one dict per video
+        stream); without them a still image is its own window (the frame repeated)."""
         clock = _Clock(timings)
         if detections is None:
             with clock("detection"):
@@ -135,7 +140,8 @@ class FaceAnalyzer:
         for k, predictor in enumerate(self.predictors):
             with clock(predictor.task):
                 if predictor.window:
-                    outputs.append(self._windowed(k, predictor, crops[k], face_ids))
+                    outputs.append(self._windowed(k, predictor, crops[k], face_ids,
+                                                  self._windows if windows is None else windows))
                 else:
                     outputs.append(predictor.predict_aligned(np.stack(crops[k])))
         results = []
@@ -153,7 +159,8 @@ class FaceAnalyzer:
                 results.append(result)
         return results
 
-    def _windowed(self, model: int, predictor, crops: list[np.ndarray], face_ids: list[int] | None) -> np.ndarray:
+    def _windowed(self, model: int, predictor, crops: list[np.ndarray], face_ids: list[int] | None,
+                  windows: dict) -> np.ndarray:
         """Each face's window of its last crops (oldest first, the first repeated until the window
         fills), through the model in one batch."""
         window = predictor.window
@@ -162,13 +169,13 @@ class FaceAnalyzer:
             if face_ids is None:
                 stacks.append([crop] * window)
                 continue
-            frames = self._windows.setdefault((model, face_ids[k]), [])
+            frames = windows.setdefault((model, face_ids[k]), [])
             frames.append(crop)
             del frames[:-window]
             stacks.append([frames[0]] * (window - len(frames)) + frames)
         if face_ids is not None:  # faces no longer tracked drop their windows
-            for gone in [key for key in self._windows if key[0] == model and key[1] not in face_ids]:
-                del self._windows[gone]
+            for gone in [key for key in windows if key[0] == model and key[1] not in face_ids]:
+                del windows[gone]
         return predictor.predict_aligned(np.stack([np.stack(s) for s in stacks]))
 
 

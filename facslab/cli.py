@@ -248,8 +248,9 @@ def _analyzer(args):
     # the flags named after a task check that their model is one; --also takes models of any task
     flagged = [_task_predictor(getattr(args, flag), task, f"--{flag}", args) for flag, task in TASK_FLAGS.items()]
     also = [_task_predictor(uri, None, "--also", args) for uri in args.also or []]
-    emotion = _emotion_predictor(args) if all(m is None or m.task != "emotion" for m in [main_model, *flagged, *also]) \
-        else None
+    # --emotion_model auto adds the registered emotion champion unless an emotion model is given already
+    given = [m for m in (main_model, *flagged, *also) if m is not None]
+    emotion = None if args.emotion_model == "auto" and any(m.task == "emotion" for m in given) else _emotion_predictor(args)
     analyzer = FaceAnalyzer([main_model, emotion, *flagged, *also], load_emojis(args.emojis), metric=args.metric,
                             eye_threshold=args.eye_threshold, detector=args.detector)
     for note in analyzer.provenance_notes():  # said once, before any result
@@ -413,8 +414,9 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
                         help="an AU intensity model (URI or folder): intensities 0-5, AUxx_r columns in the live CSV")
     parser.add_argument("--temporal_model", type=str | None, default=None,
                         help="a temporal AU model (URI or folder): a sliding window over each tracked face (AUxx_tp columns)")
-    parser.add_argument("--also", default=None, nargs="+",
-                        help="more models of any task (URIs or folders): each adds its own fields and CSV columns")
+    parser.add_argument("--also", type=list[str] | None, default=None,
+                        help="more models of any task (URIs or folders): '[URI, URI]', or --also+ URI once per "
+                             "model; each adds its own fields and CSV columns")
     parser.add_argument("--tracking_uri", type=str | None, default=None, help="MLflow store (default: mlruns/)")
     parser.add_argument("--experiment", default="facslab")
     parser.add_argument("--emojis", default=str(DEFAULT_TABLE), help="emoji table CSV")

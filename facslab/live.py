@@ -123,6 +123,7 @@ class LivePipeline:
 
     def __init__(self, analyzer: FaceAnalyzer, settings: LiveSettings = FAST):
         self.analyzer, self.settings = analyzer, settings
+        self.windows: dict = {}  # this stream's faces' last crops, for models that take a window of frames
         self.tracker = FaceTracker(self._detect, detect_every=settings.detect_every, idle_every=settings.idle_every)
 
     def _detect(self, image: np.ndarray) -> list[Detection]:
@@ -151,7 +152,8 @@ class LivePipeline:
         if not tracked:
             return [], []
         results = self.analyzer.analyze(colour, [d for _, d in tracked], timings=timings, landmark_image=view,
-                                        channels=channels, face_ids=[face_id for face_id, _ in tracked])
+                                        channels=channels, face_ids=[face_id for face_id, _ in tracked],
+                                        windows=self.windows)
         return tracked, results
 
 

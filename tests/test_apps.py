@@ -80,3 +80,31 @@ def test_live_on_a_video_of_a_real_photo(model_dir, tmp_path, capsys):
     assert {"AU01_c", "AU23_c", "AU26_c", "AU45_c"} <= set(rows[0]) and rows[0]["emoji"]
 
 
+
+
+def test_any_model_joins_the_apps_with_also_and_its_answer_follows_its_declaration(model_dir, photos, tmp_path,
+                                                                                    capsys):
+    """`--also` takes models of any task: a valence/arousal model adds its JSON fields and CSV
+    columns beside the AU model's; the same model twice is one line, not a traceback."""
+    import torch
+
+    from facslab.predictor import ValenceArousalPredictor
+    from lightning_modules.valence_arousal import ValenceArousalRegressor
+
+    torch.manual_seed(0)
+    va = ValenceArousalPredictor(ValenceArousalRegressor(unfrozen_blocks=0, image_size=32)).save(tmp_path / "va")
+    assert main(["emoji", str(photos / "one.png"), "--model", str(model_dir), "--also+", str(va), "--json"]) == 0
+    face = json.loads(capsys.readouterr().out)[0]
+    assert -1 <= face["valence"] <= 1 and face["emoji"] and [s["task"] for s in face["said"]] == ["au", "valence_arousal"]
+    video = write_mp4(tmp_path / "in.mp4", photo_frames(skimage.data.astronaut(), 4, (320, 240)))
+    table = tmp_path / "frames.csv"
+    assert main(["live", "--source", str(video), "--model", str(va), "--csv", str(table), "--quiet"]) == 0
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    # a valence/arousal model alone: its own columns, the eyes, and no emoji (no model decides AUs)
+    assert rows and list(rows[0]) == list(FRAME_COLUMNS) + ["ear_left", "ear_right", "eye_left_closed",
+                                                            "eye_right_closed", "valence", "arousal"]
+    capsys.readouterr()
+    assert main(["emoji", str(photos / "one.png"), "--model", str(va), "--also+", str(va)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "answer the same columns (valence, arousal)" in error[0], error
