@@ -60,6 +60,16 @@ def _output_folder(out: str | Path) -> Path:
     return Path(out)
 
 
+def runs_page_hint(experiment: str) -> str:
+    """How to open the experiment's runs: the UI command and a deep link to its runs page (MLflow 3
+    opens on a GenAI overview otherwise, whatever the experiment's tags say)."""
+    import mlflow
+
+    found = mlflow.get_experiment_by_name(experiment)
+    page = f"http://127.0.0.1:5000/#/experiments/{found.experiment_id}/runs" if found else "http://127.0.0.1:5000"
+    return f"open the runs with:  .venv/bin/mlflow ui --backend-store-uri {default_tracking_uri()}  (then {page})"
+
+
 def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0, workers: int = 1,
              pretrain_config: str | Path = REPO / "configs/pretrain/demo.yaml",
              sweep_config: str | Path = REPO / "sweeps/demo.yaml",
@@ -104,8 +114,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     print((folder / "table1.md").read_text() if (folder / "table1.md").exists() else "")
     seconds = time.perf_counter() - start
     print(f"report written to {folder}; demo took {seconds / 60:.1f} min")
-    uri = default_tracking_uri()
-    print(f"open the runs with:  .venv/bin/mlflow ui --backend-store-uri {uri}  (then http://127.0.0.1:5000)")
+    print(runs_page_hint(sweep.experiment))
     return {"seconds": seconds, "test_pr_auc": registration.test_score, "test_f1": float(registration.table.iloc[-1]["f1"]),
             "cv_pr_auc": registration.cv_score, "version": registration.version}
 
@@ -159,4 +168,5 @@ def run_emotion_demo(out: str = "data/demo", seed: int = 0, fer_images: int = 15
         print((folder / "ensemble.md").read_text())
     seconds = time.perf_counter() - start
     print(f"emotion report written to {folder}; emotion demo took {seconds / 60:.1f} min")
+    print(runs_page_hint(report.experiment))
     return {"seconds": seconds, "tests": results, "ported_version": ported.version}
