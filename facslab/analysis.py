@@ -127,15 +127,18 @@ class FaceAnalyzer:
                 detections = self.detect(image)
         if not detections:
             return []
-        crops, ears = [[] for _ in self.predictors], []
+        # one crop per face for each distinct alignment: models of the same input size share it
+        by_spec = {spec: [] for spec in dict.fromkeys(p.alignment for p in self.predictors)}
+        ears = []
         for detection in detections:
             with clock("landmarks"):  # the 68 points serve both the eye centres and the EAR
                 landmarks = predict_landmarks(image if landmark_image is None else landmark_image, detection, 68)
             with clock("alignment"):
-                for k, predictor in enumerate(self.predictors):
-                    crop = align_face(image, landmarks, predictor.alignment)
-                    crops[k].append(crop[..., ::-1] if channels == "BGR" else crop)  # the models take RGB
+                for spec, faces in by_spec.items():
+                    crop = align_face(image, landmarks, spec)
+                    faces.append(crop[..., ::-1] if channels == "BGR" else crop)  # the models take RGB
             ears.append(eye_aspect_ratios(landmarks))
+        crops = [by_spec[p.alignment] for p in self.predictors]
         outputs = []
         for k, predictor in enumerate(self.predictors):
             with clock(predictor.task):

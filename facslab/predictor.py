@@ -260,9 +260,13 @@ class AUPredictor(TaskPredictor):
     def outputs_config(self) -> dict:
         return {"au_labels": list(self.au_labels), "hparams_update": {"thresholds": [float(t) for t in self.thresholds]}}
 
+    def decided(self, row: np.ndarray) -> list[str]:
+        """The labels of the AUs ``decide`` finds present in one face's outputs."""
+        return [a for a, d in zip(self.au_labels, self.decide(row)) if d]
+
     def fields(self, row):
         probabilities = row[:len(self.thresholds)]
-        return {"aus": [a for a, d in zip(self.au_labels, self.decide(row)) if d],
+        return {"aus": self.decided(row),
                 "probabilities": {a: round(float(p), 4) for a, p in zip(self.au_labels, probabilities)}}
 
     def column_names(self):
@@ -272,7 +276,7 @@ class AUPredictor(TaskPredictor):
         return [round(float(p), 4) for p in row[:len(self.thresholds)]] + [int(d) for d in self.decide(row)]
 
     def summary(self, row):
-        return f"AUs {'+'.join(a for a, d in zip(self.au_labels, self.decide(row)) if d) or 'none'}"
+        return f"AUs {'+'.join(self.decided(row)) or 'none'}"
 
 
 class EmotionPredictor(TaskPredictor):
@@ -306,6 +310,15 @@ class EmotionPredictor(TaskPredictor):
         return f"emotion: {self.label(row)} {float(np.max(row)):.2f}"
 
 
+def affect_fields(values: np.ndarray) -> dict:
+    """Valence and arousal as a face's JSON fields."""
+    return {d: round(float(v), 4) for d, v in zip(DIMENSIONS, values)}
+
+
+def affect_summary(values: np.ndarray) -> str:
+    return ", ".join(f"{d} {float(v):+.2f}" for d, v in zip(DIMENSIONS, values))
+
+
 class ValenceArousalPredictor(TaskPredictor):
     """Valence and arousal in [-1, 1]."""
 
@@ -317,7 +330,7 @@ class ValenceArousalPredictor(TaskPredictor):
         return {"dimensions": list(DIMENSIONS)}
 
     def fields(self, row):
-        return {d: round(float(v), 4) for d, v in zip(DIMENSIONS, row)}
+        return affect_fields(row)
 
     def column_names(self):
         return tuple(DIMENSIONS)
@@ -326,7 +339,7 @@ class ValenceArousalPredictor(TaskPredictor):
         return [round(float(v), 4) for v in row]
 
     def summary(self, row):
-        return ", ".join(f"{d} {float(v):+.2f}" for d, v in zip(DIMENSIONS, row))
+        return affect_summary(row)
 
 
 class AUIntensityPredictor(TaskPredictor):
@@ -361,7 +374,7 @@ class TemporalAUPredictor(AUPredictor):
     module_class = TemporalAUDetector
 
     def fields(self, row):
-        return {"temporal_aus": [a for a, d in zip(self.au_labels, self.decide(row)) if d],
+        return {"temporal_aus": self.decided(row),
                 "temporal_probabilities": {a: round(float(p), 4) for a, p in zip(self.au_labels, row)}}
 
     def column_names(self):
@@ -407,7 +420,7 @@ class AUAffectPredictor(AUPredictor):
         return outputs[..., :len(self.thresholds)] >= self.thresholds
 
     def fields(self, row):
-        return {**super().fields(row), **{d: round(float(v), 4) for d, v in zip(DIMENSIONS, row[len(self.thresholds):])}}
+        return {**super().fields(row), **affect_fields(row[len(self.thresholds):])}
 
     def column_names(self):
         return super().column_names() + tuple(DIMENSIONS)
@@ -416,5 +429,4 @@ class AUAffectPredictor(AUPredictor):
         return super().columns(row) + [round(float(v), 4) for v in row[len(self.thresholds):]]
 
     def summary(self, row):
-        affect = ", ".join(f"{d} {float(v):+.2f}" for d, v in zip(DIMENSIONS, row[len(self.thresholds):]))
-        return f"{super().summary(row)}, {affect}"
+        return f"{super().summary(row)}, {affect_summary(row[len(self.thresholds):])}"
