@@ -133,8 +133,9 @@ class SweepConfig:
     PR-AUC; ``task: emotion`` trains emotion classes, scored by validation accuracy)."""
 
     study: str = "ckplus-au"
-    task: str = "au"  # a ``facslab.tasks`` name: au, emotion
-    datamodule: str | None = None  # a ``datamodules`` class (None: the task's, CKPlusDataModule or FER2013DataModule)
+    task: str = "au"  # a ``facslab.tasks`` name (au, emotion, ...) or a Task class's import path
+    #: a ``datamodules`` class or a datamodule's import path (None: the task's, e.g. CKPlusDataModule)
+    datamodule: str | None = None
     data: dict[str, Any] = field(default_factory=dict)  # the datamodule's arguments (no fold)
     model: dict[str, Any] = field(default_factory=dict)  # fixed arguments of the task's module
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -161,10 +162,12 @@ class SweepConfig:
     register: RegisterConfig | None = field(default_factory=RegisterConfig)  # None: do not register
 
     def __post_init__(self):
-        from facslab.tasks import TASKS
+        from facslab.tasks import get_task
 
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+        try:
+            get_task(self.task)
+        except ValueError as error:
+            raise ConfigError(f"task: {error}") from None
         try:
             datamodule = self.task_spec.datamodule_class(self.datamodule)
         except ValueError as error:

@@ -187,7 +187,7 @@ class TaskPredictor:
         torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, folder / WEIGHTS_FILE)
         hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(self.model.hparams).items()}
         hparams["weights"] = None  # the saved state holds the weights
-        config = {"task": self.task, "hparams": hparams, "alignment": asdict(self.alignment),
+        config = {"task": self.task, "predictor": f"{type(self).__module__}:{type(self).__qualname__}", "hparams": hparams, "alignment": asdict(self.alignment),
                   "provenance": self.provenance, **self.outputs_config()}
         config["hparams"].update(config.pop("hparams_update", {}))
         if onnx:
@@ -223,6 +223,8 @@ class TaskPredictor:
         except (ValueError, UnicodeDecodeError) as error:
             raise BadInputError(folder / CONFIG_FILE, f"not readable JSON ({error})") from None
         task = config.get("task", "au")  # folders saved before emotions were a task are AU models
+        if task not in PREDICTORS and "predictor" in config:  # a task defined outside the project
+            _import_predictor(folder / CONFIG_FILE, config["predictor"])
         if task not in PREDICTORS:
             raise BadInputError(folder / CONFIG_FILE, f"unknown task {task!r}; known: {', '.join(PREDICTORS)}")
         if cls is not TaskPredictor and PREDICTORS[task] is not cls:
@@ -238,6 +240,18 @@ class TaskPredictor:
         if runtime == "onnx" or (runtime == "auto" and has_onnx and predictor.device.type == "cpu"):
             predictor.onnx_session = _onnx_session(folder / ONNX_FILE, threads)
         return predictor
+
+
+def _import_predictor(config_file: Path, path: str) -> None:
+    """Import the module that defines a saved model's predictor class (defining it registers it)."""
+    import importlib
+
+    module = path.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise BadInputError(config_file, f"the model's predictor {path} cannot be imported ({error}): install "
+                                         "the package that defines its task") from None
 
 
 class AUPredictor(TaskPredictor):

@@ -48,34 +48,42 @@ def _runs(experiment_id: str, stage: str, extra: str = "") -> list:
 
 
 def table1(config: ReportConfig) -> tuple[pd.DataFrame, str]:
+    """The champion's held-out test table (the one its task's test evaluation logged first)."""
     client = MlflowClient()
     version = client.get_model_version_by_alias(config.model_name, config.alias)
-    path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="metrics/test_per_au.csv")
-    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    table["au"] = table["au"].astype(str)
     tags = version.tags
-    cv = (f", cross-validated PR-AUC {float(tags['cv_pr_auc']):.3f} ± {float(tags.get('cv_pr_auc_std', 'nan')):.3f}"
-          if "cv_pr_auc" in tags else "")
+    # versions registered before the tag was written are AU models
+    path = mlflow.artifacts.download_artifacts(run_id=version.run_id,
+                                               artifact_path=tags.get("test_table", "metrics/test_per_au.csv"))
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    cv_key = next((k for k in tags if k.startswith("cv_") and not k.endswith("_std")), None)
+    cv = (f", cross-validated {cv_key.removeprefix('cv_')} {float(tags[cv_key]):.3f} ± "
+          f"{float(tags.get(cv_key + '_std', 'nan')):.3f}" if cv_key else "")
     data = f", trained on {tags['datasets']}" if "datasets" in tags else ""
     return table, f"{config.model_name} version {version.version} (run {version.run_id}{cv}{data})"
 
 
 def table1_markdown(table: pd.DataFrame, source: str) -> str:
+    """The table as Markdown; a column ``x`` with ``x_lo`` and ``x_hi`` beside it is shown with its
+    interval in brackets."""
+    intervals = {c for c in table if f"{c}_lo" in table and f"{c}_hi" in table}
+    shown = [c for c in table if not (c.endswith(("_lo", "_hi")) and c[:-3] in intervals)]
     lines = [f"Table 1: held-out test split (evaluated once), {source}. Brackets: 95 % bootstrap intervals "
-             "over test subjects.", "",
-             "| AU | precision | recall | F1 | PR-AUC | positives |", "|---|---|---|---|---|---|"]
+             "over test subjects.", "", "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
 
     def cell(row, name: str) -> str:
-        value = getattr(row, name)
+        value = row[name]
         if pd.isna(value):
             return "–"
-        lo, hi = getattr(row, f"{name}_lo", float("nan")), getattr(row, f"{name}_hi", float("nan"))
+        if not isinstance(value, float):
+            if value in ("mean", "overall"):
+                return f"**{value}**"
+            return f"AU{value}" if name == "au" else str(value)
+        lo, hi = (row[f"{name}_lo"], row[f"{name}_hi"]) if name in intervals else (float("nan"), float("nan"))
         return f"{value:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if not pd.isna(lo) else "")
 
-    for row in table.itertuples():
-        name = "**mean**" if row.au == "mean" else f"AU{row.au}"
-        cells = [cell(row, "precision"), cell(row, "recall"), cell(row, "f1"), cell(row, "pr_auc")]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row.support} |")
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(cell(row, c) for c in shown) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -51,7 +51,17 @@ class Evaluation:
     predictions: tuple[np.ndarray, np.ndarray] | None = None  # (outputs, labels) of the test split
 
 
+#: task name -> its description, filled as the classes are defined (``Task.__init_subclass__``)
+TASKS: dict[str, Task] = {}
+
+
 class Task:
+    """One kind of model, described once: every layer (sweeps, registry, report, apps) reads this.
+
+    A subclass that sets ``name`` registers itself (defining the class is registering it); a task
+    outside the project is named by its import path (``mypackage.tasks.SmileTask``) in a sweep
+    config, and its models are loaded by their predictor's import path, saved with them."""
+
     name: str
     module_class: type[BackboneTask]
     predictor_class: type[TaskPredictor]
@@ -64,15 +74,23 @@ class Task:
     #: ``train`` fields a sweep may search (they change the objective)
     searchable_train_keys: tuple[str, ...] = ()
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            TASKS[cls.name] = cls()
+
     @property
     def objective(self) -> str:
         return self.module_class.objective
 
     def datamodule_class(self, name: str | None = None):
+        """A ``datamodules`` class by name, or any datamodule by its import path."""
         name = name or self.default_datamodule
+        if "." in name:
+            return import_path(name, "datamodule")
         if not hasattr(datamodules, name):
             known = [n for n in datamodules.__all__]
-            raise ValueError(f"unknown datamodule {name!r}; known: {', '.join(known)}")
+            raise ValueError(f"unknown datamodule {name!r}; known: {', '.join(known)}, or an import path")
         return getattr(datamodules, name)
 
     def build_model(self, model_args: dict, dm, train, init_from: str | None) -> BackboneTask:
@@ -116,7 +134,7 @@ class Task:
         return setting
 
 
-def test_outputs(predictor: TaskPredictor, dm) -> tuple[np.ndarray, np.ndarray]:
+def held_out_outputs(predictor: TaskPredictor, dm) -> tuple[np.ndarray, np.ndarray]:
     """(outputs, labels) of a predictor on a set-up datamodule's test split (frame stacks for a
     sequence datamodule)."""
     positions = dm.positions("test")
@@ -124,7 +142,7 @@ def test_outputs(predictor: TaskPredictor, dm) -> tuple[np.ndarray, np.ndarray]:
     return predictor.predict_aligned(inputs), dm.labels_array()[positions]
 
 
-def test_subjects(dm) -> np.ndarray:
+def held_out_subjects(dm) -> np.ndarray:
     """The subject of every test row: the unit test-split intervals resample (a dataset without
     subjects names each image its own)."""
     return dm.samples.loc[dm.positions("test"), "subject"].to_numpy()
@@ -173,8 +191,8 @@ class AUTask(Task):
         model.thresholds.copy_(model.thresholds.new_tensor(attrs["thresholds"]))
 
     def evaluate_test(self, predictor, dm):
-        probs, labels = test_outputs(predictor, dm)
-        table = per_au_metrics(probs, labels, predictor.thresholds, groups=test_subjects(dm))
+        probs, labels = held_out_outputs(predictor, dm)
+        table = per_au_metrics(probs, labels, predictor.thresholds, groups=held_out_subjects(dm))
         mean = mean_row(table)
         lo, hi = float(mean["pr_auc_lo"]), float(mean["pr_auc_hi"])
         metrics = {**{f"test_{k}": float(mean[k]) for k in ("precision", "recall", "f1", "pr_auc")},
@@ -224,8 +242,8 @@ class EmotionTask(Task):
                           {"plots/confusion_matrix.png": figure})
 
     def evaluate_test(self, predictor, dm):
-        probs, labels = test_outputs(predictor, dm)
-        table = per_class_metrics(probs, labels, dm.classes, groups=test_subjects(dm))
+        probs, labels = held_out_outputs(predictor, dm)
+        table = per_class_metrics(probs, labels, dm.classes, groups=held_out_subjects(dm))
         overall, mean = class_row(table, "overall"), class_row(table, "mean")
         metrics = {"test_accuracy": float(overall["top1"]), "test_top2_accuracy": float(overall["top2"]),
                    "test_macro_f1": float(mean["f1"]), "test_mean_class_accuracy": float(mean["top1"]),
@@ -269,8 +287,8 @@ class ValenceArousalTask(Task):
                           {"plots/valence_arousal.png": figure})
 
     def evaluate_test(self, predictor, dm):
-        pred, true = test_outputs(predictor, dm)
-        table = affect_metrics(pred, true, groups=test_subjects(dm))
+        pred, true = held_out_outputs(predictor, dm)
+        table = affect_metrics(pred, true, groups=held_out_subjects(dm))
         mean = table[table["dimension"] == "mean"].iloc[0]
         metrics = {f"test_{m}_{r.dimension}": float(getattr(r, m)) for r in table.itertuples() for m in ("rmse", "pcc", "ccc", "sagr")}
         metrics.update(test_ccc=float(mean["ccc"]), test_ccc_ci_lo=float(mean["ccc_lo"]), test_ccc_ci_hi=float(mean["ccc_hi"]))
@@ -321,8 +339,8 @@ class AUIntensityTask(Task):
                           {"plots/icc_per_au.png": figure})
 
     def evaluate_test(self, predictor, dm):
-        pred, true = test_outputs(predictor, dm)
-        table = intensity_metrics(pred, true, groups=test_subjects(dm))
+        pred, true = held_out_outputs(predictor, dm)
+        table = intensity_metrics(pred, true, groups=held_out_subjects(dm))
         mean = table[table["au"] == "mean"].iloc[0]
         metrics = {f"test_{m}_AU{r.au.replace('/', '_')}": float(getattr(r, m)) for r in table.itertuples()
                    if r.au != "mean" for m in ("icc", "mae") if np.isfinite(getattr(r, m))}
@@ -411,10 +429,10 @@ class AUAffectTask(AUTask):
         return au
 
     def evaluate_test(self, predictor, dm):
-        outputs, labels = test_outputs(predictor, dm)
+        outputs, labels = held_out_outputs(predictor, dm)
         probs, aus, affect, truth = self._parts(outputs, labels)
         rows = ~np.isnan(aus).all(1)
-        subjects = test_subjects(dm)
+        subjects = held_out_subjects(dm)
         table = per_au_metrics(probs[rows], aus[rows], predictor.thresholds, groups=subjects[rows])
         mean = mean_row(table)
         affect_table = affect_metrics(affect, truth, groups=subjects[~np.isnan(labels[:, NUM_AUS:]).any(1)])
@@ -434,11 +452,24 @@ class AUAffectTask(AUTask):
         return Task.resolve_init(self, setting, backbone, image_size, experiment, fraction)
 
 
-TASKS: dict[str, Task] = {"au_affect": AUAffectTask(), "au_temporal": TemporalAUTask(), "au": AUTask(), "emotion": EmotionTask(), "valence_arousal": ValenceArousalTask(),
-                          "au_intensity": AUIntensityTask()}
+def import_path(path: str, what: str):
+    """The object an import path names (``package.module.Name``)."""
+    import importlib
+
+    module, _, attribute = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"{what} {path!r} cannot be imported ({error})") from None
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
-    return TASKS[name]
+    """A task by its registered name (au, emotion, ...) or by its class's import path."""
+    if name in TASKS:
+        return TASKS[name]
+    if "." in name:
+        task = import_path(name, "task")
+        if not (isinstance(task, type) and issubclass(task, Task)):
+            raise ValueError(f"task {name!r} is not a facslab.tasks.Task subclass")
+        return TASKS.get(task.name) or task()
+    raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}, or give a Task class's import path")

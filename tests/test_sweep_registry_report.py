@@ -120,7 +120,7 @@ def test_thresholds_come_from_out_of_fold_predictions_not_the_test_split(ckplus,
         return real(probs, labels, policy, **kwargs)
 
     # the doors through which the test split is really read: the test outputs and the datasets
-    monkeypatch.setattr(tasks, "test_outputs", no_test)
+    monkeypatch.setattr(tasks, "held_out_outputs", no_test)
     monkeypatch.setattr(FaceDataModule, "dataset", dataset)
     monkeypatch.setattr(tasks, "choose_thresholds", spy)
     config = make_config(ckplus, store, "thresholds", n_trials=1)
@@ -259,8 +259,8 @@ def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_o
     from facslab.registry import register_best
 
     looks = []
-    real = tasks.test_outputs
-    monkeypatch.setattr(tasks, "test_outputs", lambda *a: looks.append(1) or real(*a))
+    real = tasks.held_out_outputs
+    monkeypatch.setattr(tasks, "held_out_outputs", lambda *a: looks.append(1) or real(*a))
     config, study = swept
     name, alias = config.register.name, config.register.alias
     client = MlflowClient()
