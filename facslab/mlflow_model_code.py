@@ -3,6 +3,6 @@ nothing is pickled and ``mlflow models serve`` imports the installed facslab pac
 
 import mlflow
 
-from facslab.registry import FacePyfuncModel
+from facslab.serving import FacePyfuncModel
 
 mlflow.models.set_model(FacePyfuncModel())

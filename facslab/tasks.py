@@ -1,6 +1,6 @@
 """Tasks: what sweeps, the registry, reports and apps need to know about a kind of model, so that
-one sweep, one registry and one report serve them all (a new task is a LightningModule, a
-datamodule and an entry here, not a copy of ``sweep.py``).
+one sweep, one registry and one report serve them all (a new task is one module: a
+LightningModule, a ``Task`` and a ``TaskPredictor``; see docs/tasks.md).
 
 A task says which LightningModule it trains and which arguments it derives from the data, how a
 fold is scored (the objective a sweep maximises), what is summarised over the validation

@@ -188,7 +188,7 @@ register: {{name: emotion-test}}
     assert "cross-validated" not in again.stdout and "validation accuracy" in again.stdout, again.stdout
     os.environ["FACSLAB_MLRUNS"] = str(store)
     try:
-        from facslab.registry import load_predictor
+        from facslab.serving import load_predictor
         from facslab.tracking import setup_tracking
 
         setup_tracking(None, "facslab")

@@ -227,7 +227,7 @@ def test_the_summary_counts_complete_trials_the_median_rule_would_have_pruned(ck
     import numpy as np
 
     from facslab.sweep import load_study, run_sweep
-    from facslab.sweep_summary import describe_best
+    from facslab.sweep.summary import describe_best
 
     warmup = 1
     config = make_config(ckplus, store, "would-prune", n_trials=2, pruner="median", pruner_warmup=warmup,
@@ -315,7 +315,7 @@ def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_o
     script = f"""
 import json, numpy as np
 from PIL import Image
-from facslab.registry import load_predictor
+from facslab.serving import load_predictor
 from facslab.tracking import setup_tracking
 setup_tracking(None, "tests")
 predictor = load_predictor("models:/{name}@{alias}")

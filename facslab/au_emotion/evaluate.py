@@ -79,7 +79,7 @@ def search_threshold(au: np.ndarray, emotions: np.ndarray, folds: np.ndarray, cl
 def predicted_aus(uri: str, config: AUEmotionConfig, positions: np.ndarray) -> np.ndarray:
     """The AU model's decisions on the same samples (cropped at the model's own input size)."""
     from datamodules import CKPlusEmotionDataModule
-    from facslab.registry import load_predictor
+    from facslab.serving import load_predictor
 
     predictor = load_predictor(uri)
     dm = CKPlusEmotionDataModule(**{**config.data, "image_size": predictor.alignment.size, "fold": 0})

@@ -1,0 +1,96 @@
+"""The ``facslab`` command: one entry point, one subcommand per job, one module per group of
+commands (``chain``: the experiment chain; ``data``; ``apps``; ``services``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from jsonargparse import ArgumentParser
+
+from facslab.badinput import BadInputError
+
+GROUPS = ("chain", "data", "apps", "services")
+
+
+def build_parser() -> tuple[ArgumentParser, dict[str, tuple[ArgumentParser, object]]]:
+    """The parser, and every subcommand's (parser, handler)."""
+    import importlib
+
+    parser = ArgumentParser(exit_on_error=False, prog="facslab", description="Facial Action Unit detection, experiment-tracked.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subcommands(dest="command")
+    commands = {}
+    for group in GROUPS:
+        commands.update(importlib.import_module(f"facslab.cli.{group}").add_commands(sub))
+    return parser, commands
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Keep the libraries' chatter (GPU/TPU notices, tips, deprecation notes) out of the output."""
+    import warnings
+
+    os.environ.setdefault("LITLOGGER_DISABLE_TIP", "1")
+    if not verbose:
+        # FFmpeg's own line for each frame that does not decode: `facslab live` counts and names them
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        # MLflow's "Creating initial MLflow database tables..." on a new store, alembic's migrations
+        for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_utilities",
+                     "mlflow.store.db.utils", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+        warnings.filterwarnings("ignore", message=r".*is experimental.*")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        # frozen blocks are in eval mode on purpose (lightning_modules.freezing)
+        warnings.filterwarnings("ignore", message=r"Found .* module\(s\) in eval mode")
+
+def main(argv: list[str] | None = None) -> int:
+    from facslab.config import ConfigError
+    from facslab.ensemble import EnsembleError
+    from facslab.runs import MissingPretrainingError
+    from facslab.services import ServicesError
+    from datamodules.splits import TooFewSubjectsError
+
+    parser, commands = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if a in commands), None)
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except argparse.ArgumentError as error:  # jsonargparse's, often many lines: the command line's own mistake
+            raise ConfigError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())
+                              + f" (facslab{' ' + command if command else ''} --help lists the options)") from error
+        return _run(args, commands)
+    # the user's own input or setting to fix: one line (-v adds the traceback); anything else is a
+    # programming error and keeps its traceback
+    except Exception as error:
+        mistake = _users_mistake(error, (BadInputError, ConfigError, EnsembleError, MissingPretrainingError,
+                                         ServicesError, TooFewSubjectsError))
+        if mistake is None:
+            raise
+        if "-v" in argv or "--verbose" in argv:
+            traceback.print_exc()
+        print(f"facslab{' ' + command if command else ''}: error: {mistake}", file=sys.stderr)
+        return 2
+
+def _users_mistake(error: BaseException, kinds: tuple[type, ...]) -> BaseException | None:
+    """The user's mistake that ``error`` is or was caused by: jsonargparse wraps what a class
+    raises while a config instantiates it (``fold must be in 0..2``) in its own ValueError."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kinds):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _run(args, commands) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries(args.verbose)
+    parser, handler = commands[args.command]
+    return handler(args[args.command], parser)

@@ -1,0 +1,7 @@
+"""``python -m facslab.cli``."""
+
+import sys
+
+from facslab.cli import main
+
+sys.exit(main())

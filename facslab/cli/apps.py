@@ -1,0 +1,253 @@
+"""Commands of the apps: face -> emoji on images, live video, the web page, and the eyes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+
+from facslab.badinput import BadInputError
+
+
+def _images_with_faces(paths, find, failures: list, command: str):
+    """(path, image, faces) for every readable image with a face; the others get a line each on
+    stderr and go to ``failures`` (with whether the file was unusable), and the rest still run."""
+    from facslab.images import load_rgb
+
+    for path in paths:
+        try:
+            image = load_rgb(path)
+        except BadInputError as error:
+            print(f"facslab {command}: error: {error}", file=sys.stderr)
+            failures.append((path, True))
+            continue
+        faces = find(image)
+        if not faces:
+            print(f"facslab {command}: {path}: no face found", file=sys.stderr)
+            failures.append((path, False))
+            continue
+        yield path, image, faces
+
+def _status(failures: list) -> int:
+    """grep's convention: 2 when a file could not be used (bad input), 1 when every file was read but
+    some had no face, 0 otherwise."""
+    if any(unusable for _, unusable in failures):
+        return 2
+    return 1 if failures else 0
+
+def _eyes(args, parser=None) -> int:
+    from facslab.faces.detect import MIN_CONFIDENCE, detect_faces, predict_landmarks
+    from facslab.faces.eyes import eye_aspect_ratios
+
+    failures = []
+    find = lambda image: detect_faces(image, args.detector, min_confidence=MIN_CONFIDENCE)  # noqa: E731
+    for path, image, faces in _images_with_faces(args.images, find, failures, "eyes"):
+        for k, face in enumerate(faces):
+            left, right = eye_aspect_ratios(predict_landmarks(image, face, 68))
+            state = lambda ear: "closed" if ear < args.threshold else "open"  # noqa: E731
+            print(f"{path} face {k}: left eye EAR {left:.3f} ({state(left)}), "
+                  f"right eye EAR {right:.3f} ({state(right)})")
+    return _status(failures)
+
+def _analyzer(args):
+    from facslab.analysis import FaceAnalyzer
+    from facslab.emoji import load_emojis
+
+    if args.threads:
+        from facslab.threads import set_threads
+
+        set_threads(args.threads)
+    main_model = _task_predictor(args.model, None, "--model", args)
+    # the flags named after a task check that their model is one; --also takes models of any task
+    flagged = [_task_predictor(getattr(args, flag), task, f"--{flag}", args) for flag, task in TASK_FLAGS.items()]
+    also = [_task_predictor(uri, None, "--also", args) for uri in args.also or []]
+    # --emotion_model auto adds the registered emotion champion unless an emotion model is given already
+    given = [m for m in (main_model, *flagged, *also) if m is not None]
+    emotion = None if args.emotion_model == "auto" and any(m.task == "emotion" for m in given) else _emotion_predictor(args)
+    analyzer = FaceAnalyzer([main_model, emotion, *flagged, *also], load_emojis(args.emojis), metric=args.metric,
+                            eye_threshold=args.eye_threshold, detector=args.detector)
+    for note in analyzer.provenance_notes():  # said once, before any result
+        print(note, file=sys.stderr)
+    return analyzer
+
+#: optional model flags of the apps that name the task their model must be (``--also`` takes any)
+TASK_FLAGS = {"va_model": "valence_arousal", "intensity_model": "au_intensity", "temporal_model": "au_temporal"}
+
+def _task_predictor(uri: str | None, task: str | None, flag: str, args):
+    """The model of a flag (a model URI or folder), which must be one of ``task`` when that is
+    given; None without a URI."""
+    from facslab.serving import load_predictor
+
+    if uri is None:
+        return None
+    if uri.startswith(("models:/", "runs:/")):
+        from facslab.tracking import setup_tracking
+
+        setup_tracking(args.tracking_uri, args.experiment)
+    model = load_predictor(uri, args.runtime, args.threads)
+    if task is not None and model.task != task:
+        raise BadInputError(uri, f"a model of the {model.task} task; {flag} takes one of the {task} task")
+    return model
+
+def _emotion_predictor(args):
+    """The emotion model of ``--emotion_model``: none; auto (``models:/facslab-emotion@champion``
+    when it is registered, as ``facslab port-fer`` does, in the store the AU model comes from; none
+    beside a local AU model folder); or a model URI / folder."""
+    from facslab.predictor import EmotionPredictor
+    from facslab.serving import load_predictor
+
+    choice = args.emotion_model
+    if choice == "none":
+        return None
+    if choice == "auto" and not args.model.startswith(("models:/", "runs:/")):
+        return None
+    if choice == "auto":
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from facslab.tracking import setup_tracking
+
+        setup_tracking(args.tracking_uri, args.experiment)
+        try:
+            MlflowClient().get_model_version_by_alias("facslab-emotion", "champion")
+        except MlflowException:
+            return None
+        choice = "models:/facslab-emotion@champion"
+    elif choice.startswith(("models:/", "runs:/")):
+        from facslab.tracking import setup_tracking
+
+        setup_tracking(args.tracking_uri, args.experiment)
+    emotion = load_predictor(choice, args.runtime, args.threads)
+    if not isinstance(emotion, EmotionPredictor):
+        raise BadInputError(choice, f"a model of the {emotion.task} task; --emotion_model takes an emotion model")
+    return emotion
+
+def _emoji(args, parser=None) -> int:
+    from facslab.draw import annotate
+
+    analyzer = _analyzer(args)
+    failures, everything = [], []
+    for path, image, results in _images_with_faces(args.images, analyzer.analyze, failures, "emoji"):
+        for k, result in enumerate(results):
+            info = result.as_dict()
+            everything.append({"image": str(path), "face": k, **info})
+            if not args.json:
+                parts = []
+                if result.match is not None:
+                    tie = f" (tied with {' '.join(info['tied_with'])})" if info["tied_with"] else ""
+                    parts.append(f"{info['emoji']} {info['emoji_name']}  {info['metric']} {info['score']:.3f}{tie}")
+                eyes = "".join(side for side, closed in (("L", info["eyes_closed"]["left"]),
+                                                           ("R", info["eyes_closed"]["right"])) if closed)
+                parts += [text for _, text in result.summaries()] + (["eyes closed " + eyes] if eyes else [])
+                if result.au_emotion is not None and result.au_emotion[1] > 0:
+                    parts.append(f"AU rules: {result.au_emotion[0]} ({result.au_emotion[1]:.2f})")
+                print(f"{path} face {k}: {'  '.join(parts)}")
+        if args.annotate:
+            from PIL import Image
+
+            out_dir = Path(args.annotate)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            target = out_dir / f"{Path(path).stem}_emoji.png"
+            Image.fromarray(annotate(image, results)).save(target)
+            if not args.json:
+                print(f"  annotated: {target}")
+    if args.json:
+        print(json.dumps(everything, ensure_ascii=False, indent=1))
+    return _status(failures)
+
+def _live(args, parser=None) -> int:
+    from facslab.live import LiveSettings, open_source, run_live
+
+    settings = LiveSettings(detect_every=args.detect_every, upsample=args.upsample, idle_every=args.idle_every)
+    capture = open_source(args.source)  # before the model loads: a wrong source is said at once
+    stats = run_live(_analyzer(args), capture, out=args.out, csv_path=args.csv, max_frames=args.max_frames,
+                     show=args.show, progress=not args.quiet, settings=settings)
+    print(f"{stats.frames} frames, {stats.faces} faces, {stats.detections} detections: {stats.fps:.1f} fps")
+    if stats.corrupt_frames:
+        shown = ", ".join(map(str, stats.corrupt_frames[:10])) + (", …" if len(stats.corrupt_frames) > 10 else "")
+        print(f"{args.source}: {len(stats.corrupt_frames)} frame(s) did not decode and were skipped (frame {shown}); "
+              "the frames around them are in the outputs", file=sys.stderr)
+    print(stats.breakdown())
+    return 0
+
+def _serve(args, parser=None) -> int:
+    from facslab.web.app import serve
+
+    from facslab.listening import check_port
+
+    check_port(args.host, args.port, f"--host {args.host} --port {args.port}")  # before the model loads
+    analyzer = _analyzer(args)
+    print(f"serving on http://{args.host}:{args.port}/")
+    serve(analyzer, args.host, args.port)
+    return 0
+
+def _add_model_arguments(parser: ArgumentParser) -> None:
+    from facslab.emoji import DEFAULT_TABLE, METRICS
+    from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
+
+    parser.add_argument("--model", default="models:/facslab-au@champion",
+                        help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder, of any task "
+                             "(an AU model adds the emoji)")
+    parser.add_argument("--emotion_model", default="auto",
+                        help="emotion model: auto (models:/facslab-emotion@champion when registered in the store of "
+                             "a models:/ or runs:/ --model), none, a URI or a folder")
+    parser.add_argument("--va_model", type=str | None, default=None,
+                        help="a valence/arousal model (URI or folder), e.g. models:/facslab-valence-arousal@champion")
+    parser.add_argument("--intensity_model", type=str | None, default=None,
+                        help="an AU intensity model (URI or folder): intensities 0-5, AUxx_r columns in the live CSV")
+    parser.add_argument("--temporal_model", type=str | None, default=None,
+                        help="a temporal AU model (URI or folder): a sliding window over each tracked face (AUxx_tp columns)")
+    parser.add_argument("--also", type=list[str] | None, default=None,
+                        help="more models of any task (URIs or folders): '[URI, URI]', or --also+ URI once per "
+                             "model; each adds its own fields and CSV columns")
+    parser.add_argument("--tracking_uri", type=str | None, default=None, help="MLflow store (default: mlruns/)")
+    parser.add_argument("--experiment", default="facslab")
+    parser.add_argument("--emojis", default=str(DEFAULT_TABLE), help="emoji table CSV")
+    parser.add_argument("--metric", choices=list(METRICS), default="kappa")
+    parser.add_argument("--eye_threshold", type=float, default=EYE_CLOSED_THRESHOLD)
+    parser.add_argument("--detector", choices=["hog", "mmod"], default="hog")
+    parser.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                        help="auto: ONNX Runtime on a CPU when the model has its ONNX export, else PyTorch")
+    parser.add_argument("--threads", type=int | None, default=None,
+                        help="threads for torch, OpenCV and ONNX Runtime (default: the libraries' own)")
+
+
+def add_commands(sub) -> dict:
+    """The group's subcommands on ``sub``: name -> (parser, handler)."""
+    from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
+
+    emoji = ArgumentParser(exit_on_error=False, description="Detect every face, predict its AUs and eyes, and match an emoji.")
+    emoji.add_argument("images", nargs="+")
+    _add_model_arguments(emoji)
+    emoji.add_argument("--json", action="store_true", help="machine-readable output")
+    emoji.add_argument("--annotate", type=str | None, default=None, help="folder for annotated images")
+    sub.add_subcommand("emoji", emoji, help=emoji.description)
+
+    live = ArgumentParser(exit_on_error=False, description="Face to emoji in real time on a camera (0) or a video file.")
+    live.add_argument("--source", default="0")
+    _add_model_arguments(live)
+    live.add_argument("--out", type=str | None, default=None, help="annotated video (.mp4)")
+    live.add_argument("--csv", type=str | None, default=None, help="per-frame CSV, OpenFace-style columns")
+    live.add_argument("--detect_every", type=int, default=10, help="frames between detections (track in between)")
+    live.add_argument("--upsample", type=int, default=0,
+                      help="HOG upsampling (0: faces over ~80 px; an upsampled retry runs when none is found)")
+    live.add_argument("--idle_every", type=int, default=5, help="frames between detections while no face is in view")
+    live.add_argument("--max_frames", type=int | None, default=None)
+    live.add_argument("--show", action="store_true", help="show a window (needs a display)")
+    live.add_argument("--quiet", action="store_true")
+    sub.add_subcommand("live", live, help=live.description)
+
+    web = ArgumentParser(exit_on_error=False, description="A local web page: upload an image or stream the webcam, see AUs and the emoji.")
+    _add_model_arguments(web)
+    web.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1: this machine only)")
+    web.add_argument("--port", type=int, default=8000)
+    sub.add_subcommand("serve", web, help=web.description)
+
+    eyes = ArgumentParser(exit_on_error=False, description="Eye aspect ratio and open/closed per face (dlib 68 points).")
+    eyes.add_argument("images", nargs="+")
+    eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
+    eyes.add_argument("--detector", choices=["hog", "mmod"], default="hog")
+    sub.add_subcommand("eyes", eyes, help=eyes.description)
+    return {"emoji": (emoji, _emoji), "live": (live, _live), "serve": (web, _serve), "eyes": (eyes, _eyes)}
