@@ -18,7 +18,8 @@ import numpy as np
 
 from facslab.faces.align import AlignmentSpec
 from facslab.faces.cache import FaceSource, build_cache, crop_source, DetectionSettings
-from facslab.formats.ckplus import FRAME_SHAPE, read_ckplus, write_ckplus
+from facslab.formats.ckplus import FRAME_SHAPE, read_ckplus, read_landmarks
+from facslab.synth.ckplus import write_ckplus
 from facslab.formats.celeba import IMAGE_SHAPE
 from facslab.synth.expressions import sample_posed_expression
 from facslab.synth.face import Conditions, Identity, Pose, render_face
@@ -78,7 +79,7 @@ def main() -> None:
 
     table = read_ckplus(root)
     frames_dir, lm_dir = root / "cohn-kanade-images", root / "Landmarks"
-    sources = [FaceSource(str(p), landmarks_file=str(lm_dir / p.parent.relative_to(frames_dir) / f"{p.stem}_landmarks.txt"))
+    sources = [FaceSource(str(p), landmarks_file=str(lm_dir / p.parent.relative_to(frames_dir) / f"{p.stem}_landmarks.txt"), read_landmarks=read_landmarks)
                for p in sorted(frames_dir.rglob("*.png"))]
     spec = AlignmentSpec(args.size)
     for workers in (1, 2):

@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from datamodules import CKPlusDataModule
-from facslab.formats.ckplus import write_ckplus
+from facslab.synth.ckplus import write_ckplus
 from facslab.training import TrainerConfig, build_model, fit
 
 

@@ -16,7 +16,7 @@ from facslab.au import NUM_AUS, intensities_from_facs_codes, labels_from_facs_co
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 from facslab.faces.cache import FaceSource
-from facslab.formats.ckplus import CKPlusLayout, read_ckplus
+from facslab.formats.ckplus import CKPlusLayout, read_ckplus, read_landmarks
 
 
 class CKPlusDataModule(SubjectFolds, AUFaceDataModule):
@@ -72,12 +72,13 @@ class CKPlusDataModule(SubjectFolds, AUFaceDataModule):
             except ValueError as error:
                 report.skip(seq.facs_file, str(error))
                 continue
-            rows.append(dict(source=FaceSource(seq.peak_image, landmarks_file=seq.peak_landmarks),
+            rows.append(dict(source=FaceSource(seq.peak_image, landmarks_file=seq.peak_landmarks, read_landmarks=read_landmarks),
                              labels=labels, subject=seq.subject, kind="peak", sequence=seq.sequence))
         if self.include_neutral:
             for subject, group in sequences.groupby("subject", sort=True):
                 first = group.sort_values("sequence").iloc[0]
-                rows.append(dict(source=FaceSource(first.neutral_image, landmarks_file=first.neutral_landmarks),
+                rows.append(dict(source=FaceSource(first.neutral_image, landmarks_file=first.neutral_landmarks,
+                                                   read_landmarks=read_landmarks),
                                  labels=np.zeros(NUM_AUS, np.float32), subject=subject, kind="neutral",
                                  sequence=first.sequence))
         return pd.DataFrame(rows)

@@ -11,8 +11,8 @@ from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 from facslab.faces.cache import CachedCrops, FaceSource
 from facslab.formats import affectnet, rafdb
-from facslab.formats.ckplus import CKPlusLayout, read_ckplus
-from facslab.synth.expressions import EMOTIONS as CK_EMOTIONS
+from facslab.formats.ckplus import CKPlusLayout, read_ckplus, read_landmarks
+from facslab.emotions import EMOTIONS as CK_EMOTIONS
 
 
 class AffectNetDataModule(EmotionDataModule):
@@ -120,11 +120,11 @@ class CKPlusEmotionDataModule(EmotionDataModule):
         sequences = read_ckplus(self.root, self.layout, report, facs_required=False)
         self.all_subjects = np.unique(sequences["subject"].to_numpy())
         labelled = sequences[sequences["emotion"].notna()]
-        rows = [dict(source=FaceSource(s.peak_image, landmarks_file=s.peak_landmarks), subject=s.subject,
+        rows = [dict(source=FaceSource(s.peak_image, landmarks_file=s.peak_landmarks, read_landmarks=read_landmarks), subject=s.subject,
                      sequence=s.sequence, name=CK_EMOTIONS[int(s.emotion)], role="train", kind="peak", facs=s.facs)
                 for s in labelled.itertuples()]
         if self.include_neutral:
-            rows += [dict(source=FaceSource(s.neutral_image, landmarks_file=s.neutral_landmarks), subject=s.subject,
+            rows += [dict(source=FaceSource(s.neutral_image, landmarks_file=s.neutral_landmarks, read_landmarks=read_landmarks), subject=s.subject,
                           sequence=s.sequence, name="neutral", role="train", kind="neutral", facs={})
                      for s in labelled.itertuples()]
         return pd.DataFrame(rows)

@@ -14,12 +14,11 @@ from torch.utils.data import Dataset
 
 from datamodules.au_video import BP4DDataModule
 from datamodules.ckplus import CKPlusDataModule
-from datamodules.transforms import eval_transform
 from facslab.au import NUM_AUS, labels_from_facs_codes
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 from facslab.faces.cache import FaceSource
-from facslab.formats.ckplus import read_ckplus
+from facslab.formats.ckplus import read_ckplus, read_landmarks
 
 
 class StackDataset(Dataset):
@@ -125,7 +124,7 @@ class CKPlusSequenceDataModule(SequenceMixin, CKPlusDataModule):
                 labels = peak if last else (np.zeros(NUM_AUS, np.float32) if k == 0 and self.include_neutral
                                             else np.full(NUM_AUS, np.nan, np.float32))
                 rows.append(dict(source=FaceSource(str(frame), landmarks_file=str(landmarks) if landmarks and
-                                                   landmarks.exists() else None),
+                                                   landmarks.exists() else None, read_landmarks=read_landmarks),
                                  labels=labels, subject=seq.subject, sequence=seq.sequence, frame=k,
                                  video=f"{seq.subject}_{seq.sequence}", target=last or (k == 0 and self.include_neutral),
                                  kind="peak" if last else "frame"))

@@ -25,8 +25,8 @@ from datamodules import CKPlusDataModule
 from datamodules.features import cached_features
 from facslab.au import AU_LABELS
 from facslab.evaluation import average_precisions
-from facslab.runs import resolve_init
-from facslab.tracking import setup_tracking
+from facslab.run_records import resolve_init
+from facslab.mlflow_store import setup_tracking
 from facslab.training import build_model
 
 

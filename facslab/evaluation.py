@@ -7,6 +7,7 @@ import pandas as pd
 from sklearn.metrics import log_loss, precision_recall_curve, precision_recall_fscore_support
 
 from facslab.au import AU_LABELS
+from facslab.metrics import average_precision, concordance, icc_3_1
 
 THRESHOLD_POLICIES = ("fixed", "f1")
 
@@ -130,17 +131,6 @@ def bootstrap_intervals(probs: np.ndarray, labels: np.ndarray, decisions: np.nda
             "f1_lo": lo[n_aus + 1:], "f1_hi": hi[n_aus + 1:]}
 
 
-def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """scikit-learn's ``average_precision_score`` (step-wise, ties grouped), in a few numpy calls:
-    bootstraps call it tens of thousands of times."""
-    order = np.argsort(-scores, kind="mergesort")
-    scores, labels = scores[order], labels[order] > 0
-    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # the last row of each distinct score
-    tps = np.cumsum(labels)[last]
-    if tps[-1] == 0:
-        return float("nan")
-    precision, recall = tps / (last + 1), tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def average_precisions(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -221,11 +211,6 @@ def confusion(probs: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarr
     return confusion_matrix(np.asarray(labels).astype(int), probs.argmax(1), labels=list(range(n_classes)))
 
 
-def _ccc(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Lin's concordance correlation per column (rows: draws or samples on axis -2)."""
-    pm, tm = pred.mean(-2, keepdims=True), true.mean(-2, keepdims=True)
-    covariance = ((pred - pm) * (true - tm)).mean(-2)
-    return 2 * covariance / (pred.var(-2) + true.var(-2) + (pm - tm).squeeze(-2) ** 2 + 1e-12)
 
 
 def affect_metrics(pred: np.ndarray, true: np.ndarray, names=("valence", "arousal"), n_boot: int = 1000,
@@ -236,14 +221,14 @@ def affect_metrics(pred: np.ndarray, true: np.ndarray, names=("valence", "arousa
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     rmse = np.sqrt(((pred - true) ** 2).mean(0))
     pcc = np.array([np.corrcoef(pred[:, k], true[:, k])[0, 1] if len(pred) > 1 else np.nan for k in range(pred.shape[1])])
-    ccc = _ccc(pred, true)
+    ccc = concordance(pred, true)
     sagr = (np.sign(pred) == np.sign(true)).mean(0)
     table = pd.DataFrame({"dimension": list(names), "rmse": rmse, "pcc": pcc, "ccc": ccc, "sagr": sagr})
     table = pd.concat([table, pd.DataFrame([{"dimension": "mean", "rmse": rmse.mean(), "pcc": pcc.mean(),
                                              "ccc": ccc.mean(), "sagr": sagr.mean()}])], ignore_index=True)
     if len(pred) > 1 and n_boot > 0:
         def statistic(rows):
-            ccc = _ccc(pred[rows], true[rows])
+            ccc = concordance(pred[rows], true[rows])
             return np.r_[ccc, ccc.mean()]
 
         table["ccc_lo"], table["ccc_hi"] = grouped_bootstrap(statistic, len(pred), groups, n_boot, seed, level,
@@ -266,7 +251,7 @@ def au_affect_interval(probs: np.ndarray, aus: np.ndarray, pred: np.ndarray, tru
 
     def statistic(rows):
         a, v = halves(rows)
-        return np.r_[(average_precisions(probs[a], aus[a])[scored].mean() + _ccc(pred[v], true[v]).mean()) / 2]
+        return np.r_[(average_precisions(probs[a], aus[a])[scored].mean() + concordance(pred[v], true[v]).mean()) / 2]
 
     def valid(rows):
         a, v = halves(rows)
@@ -276,20 +261,6 @@ def au_affect_interval(probs: np.ndarray, aus: np.ndarray, pred: np.ndarray, tru
     return float(lo[0]), float(hi[0])
 
 
-def icc_3_1(pred: np.ndarray, true: np.ndarray) -> float:
-    """ICC(3,1) between a prediction and an annotation (two raters) over rows where both are
-    known; NaN with under 2 rows or no variance."""
-    known = ~np.isnan(true) & ~np.isnan(pred)
-    pair = np.stack([pred[known], true[known]], 1).astype(np.float64)
-    n = len(pair)
-    if n < 2:
-        return float("nan")
-    grand = pair.mean()
-    ss_rows = 2 * ((pair.mean(1) - grand) ** 2).sum()
-    ss_cols = n * ((pair.mean(0) - grand) ** 2).sum()
-    ss_error = ((pair - grand) ** 2).sum() - ss_rows - ss_cols
-    ms_rows, ms_error = ss_rows / (n - 1), ss_error / (n - 1)
-    return float((ms_rows - ms_error) / (ms_rows + ms_error)) if ms_rows + ms_error > 0 else float("nan")
 
 
 def intensity_metrics(pred: np.ndarray, true: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 500,

@@ -22,7 +22,7 @@ from facslab.faces.align import AlignmentSpec
 from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_detector import AUDetector
 from lightning_modules.au_intensity import AUIntensityRegressor
-from lightning_modules.base import BackboneTask
+from lightning_modules.base import BackboneModule
 from lightning_modules.emotion_classifier import EmotionClassifier
 from lightning_modules.temporal import TemporalAUDetector
 from lightning_modules.valence_arousal import DIMENSIONS, ValenceArousalRegressor
@@ -36,7 +36,7 @@ class ExportError(RuntimeError):
     """The ONNX export does not reproduce the PyTorch model."""
 
 
-def export_onnx(model: BackboneTask, path: str | Path, image_size: int, samples: torch.Tensor | None = None,
+def export_onnx(model: BackboneModule, path: str | Path, image_size: int, samples: torch.Tensor | None = None,
                 channels: int = 3, input_shape: tuple[int, ...] | None = None) -> float:
     """Write the network (normalised NCHW float input -> logits, any batch size) to ``path``
     and return the largest absolute logit difference from PyTorch on ``samples``; above
@@ -87,11 +87,16 @@ class TaskPredictor:
 
     task = "task"
     outputs_name = "outputs"
-    module_class: type[BackboneTask] = BackboneTask
+    module_class: type[BackboneModule] = BackboneModule
     #: frames one input spans: a face's last ``window`` crops (None: one crop)
     window: int | None = None
     #: whether ``decide`` gives the 18 AUs' presence (what the emoji matcher and the AU rules read)
     decides_aus = False
+    #: the apps' option that adds a model of this task (``--va_model URI``; None: ``--also`` only),
+    #: its help, and its default (auto: the task's registered champion, when the store holds one)
+    app_option: str | None = None
+    app_option_help = ""
+    app_option_default: str | None = None
 
     def __init_subclass__(cls, **kwargs):
         """Every predictor class is found by the task name a saved model's config gives: defining
@@ -99,7 +104,7 @@ class TaskPredictor:
         super().__init_subclass__(**kwargs)
         PREDICTORS[cls.task] = cls
 
-    def __init__(self, model: BackboneTask, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
+    def __init__(self, model: BackboneModule, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
                  device: str = "auto", onnx_session=None):
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -299,6 +304,9 @@ class EmotionPredictor(TaskPredictor):
     task = "emotion"
     outputs_name = "emotions"
     module_class = EmotionClassifier
+    app_option, app_option_default = "emotion_model", "auto"
+    app_option_help = ("emotion model: auto (models:/facslab-emotion@champion when registered in the store of a "
+                       "models:/ or runs:/ --model), none, a URI or a folder")
 
     def __init__(self, model: EmotionClassifier, *args, **kwargs):
         super().__init__(model, *args, **kwargs)
@@ -339,6 +347,8 @@ class ValenceArousalPredictor(TaskPredictor):
     task = "valence_arousal"
     outputs_name = "valence and arousal"
     module_class = ValenceArousalRegressor
+    app_option = "va_model"
+    app_option_help = "a valence/arousal model (URI or folder), e.g. models:/facslab-valence-arousal@champion"
 
     def outputs_config(self) -> dict:
         return {"dimensions": list(DIMENSIONS)}
@@ -362,6 +372,8 @@ class AUIntensityPredictor(TaskPredictor):
     task = "au_intensity"
     outputs_name = "AU intensities"
     module_class = AUIntensityRegressor
+    app_option = "intensity_model"
+    app_option_help = "an AU intensity model (URI or folder): intensities 0-5, AUxx_r columns in the live CSV"
 
     def outputs_config(self) -> dict:
         return {"au_labels": list(AU_LABELS)}
@@ -386,6 +398,8 @@ class TemporalAUPredictor(AUPredictor):
     task = "au_temporal"
     outputs_name = "AUs over the last frames"
     module_class = TemporalAUDetector
+    app_option = "temporal_model"
+    app_option_help = "a temporal AU model (URI or folder): a sliding window over each tracked face (AUxx_tp columns)"
 
     def fields(self, row):
         return {"temporal_aus": self.decided(row),

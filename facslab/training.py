@@ -1,4 +1,4 @@
-"""Fitting one AU detector on one datamodule: the piece pretraining, sweeps and the registry share."""
+"""Fitting one task model on one datamodule: the piece pretraining, sweeps and the registry share."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from datamodules.base import AUFaceDataModule, FaceDataModule
 from lightning_modules.au_detector import AUDetector
-from lightning_modules.base import BackboneTask
+from lightning_modules.base import BackboneModule
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class _RunLogger(MLFlowLogger):
 
 @dataclass
 class FitResult:
-    model: BackboneTask
+    model: BackboneModule
     best_epoch: int
     best_val_loss: float
     epochs_run: int
@@ -145,8 +145,8 @@ def build_model(model_args: dict, dm: AUFaceDataModule, pos_weight: bool = True,
     return model
 
 
-def load_weights(model: AUDetector, uri: str) -> None:
-    """Initialise from saved AUDetector weights: a file, or an MLflow artifact / model URI
+def load_weights(model: BackboneModule, uri: str) -> None:
+    """Initialise a task model from saved weights: a file, or an MLflow artifact / model URI
     (``runs:/<run id>/weights/model.pt``, ``models:/<name>@<alias>``)."""
     path = Path(uri)
     if not path.exists():
@@ -175,7 +175,7 @@ def load_weights(model: AUDetector, uri: str) -> None:
     log.info("initialised from %s", uri)
 
 
-def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: str | None = None,
+def fit(model: BackboneModule, dm: FaceDataModule, config: TrainerConfig, run_id: str | None = None,
         tracking_uri: str | None = None, prefix: str = "", epochs: int | None = None,
         callbacks: list[Callback] = (), checkpoint_dir: Path | None = None) -> FitResult:
     """Train; with a validation split, early-stop on its loss and keep the best epoch's weights.
@@ -250,7 +250,7 @@ def fit(model: BackboneTask, dm: FaceDataModule, config: TrainerConfig, run_id: 
 
 
 @torch.inference_mode()
-def predict(model: BackboneTask, loader) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: BackboneModule, loader) -> tuple[np.ndarray, np.ndarray]:
     """(outputs, labels) over a loader, in eval mode, on the model's device: the task's
     ``outputs_from_logits`` (AU or class probabilities)."""
     model.eval()

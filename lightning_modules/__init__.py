@@ -1,1 +1,2 @@
-"""LightningModules (model, loss, metrics). The AU detector lands with the sweeps issue (#3)."""
+"""LightningModules, one per task (model, loss, validation metrics) on ``base.BackboneModule``:
+the backbone, frozen blocks and the shared training steps; ``backbones`` builds every family."""

@@ -13,8 +13,8 @@ from torch import nn
 
 from facslab.au import NUM_AUS
 from facslab.errors import ConfigError
+from facslab.metrics import concordance
 from lightning_modules.au_detector import AUDetector, AUHead, au_pr_auc
-from lightning_modules.valence_arousal import concordance
 
 AFFECT = 2
 

@@ -9,7 +9,7 @@ from torch import nn
 from torchmetrics.functional.classification import binary_average_precision
 
 from facslab.au import AU_LABELS, NUM_AUS
-from lightning_modules.base import BackboneTask
+from lightning_modules.base import BackboneModule
 
 
 class AUHead(nn.Module):
@@ -32,7 +32,7 @@ def au_pr_auc(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.stack(ap).mean() if ap else torch.tensor(0.0)
 
 
-class AUDetector(BackboneTask):
+class AUDetector(BackboneModule):
     """Multi-label AU detection; a sweep maximises the mean validation PR-AUC.
 
     Args:

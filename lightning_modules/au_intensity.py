@@ -11,32 +11,14 @@ from torch import nn
 
 from facslab.au import NUM_AUS
 from facslab.errors import ConfigError
+from facslab.metrics import icc_3_1
 from lightning_modules.backbones import SPATIAL_OUTPUT
-from lightning_modules.base import BackboneTask
+from lightning_modules.base import BackboneModule
 
 LOSSES = ("mse", "l1", "smooth_l1")
 MAX_INTENSITY = 5.0
 
 
-def icc_3_1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """ICC(3,1) (two-way mixed, consistency, single rater) between prediction and annotation, per
-    column, over the rows where the annotation is known; NaN for a column with under 2 rows or no
-    variance."""
-    out = torch.full((pred.shape[1],), float("nan"), dtype=pred.dtype, device=pred.device)
-    for k in range(pred.shape[1]):
-        known = ~torch.isnan(target[:, k])
-        if known.sum() < 2:
-            continue
-        pair = torch.stack([pred[known, k], target[known, k]], 1)  # n targets x 2 raters
-        n = pair.shape[0]
-        grand = pair.mean()
-        ss_rows = 2 * ((pair.mean(1) - grand) ** 2).sum()
-        ss_cols = n * ((pair.mean(0) - grand) ** 2).sum()
-        ss_error = ((pair - grand) ** 2).sum() - ss_rows - ss_cols
-        ms_rows, ms_error = ss_rows / (n - 1), ss_error / (n - 1)
-        if ms_rows + ms_error > 0:
-            out[k] = (ms_rows - ms_error) / (ms_rows + ms_error)
-    return out
 
 
 def masked_regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -49,7 +31,7 @@ def masked_regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor) 
     return functions[name](pred[known], target[known])
 
 
-class AUIntensityRegressor(BackboneTask):
+class AUIntensityRegressor(BackboneModule):
     """Intensity 0-5 of each of the 18 AUs (a sigmoid head scaled to 0-5).
 
     Args:
@@ -96,7 +78,9 @@ class AUIntensityRegressor(BackboneTask):
         return masked_regression_loss(self.hparams.loss, self.outputs_from_logits(logits), target)
 
     def validation_metrics(self, pred, target):
-        icc = icc_3_1(pred, target)
+        # the test table's definition, on the epoch's outputs (facslab.metrics)
+        p, t = pred.detach().float().cpu().numpy(), target.detach().float().cpu().numpy()
+        icc = torch.tensor([icc_3_1(p[:, k], t[:, k]) for k in range(t.shape[1])], dtype=pred.dtype, device=pred.device)
         known = ~torch.isnan(target)
         return {"val_icc": torch.nan_to_num(icc[~torch.isnan(icc)].mean(), nan=0.0),
                 "val_mae": (pred[known] - target[known]).abs().mean() if known.any() else torch.tensor(0.0)}

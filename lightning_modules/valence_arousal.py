@@ -14,19 +14,14 @@ import torch
 from torch import nn
 
 from facslab.errors import ConfigError
+from facslab.metrics import concordance
 from lightning_modules.backbones import SPATIAL_OUTPUT
-from lightning_modules.base import BackboneTask
+from lightning_modules.base import BackboneModule
 
 LOSSES = ("ccc", "mse", "ccc+mse")
 DIMENSIONS = ("valence", "arousal")
 
 
-def concordance(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Lin's concordance correlation per column."""
-    pred_mean, target_mean = pred.mean(0), target.mean(0)
-    covariance = ((pred - pred_mean) * (target - target_mean)).mean(0)
-    return 2 * covariance / (pred.var(0, unbiased=False) + target.var(0, unbiased=False)
-                             + (pred_mean - target_mean) ** 2 + 1e-8)
 
 
 def regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -39,7 +34,7 @@ def regression_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torc
     raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {name!r}")
 
 
-class ValenceArousalRegressor(BackboneTask):
+class ValenceArousalRegressor(BackboneModule):
     """Valence and arousal of a face crop (a tanh head keeps both in [-1, 1]).
 
     Args:

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import skimage.data
 
-from facslab.formats.celeba import write_celeba
-from facslab.formats.ckplus import write_ckplus
-from facslab.formats.openface import write_openface
+from facslab.synth.celeba import write_celeba
+from facslab.synth.ckplus import write_ckplus
+from facslab.synth.openface import write_openface
 
 CK_SUBJECTS = 12
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m facslab.cli ARGS`` as a user runs it: a real process, with this environment and ``env``."""
+    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from facslab import plots
 from facslab.au import AU_LABELS, labels_from_facs_codes
 from facslab.au_emotion import RULES_FILE, RuleTable, logistic_regression
 from facslab.evaluation import confusion, grouped_bootstrap
-from facslab.tracking import log_figure, log_table, setup_tracking
+from facslab.mlflow_store import log_figure, log_table, setup_tracking
 
 log = logging.getLogger(__name__)
 

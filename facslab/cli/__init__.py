@@ -50,7 +50,7 @@ def quiet_libraries(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     from facslab.config import ConfigError
     from facslab.ensemble import EnsembleError
-    from facslab.runs import MissingPretrainingError
+    from facslab.run_records import MissingPretrainingError
     from facslab.services import ServicesError
     from datamodules.splits import TooFewSubjectsError
 

@@ -30,12 +30,14 @@ def _images_with_faces(paths, find, failures: list, command: str):
             continue
         yield path, image, faces
 
+
 def _status(failures: list) -> int:
     """grep's convention: 2 when a file could not be used (bad input), 1 when every file was read but
     some had no face, 0 otherwise."""
     if any(unusable for _, unusable in failures):
         return 2
     return 1 if failures else 0
+
 
 def _eyes(args, parser=None) -> int:
     from facslab.faces.detect import MIN_CONFIDENCE, detect_faces, predict_landmarks
@@ -51,6 +53,7 @@ def _eyes(args, parser=None) -> int:
                   f"right eye EAR {right:.3f} ({state(right)})")
     return _status(failures)
 
+
 def _analyzer(args):
     from facslab.analysis import FaceAnalyzer
     from facslab.emoji import load_emojis
@@ -60,30 +63,39 @@ def _analyzer(args):
 
         set_threads(args.threads)
     main_model = _task_predictor(args.model, None, "--model", args)
-    # the flags named after a task check that their model is one; --also takes models of any task
-    flagged = [_task_predictor(getattr(args, flag), task, f"--{flag}", args) for flag, task in TASK_FLAGS.items()]
     also = [_task_predictor(uri, None, "--also", args) for uri in args.also or []]
-    # --emotion_model auto adds the registered emotion champion unless an emotion model is given already
-    given = [m for m in (main_model, *flagged, *also) if m is not None]
-    emotion = None if args.emotion_model == "auto" and any(m.task == "emotion" for m in given) else _emotion_predictor(args)
-    analyzer = FaceAnalyzer([main_model, emotion, *flagged, *also], load_emojis(args.emojis), metric=args.metric,
+    # each task's own option (--emotion_model, --va_model, ...) checks that its model is one of the
+    # task; auto (the task's registered champion) gives way to a model of the task given already
+    given = [m for m in (main_model, *also) if m is not None]
+    optional = []
+    for cls in _optional_tasks():
+        uri = getattr(args, cls.app_option)
+        if uri == "auto":
+            uri = None if any(m.task == cls.task for m in given) else _registered_champion(cls.task, args)
+        optional.append(_task_predictor(uri, cls.task, f"--{cls.app_option}", args))
+    analyzer = FaceAnalyzer([main_model, *optional, *also], load_emojis(args.emojis), metric=args.metric,
                             eye_threshold=args.eye_threshold, detector=args.detector)
     for note in analyzer.provenance_notes():  # said once, before any result
         print(note, file=sys.stderr)
     return analyzer
 
-#: optional model flags of the apps that name the task their model must be (``--also`` takes any)
-TASK_FLAGS = {"va_model": "valence_arousal", "intensity_model": "au_intensity", "temporal_model": "au_temporal"}
+
+def _optional_tasks() -> list:
+    """The predictor classes that declare an option of the apps (``app_option``), in task order."""
+    from facslab.predictor import PREDICTORS
+
+    return [cls for cls in PREDICTORS.values() if cls.app_option]
+
 
 def _task_predictor(uri: str | None, task: str | None, flag: str, args):
-    """The model of a flag (a model URI or folder), which must be one of ``task`` when that is
-    given; None without a URI."""
+    """The model of an option (a model URI or folder), which must be one of ``task`` when that is
+    given; None without a URI, or with none."""
     from facslab.serving import load_predictor
 
-    if uri is None:
+    if uri is None or uri == "none":
         return None
     if uri.startswith(("models:/", "runs:/")):
-        from facslab.tracking import setup_tracking
+        from facslab.mlflow_store import setup_tracking
 
         setup_tracking(args.tracking_uri, args.experiment)
     model = load_predictor(uri, args.runtime, args.threads)
@@ -91,38 +103,27 @@ def _task_predictor(uri: str | None, task: str | None, flag: str, args):
         raise BadInputError(uri, f"a model of the {model.task} task; {flag} takes one of the {task} task")
     return model
 
-def _emotion_predictor(args):
-    """The emotion model of ``--emotion_model``: none; auto (``models:/facslab-emotion@champion``
-    when it is registered, as ``facslab port-fer`` does, in the store the AU model comes from; none
-    beside a local AU model folder); or a model URI / folder."""
-    from facslab.predictor import EmotionPredictor
-    from facslab.serving import load_predictor
 
-    choice = args.emotion_model
-    if choice == "none":
+def _registered_champion(task: str, args) -> str | None:
+    """``models:/<the task's registered name>@champion`` when the store the ``--model`` URI comes
+    from holds it (as ``facslab port-fer`` registers the emotion model); None beside a local model
+    folder, or when the store has no such champion."""
+    if not args.model.startswith(("models:/", "runs:/")):
         return None
-    if choice == "auto" and not args.model.startswith(("models:/", "runs:/")):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from facslab.tasks import get_task
+    from facslab.mlflow_store import setup_tracking
+
+    setup_tracking(args.tracking_uri, args.experiment)
+    name = get_task(task).registered_name
+    try:
+        MlflowClient().get_model_version_by_alias(name, "champion")
+    except MlflowException:
         return None
-    if choice == "auto":
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
+    return f"models:/{name}@champion"
 
-        from facslab.tracking import setup_tracking
-
-        setup_tracking(args.tracking_uri, args.experiment)
-        try:
-            MlflowClient().get_model_version_by_alias("facslab-emotion", "champion")
-        except MlflowException:
-            return None
-        choice = "models:/facslab-emotion@champion"
-    elif choice.startswith(("models:/", "runs:/")):
-        from facslab.tracking import setup_tracking
-
-        setup_tracking(args.tracking_uri, args.experiment)
-    emotion = load_predictor(choice, args.runtime, args.threads)
-    if not isinstance(emotion, EmotionPredictor):
-        raise BadInputError(choice, f"a model of the {emotion.task} task; --emotion_model takes an emotion model")
-    return emotion
 
 def _emoji(args, parser=None) -> int:
     from facslab.draw import annotate
@@ -157,6 +158,7 @@ def _emoji(args, parser=None) -> int:
         print(json.dumps(everything, ensure_ascii=False, indent=1))
     return _status(failures)
 
+
 def _live(args, parser=None) -> int:
     from facslab.live import LiveSettings, open_source, run_live
 
@@ -172,6 +174,7 @@ def _live(args, parser=None) -> int:
     print(stats.breakdown())
     return 0
 
+
 def _serve(args, parser=None) -> int:
     from facslab.web.app import serve
 
@@ -183,6 +186,7 @@ def _serve(args, parser=None) -> int:
     serve(analyzer, args.host, args.port)
     return 0
 
+
 def _add_model_arguments(parser: ArgumentParser) -> None:
     from facslab.emoji import DEFAULT_TABLE, METRICS
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
@@ -190,15 +194,9 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--model", default="models:/facslab-au@champion",
                         help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder, of any task "
                              "(an AU model adds the emoji)")
-    parser.add_argument("--emotion_model", default="auto",
-                        help="emotion model: auto (models:/facslab-emotion@champion when registered in the store of "
-                             "a models:/ or runs:/ --model), none, a URI or a folder")
-    parser.add_argument("--va_model", type=str | None, default=None,
-                        help="a valence/arousal model (URI or folder), e.g. models:/facslab-valence-arousal@champion")
-    parser.add_argument("--intensity_model", type=str | None, default=None,
-                        help="an AU intensity model (URI or folder): intensities 0-5, AUxx_r columns in the live CSV")
-    parser.add_argument("--temporal_model", type=str | None, default=None,
-                        help="a temporal AU model (URI or folder): a sliding window over each tracked face (AUxx_tp columns)")
+    for cls in _optional_tasks():  # each task that declares one: --emotion_model, --va_model, ...
+        parser.add_argument(f"--{cls.app_option}", type=str | None, default=cls.app_option_default,
+                            help=cls.app_option_help)
     parser.add_argument("--also", type=list[str] | None, default=None,
                         help="more models of any task (URIs or folders): '[URI, URI]', or --also+ URI once per "
                              "model; each adds its own fields and CSV columns")

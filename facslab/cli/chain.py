@@ -12,8 +12,8 @@ from jsonargparse import ArgumentParser
 
 
 def _demo(args, parser=None) -> int:
-    from facslab.demo import DemoSize
-    from facslab.pipeline import run_demo
+    from facslab.demo_data import DemoSize
+    from facslab.demo_chain import run_demo
 
     size = DemoSize(args.ckplus_subjects, args.sequences, args.celeba_images)
     if args.prepare_only:
@@ -24,7 +24,7 @@ def _demo(args, parser=None) -> int:
     return 0
 
 def _emotion_demo(args, parser=None) -> int:
-    from facslab.pipeline import run_emotion_demo
+    from facslab.demo_chain import run_emotion_demo
 
     run_emotion_demo(args.out, args.seed, args.fer_images, args.affectnet_images)
     return 0
@@ -32,7 +32,7 @@ def _emotion_demo(args, parser=None) -> int:
 def _prepare_demo(args, size) -> int:
     """Generate the demo datasets and build their caches, without training."""
     from datamodules import CelebANoisyDataModule, CKPlusDataModule
-    from facslab.demo import CELEBA_DIR, CKPLUS_DIR, OPENFACE_CSV, describe, generate_demo
+    from facslab.demo_data import CELEBA_DIR, CKPLUS_DIR, OPENFACE_CSV, describe, generate_demo
 
     out = Path(args.out)
     for made in generate_demo(out, size, args.seed):
@@ -89,7 +89,7 @@ def _sweep(args, parser) -> int:
 def _port_fer(args, parser=None) -> int:
     from facslab.images import load_rgb
     from facslab.ports.fer_registration import register_fer_port
-    from facslab.tracking import setup_tracking
+    from facslab.mlflow_store import setup_tracking
 
     setup_tracking(args.tracking_uri, args.experiment)
     photos = {Path(path).name: load_rgb(path) for path in args.photos}
@@ -104,7 +104,7 @@ def _register(args, parser) -> int:
     from facslab.registry import register_best
     from facslab.config import ConfigError
     from facslab.sweep import finished_study
-    from facslab.tracking import setup_tracking
+    from facslab.mlflow_store import setup_tracking
 
     config = parser.instantiate(args).config
     if config.register is None:
@@ -132,7 +132,7 @@ def _report(args, parser) -> int:
 
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
-    from facslab.demo import DemoSize
+    from facslab.demo_data import DemoSize
 
     demo = ArgumentParser(exit_on_error=False, description="The whole chain on generated data: generate, pretrain, sweep, register, report.")
     demo.add_argument("--out", default="data/demo", help="where the demo datasets go")

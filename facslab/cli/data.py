@@ -11,7 +11,7 @@ from facslab.badinput import BadInputError
 
 
 def _generate(args, parser=None) -> int:
-    from facslab.demo import OPENFACE_CSV, generate_celeba, generate_ckplus
+    from facslab.demo_data import OPENFACE_CSV, generate_celeba, generate_ckplus
 
     if Path(args.root).exists() and not Path(args.root).is_dir():
         raise BadInputError(args.root, "a file, not a folder: give the folder the dataset is written to")

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,13 +39,24 @@ CACHE_VERSION = 1
 class FaceSource:
     """One face to crop: an image and where its landmarks come from.
 
-    ``landmarks``: points given by the dataset (CelebA's eyes, as 2x2); ``landmarks_file``: a CK+
-    68-point file; neither: detect with dlib and use its 5-point predictor.
+    ``landmarks``: points given by the dataset (CelebA's eyes, as 2x2); ``landmarks_file``: a
+    file of points, read by ``read_landmarks`` (the dataset's reader, which the datamodule gives:
+    CK+'s 68-point text files); neither: detect with dlib and use its 5-point predictor.
     """
 
     image: str
     landmarks: tuple[float, ...] | None = None
     landmarks_file: str | None = None
+    read_landmarks: Callable[[str], np.ndarray] | None = None  # a module-level function (pickled by name)
+
+    def __post_init__(self):
+        if self.landmarks_file is not None and self.read_landmarks is None:
+            raise ValueError(f"{self.landmarks_file}: a landmarks file needs its dataset's reader (read_landmarks)")
+
+    def reader_name(self) -> str | None:
+        """The reader's import path: part of the cache key (another reader, other crops)."""
+        fn = self.read_landmarks
+        return None if fn is None else f"{fn.__module__}.{fn.__qualname__}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,7 @@ def cache_key(sources: list[FaceSource], spec: AlignmentSpec, detection: Detecti
     digest.update(json.dumps([CACHE_VERSION, asdict(spec), asdict(detection)]).encode())
     for s in sources:
         digest.update(repr((s.image, _stat(s.image), s.landmarks, s.landmarks_file,
-                            _stat(s.landmarks_file))).encode())
+                            _stat(s.landmarks_file), s.reader_name())).encode())
     return digest.hexdigest()[:24]
 
 
@@ -82,9 +94,7 @@ def crop_source(source: FaceSource, spec: AlignmentSpec, detection: DetectionSet
     if source.landmarks is not None:
         landmarks = np.asarray(source.landmarks, dtype=np.float64).reshape(-1, 2)
     elif source.landmarks_file is not None:
-        from facslab.formats.ckplus import read_landmarks  # CK+'s 68-point text format
-
-        landmarks = read_landmarks(source.landmarks_file)
+        landmarks = source.read_landmarks(source.landmarks_file)
     else:
         from facslab.faces.detect import detect_faces, predict_landmarks
 

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from facslab.serving import log_predictor
-from facslab.tracking import log_table
+from facslab.mlflow_store import log_table
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 
 from facslab.sweep.settings import RUN_ONLY_KEYS
-from facslab.tracking import artifact_dir
+from facslab.mlflow_store import artifact_dir
 
 log = logging.getLogger(__name__)
 

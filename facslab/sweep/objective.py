@@ -16,11 +16,11 @@ import numpy as np
 import optuna
 
 from facslab.config import SweepConfig
-from facslab.runs import log_curves, log_run_basics
+from facslab.run_records import log_curves, log_run_basics
 from facslab.sweep.folds import finished_folds, fold_key, save_fold
 from facslab.sweep.recovery import trial_lock
 from facslab.sweep.settings import duplicate_of, suggest
-from facslab.tracking import log_figure, log_json, log_table
+from facslab.mlflow_store import log_figure, log_json, log_table
 from facslab.training import fit, predict
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from facslab.config import ConfigError, SweepConfig
-from facslab.runs import flat_params
+from facslab.run_records import flat_params
 
 
 def check_data(config: SweepConfig) -> None:

@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from facslab.config import ConfigError, SweepConfig
-from facslab.tracking import log_table
+from facslab.mlflow_store import log_table
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from facslab.sweep.recovery import (FINISHED, LOCAL_RETRIES, close_orphan_runs, 
 from facslab.sweep.settings import check_data, check_study_settings, resolve_study_init
 from facslab.sweep.storage import load_study, on_shared_database, storage_for, storage_url
 from facslab.sweep.summary import log_study
-from facslab.tracking import setup_tracking
+from facslab.mlflow_store import setup_tracking
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ import numpy as np
 from tqdm import tqdm
 
 from facslab.au import AUS, NUM_AUS
-from facslab.formats import bp4d, mark_generated
+from facslab.formats import bp4d
+from facslab.synth import mark_generated
 from facslab.synth.expressions import sample_posed_expression
 from facslab.synth.face import Conditions, Expression, Identity, Pose, render_face
 

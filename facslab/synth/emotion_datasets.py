@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facslab.formats import mark_generated
+from facslab.synth import mark_generated
 from facslab.formats import fer2013 as fer
 from facslab.synth.expressions import EmotionSample, sample_emotion_expression
 from facslab.synth.face import Conditions, Identity, Pose, render_face

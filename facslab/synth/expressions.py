@@ -9,8 +9,6 @@ import numpy as np
 from facslab.au import AU_INDEX, NUM_AUS
 from facslab.synth.face import Expression
 
-#: CK+ emotion codes.
-EMOTIONS = ("neutral", "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
 
 #: Prototypical AUs per emotion (EMFACS-style), as posed in CK+.
 PROTOTYPES: dict[str, tuple[str, ...]] = {
@@ -85,7 +83,7 @@ AFFECT_REGIONS: dict[str, tuple[float, float, float]] = {
 @dataclass(frozen=True)
 class EmotionSample:
     expression: Expression
-    emotion: str  # a CK+ emotion name (``EMOTIONS``)
+    emotion: str  # a CK+ emotion name (``facslab.emotions.EMOTIONS``)
     valence: float
     arousal: float
 

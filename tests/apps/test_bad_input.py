@@ -119,8 +119,8 @@ def test_an_empty_votes_file_is_one_line(fer_tree, tmp_path):
 
 def _generated(name: str, root):
     """A small generated copy of one dataset in its real layout."""
-    from facslab.demo import generate_celeba
-    from facslab.formats.ckplus import write_ckplus
+    from facslab.demo_data import generate_celeba
+    from facslab.synth.ckplus import write_ckplus
     from facslab.synth import emotion_datasets as emotion
     from facslab.synth.au_video_datasets import write_disfa
 
@@ -349,7 +349,7 @@ def test_model_arguments_that_are_not_usable_models_are_one_line(model_dir, tmp_
         (("--model", str(empty)), ("empty_folder", "not a facslab model folder (no")),
         (("--model", "models:/no-such-model@champion"), ("models:/no-such-model@champion", "not in the MLflow store")),
         (("--model", str(model_dir), "--emotion_model", str(model_dir)),
-         (str(model_dir), "a model of the au task; --emotion_model takes an emotion model")),
+         (str(model_dir), "a model of the au task; --emotion_model takes one of the emotion task")),
         (("--model", str(model_dir), "--va_model", str(model_dir)),
          (str(model_dir), "a model of the au task; --va_model takes one of the valence_arousal task")),
     ]

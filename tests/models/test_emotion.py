@@ -5,8 +5,6 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import h5py
 import mlflow
@@ -24,10 +22,7 @@ from facslab.synth.emotion_datasets import write_fer2013
 from lightning_modules.emotion_classifier import EmotionClassifier, classification_loss
 from lightning_modules.mini_xception import ConvClassifierHead, MiniXceptionTrunk
 
-
-def run_cli(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+from conftest import run_cli
 
 
 def test_the_reader_takes_both_csv_layouts_quoted_or_not_and_reports_broken_rows(fer2013, tmp_path):
@@ -189,7 +184,7 @@ register: {{name: emotion-test}}
     os.environ["FACSLAB_MLRUNS"] = str(store)
     try:
         from facslab.serving import load_predictor
-        from facslab.tracking import setup_tracking
+        from facslab.mlflow_store import setup_tracking
 
         setup_tracking(None, "facslab")
         client = MlflowClient()
@@ -270,7 +265,7 @@ def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir,
     assert "version 1 already registered" in again.stdout
     os.environ["FACSLAB_MLRUNS"] = store["FACSLAB_MLRUNS"]
     try:
-        from facslab.tracking import setup_tracking
+        from facslab.mlflow_store import setup_tracking
 
         setup_tracking(None, "facslab")
         version = MlflowClient().get_model_version_by_alias("facslab-emotion", "champion")

@@ -11,7 +11,7 @@ from mlflow.data.sources import LocalArtifactDatasetSource
 
 from datamodules.base import AUFaceDataModule
 from facslab import plots
-from facslab.tracking import artifact_dir, git_commit, log_dataset_input, log_figure, log_table
+from facslab.mlflow_store import artifact_dir, git_commit, log_dataset_input, log_figure, log_table
 from lightning_modules.au_detector import AUDetector
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,8 @@ from PIL import Image
 
 from facslab.cli import main
 
+from conftest import run_cli
+
 
 def test_demo_generates_both_datasets_and_reuses_the_cache(tmp_path, capsys):
     args = ["demo", "--prepare_only", "--out", str(tmp_path), "--ckplus_subjects", "4", "--sequences", "5",
@@ -54,15 +56,6 @@ def test_eyes_on_a_real_photo_and_on_an_image_without_a_face(astronaut, tmp_path
     assert status == 1  # one image had no face, the other was still processed
     assert "left eye EAR 0.3" in captured.out and captured.out.count("(open)") >= 2
     assert "blank.png: no face found" in captured.err
-
-
-def run_cli(*args, env=None, timeout=300):
-    import os
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def test_help_gives_a_one_line_summary_of_every_subcommand():

@@ -2,9 +2,6 @@
 intensity (CK+ grades, DISFA) through the same sweep and apps."""
 
 import csv
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -17,10 +14,7 @@ from facslab.evaluation import icc_3_1, per_au_metrics
 from facslab.formats import bp4d
 from facslab.synth.au_video_datasets import envelope, write_bp4d, write_disfa
 
-
-def run_cli(*args, env=None, timeout=900):
-    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ from jsonargparse import ArgumentParser
 
 from facslab.badinput import BadInputError
 from facslab.config import ConfigError, PretrainConfig, SweepConfig
-from facslab.demo import DemoSize, describe, generate_demo
+from facslab.demo_data import DemoSize, describe, generate_demo
 from facslab.report import ReportConfig, make_report
-from facslab.runs import find_pretraining
+from facslab.run_records import find_pretraining
 from facslab.sweep.summary import describe_best
-from facslab.tracking import default_tracking_uri, setup_tracking
+from facslab.mlflow_store import default_tracking_uri, setup_tracking
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]

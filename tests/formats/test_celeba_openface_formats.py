@@ -9,9 +9,10 @@ from facslab.au import AU_INDEX, OPENFACE_C_COLUMNS, OPENFACE_R_COLUMNS
 from facslab.badinput import BadInputError
 from facslab.formats.celeba import ATTRIBUTES, LANDMARK_COLUMNS, read_celeba
 from facslab.formats.openface import (
-    FACE_LANDMARK_IMG_COLUMNS, FEATURE_EXTRACTION_COLUMNS, LabelNoise, noisy_openface_labels,
-    read_face_landmark_img, read_feature_extraction, read_openface_csv, write_openface,
+    FACE_LANDMARK_IMG_COLUMNS, FEATURE_EXTRACTION_COLUMNS, read_face_landmark_img, read_feature_extraction,
+    read_openface_csv,
 )
+from facslab.synth.openface import LabelNoise, noisy_openface_labels, write_openface
 
 
 def image_names(root):

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from datamodules import CKPlusDataModule
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
 from facslab.report import ReportConfig, make_report
-from facslab.tracking import setup_tracking
+from facslab.mlflow_store import setup_tracking
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +316,7 @@ def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_o
 import json, numpy as np
 from PIL import Image
 from facslab.serving import load_predictor
-from facslab.tracking import setup_tracking
+from facslab.mlflow_store import setup_tracking
 setup_tracking(None, "tests")
 predictor = load_predictor("models:/{name}@{alias}")
 faces = predictor.predict_image(np.asarray(Image.open({str(image)!r}).convert("RGB")))

@@ -10,6 +10,7 @@ from PIL import Image
 from facslab.badinput import BadInputError
 from facslab.faces.align import AlignmentSpec
 from facslab.faces.cache import DetectionSettings, FaceSource, build_cache, cache_key
+from facslab.formats.ckplus import read_landmarks
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def sources(ckplus):
     for path in truth["peak_image"][:6]:
         rel = os.path.relpath(path, root / "cohn-kanade-images")
         landmarks = root / "Landmarks" / rel.replace(".png", "_landmarks.txt")
-        out.append(FaceSource(path, landmarks_file=str(landmarks)))
+        out.append(FaceSource(path, landmarks_file=str(landmarks), read_landmarks=read_landmarks))
     return out
 
 
@@ -75,7 +76,7 @@ def test_key_covers_spec_detector_and_files(sources, tmp_path):
     assert cache_key(sources[:-1], AlignmentSpec(48), DetectionSettings()) != base
     copy = tmp_path / "copy.png"
     copy.write_bytes(open(sources[0].image, "rb").read())
-    moved = [FaceSource(str(copy), landmarks_file=sources[0].landmarks_file)] + sources[1:]
+    moved = [FaceSource(str(copy), landmarks_file=sources[0].landmarks_file, read_landmarks=read_landmarks)] + sources[1:]
     key = cache_key(moved, AlignmentSpec(48), DetectionSettings())
     assert key != base
     os.utime(copy, ns=(1, 1))  # same file, new modification time
@@ -89,9 +90,9 @@ def test_bad_files_are_skipped_and_reported(sources, tmp_path):
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
     garbage_landmarks = tmp_path / "lm.txt"
     garbage_landmarks.write_text("1 2\n3 4\n")
-    bad = [FaceSource(str(broken), landmarks_file=sources[0].landmarks_file),
+    bad = [FaceSource(str(broken), landmarks_file=sources[0].landmarks_file, read_landmarks=read_landmarks),
            FaceSource(str(blank)),  # no landmarks: detection finds no face
-           FaceSource(sources[1].image, landmarks_file=str(garbage_landmarks))]
+           FaceSource(sources[1].image, landmarks_file=str(garbage_landmarks), read_landmarks=read_landmarks)]
     cached = build_cache(sources[:2] + bad, AlignmentSpec(32), cache_dir=tmp_path / "c", workers=0, progress=False)
     assert list(cached.index) == [0, 1]
     problems = dict(cached.report.rows)

@@ -52,7 +52,7 @@ def _untrained(task: str):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from facslab.tracking import setup_tracking
+    from facslab.mlflow_store import setup_tracking
 
     os.environ["FACSLAB_MLRUNS"] = str(tmp_path_factory.mktemp("mlruns"))
     try:

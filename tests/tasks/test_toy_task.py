@@ -27,18 +27,20 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+import conftest
+
 from datamodules import CKPlusDataModule
 from facslab.au import AU_LABELS
 from facslab.evaluation import grouped_bootstrap
 from facslab.predictor import TaskPredictor
 from facslab.tasks import Evaluation, Task, held_out_outputs, held_out_subjects
 from lightning_modules.backbones import SPATIAL_OUTPUT
-from lightning_modules.base import BackboneTask
+from lightning_modules.base import BackboneModule
 
 SMILE = AU_LABELS.index("12")
 
 
-class SmileDetector(BackboneTask):
+class SmileDetector(BackboneModule):
     """P(smiling) of a face crop."""
 
     objective = "val_auroc"
@@ -123,10 +125,9 @@ class SmileTask(Task):
 
 
 def run_cli(*args, env):
-    tests = str(Path(__file__).parent)  # where the subprocess finds this module, as a user's package
-    path = os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": path, **env})
+    """The CLI in a process that can import this module, as a user's package would be."""
+    path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    return conftest.run_cli(*args, env={"PYTHONPATH": path, **env})
 
 
 @pytest.mark.slow
@@ -175,7 +176,7 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
 
     import mlflow
 
-    from facslab.tracking import setup_tracking
+    from facslab.mlflow_store import setup_tracking
 
     os.environ.update(store)
     try:

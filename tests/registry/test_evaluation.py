@@ -64,3 +64,28 @@ def test_resamples_that_cannot_give_the_quantity_are_refused_not_averaged_away()
 
     with pytest.raises(BootstrapError, match="resamples"):
         grouped_bootstrap(lambda rows: [0.0], 4, np.arange(4), n_boot=10, valid=lambda rows: False)
+
+
+def test_validation_and_test_scores_are_one_definition():
+    """The test tables' numpy AP is scikit-learn's and torchmetrics' (what validation logs), ties
+    included; the CCC of the loss and of ``val_ccc`` (torch) is the test table's (numpy)."""
+    import torch
+    from sklearn.metrics import average_precision_score
+    from torchmetrics.functional.classification import binary_average_precision
+
+    from facslab.metrics import average_precision, concordance
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        labels = (rng.random(60) < 0.3).astype(int)
+        labels[0] = 1
+        scores = np.round(rng.random(60), 1)  # many ties
+        ours = average_precision(labels, scores)
+        assert ours == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+        assert ours == pytest.approx(float(binary_average_precision(torch.tensor(scores), torch.tensor(labels))), abs=1e-6)
+    pred, true = rng.normal(size=(50, 2)), rng.normal(0.3, 0.5, size=(50, 2))
+    torch_ccc = concordance(torch.tensor(pred, requires_grad=True), torch.tensor(true))
+    assert torch_ccc.requires_grad  # the loss trains through it
+    np.testing.assert_allclose(torch_ccc.detach().numpy(), concordance(pred, true), rtol=1e-12)
+    table = affect_metrics(pred, true, n_boot=0)
+    np.testing.assert_allclose(table["ccc"].to_numpy()[:2], concordance(pred, true), rtol=1e-12)

@@ -148,7 +148,7 @@ def test_concurrent_workers_log_the_same_dataset_without_failing(services, tmp_p
     script.write_text(f"""
 import sys, time, warnings
 import mlflow, pandas as pd
-from facslab.tracking import log_dataset_input, setup_tracking
+from facslab.mlflow_store import log_dataset_input, setup_tracking
 warnings.simplefilter("ignore")
 setup_tracking("{started.tracking_uri}", "dataset-race")
 start = float(sys.argv[1])
@@ -183,7 +183,7 @@ def test_workers_started_together_on_the_database_propose_different_parameters(s
     script.write_text(f"""
 import sys, time
 from facslab.config import SweepConfig
-from facslab.pipeline import load_config
+from facslab.demo_chain import load_config
 from facslab.sweep import load_study
 config = load_config(SweepConfig, "{config}")
 study = load_study(config)  # both load the empty study before either asks

@@ -200,7 +200,7 @@ def test_celeba_without_identity_file_is_stratified_by_gender(celeba, tmp_path):
 
 
 def test_celeba_from_face_landmark_img_csvs(celeba, tmp_path):
-    from facslab.formats.openface import write_openface
+    from facslab.synth.openface import write_openface
 
     root, truth, noisy = celeba
     copy = tmp_path / "celeba"

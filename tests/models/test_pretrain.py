@@ -90,9 +90,9 @@ def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(ce
 
 def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_path):
     from facslab.config import PretrainConfig
-    from facslab.pipeline import load_config
-    from facslab.runs import find_pretraining, same_settings
-    from facslab.tracking import setup_tracking
+    from facslab.demo_chain import load_config
+    from facslab.run_records import find_pretraining, same_settings
+    from facslab.mlflow_store import setup_tracking
 
     root, _, _ = celeba
     store = tmp_path / "mlruns"

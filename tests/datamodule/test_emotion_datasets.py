@@ -4,8 +4,6 @@ table built from registered models."""
 
 import os
 import re
-import subprocess
-import sys
 
 import mlflow
 import numpy as np
@@ -17,10 +15,7 @@ from facslab.badinput import SkipReport
 from facslab.formats import affectnet, rafdb
 from facslab.synth.emotion_datasets import write_affectnet, write_rafdb
 
-
-def run_cli(*args, env=None, timeout=900):
-    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +94,8 @@ def test_valence_arousal_keeps_the_epoch_of_best_ccc_not_lowest_loss(affectnet_r
     validation CCC it is scored by: the lowest-MSE epoch can be a model shrunk to the mean."""
     from facslab.tasks import get_task
     from facslab.training import TrainerConfig, fit, predict
-    from lightning_modules.valence_arousal import ValenceArousalRegressor, concordance
+    from facslab.metrics import concordance
+    from lightning_modules.valence_arousal import ValenceArousalRegressor
 
     import lightning as L
     import torch
@@ -191,7 +187,7 @@ search: {{loss: {{choices: [ccc, mse]}}}}
     # the final model's split is its trial's (the carved validation rows train it): promotion compares like ids
     os.environ["FACSLAB_MLRUNS"] = store["FACSLAB_MLRUNS"]
     try:
-        from facslab.tracking import setup_tracking
+        from facslab.mlflow_store import setup_tracking
 
         setup_tracking(None, "facslab")
         runs = mlflow.search_runs(filter_string="tags.study = 'va-test'", output_format="list", search_all_experiments=True)

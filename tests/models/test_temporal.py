@@ -2,9 +2,6 @@
 the sweep and registry, and a sliding window per tracked face in `facslab live`."""
 
 import csv
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,10 +10,7 @@ import torch
 from datamodules import BP4DSequenceDataModule, CKPlusSequenceDataModule
 from facslab.synth.au_video_datasets import write_bp4d
 
-
-def run_cli(*args, env=None, timeout=900):
-    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")

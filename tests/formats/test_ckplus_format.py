@@ -9,7 +9,8 @@ from PIL import Image
 
 from facslab.au import labels_from_facs_codes
 from facslab.badinput import BadInputError, SkipReport
-from facslab.formats.ckplus import CKPlusLayout, read_ckplus, read_emotion, read_facs, read_landmarks, write_ckplus
+from facslab.formats.ckplus import CKPlusLayout, read_ckplus, read_emotion, read_facs, read_landmarks
+from facslab.synth.ckplus import write_ckplus
 
 NUMBER = r"[ -]\d\.\d{7}e[+-]\d{2}"  # one %16.7e field, without its padding
 

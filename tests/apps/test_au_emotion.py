@@ -64,7 +64,7 @@ def test_au_emotion_command_reports_three_methods_on_true_and_predicted_aus(ckpl
     assert len(frequencies) >= 3 and (frequencies.max(axis=1) > 0.8).all()  # each emotion shows its prototype AUs
     os.environ["FACSLAB_MLRUNS"] = str(tmp_path / "store")
     try:
-        from facslab.tracking import setup_tracking
+        from facslab.mlflow_store import setup_tracking
 
         setup_tracking(None, "facslab")
         trials = mlflow.search_runs(filter_string="tags.stage = 'au-emotion-trial'", search_all_experiments=True)

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from facslab.formats.celeba import write_celeba
-from facslab.formats.ckplus import write_ckplus
-from facslab.formats.openface import write_openface
+from facslab.synth.celeba import write_celeba
+from facslab.synth.ckplus import write_ckplus
+from facslab.synth.openface import write_openface
 
 log = logging.getLogger(__name__)
 
