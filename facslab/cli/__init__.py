@@ -1,5 +1,6 @@
 """The ``facslab`` command: one entry point, one subcommand per job, one module per group of
-commands (``chain``: the experiment chain; ``data``; ``apps``; ``services``)."""
+commands (``chain``: the experiment chain; ``data``; ``download``; ``apps``; ``services``). A module
+of this package with an ``add_commands(sub)`` function is a group: adding one adds its commands."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from jsonargparse import ArgumentParser
 
 from facslab.badinput import BadInputError
 
-GROUPS = ("chain", "data", "apps", "services")
+#: the groups listed first in ``--help``; any other module with ``add_commands`` follows
+FIRST_GROUPS = ("chain", "data", "apps")
+
+
+def groups() -> list[str]:
+    import pkgutil
+
+    found = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    return [g for g in FIRST_GROUPS if g in found] + sorted(set(found) - set(FIRST_GROUPS))
 
 
 def build_parser() -> tuple[ArgumentParser, dict[str, tuple[ArgumentParser, object]]]:
@@ -24,7 +33,7 @@ def build_parser() -> tuple[ArgumentParser, dict[str, tuple[ArgumentParser, obje
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subcommands(dest="command")
     commands = {}
-    for group in GROUPS:
+    for group in groups():
         commands.update(importlib.import_module(f"facslab.cli.{group}").add_commands(sub))
     return parser, commands
 
