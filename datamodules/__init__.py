@@ -4,9 +4,10 @@ from datamodules.au_affect import AUAffectDataModule
 from datamodules.au_video import BP4DDataModule, DISFADataModule
 from datamodules.celeba_noisy import CelebANoisyDataModule
 from datamodules.ckplus import CKPlusDataModule
+from datamodules.emotionet import EmotioNetDataModule
 from datamodules.emotion_datasets import AffectNetDataModule, CKPlusEmotionDataModule, RAFDBDataModule
 from datamodules.fer2013 import FER2013DataModule
 from datamodules.sequences import BP4DSequenceDataModule, CKPlusSequenceDataModule
 
 __all__ = ["AUAffectDataModule", "AffectNetDataModule", "BP4DDataModule", "BP4DSequenceDataModule", "CKPlusSequenceDataModule", "CelebANoisyDataModule", "CKPlusDataModule",
-           "CKPlusEmotionDataModule", "DISFADataModule", "FER2013DataModule", "RAFDBDataModule"]
+           "CKPlusEmotionDataModule", "DISFADataModule", "EmotioNetDataModule", "FER2013DataModule", "RAFDBDataModule"]

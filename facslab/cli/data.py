@@ -25,6 +25,13 @@ def _generate(args, parser=None) -> int:
             made.write_bp4d(Path(args.root), args.subjects, seed=args.seed, release=args.dataset)
         print(f"{args.dataset.upper()} (labels and frame images): {args.root}")
         return 0
+    if args.dataset == "emotionet":
+        from facslab.synth.emotionet import write_emotionet
+
+        truth = write_emotionet(Path(args.root), args.images, args.seed)
+        print(f"EmotioNet (as downloaded: sheet, images/, mapping.csv; {int((~truth['fetched']).sum())} image(s) "
+              f"'not fetched', in errors.csv): {args.root}")
+        return 0
     if args.dataset in ("fer2013", "affectnet", "rafdb"):
         from facslab.synth import emotion_datasets as made
 
@@ -61,7 +68,8 @@ def add_commands(sub) -> dict:
     from datamodules.base import FaceDataModule
 
     gen = ArgumentParser(exit_on_error=False, description="Generate one dataset in its real on-disk layout.")
-    gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013", "affectnet", "rafdb", "bp4d", "bp4d+", "disfa"])
+    gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013", "affectnet", "rafdb", "bp4d", "bp4d+", "disfa",
+                                        "emotionet"])
     gen.add_argument("root")
     gen.add_argument("--subjects", type=int, default=20)
     gen.add_argument("--sequences", type=int, default=3, help="CK+ sequences per subject")
