@@ -21,16 +21,23 @@ CCC_EPSILON = 1e-8
 def concordance(pred, true):
     """Lin's concordance correlation per column of (rows, columns) numpy arrays or torch tensors."""
     pred_mean, true_mean = pred.mean(0), true.mean(0)
-    pred_dev, true_dev = pred - pred_mean, true - true_mean
-    return 2 * (pred_dev * true_dev).mean(0) / ((pred_dev ** 2).mean(0) + (true_dev ** 2).mean(0)
-                                                + (pred_mean - true_mean) ** 2 + CCC_EPSILON)
+    covariance = ((pred - pred_mean) * (true - true_mean)).mean(0)
+    return 2 * covariance / (_variance(pred) + _variance(true) + (pred_mean - true_mean) ** 2 + CCC_EPSILON)
+
+
+def _variance(x):
+    """The population variance per column: torch's ``var`` needs ``unbiased=False``, numpy's is it."""
+    return x.var(0) if isinstance(x, np.ndarray) else x.var(0, unbiased=False)
 
 
 def icc_3_1(pred: np.ndarray, true: np.ndarray) -> float:
     """ICC(3,1) (two-way mixed, consistency, single rater) between a prediction and an annotation
-    over the rows where both are known; NaN with under 2 rows or no variance."""
+    over the rows where the annotation is known; NaN with under 2 rows, no variance, or a NaN
+    prediction among them (a diverged model is not scored on its finite rows)."""
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
-    known = ~np.isnan(true) & ~np.isnan(pred)
+    known = ~np.isnan(true)
+    if np.isnan(pred[known]).any():
+        return float("nan")
     pair = np.stack([pred[known], true[known]], 1)
     n = len(pair)
     if n < 2:

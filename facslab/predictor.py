@@ -77,6 +77,21 @@ def _onnx_session(path: Path, threads: int | None):
 PREDICTORS: dict[str, type[TaskPredictor]] = {}
 
 
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def register(table: dict, name: str, cls: type, entry, what: str) -> None:
+    """``table[name] = entry`` for a class that declares ``name``; a second class claiming a name is
+    an error (it would silently change what the name loads), the same class defined again (a
+    module reloaded) replaces itself."""
+    held = table.get(name)
+    held_cls = held if isinstance(held, type) else type(held)
+    if held is not None and class_path(held_cls) != class_path(cls):
+        raise ValueError(f"{what} {name!r} is {class_path(held_cls)} already; {class_path(cls)} needs a name of its own")
+    table[name] = entry
+
+
 class TaskPredictor:
     """A task model ready for faces: aligned RGB crops in, the task's outputs out.
 
@@ -102,7 +117,8 @@ class TaskPredictor:
         """Every predictor class is found by the task name a saved model's config gives: defining
         the class is registering it (no second table to keep in step)."""
         super().__init_subclass__(**kwargs)
-        PREDICTORS[cls.task] = cls
+        if "task" in cls.__dict__:  # a subclass that keeps its parent's task does not take it over
+            register(PREDICTORS, cls.task, cls, cls, "task")
 
     def __init__(self, model: BackboneModule, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
                  device: str = "auto", onnx_session=None):
@@ -192,7 +208,10 @@ class TaskPredictor:
         torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, folder / WEIGHTS_FILE)
         hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(self.model.hparams).items()}
         hparams["weights"] = None  # the saved state holds the weights
-        config = {"task": self.task, "predictor": f"{type(self).__module__}:{type(self).__qualname__}", "hparams": hparams, "alignment": asdict(self.alignment),
+        if type(self).__module__ == "__main__":
+            raise ValueError(f"{type(self).__qualname__} is defined in a script (__main__): another process cannot import "
+                             "it to load the model; define the task in an importable module")
+        config = {"task": self.task, "predictor": class_path(type(self)), "hparams": hparams, "alignment": asdict(self.alignment),
                   "provenance": self.provenance, **self.outputs_config()}
         config["hparams"].update(config.pop("hparams_update", {}))
         if onnx:
@@ -228,10 +247,14 @@ class TaskPredictor:
         except (ValueError, UnicodeDecodeError) as error:
             raise BadInputError(folder / CONFIG_FILE, f"not readable JSON ({error})") from None
         task = config.get("task", "au")  # folders saved before emotions were a task are AU models
-        if task not in PREDICTORS and "predictor" in config:  # a task defined outside the project
-            _import_predictor(folder / CONFIG_FILE, config["predictor"])
+        saved = config.get("predictor")  # module:class of the predictor that saved it (folders since 2026-12-06)
+        if saved is not None:
+            _import_predictor(folder / CONFIG_FILE, saved, required=task not in PREDICTORS)
         if task not in PREDICTORS:
             raise BadInputError(folder / CONFIG_FILE, f"unknown task {task!r}; known: {', '.join(PREDICTORS)}")
+        if saved is not None and class_path(PREDICTORS[task]) != saved:
+            raise BadInputError(folder / CONFIG_FILE, f"saved by {saved}, but task {task!r} is "
+                                                      f"{class_path(PREDICTORS[task])} here")
         if cls is not TaskPredictor and PREDICTORS[task] is not cls:
             raise BadInputError(folder, f"a {task} model, not a {cls.task} model")
         cls = PREDICTORS[task]
@@ -247,16 +270,17 @@ class TaskPredictor:
         return predictor
 
 
-def _import_predictor(config_file: Path, path: str) -> None:
-    """Import the module that defines a saved model's predictor class (defining it registers it)."""
+def _import_predictor(config_file: Path, path: str, required: bool) -> None:
+    """Import the module that defines a saved model's predictor class (defining it registers it).
+    ``required``: its task is known by no other class, so the model cannot load without it."""
     import importlib
 
-    module = path.partition(":")[0]
     try:
-        importlib.import_module(module)
-    except ImportError as error:
-        raise BadInputError(config_file, f"the model's predictor {path} cannot be imported ({error}): install "
-                                         "the package that defines its task") from None
+        importlib.import_module(path.partition(":")[0])
+    except Exception as error:  # any import-time failure of someone's module is the model's problem here
+        if required:
+            raise BadInputError(config_file, f"the model's predictor {path} cannot be imported ({type(error).__name__}: "
+                                             f"{error}): install the package that defines its task") from None
 
 
 class AUPredictor(TaskPredictor):

@@ -18,8 +18,8 @@ from mlflow.exceptions import MlflowException
 from facslab.config import RegisterConfig, SweepConfig, TrainConfig
 from facslab.predictor import TaskPredictor
 from facslab.run_records import log_curves, log_run_basics
-# FacePyfuncModel: the models-from-code file of versions registered before serving had its module imports it from here
-from facslab.serving import FacePyfuncModel, log_predictor  # noqa: F401
+# the models-from-code file of versions registered before serving had its own module imports these from here
+from facslab.serving import AUPyfuncModel, FacePyfuncModel, log_predictor  # noqa: F401
 from facslab.mlflow_store import log_figure, log_table, setup_tracking
 from facslab.training import fit
 

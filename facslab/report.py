@@ -53,15 +53,26 @@ def table1(config: ReportConfig) -> tuple[pd.DataFrame, str, str]:
     client = MlflowClient()
     version = client.get_model_version_by_alias(config.model_name, config.alias)
     tags = version.tags
-    # versions registered before the tag was written are AU models
+    task = tags.get("task", "au")
+    if "test_table" not in tags and task != "au":  # a port (facslab port-fer) was never tested here
+        raise ValueError(f"{config.model_name} version {version.version} has no held-out test table (not registered "
+                         "by a sweep)")
+    # AU versions registered by a sweep before the tag was written have this table
     path = mlflow.artifacts.download_artifacts(run_id=version.run_id,
                                                artifact_path=tags.get("test_table", "metrics/test_per_au.csv"))
     table = pd.read_csv(path, keep_default_na=False, na_values=[""])
     cv_key = next((k for k in tags if k.startswith("cv_") and not k.endswith("_std")), None)
-    cv = (f", cross-validated {cv_key.removeprefix('cv_')} {float(tags[cv_key]):.3f} ± "
+    cv = (f", cross-validated {_metric_label(task, cv_key.removeprefix('cv_'))} {float(tags[cv_key]):.3f} ± "
           f"{float(tags.get(cv_key + '_std', 'nan')):.3f}" if cv_key else "")
     data = f", trained on {tags['datasets']}" if "datasets" in tags else ""
     return table, f"{config.model_name} version {version.version} (run {version.run_id}{cv}{data})", tags.get("task", "au")
+
+
+def _metric_label(task: str, metric: str) -> str:
+    """The task's name for its metric (PR-AUC, CCC); the metric's own for a task not loaded here."""
+    from facslab.tasks import TASKS
+
+    return TASKS[task].metric_label if task in TASKS and TASKS[task].metric == metric else metric
 
 
 def table1_markdown(table: pd.DataFrame, source: str) -> str:

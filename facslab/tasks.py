@@ -22,7 +22,7 @@ from facslab.au import NUM_AUS
 from facslab.evaluation import (affect_metrics, au_affect_interval, choose_thresholds, class_row, confusion,
                                 intensity_metrics, mean_pr_auc, mean_row, per_au_metrics, per_class_metrics)
 from facslab.predictor import (AUAffectPredictor, AUIntensityPredictor, AUPredictor, EmotionPredictor, TaskPredictor,
-                               TemporalAUPredictor, ValenceArousalPredictor)
+                               TemporalAUPredictor, ValenceArousalPredictor, register)
 from facslab.training import bce_pos_weight
 from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_detector import AUDetector
@@ -76,8 +76,8 @@ class Task:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            TASKS[cls.name] = cls()
+        if "name" in cls.__dict__:  # a subclass that keeps its parent's name does not take it over
+            register(TASKS, cls.name, cls, cls(), "task")
 
     @property
     def objective(self) -> str:
@@ -87,7 +87,12 @@ class Task:
         """A ``datamodules`` class by name, or any datamodule by its import path."""
         name = name or self.default_datamodule
         if "." in name:
-            return import_path(name, "datamodule")
+            import lightning as L
+
+            found = import_path(name, "datamodule")
+            if not (isinstance(found, type) and issubclass(found, L.LightningDataModule)):
+                raise ValueError(f"datamodule {name!r} is not a LightningDataModule class")
+            return found
         if not hasattr(datamodules, name):
             known = [n for n in datamodules.__all__]
             raise ValueError(f"unknown datamodule {name!r}; known: {', '.join(known)}, or an import path")
@@ -469,7 +474,7 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     if "." in name:
         task = import_path(name, "task")
-        if not (isinstance(task, type) and issubclass(task, Task)):
-            raise ValueError(f"task {name!r} is not a facslab.tasks.Task subclass")
-        return TASKS.get(task.name) or task()
+        if not (isinstance(task, type) and issubclass(task, Task)) or "name" not in task.__dict__:
+            raise ValueError(f"task {name!r} is not a facslab.tasks.Task subclass with a name of its own")
+        return TASKS[task.name]  # registered when its module was imported
     raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}, or give a Task class's import path")

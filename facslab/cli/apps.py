@@ -69,6 +69,8 @@ def _analyzer(args):
     given = [m for m in (main_model, *also) if m is not None]
     optional = []
     for cls in _optional_tasks():
+        if not hasattr(args, cls.app_option):  # a task imported after the parser was built: --also takes it
+            continue
         uri = getattr(args, cls.app_option)
         if uri == "auto":
             uri = None if any(m.task == cls.task for m in given) else _registered_champion(cls.task, args)
@@ -81,10 +83,11 @@ def _analyzer(args):
 
 
 def _optional_tasks() -> list:
-    """The predictor classes that declare an option of the apps (``app_option``), in task order."""
+    """The predictor classes that declare an option of the apps (``app_option``, their own, not
+    inherited), in task order. Tasks defined outside facslab join the apps with ``--also``."""
     from facslab.predictor import PREDICTORS
 
-    return [cls for cls in PREDICTORS.values() if cls.app_option]
+    return [cls for cls in PREDICTORS.values() if cls.__dict__.get("app_option")]
 
 
 def _task_predictor(uri: str | None, task: str | None, flag: str, args):

@@ -83,8 +83,9 @@ def cache_key(sources: list[FaceSource], spec: AlignmentSpec, detection: Detecti
     digest = hashlib.sha256()
     digest.update(json.dumps([CACHE_VERSION, asdict(spec), asdict(detection)]).encode())
     for s in sources:
-        digest.update(repr((s.image, _stat(s.image), s.landmarks, s.landmarks_file,
-                            _stat(s.landmarks_file), s.reader_name())).encode())
+        key = (s.image, _stat(s.image), s.landmarks, s.landmarks_file, _stat(s.landmarks_file))
+        # the reader only where there is a file to read: the other sources keep the keys they had
+        digest.update(repr(key + ((s.reader_name(),) if s.read_landmarks is not None else ())).encode())
     return digest.hexdigest()[:24]
 
 

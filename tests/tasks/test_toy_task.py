@@ -31,9 +31,10 @@ import conftest
 
 from datamodules import CKPlusDataModule
 from facslab.au import AU_LABELS
+from facslab.badinput import BadInputError
 from facslab.evaluation import grouped_bootstrap
 from facslab.predictor import TaskPredictor
-from facslab.tasks import Evaluation, Task, held_out_outputs, held_out_subjects
+from facslab.tasks import AUTask, Evaluation, Task, held_out_outputs, held_out_subjects
 from lightning_modules.backbones import SPATIAL_OUTPUT
 from lightning_modules.base import BackboneModule
 
@@ -124,9 +125,14 @@ class SmileTask(Task):
                           interval=(float(lo[0]), float(hi[0])), predictions=(probs, labels))
 
 
+class TweakedAU(AUTask):
+    """Keeps its parent's name: defining it does not take the AU task over."""
+
+
 def run_cli(*args, env):
     """The CLI in a process that can import this module, as a user's package would be."""
-    path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    here = Path(__file__).parent  # this module, and conftest.py (which it imports) one folder up
+    path = os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])
     return conftest.run_cli(*args, env={"PYTHONPATH": path, **env})
 
 
@@ -211,4 +217,30 @@ def test_a_task_or_a_model_whose_code_cannot_be_imported_is_one_line(ckplus, tmp
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == (
         f"facslab emoji: error: {folder / 'config.json'}: the model's predictor {__name__}:SmilePredictor cannot be "
-        f"imported (No module named '{__name__}'): install the package that defines its task"), out.stderr
+        f"imported (ModuleNotFoundError: No module named '{__name__}'): install the package that defines its task"), out.stderr
+
+
+def test_a_name_belongs_to_one_class_and_a_saved_model_to_the_class_that_saved_it(tmp_path):
+    import json
+
+    from facslab.predictor import PREDICTORS, TaskPredictor
+    from facslab.serving import load_predictor
+    from facslab.tasks import TASKS, get_task
+
+    assert type(TASKS["au"]) is AUTask
+    with pytest.raises(ValueError, match="task 'au' is facslab.tasks:AUTask already"):
+        type("ClashingTask", (AUTask,), {"name": "au", "__module__": "somewhere.else"})
+    with pytest.raises(ValueError, match="not a facslab.tasks.Task subclass with a name of its own"):
+        get_task(f"{__name__}.TweakedAU")
+    with pytest.raises(ValueError, match="task 'smile' is test_toy_task:SmilePredictor already"):
+        type("OtherSmile", (TaskPredictor,), {"task": "smile", "__module__": "somewhere.else"})
+    assert PREDICTORS["smile"] is SmilePredictor
+
+    torch.manual_seed(0)
+    folder = SmilePredictor(SmileDetector(unfrozen_blocks=0)).save(tmp_path / "smile", onnx=False)
+    assert load_predictor(str(folder), runtime="torch").task == "smile"
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "predictor": "facslab.predictor:AUPredictor"}))
+    with pytest.raises(BadInputError, match="saved by facslab.predictor:AUPredictor, but task 'smile' is "
+                                            "test_toy_task:SmilePredictor here"):
+        load_predictor(str(folder), runtime="torch")
