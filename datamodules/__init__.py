@@ -1,5 +1,6 @@
 """LightningDataModules: each dataset's samples, splits and transforms."""
 
+from datamodules.affwild2 import AffWild2DataModule
 from datamodules.au_affect import AUAffectDataModule
 from datamodules.au_video import BP4DDataModule, DISFADataModule
 from datamodules.celeba_noisy import CelebANoisyDataModule
@@ -9,5 +10,5 @@ from datamodules.emotion_datasets import AffectNetDataModule, CKPlusEmotionDataM
 from datamodules.fer2013 import FER2013DataModule
 from datamodules.sequences import BP4DSequenceDataModule, CKPlusSequenceDataModule
 
-__all__ = ["AUAffectDataModule", "AffectNetDataModule", "BP4DDataModule", "BP4DSequenceDataModule", "CKPlusSequenceDataModule", "CelebANoisyDataModule", "CKPlusDataModule",
+__all__ = ["AUAffectDataModule", "AffWild2DataModule", "AffectNetDataModule", "BP4DDataModule", "BP4DSequenceDataModule", "CKPlusSequenceDataModule", "CelebANoisyDataModule", "CKPlusDataModule",
            "CKPlusEmotionDataModule", "DISFADataModule", "EmotioNetDataModule", "FER2013DataModule", "RAFDBDataModule"]

@@ -25,6 +25,12 @@ def _generate(args, parser=None) -> int:
             made.write_bp4d(Path(args.root), args.subjects, seed=args.seed, release=args.dataset)
         print(f"{args.dataset.upper()} (labels and frame images): {args.root}")
         return 0
+    if args.dataset == "affwild2":
+        from facslab.synth.affwild2 import write_affwild2
+
+        write_affwild2(Path(args.root), n_train=max(2, args.subjects), seed=args.seed)
+        print(f"Aff-Wild2 (VA Estimation Challenge annotations, cropped_aligned frames): {args.root}")
+        return 0
     if args.dataset == "emotionet":
         from facslab.synth.emotionet import write_emotionet
 
@@ -69,7 +75,7 @@ def add_commands(sub) -> dict:
 
     gen = ArgumentParser(exit_on_error=False, description="Generate one dataset in its real on-disk layout.")
     gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013", "affectnet", "rafdb", "bp4d", "bp4d+", "disfa",
-                                        "emotionet"])
+                                        "emotionet", "affwild2"])
     gen.add_argument("root")
     gen.add_argument("--subjects", type=int, default=20)
     gen.add_argument("--sequences", type=int, default=3, help="CK+ sequences per subject")
