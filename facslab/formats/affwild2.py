@@ -80,8 +80,9 @@ def read_affwild2(root: str | Path, report: SkipReport | None = None) -> pd.Data
             keep = annotated & present
             not_annotated[video] = int((~annotated).sum())  # the release's own gaps: counted, not errors
             if (annotated & ~present).any():
-                report.skip(root / FRAMES / video, f"{int((annotated & ~present).sum())} annotated frame(s) without "
-                                                   f"a crop (first: {frame_name(int(frames[annotated & ~present][0]))})")
+                lost = frames[annotated & ~present]
+                report.skip(root / FRAMES / video, f"annotated frames without a crop ({len(lost)}, the first "
+                                                   f"{frame_name(int(lost[0]))})")
             tables.append(pd.DataFrame({"video": video, "set": split, "frame": frames[keep],
                                         "image": [str(p) for p, k in zip(images, keep) if k],
                                         "valence": values[keep, 0], "arousal": values[keep, 1]}))

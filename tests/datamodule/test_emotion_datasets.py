@@ -236,10 +236,10 @@ def test_au_and_valence_arousal_multitask_from_two_datasets(ckplus, affectnet_ro
     dm.setup()
     labels, datasets = dm.labels_array(), dm.samples["dataset"].to_numpy()
     assert labels.shape[1] == 20
-    assert np.isnan(labels[datasets == "CK+", 18:]).all() and not np.isnan(labels[datasets == "CK+", :18]).any()
+    assert np.isnan(labels[datasets == "CKPlus", 18:]).all() and not np.isnan(labels[datasets == "CKPlus", :18]).any()
     assert np.isnan(labels[datasets == "AffectNet", :18]).all() and not np.isnan(labels[datasets == "AffectNet", 18:]).any()
     for role in ("train", "val", "test"):
-        assert set(datasets[dm.positions(role)]) == {"CK+", "AffectNet"}
+        assert set(datasets[dm.positions(role)]) == {"CKPlus", "AffectNet"}
     config = tmp_path / "multitask.yaml"
     config.write_text(f"""study: multitask
 task: au_affect
