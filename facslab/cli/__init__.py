@@ -50,6 +50,8 @@ def quiet_libraries(verbose: bool) -> None:
         for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_utilities",
                      "mlflow.store.db.utils", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # urllib3's line per retry: `facslab download` retries by design and counts what still fails
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         warnings.filterwarnings("ignore", message=r".*is experimental.*")
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
