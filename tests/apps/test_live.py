@@ -113,3 +113,27 @@ def test_with_no_face_in_view_detection_is_rate_limited(analyzer, tmp_path):
     assert fast.faces == legacy.faces == 0
     assert legacy.detections == 20  # the old path: a full detection on every frame
     assert fast.detections == 20 // FAST.idle_every  # frames 0, 5, 10, 15
+
+
+def test_an_emotion_model_alone_runs_the_apps_with_no_aus_and_no_emoji(emotion_model_dir, tmp_path, capsys):
+    """Acting Mirror's use: only the real FER-2013 port, no AU model. The CSV has the eyes and the
+    emotion columns and nothing of AUs; the JSON has the emotion and no emoji match."""
+    import csv
+
+    from facslab.live import FRAME_COLUMNS
+
+    video = write_mp4(tmp_path / "in.mp4", photo_frames(skimage.data.astronaut(), 4, (320, 240)))
+    table = tmp_path / "frames.csv"
+    assert main(["live", "--source", str(video), "--model", str(emotion_model_dir), "--csv", str(table), "--quiet"]) == 0
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert rows and list(rows[0]) == list(FRAME_COLUMNS) + ["ear_left", "ear_right", "eye_left_closed", "eye_right_closed",
+                                                           "emotion"] + [f"emotion_{c}" for c in classes]
+    assert {row["emotion"] for row in rows} == {"happy"}  # the astronaut smiles
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    capsys.readouterr()
+    assert main(["emoji", str(photo), "--model", str(emotion_model_dir), "--json"]) == 0
+    face = json.loads(capsys.readouterr().out)[0]
+    assert face["emotion"]["label"] == "happy" and "emoji" not in face and "aus" not in face
