@@ -17,6 +17,20 @@ from facslab.synth.openface import write_openface
 CK_SUBJECTS = 12
 
 
+@pytest.fixture(autouse=True)
+def _library_threads_restored():
+    """A test that runs the CLI in-process with ``--threads`` sets torch's and OpenCV's thread
+    counts for the whole worker; every later test there would run on them, and kernels chosen
+    per thread count round differently, so results would depend on test order."""
+    import cv2
+    import torch
+
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    yield
+    torch.set_num_threads(torch_threads)
+    cv2.setNumThreads(cv2_threads)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     """``python -m facslab.cli ARGS`` as a user runs it: a real process, with this environment and ``env``."""
     return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True,

@@ -287,12 +287,18 @@ def test_unfrozen_blocks_mean_the_same_with_and_without_the_feature_cache(tiny_c
     """k unfrozen blocks: the trainable parameters of a plain fit are exactly those a cached fit
     trains, for every family at k = 0, 1, 2 (a pooling LayerNorm, as in ConvNeXt and ViT, is on
     the frozen side at k = 0 in both), and one epoch through ``Trainer.fit`` gives the same
-    validation loss with and without the cache."""
+    validation loss with and without the cache, at one thread (as in a two-worker sweep).
+
+    Not bit-identical: the cache runs the frozen stages in batches of 128, a fit in the loader's
+    batches, and at one thread the convolution kernel picked per batch shape rounds differently
+    (a few 1e-6 on DenseNet's features), which one epoch grew to 7e-5 on DenseNet-121's loss at
+    k = 2 (measured; every other family equal to 1e-6). At two threads all were equal."""
     from datamodules import CKPlusDataModule, FER2013DataModule
     from facslab.config import TrainConfig
     from facslab.tasks import get_task
     from facslab.training import TrainerConfig, fit
 
+    torch.set_num_threads(1)  # the same kernels whatever the machine's cores (conftest restores the count)
     for unfrozen in (0, 1, 2):
         losses = []
         for cache in (False, True):
@@ -317,7 +323,7 @@ def test_unfrozen_blocks_mean_the_same_with_and_without_the_feature_cache(tiny_c
             losses.append(result.history[-1]["val_loss"])
             del model, result, dm
             gc.collect()  # VGG's and AlexNet's classifiers: hundreds of MB a fit, with Adam's state
-        assert losses[0] == pytest.approx(losses[1], abs=1e-5), (backbone, unfrozen, losses)
+        assert losses[0] == pytest.approx(losses[1], abs=1e-4), (backbone, unfrozen, losses)
 
 
 def test_a_refit_for_fewer_epochs_keeps_the_one_cycle_schedule_of_its_folds(tiny_ckplus):
