@@ -19,6 +19,7 @@ import torch
 from facslab.badinput import BadInputError, MissingInputError
 from facslab.au import AU_LABELS, openface_columns
 from facslab.faces.align import AlignmentSpec
+from facslab import onnx_export
 from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_detector import AUDetector
 from lightning_modules.au_intensity import AUIntensityRegressor
@@ -28,49 +29,7 @@ from lightning_modules.temporal import TemporalAUDetector
 from lightning_modules.valence_arousal import DIMENSIONS, ValenceArousalRegressor
 
 WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.pt", "config.json", "model.onnx"
-ONNX_TOLERANCE = 1e-4  # largest |logit difference| accepted between the export and PyTorch
 RUNTIMES = ("auto", "torch", "onnx")
-
-
-class ExportError(RuntimeError):
-    """The ONNX export does not reproduce the PyTorch model."""
-
-
-def export_onnx(model: BackboneModule, path: str | Path, image_size: int, samples: torch.Tensor | None = None,
-                channels: int = 3, input_shape: tuple[int, ...] | None = None) -> float:
-    """Write the network (normalised NCHW float input -> logits, any batch size) to ``path``
-    and return the largest absolute logit difference from PyTorch on ``samples``; above
-    ``ONNX_TOLERANCE`` the file is removed and ExportError raised."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    model = model.eval().cpu()
-    input_shape = input_shape or (channels, image_size, image_size)
-    example = torch.zeros(2, *input_shape)
-    with torch.no_grad():  # torch.export-based exporter (onnxscript), any batch size
-        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
-                          verbose=False)
-    if samples is None:
-        samples = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = model(samples).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": samples.numpy()})[0]
-    difference = float(np.abs(got - expected).max())
-    if not difference <= ONNX_TOLERANCE:
-        path.unlink(missing_ok=True)
-        raise ExportError(f"{path}: ONNX logits differ from PyTorch by {difference:.2e} (> {ONNX_TOLERANCE})")
-    return difference
-
-
-def _onnx_session(path: Path, threads: int | None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 #: task name -> its predictor class, filled as the classes are defined (``TaskPredictor.__init_subclass__``)
@@ -215,9 +174,9 @@ class TaskPredictor:
                   "provenance": self.provenance, **self.outputs_config()}
         config["hparams"].update(config.pop("hparams_update", {}))
         if onnx:
-            difference = export_onnx(self.model, folder / ONNX_FILE, self.alignment.size, input_shape=self.input_shape())
+            difference = onnx_export.export_onnx(self.model, folder / ONNX_FILE, self.alignment.size, input_shape=self.input_shape())
             self.model.to(self.device)
-            config["onnx"] = {"file": ONNX_FILE, "max_abs_logit_difference": difference, "tolerance": ONNX_TOLERANCE}
+            config["onnx"] = {"file": ONNX_FILE, "max_abs_logit_difference": difference, "tolerance": onnx_export.ONNX_TOLERANCE}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         return folder
 
@@ -266,7 +225,7 @@ class TaskPredictor:
             raise MissingInputError(folder / ONNX_FILE, "this model was saved without its ONNX export; "
                                                         "register it again, or use --runtime torch")
         if runtime == "onnx" or (runtime == "auto" and has_onnx and predictor.device.type == "cpu"):
-            predictor.onnx_session = _onnx_session(folder / ONNX_FILE, threads)
+            predictor.onnx_session = onnx_export.onnx_session(folder / ONNX_FILE, threads)
         return predictor
 
 
