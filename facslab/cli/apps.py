@@ -192,6 +192,7 @@ def _serve(args, parser=None) -> int:
 
 def _add_model_arguments(parser: ArgumentParser) -> None:
     from facslab.emoji import DEFAULT_TABLE, METRICS
+    from facslab.faces.detect import DETECTORS
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
 
     parser.add_argument("--model", default="models:/facslab-au@champion",
@@ -208,7 +209,8 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--emojis", default=str(DEFAULT_TABLE), help="emoji table CSV")
     parser.add_argument("--metric", choices=list(METRICS), default="kappa")
     parser.add_argument("--eye_threshold", type=float, default=EYE_CLOSED_THRESHOLD)
-    parser.add_argument("--detector", choices=["hog", "mmod"], default="hog")
+    parser.add_argument("--detector", choices=list(DETECTORS), default="hog",
+                        help="hog, mmod (dlib), haar or haar-profile (OpenCV's cascades)")
     parser.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
                         help="auto: ONNX Runtime on a CPU when the model has its ONNX export, else PyTorch")
     parser.add_argument("--threads", type=int | None, default=None,
@@ -217,6 +219,7 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
 
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
+    from facslab.faces.detect import DETECTORS
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
 
     emoji = ArgumentParser(exit_on_error=False, description="Detect every face, predict its AUs and eyes, and match an emoji.")
@@ -249,6 +252,6 @@ def add_commands(sub) -> dict:
     eyes = ArgumentParser(exit_on_error=False, description="Eye aspect ratio and open/closed per face (dlib 68 points).")
     eyes.add_argument("images", nargs="+")
     eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
-    eyes.add_argument("--detector", choices=["hog", "mmod"], default="hog")
+    eyes.add_argument("--detector", choices=list(DETECTORS), default="hog")
     sub.add_subcommand("eyes", eyes, help=eyes.description)
     return {"emoji": (emoji, _emoji), "live": (live, _live), "serve": (web, _serve), "eyes": (eyes, _eyes)}

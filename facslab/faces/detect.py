@@ -1,9 +1,11 @@
-"""dlib face detection (HOG by default, the MMOD CNN as an option) and landmark prediction."""
+"""Face detection (dlib's HOG by default; dlib's MMOD CNN, or OpenCV's Haar cascades, frontal or
+profile, as options) and dlib's landmark prediction."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import dlib
 import numpy as np
@@ -35,6 +37,58 @@ def _mmod() -> dlib.cnn_face_detection_model_v1:
     return dlib.cnn_face_detection_model_v1(str(model_path(MMOD_DETECTOR)))
 
 
+#: OpenCV's cascades (Viola-Jones), as the Acting Mirror system detects faces: fast on a CPU
+HAAR_CASCADES = {"haar": "haarcascade_frontalface_default.xml", "haar-profile": "haarcascade_profileface.xml"}
+DETECTORS = ("hog", "mmod", *HAAR_CASCADES)
+
+
+@lru_cache(maxsize=None)
+def _cascade(method: str):
+    import cv2
+
+    if not hasattr(cv2, "CascadeClassifier"):
+        from facslab.errors import ConfigError
+
+        raise ConfigError(f"--detector {method}: this OpenCV ({cv2.__version__}) has no Haar cascades (OpenCV 5 moved them "
+                          f"to the contrib build); make install puts opencv-contrib-python-headless=={cv2.__version__} "
+                          "over it, or use --detector hog")
+    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / HAAR_CASCADES[method]))
+    if cascade.empty():
+        raise FileNotFoundError(f"{HAAR_CASCADES[method]}: not in OpenCV's data folder {cv2.data.haarcascades}")
+    return cascade
+
+
+def _haar(image: np.ndarray, method: str, upsample: int) -> list[Detection]:
+    """Haar cascade detections; the confidence is the cascade's level weight. ``upsample`` lowers
+    the smallest face as HOG's does (about 80 px without, halved per step). The profile cascade
+    finds faces turned one way: the mirrored image finds the others."""
+    import cv2
+
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    smallest = max(24, 80 >> upsample)
+    views = [(grey, False)] + ([(np.ascontiguousarray(grey[:, ::-1]), True)] if method == "haar-profile" else [])
+    found = []
+    for view, mirrored in views:
+        boxes, _, weights = _cascade(method).detectMultiScale3(view, scaleFactor=1.1, minNeighbors=5,
+                                                               minSize=(smallest, smallest), outputRejectLevels=True)
+        for (x, y, w, h), weight in zip(np.reshape(boxes, (-1, 4)), np.ravel(weights)):
+            x = grey.shape[1] - x - w if mirrored else x
+            found.append(Detection((int(x), int(y), int(x + w), int(y + h)), float(weight)))
+    kept = []  # a face found in both views (or twice) is one face: the stronger box stays
+    for detection in sorted(found, key=lambda d: -d.confidence):
+        if all(box_iou(detection.box, other.box) <= 0.3 for other in kept):
+            kept.append(detection)
+    return kept
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (left, top, right, bottom) boxes."""
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 @lru_cache(maxsize=None)
 def _predictor(points: int) -> dlib.shape_predictor:
     name = {5: SHAPE_PREDICTOR_5, 68: SHAPE_PREDICTOR_68}[points]
@@ -51,8 +105,10 @@ def detect_faces(image: np.ndarray, method: str = "hog", upsample: int = 1,
     elif method == "mmod":
         found = [Detection((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
                  for d in _mmod()(image, upsample)]
+    elif method in HAAR_CASCADES:
+        found = _haar(image, method, upsample)
     else:
-        raise ValueError(f"detector must be 'hog' or 'mmod', not {method!r}")
+        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, not {method!r}")
     return sorted((d for d in found if d.confidence >= min_confidence), key=lambda d: -d.confidence)
 
 
