@@ -1,4 +1,4 @@
-"""Overlays on frames and images: face boxes, the emoji, AU probability bars, fps."""
+"""Overlays on frames and images: face boxes, the emoji, AU and emotion probability bars, fps."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ from PIL import Image, ImageDraw, ImageFont
 from facslab.au import AU_LABELS
 
 EMOJI_FONTS = ("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf",)
+#: matplotlib's tab10 (RGB), so a class has one colour in the bars, the strip chart and the PNG
+SERIES_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+                  (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+def series_colour(k: int) -> tuple[int, int, int]:
+    return SERIES_COLOURS[k % len(SERIES_COLOURS)]
 
 
 @lru_cache(maxsize=1)
@@ -73,6 +80,8 @@ def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = 
         for k, text in enumerate(below):
             cv2.putText(out, text, (left, min(out.shape[0] - 4, bottom + 16 + 16 * k)), cv2.FONT_HERSHEY_SIMPLEX,
                         0.5, colour((255, 200, 0)), 1)
+        if bars:
+            _chart_bars(out, result, left, bottom + 8 + 16 * len(below), colour)
         if bars and result.probabilities is not None:
             x = right + 6
             for k, (au, p) in enumerate(zip(AU_LABELS, result.probabilities)):
@@ -83,3 +92,16 @@ def annotate(frame: np.ndarray, results, fps: float | None = None, bars: bool = 
     if fps is not None:
         cv2.putText(out, f"{fps:.1f} fps", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
     return out
+
+
+def _chart_bars(out: np.ndarray, result, x: int, y: int, colour) -> None:
+    """A bar per charted output (``chart_names``: an emotion model's classes) of each model, under
+    the face's words, in the colours of the strip chart."""
+    for predictor, row in result.outputs:
+        low, high = predictor.chart_range
+        for k, name in enumerate(predictor.chart_names()):
+            share = (min(max(float(row[k]), low), high) - low) / (high - low)
+            paint = colour(series_colour(k))
+            cv2.putText(out, name[:8], (x, y + 8), cv2.FONT_HERSHEY_PLAIN, 0.7, paint, 1)
+            cv2.rectangle(out, (x + 56, y + 1), (x + 56 + int(60 * share), y + 8), paint, -1)
+            y += 10

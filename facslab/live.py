@@ -211,16 +211,31 @@ END_AFTER_FAILED_READS = 25
 
 def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | None = None, csv_path: str | None = None,
              max_frames: int | None = None, show: bool = False, draw: bool = True, progress: bool = True,
-             settings: LiveSettings = FAST) -> LiveStats:
-    """Process a camera or video until it ends (or ``max_frames``); returns timing statistics."""
+             settings: LiveSettings = FAST, chart: str | None = None) -> LiveStats:
+    """Process a camera or video until it ends (or ``max_frames``); returns timing statistics.
+    With a model that declares outputs over time (an emotion model), the largest face's are drawn
+    as a strip chart into the video, and ``chart`` (a PNG path) saves the whole series at the end,
+    with a CSV of the same name, whatever stopped the loop."""
     from tqdm import tqdm
 
+    from facslab.timeline import Timeline, charted
+
+    predictor = charted(analyzer)
+    if chart and predictor is None:
+        raise ConfigError(f"--chart {chart}: none of the models gives outputs to follow over time (an emotion or "
+                          f"a valence/arousal model does); the models given: "
+                          f"{', '.join(p.task for p in analyzer.predictors)}")
+    if chart and not Path(chart).parent.is_dir():  # said now, not after the whole video
+        from facslab.badinput import BadInputError
+
+        raise BadInputError(chart, "its folder does not exist")
     capture = source if isinstance(source, cv2.VideoCapture) else open_source(str(source))
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     stats = LiveStats()
     stages = stats.stage_seconds
     pipeline = LivePipeline(analyzer, settings)
+    timeline = Timeline(predictor, fps_in) if predictor is not None else None
     writer, table, handle = None, None, None
     if csv_path:
         handle = open(csv_path, "w", newline="", encoding="utf-8")
@@ -257,6 +272,8 @@ def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | 
             if table is not None:
                 for (face_id, _), result in zip(tracked, results):
                     table.writerow(csv_row(index + 1, timestamp, face_id, result))
+            if timeline is not None:
+                timeline.add(index + 1, timestamp, [face_id for face_id, _ in tracked], results)
             if writer is None and out:
                 fourcc = cv2.VideoWriter_fourcc(*"mp4v")
                 writer = cv2.VideoWriter(out, fourcc, fps_in, (bgr.shape[1], bgr.shape[0]))
@@ -267,6 +284,8 @@ def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | 
                     shown = annotate(frame, results, fps=fps, bgr=True)
                 else:
                     shown = cv2.cvtColor(annotate(frame, results, fps=fps), cv2.COLOR_RGB2BGR)
+                if timeline is not None:
+                    timeline.draw(shown, bgr=True)
                 stages["drawing"] += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 if writer is not None:
@@ -286,4 +305,6 @@ def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | 
             writer.release()
         if handle is not None:
             handle.close()
+        if chart and timeline is not None:
+            timeline.save(chart)
     return stats

@@ -137,6 +137,14 @@ class TaskPredictor:
         """A few words for people (the terminal line, the drawn annotation, the page)."""
         raise NotImplementedError
 
+    #: the span of ``chart_names``' values: the vertical axis of the apps' chart over time
+    chart_range: tuple[float, float] = (0.0, 1.0)
+
+    def chart_names(self) -> tuple[str, ...]:
+        """The outputs worth following over time (the apps' strip chart of the largest face; none
+        by default). Their values are the first ``len(chart_names())`` of a face's outputs."""
+        return ()
+
     def activate(self, logits: np.ndarray) -> np.ndarray:
         """The model's ``outputs_from_logits`` on ONNX Runtime's logits."""
         return self.model.outputs_from_logits(torch.from_numpy(logits)).numpy()
@@ -314,6 +322,9 @@ class EmotionPredictor(TaskPredictor):
     def summary(self, row):
         return f"emotion: {self.label(row)} {float(np.max(row)):.2f}"
 
+    def chart_names(self):
+        return self.classes
+
 
 def affect_fields(values: np.ndarray) -> dict:
     """Valence and arousal as a face's JSON fields."""
@@ -347,6 +358,11 @@ class ValenceArousalPredictor(TaskPredictor):
 
     def summary(self, row):
         return affect_summary(row)
+
+    chart_range = (-1.0, 1.0)
+
+    def chart_names(self):
+        return tuple(DIMENSIONS)
 
 
 class AUIntensityPredictor(TaskPredictor):

@@ -168,7 +168,7 @@ def _live(args, parser=None) -> int:
     settings = LiveSettings(detect_every=args.detect_every, upsample=args.upsample, idle_every=args.idle_every)
     capture = open_source(args.source)  # before the model loads: a wrong source is said at once
     stats = run_live(_analyzer(args), capture, out=args.out, csv_path=args.csv, max_frames=args.max_frames,
-                     show=args.show, progress=not args.quiet, settings=settings)
+                     show=args.show, progress=not args.quiet, settings=settings, chart=args.chart)
     print(f"{stats.frames} frames, {stats.faces} faces, {stats.detections} detections: {stats.fps:.1f} fps")
     if stats.corrupt_frames:
         shown = ", ".join(map(str, stats.corrupt_frames[:10])) + (", …" if len(stats.corrupt_frames) > 10 else "")
@@ -234,6 +234,9 @@ def add_commands(sub) -> dict:
     _add_model_arguments(live)
     live.add_argument("--out", type=str | None, default=None, help="annotated video (.mp4)")
     live.add_argument("--csv", type=str | None, default=None, help="per-frame CSV, OpenFace-style columns")
+    live.add_argument("--chart", type=str | None, default=None,
+                      help="PNG of the largest face's emotion probabilities over time, written at the end with a CSV "
+                           "of the same name (the strip chart is drawn into --out whenever an emotion model runs)")
     live.add_argument("--detect_every", type=int, default=10, help="frames between detections (track in between)")
     live.add_argument("--upsample", type=int, default=0,
                       help="HOG upsampling (0: faces over ~80 px; an upsampled retry runs when none is found)")

@@ -24,6 +24,7 @@ from facslab.analysis import FaceAnalyzer
 from facslab.badinput import BadInputError
 from facslab.images import decode_rgb
 from facslab.live import FAST, LivePipeline
+from facslab.timeline import Timeline, charted
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("index.html")
@@ -32,6 +33,7 @@ MAX_PIXELS = 25_000_000
 MAX_FRAME_BYTES = 2 * 1024 * 1024
 ANALYSIS_PIXELS = 2_000_000  # faces in bigger photos are big enough to find after shrinking
 MAX_IN_FLIGHT = 4  # requests decoding, analysing or waiting for the analyser; more get 503
+STREAM_FPS = 30.0  # a webcam's nominal rate: the stream's timestamps (the page sends frames as answers come)
 
 
 def _png(image: np.ndarray) -> str:
@@ -45,16 +47,19 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
     lock = asyncio.Lock()  # one analysis at a time: dlib and torch already use the cores
     in_flight = 0
 
-    def analyze_bytes(data: bytes, name: str, crops: bool, stream: tuple[LivePipeline, int] | None = None
+    def analyze_bytes(data: bytes, name: str, crops: bool, stream: tuple | None = None
                       ) -> tuple[np.ndarray, list[dict]]:
-        """``stream``: a WebSocket's pipeline and frame number (tracking between detections, as in
-        ``facslab live``); None: a single image, detected in full."""
+        """``stream``: a WebSocket's pipeline, frame number and timeline (tracking between
+        detections, as in ``facslab live``; the largest face's outputs over time); None: a single
+        image, detected in full."""
         image = decode_rgb(data, name, MAX_PIXELS, shrink_to=ANALYSIS_PIXELS)
         if stream is None:
             results = analyzer.analyze(image, None, crops)
         else:
-            pipeline, index = stream
-            _, results = pipeline.process(image, index, "RGB")
+            pipeline, index, timeline = stream
+            tracked, results = pipeline.process(image, index, "RGB")
+            if timeline is not None:
+                timeline.add(index + 1, index / STREAM_FPS, [face_id for face_id, _ in tracked], results)
         faces = []
         for result in results:
             face = result.as_dict()
@@ -63,7 +68,7 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
             faces.append(face)
         return image, faces
 
-    async def analyze(data: bytes, name: str, crops: bool, stream: tuple[LivePipeline, int] | None = None
+    async def analyze(data: bytes, name: str, crops: bool, stream: tuple | None = None
                       ) -> tuple[np.ndarray, list[dict]] | None:
         """Decode and analyse in a worker thread; None when the server is full."""
         nonlocal in_flight
@@ -122,6 +127,8 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
     async def live(socket: WebSocket):
         await socket.accept()
         pipeline, index = LivePipeline(analyzer, FAST), 0  # this stream's tracker, as `facslab live` runs it
+        charted_model = charted(analyzer)
+        timeline = None if charted_model is None else Timeline(charted_model, STREAM_FPS, keep=1)
         try:
             while True:
                 data = await socket.receive_bytes()
@@ -129,7 +136,7 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
                     await socket.send_json({"error": "frame too large"})
                     continue
                 try:
-                    analysed = await analyze(data, "frame", crops=False, stream=(pipeline, index))
+                    analysed = await analyze(data, "frame", crops=False, stream=(pipeline, index, timeline))
                     index += 1
                 except BadInputError as error:
                     await socket.send_json({"error": str(error)})
@@ -142,7 +149,9 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
                 # the emoji's ranking stays with the single-image answers
                 await socket.send_json({"faces": [{k: v for k, v in f.items() if k not in ("ranking", "tied_with")}
                                                   for f in faces],
-                                        "frame": index - 1, "detections": pipeline.tracker.detections_run})
+                                        "frame": index - 1, "detections": pipeline.tracker.detections_run,
+                                        # the largest face's outputs for the page's chart over time
+                                        "chart": None if timeline is None else timeline.latest()})
         except WebSocketDisconnect:
             pass
 

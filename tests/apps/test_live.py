@@ -138,3 +138,68 @@ def test_an_emotion_model_alone_runs_the_apps_with_no_aus_and_no_emoji(emotion_m
     assert main(["emoji", str(photo), "--model", str(emotion_model_dir), "--json"]) == 0
     face = json.loads(capsys.readouterr().out)[0]
     assert face["emotion"]["label"] == "happy" and "emoji" not in face and "aus" not in face
+
+
+def _two_astronauts(canvas_size=(480, 640)) -> np.ndarray:
+    """A frame with the astronaut twice: 300 and 200 px photographs side by side."""
+    canvas = np.full((*canvas_size, 3), 128, np.uint8)
+    photo = skimage.data.astronaut()
+    canvas[60:360, 20:320] = cv2.resize(photo, (300, 300), interpolation=cv2.INTER_AREA)
+    canvas[100:300, 400:600] = cv2.resize(photo, (200, 200), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+def test_live_charts_the_largest_faces_emotions_over_time_with_only_the_fer_port(emotion_model_dir, tmp_path):
+    """Acting Mirror's graph through ``facslab live --chart`` with only the real FER-2013 port: the
+    chart's CSV has a row per frame (empty where no face is in view, so it lines up with the
+    video), and on every other frame the values of the largest face's row of the live CSV; the PNG
+    is written; the strip chart is drawn into the video's bottom-left corner."""
+    import csv
+
+    from facslab.faces.detect import MIN_CONFIDENCE, detect_faces
+
+    faces, empty = _two_astronauts(), cv2.resize(skimage.data.coffee(), (640, 480))
+    frames = [faces] * 5 + [empty] * 3 + [faces] * 5
+    video = write_mp4(tmp_path / "in.mp4", frames)
+    table, png, out = tmp_path / "frames.csv", tmp_path / "chart.png", tmp_path / "out.mp4"
+    assert main(["live", "--source", str(video), "--model", str(emotion_model_dir), "--csv", str(table),
+                 "--chart", str(png), "--out", str(out), "--detect_every", "1", "--idle_every", "1", "--upsample", "1",
+                 "--quiet"]) == 0
+    with open(table, newline="", encoding="utf-8") as handle:
+        live_rows = {(row["frame"], row["face_id"]): row for row in csv.DictReader(handle)}
+    with open(png.with_suffix(".csv"), newline="", encoding="utf-8") as handle:
+        chart_rows = list(csv.DictReader(handle))
+    classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert list(chart_rows[0]) == ["frame", "timestamp", "face_id", *classes]
+    assert [int(row["frame"]) for row in chart_rows] == list(range(1, len(frames) + 1))
+    # the tracker numbers faces in detection order, and anew after the gap (0, 1, then 2, 3)
+    found = detect_faces(cv2.cvtColor(faces, cv2.COLOR_RGB2GRAY), "hog", 1, MIN_CONFIDENCE)
+    assert len(found) == 2, found
+    largest = int(np.argmax([(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]) for d in found]))
+    assert sum(1 for key in live_rows if key[0] == "1") == 2  # both faces are in the live CSV
+    for row in chart_rows:
+        if 6 <= int(row["frame"]) <= 8:  # the coffee: no face, no values
+            assert row["face_id"] == "" and all(row[c] == "" for c in classes), row
+            continue
+        assert row["face_id"] == str(largest if int(row["frame"]) <= 5 else 2 + largest), row
+        largest_id = row["face_id"]
+        face = live_rows[(row["frame"], largest_id)]
+        assert [float(row[c]) for c in classes] == [float(face[f"emotion_{c}"]) for c in classes]
+    assert cv2.imread(str(png)) is not None
+    capture = cv2.VideoCapture(str(out))
+    drawn = [capture.read()[1] for _ in frames]
+    capture.release()
+    # the strip chart's panel (bottom-left, 320 x 100 at 8 px from the edges) darkens the frame
+    # under it and draws a line per class: the last face frame's panel holds coloured pixels
+    panel = drawn[-1][480 - 108:480 - 8, 8:328].astype(int)
+    assert panel.mean() < 0.6 * cv2.cvtColor(faces, cv2.COLOR_RGB2BGR)[480 - 108:480 - 8, 8:328].mean()
+    assert (panel.max(axis=2) - panel.min(axis=2) > 60).sum() > 50
+
+
+def test_a_chart_asked_of_models_without_outputs_over_time_is_one_line(model_dir, tmp_path, capsys):
+    video = write_mp4(tmp_path / "in.mp4", photo_frames(skimage.data.astronaut(), 2, (320, 240)))
+    assert main(["live", "--source", str(video), "--model", str(model_dir), "--chart", str(tmp_path / "c.png"),
+                 "--quiet"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("note:")]
+    assert len(err) == 1 and "--chart" in err[0] and "emotion" in err[0] and "au" in err[0], err
+    assert not (tmp_path / "c.png").exists()

@@ -185,6 +185,14 @@ def test_the_page_end_to_end_in_headless_chromium(server, tmp_path):
             assert page.locator("#live-emoji").inner_text().strip() in "😃😄😁🙂😊😐😮😲😣😠😖😫😤😉"
             assert page.locator("#live-emoji").inner_text().strip() != ""
             assert "happy" in page.locator("#live-info").inner_text()
+            # the chart over time: a line per emotion class drawn on the canvas, each named in the legend
+            assert page.locator("#live-chart-box").is_visible()
+            drawn = page.evaluate("""() => { const c = document.getElementById('live-chart');
+                const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }""")
+            assert drawn >= 10, drawn  # three answers: short lines (an undrawn canvas has none)
+            legend = page.locator("#live-legend").inner_text()
+            assert all(name in legend for name in ("angry", "happy", "neutral")), legend
             page.click("#live-stop")
         finally:
             browser.close()
@@ -216,3 +224,8 @@ def test_the_websocket_stream_tracks_between_detections_like_facslab_live(server
     assert [len(a["faces"]) for a in answers] == [1] * 12, answers
     assert [a["frame"] for a in answers] == list(range(12))
     assert [a["detections"] for a in answers] == [1] * 10 + [2] * 2  # detections on frames 0 and 10 only
+    # the largest (here the only) face's emotion probabilities, for the page's chart over time
+    for answer in answers:
+        probabilities = answer["faces"][0]["emotion"]["probabilities"]
+        assert answer["chart"]["names"] == list(probabilities) and answer["chart"]["range"] == [0.0, 1.0]
+        assert answer["chart"]["values"] == list(probabilities.values())
