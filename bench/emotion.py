@@ -4,8 +4,12 @@
    PyTorch beside ONNX Runtime (what the apps use on a CPU), on real face crops of the astronaut.
 2. `facslab live` on a 640x480 video of the astronaut (as bench/live.py, ResNet-18 AU model at
    64 px, the fast path): without and with the emotion model beside the AUs.
+3. Acting Mirror's case: the emotion model alone, annotated video with the strip chart, on
+   1280x960 frames with 0, 1 and 20 faces (astronauts in a 5 x 4 grid, faces about 60 px, so
+   both detectors look down to 40 px: upsample 1), with dlib's HOG (the apps' default) beside
+   OpenCV's frontal Haar cascade.
 
-Run: `.venv/bin/python bench/emotion.py [--faces 2000] [--frames 300]`.
+Run: `.venv/bin/python bench/emotion.py [--faces 2000] [--frames 300] [--crowd_frames 60]`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import skimage.data
 import torch
@@ -46,6 +51,7 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=2000)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--crowd_frames", type=int, default=60)
     args = parser.parse_args()
     set_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="facslab-emotion-"))
@@ -70,7 +76,37 @@ def main() -> None:
         results[f"live, {label}"] = round(stats.fps, 1)
         print(f"live, {label}: {stats.fps:.1f} fps over {stats.frames} frames, annotated video written")
         print("  " + stats.breakdown())
+    for faces in (0, 1, 20):
+        crowd = write_mp4(work / f"crowd{faces}.mp4", [face_grid(faces)] * args.crowd_frames, fps=30)
+        for detector in ("hog", "haar"):
+            analyzer = FaceAnalyzer([EmotionPredictor.load(folder, threads=args.threads)], detector=detector)
+            crowd_settings = replace(FAST, upsample=1)
+            run_live(analyzer, str(crowd), max_frames=5, draw=False, progress=False, settings=crowd_settings)
+            stats = run_live(analyzer, str(crowd), out=str(work / "crowd.mp4"), progress=False, settings=crowd_settings)
+            results[f"emotion only, {faces} faces, {detector}"] = round(stats.fps, 1)
+            print(f"emotion only, {faces} faces, {detector}: {stats.fps:.1f} fps "
+                  f"({stats.faces / max(stats.frames, 1):.1f} faces found per frame)")
+            print("  " + stats.breakdown())
+    for faces in (0, 1, 20):
+        hog, haar = results[f"emotion only, {faces} faces, hog"], results[f"emotion only, {faces} faces, haar"]
+        print(f"{faces:>2} faces: hog {hog} fps, haar {haar} fps ({haar / hog:.2f}x)")
     print(json.dumps(results))
+
+
+def face_grid(n: int, size: tuple[int, int] = (1280, 960)) -> np.ndarray:
+    """A frame with ``n`` astronauts (1: one large; 20: a 5 x 4 grid) on grey, or the coffee cup for 0."""
+    width, height = size
+    if n == 0:
+        return cv2.resize(skimage.data.coffee(), size)
+    columns, rows = (1, 1) if n == 1 else (5, 4)
+    tile = min(width // columns, height // rows)
+    photo = cv2.resize(skimage.data.astronaut(), (tile, tile), interpolation=cv2.INTER_AREA)
+    canvas = np.full((height, width, 3), 128, np.uint8)
+    for k in range(n):
+        row, column = divmod(k, columns)
+        y, x = row * tile + (height - rows * tile) // 2, column * tile + (width - columns * tile) // 2
+        canvas[y:y + tile, x:x + tile] = photo
+    return canvas
 
 
 if __name__ == "__main__":

@@ -203,3 +203,13 @@ def test_a_chart_asked_of_models_without_outputs_over_time_is_one_line(model_dir
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("note:")]
     assert len(err) == 1 and "--chart" in err[0] and "emotion" in err[0] and "au" in err[0], err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_a_chart_into_a_missing_folder_is_one_line_before_any_frame(emotion_model_dir, tmp_path, capsys):
+    video = write_mp4(tmp_path / "in.mp4", photo_frames(skimage.data.astronaut(), 2, (320, 240)))
+    chart, table = tmp_path / "nowhere" / "c.png", tmp_path / "frames.csv"
+    assert main(["live", "--source", str(video), "--model", str(emotion_model_dir), "--chart", str(chart),
+                 "--csv", str(table), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(chart) in err[0] and "folder does not exist" in err[0], err
+    assert not table.exists()  # said before the video was read
