@@ -40,6 +40,10 @@ def _mmod() -> dlib.cnn_face_detection_model_v1:
 #: OpenCV's cascades (Viola-Jones), as the Acting Mirror system detects faces: fast on a CPU
 HAAR_CASCADES = {"haar": "haarcascade_frontalface_default.xml", "haar-profile": "haarcascade_profileface.xml"}
 DETECTORS = ("hog", "mmod", *HAAR_CASCADES)
+#: the level weight a cascade's detection must reach: the frontal cascade's false detections on a
+#: 1280x960 coffee cup and grey canvas weighed 1.1-2.1, its 22 astronauts 4.7-7.2 (bench/emotion.py's
+#: frames); the profile cascade found nothing on them, and the cameraman's turned face at 1.8
+HAAR_MIN_WEIGHT = {"haar": 3.0, "haar-profile": 1.0}
 
 
 @lru_cache(maxsize=None)
@@ -59,7 +63,8 @@ def _cascade(method: str):
 
 
 def _haar(image: np.ndarray, method: str, upsample: int) -> list[Detection]:
-    """Haar cascade detections; the confidence is the cascade's level weight. ``upsample`` lowers
+    """Haar cascade detections; the confidence is the cascade's level weight, at least
+    ``HAAR_MIN_WEIGHT``. ``upsample`` lowers
     the smallest face as HOG's does (about 80 px without, halved per step). The profile cascade
     finds faces turned one way: the mirrored image finds the others."""
     import cv2
@@ -72,6 +77,8 @@ def _haar(image: np.ndarray, method: str, upsample: int) -> list[Detection]:
         boxes, _, weights = _cascade(method).detectMultiScale3(view, scaleFactor=1.1, minNeighbors=5,
                                                                minSize=(smallest, smallest), outputRejectLevels=True)
         for (x, y, w, h), weight in zip(np.reshape(boxes, (-1, 4)), np.ravel(weights)):
+            if weight < HAAR_MIN_WEIGHT[method]:
+                continue
             x = grey.shape[1] - x - w if mirrored else x
             found.append(Detection((int(x), int(y), int(x + w), int(y + h)), float(weight)))
     kept = []  # a face found in both views (or twice) is one face: the stronger box stays
