@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo emotion-demo test bench install clean-data
+.PHONY: demo emotion-demo test check bench install clean-data
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ emotion-demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+# the quick lane while developing: everything but the end-to-end tests marked slow (sweeps,
+# services, subprocess chains; each took 10 s or more); make test runs them all
+check: $(STAMP)
+	$(BIN)/pytest -n 2 --dist loadgroup -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/preprocessing.py

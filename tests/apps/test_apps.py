@@ -33,6 +33,7 @@ def photos(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_emoji_cli_on_one_several_and_no_faces(model_dir, photos, tmp_path, capsys):
     images = [str(photos / name) for name in ("one.png", "several.png", "none.png")]
     status = main(["emoji", *images, "--model", str(model_dir), "--json", "--annotate", str(tmp_path)])
@@ -54,6 +55,7 @@ def test_emoji_cli_on_one_several_and_no_faces(model_dir, photos, tmp_path, caps
     assert (tmp_path / "one_emoji.png").exists() and (tmp_path / "several_emoji.png").exists()
 
 
+@pytest.mark.slow
 def test_emoji_cli_text_output(model_dir, photos, capsys):
     assert main(["emoji", str(photos / "one.png"), "--model", str(model_dir)]) == 0
     line = capsys.readouterr().out.strip()
@@ -82,6 +84,7 @@ def test_live_on_a_video_of_a_real_photo(model_dir, tmp_path, capsys):
 
 
 
+@pytest.mark.slow
 def test_any_model_joins_the_apps_with_also_and_its_answer_follows_its_declaration(model_dir, photos, tmp_path,
                                                                                     capsys):
     """`--also` takes models of any task: a valence/arousal model adds its JSON fields and CSV

@@ -43,6 +43,7 @@ def test_learned_table_follows_cooccurrence_and_its_threshold():
     assert (high.predict(aus) == emotions).mean() == 1.0
 
 
+@pytest.mark.slow
 def test_au_emotion_command_reports_three_methods_on_true_and_predicted_aus(ckplus, model_dir, tmp_path):
     root, _ = ckplus
     out = tmp_path / "out"

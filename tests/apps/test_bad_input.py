@@ -56,6 +56,7 @@ def bp4d_tree(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_a_tree_without_its_label_folder_is_one_line_naming_it(bp4d_tree, tmp_path):
     broken = tmp_path / "bp4d"
     shutil.copytree(bp4d_tree, broken)
@@ -65,6 +66,7 @@ def test_a_tree_without_its_label_folder_is_one_line_naming_it(bp4d_tree, tmp_pa
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr  # -v adds the traceback
 
 
+@pytest.mark.slow
 def test_an_empty_label_file_is_skipped_and_listed(bp4d_tree, tmp_path):
     tree = tmp_path / "bp4d"
     shutil.copytree(bp4d_tree, tree)
@@ -76,6 +78,7 @@ def test_an_empty_label_file_is_skipped_and_listed(bp4d_tree, tmp_path):
     assert f"{empty},empty file" in skipped
 
 
+@pytest.mark.slow
 def test_a_byte_order_mark_is_read_as_if_absent(fer_tree, tmp_path):
     plain = preprocess("FER2013DataModule", fer_tree, tmp_path / "plain")
     assert plain.returncode == 0, plain.stderr[-2000:]
@@ -91,6 +94,7 @@ def test_a_byte_order_mark_is_read_as_if_absent(fer_tree, tmp_path):
     assert ferplus.returncode == 0, ferplus.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_ferplus_votes_of_another_length_or_usage_are_refused_naming_both_files(fer_tree, tmp_path):
     short = tmp_path / "short"
     shutil.copytree(fer_tree, short)
@@ -109,6 +113,7 @@ def test_ferplus_votes_of_another_length_or_usage_are_refused_naming_both_files(
             "fer2013new.csv", "disagree", "data row 1")
 
 
+@pytest.mark.slow
 def test_an_empty_votes_file_is_one_line(fer_tree, tmp_path):
     tree = tmp_path / "fer"
     shutil.copytree(fer_tree, tree)
@@ -154,6 +159,7 @@ def _spreadsheet_save(root) -> list:
     return touched
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("datamodule", ["FER2013DataModule", "RAFDBDataModule", "AffectNetDataModule", "BP4DDataModule",
                                         "DISFADataModule", "CKPlusDataModule", "CelebANoisyDataModule"])
 def test_a_spreadsheet_saved_copy_reads_label_for_label_as_the_original(datamodule, tmp_path):
@@ -192,6 +198,7 @@ def _mjpeg_video(path, frames: int, corrupt: int | None = None):
     return path
 
 
+@pytest.mark.slow
 def test_videos_and_cameras_that_cannot_be_opened_are_one_line(model_dir, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video\n")
@@ -202,6 +209,7 @@ def test_videos_and_cameras_that_cannot_be_opened_are_one_line(model_dir, tmp_pa
         refused(out, *words, command="live")
 
 
+@pytest.mark.slow
 def test_a_corrupt_frame_in_the_middle_is_skipped_counted_and_the_rest_kept(model_dir, tmp_path):
     import cv2
 
@@ -293,6 +301,7 @@ BAD_TREES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("datamodule", "broken", "breaking", "words", "extra"), BAD_TREES,
                          ids=[f"{case[0]}: {case[1]}" for case in BAD_TREES])
 def test_a_bad_tree_is_one_line_naming_its_file(datamodule, broken, breaking, words, extra, tmp_path):
@@ -302,6 +311,7 @@ def test_a_bad_tree_is_one_line_naming_its_file(datamodule, broken, breaking, wo
     assert str(path) in line, line
 
 
+@pytest.mark.slow
 def test_an_emotion_keeps_its_label_when_the_facs_file_beside_it_is_empty(tmp_path):
     root = _generated("CKPlusDataModule", tmp_path / "tree")
     before = preprocess("CKPlusEmotionDataModule", root, tmp_path / "before", "--data.init_args.n_folds", "2")
@@ -324,6 +334,7 @@ SKIPPED_FILES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("datamodule", "broken", "breaking", "problem"), SKIPPED_FILES,
                          ids=[f"{case[0]}: {case[1]}" for case in SKIPPED_FILES])
 def test_a_bad_file_a_dataset_can_do_without_is_skipped_and_listed(datamodule, broken, breaking, problem, tmp_path):
@@ -336,6 +347,7 @@ def test_a_bad_file_a_dataset_can_do_without_is_skipped_and_listed(datamodule, b
         assert {"file": str(path), "problem": problem} in list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_model_arguments_that_are_not_usable_models_are_one_line(model_dir, tmp_path):
     image = tmp_path / "face.png"
     import skimage.data
@@ -357,6 +369,7 @@ def test_model_arguments_that_are_not_usable_models_are_one_line(model_dir, tmp_
         refused(facslab("emoji", str(image), *arguments, tmp_path=tmp_path), *words, command="emoji")
 
 
+@pytest.mark.slow
 def test_an_unreadable_image_among_good_ones_is_named_and_the_others_still_answered(model_dir, tmp_path):
     import skimage.data
     from PIL import Image
@@ -385,6 +398,7 @@ def _sweep_config(tmp_path, root, **lines: str):
     return config
 
 
+@pytest.mark.slow
 def test_a_sweep_on_a_missing_dataset_is_one_line_before_any_trial(tmp_path):
     config = _sweep_config(tmp_path, tmp_path / "no-such-ckplus")
     line = refused(facslab("sweep", "--config", str(config), tmp_path=tmp_path), command="sweep")
@@ -392,6 +406,7 @@ def test_a_sweep_on_a_missing_dataset_is_one_line_before_any_trial(tmp_path):
     assert not (tmp_path / "store" / "optuna" / "bad-input.journal").exists()  # no study, no trial was made
 
 
+@pytest.mark.slow
 def test_register_and_report_without_anything_to_use_are_one_line(ckplus, tmp_path):
     config = _sweep_config(tmp_path, ckplus[0], study="never-run", register="{name: facslab-au, alias: champion}")
     refused(facslab("register", "--config", str(config), tmp_path=tmp_path), "no study never-run at",
@@ -402,6 +417,7 @@ def test_register_and_report_without_anything_to_use_are_one_line(ckplus, tmp_pa
                     tmp_path=tmp_path), "experiment 'nothing-here'", "has no runs", command="report")
 
 
+@pytest.mark.slow
 def test_serve_and_services_on_a_port_in_use_and_generate_into_a_file_are_one_line(model_dir, tmp_path):
     import socket
 
@@ -425,6 +441,7 @@ def test_serve_and_services_on_a_port_in_use_and_generate_into_a_file_are_one_li
             command="services")
 
 
+@pytest.mark.slow
 def test_pretrain_and_au_emotion_on_a_missing_dataset_are_one_line(tmp_path):
     missing = tmp_path / "no-such-dataset"
     pretrain = tmp_path / "pretrain.yaml"
@@ -462,6 +479,7 @@ def _pretrain_config(tmp_path, root, *lines: str):
     return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, arguments, words", BAD_SETTINGS, ids=[f"{c}-{w[0][:20]}" for c, _, w in BAD_SETTINGS])
 def test_a_setting_a_datamodule_or_task_refuses_is_one_line(ckplus, celeba, tmp_path, command, arguments, words):
     """What a class raises while jsonargparse or a command builds it reaches the user as one line."""
@@ -470,6 +488,7 @@ def test_a_setting_a_datamodule_or_task_refuses_is_one_line(ckplus, celeba, tmp_
     assert not (tmp_path / "store" / "optuna" / "bad-input.journal").exists()  # a sweep made no study
 
 
+@pytest.mark.slow
 def test_the_demo_and_config_files_a_user_names_are_one_line_before_any_data_is_made(tmp_path):
     """facslab demo reads every config and checks its folder and fractions before it generates
     anything; a config jsonargparse cannot load, an unknown option or a missing argument is one

@@ -1,6 +1,7 @@
 """The ``facslab`` command: demo (generate + cache), generate, preprocess, eyes."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facslab.cli import main
@@ -58,6 +59,7 @@ def test_eyes_on_a_real_photo_and_on_an_image_without_a_face(astronaut, tmp_path
     assert "blank.png: no face found" in captured.err
 
 
+@pytest.mark.slow
 def test_help_gives_a_one_line_summary_of_every_subcommand():
     out = run_cli("--help", env={"COLUMNS": "300"}).stdout
     for command, words in (("demo", "whole chain"), ("sweep", "Optuna sweep"), ("register", "test it once"),
@@ -66,6 +68,7 @@ def test_help_gives_a_one_line_summary_of_every_subcommand():
         assert words in line, line
 
 
+@pytest.mark.slow
 def test_a_misspelt_sweep_key_fails_before_any_trial_naming_the_key(ckplus, tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: typo
@@ -84,6 +87,7 @@ train: {{init_from: null}}
     assert out.returncode == 2 and "threshold_policy does not change the objective" in out.stderr
 
 
+@pytest.mark.slow
 def test_auto_init_without_a_pretraining_run_says_what_to_run(ckplus, tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: no-pretraining
@@ -98,6 +102,7 @@ train: {{init_from: auto}}
     assert "facslab pretrain --config configs/pretrain/demo.yaml --config.model.backbone resnet18" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_whose_every_trial_failed_is_an_error_not_a_quiet_success(ckplus, tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: all-failed
@@ -112,6 +117,7 @@ train: {{init_from: null, max_epochs: 1, progress: false}}
     assert "no trial of study all-failed completed (1 fail)" in out.stderr and "error.txt" in out.stderr
 
 
+@pytest.mark.slow
 def test_an_interrupted_trial_out_of_retries_is_said_not_run_again(ckplus, tmp_path):
     import optuna
 

@@ -63,6 +63,7 @@ def server(model_dir, emotion_model_dir):
     process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_the_page_says_when_the_model_has_only_seen_generated_faces(server):
     with urllib.request.urlopen(server + "/api/model", timeout=30) as response:
         info = json.loads(response.read())
@@ -141,6 +142,7 @@ def test_an_image_at_the_pixel_limit_is_shrunk_answered_in_time_and_the_server_s
         assert response.status == 200
 
 
+@pytest.mark.slow
 def test_a_full_server_answers_503_and_keeps_serving(server):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -104,6 +104,7 @@ def test_unknown_labels_change_no_metric():
     assert with_nan["support"][3] == without["support"][3]
 
 
+@pytest.mark.slow
 def test_au_detection_on_bp4d_trains_with_unknowns_masked(videos, tmp_path):
     """Through `facslab sweep`: BP4D frames with 9s train the AU task; the per-AU table has no
     value for the AUs BP4D does not code."""
@@ -150,6 +151,7 @@ def test_ckplus_intensity_target_leaves_ungraded_aus_unknown(ckplus, tmp_path):
     assert np.nanmax(labels) <= 5 and np.nanmax(labels) >= 2 and np.isnan(labels).any()
 
 
+@pytest.mark.slow
 def test_au_intensity_sweep_on_disfa_and_the_live_csv_intensity_columns(videos, model_dir, tmp_path):
     store = {"FACSLAB_MLRUNS": str(tmp_path / "store")}
     config = tmp_path / "disfa.yaml"

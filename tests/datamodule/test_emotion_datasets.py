@@ -164,6 +164,7 @@ def test_ckplus_emotion_labels_with_subject_exclusive_folds(ckplus, tmp_path):
     assert "neutral" not in peak.classes
 
 
+@pytest.mark.slow
 def test_valence_arousal_sweep_and_the_ensemble_table(affectnet_root, tmp_path):
     """A valence/arousal sweep and a per-backbone emotion sweep through `facslab sweep`, then the
     ensemble table through `facslab report`, from the registered models' stored test outputs."""
@@ -225,6 +226,7 @@ register: {{name: ens, per_backbone: true}}
     assert out.returncode != 0 and "cv_accuracy" in out.stderr  # not an emotion model: a clear error
 
 
+@pytest.mark.slow
 def test_au_and_valence_arousal_multitask_from_two_datasets(ckplus, affectnet_root, tmp_path):
     """CK+ gives AUs, AffectNet valence/arousal; each half is NaN where a dataset does not
     annotate it, and `facslab sweep` trains and registers the multi-task model on the mix."""

@@ -26,6 +26,7 @@ def _module(root, tmp_path, **options):
                                progress=False, **options)
 
 
+@pytest.mark.slow
 def test_the_copy_is_what_a_download_leaves_and_the_datamodule_reads_it(emotionet, tmp_path):
     root, truth = emotionet
     assert {p.name for p in root.iterdir()} >= {SHEET, IMAGES, MAPPING, ERRORS}

@@ -134,6 +134,7 @@ def test_the_sheet_is_read_as_a_sheet_with_999_unknown_and_merged_aus(tmp_path):
         read_sheet(broken)
 
 
+@pytest.mark.slow
 def test_download_classifies_every_failure_converts_to_jpeg_and_resumes(server, tmp_path):
     cases = {"/img/a.jpg": "fetched", "/img/b.png": "fetched", "/img/c.gif": "fetched", "/img/d.webp": "fetched",
              "/img/with,comma.jpg?size=200x200": "fetched", "/img/with,comma.jpg?size=100x100": "fetched",

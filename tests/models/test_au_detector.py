@@ -18,6 +18,7 @@ def tiny_ckplus(ckplus, tmp_path_factory):
     return dict(root=str(ckplus[0]), batch_size=8, cache_dir=str(cache), preprocess_workers=0, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, unfrozen, size", [("resnet18", 0, 32), ("resnet18", 1, 32), ("resnet18", 2, 32),
                                                       ("alexnet", 1, 64), ("vgg11_bn", 1, 32), ("vgg11_bn", 0, 32),
                                                       ("googlenet", 1, 32), ("vit_b_16", 1, 32), ("mobilenet_v2", 2, 32)])
@@ -121,6 +122,7 @@ def test_initial_weights_fit_another_head_size_but_not_another_backbone(tmp_path
         load_weights(AUDetector("alexnet", image_size=64), str(tmp_path / "model.pt"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone, unfrozen, size", [("resnet18", 0, 32), ("resnet18", 1, 32), ("alexnet", 1, 64),
                                                       ("vgg11_bn", 2, 32)])
 def test_cached_frozen_features_give_the_same_logits_as_the_full_model(tiny_ckplus, backbone, unfrozen, size):
@@ -282,6 +284,7 @@ def _trainable_with_and_without_cache(model):
     return plain, after_cut | {f"head.{n}" for n, _ in model.head.named_parameters()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", FAMILY_EXAMPLES)
 def test_unfrozen_blocks_mean_the_same_with_and_without_the_feature_cache(tiny_ckplus, fer2013, tmp_path, backbone):
     """k unfrozen blocks: the trainable parameters of a plain fit are exactly those a cached fit

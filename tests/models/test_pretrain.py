@@ -42,6 +42,7 @@ def _runs(store):
     return client.search_runs([client.get_experiment_by_name("facslab").experiment_id], "tags.stage = 'pretrain'")
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("subprocess")
 def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(celeba, tmp_path):
     root, _, _ = celeba
@@ -88,6 +89,7 @@ def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(ce
         assert resumed == straight, f"{metric} after resuming at epoch {done_before}: {resumed} vs {straight}"
 
 
+@pytest.mark.slow
 def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_path):
     from facslab.config import PretrainConfig
     from facslab.demo_chain import load_config
@@ -118,6 +120,7 @@ def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_p
     assert find_pretraining("resnet18", 32, "facslab", 1.0).info.run_id == run.info.run_id  # without settings
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("subprocess")
 def test_fig4_compares_one_loss_per_backbone_and_image_size(celeba, tmp_path):
     """Three real pretrainings (32 px on all and on half of the data, 48 px on all) and the report:

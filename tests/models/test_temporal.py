@@ -64,6 +64,7 @@ def test_the_temporal_model_trains_on_ckplus_sequences_through_trainer_fit(ckplu
     assert probs.shape == labels.shape and ((probs >= 0) & (probs <= 1)).all()
 
 
+@pytest.mark.slow
 def test_both_architectures_sweep_register_and_slide_over_a_live_video(bp4d_root, model_dir, tmp_path):
     store = {"FACSLAB_MLRUNS": str(tmp_path / "store")}
     config = tmp_path / "temporal.yaml"

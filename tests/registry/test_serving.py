@@ -106,6 +106,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["au", "valence_arousal"])
 def test_mlflow_models_serve_answers_invocations(store, task):
     mlflow.set_tracking_uri(store)

@@ -58,6 +58,7 @@ def trial_run(study, number):
     return MlflowClient().get_run(study.trials[number].user_attrs["mlflow_run_id"])
 
 
+@pytest.mark.slow
 def test_every_trial_is_a_nested_mlflow_run_with_its_record(swept):
     config, study = swept
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
@@ -85,6 +86,7 @@ def test_every_trial_is_a_nested_mlflow_run_with_its_record(swept):
     assert "optuna/optimization_history.png" in parent_artifacts
 
 
+@pytest.mark.slow
 def test_no_subject_in_two_folds_and_none_from_the_test_split(swept):
     config, study = swept
     path = mlflow.artifacts.download_artifacts(run_id=trial_run(study, 0).info.run_id, artifact_path="data/split.csv")
@@ -96,6 +98,7 @@ def test_no_subject_in_two_folds_and_none_from_the_test_split(swept):
     assert set(split.loc[split["fold"] >= 0, "fold"]) == {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_thresholds_come_from_out_of_fold_predictions_not_the_test_split(ckplus, store, monkeypatch):
     import facslab.sweep as sweep
     import facslab.tasks as tasks
@@ -154,6 +157,7 @@ def test_a_study_resumed_under_other_settings_is_an_error_that_names_them(ckplus
     assert len(run_sweep(config).trials) == 1  # nothing was added by the refused run
 
 
+@pytest.mark.slow
 def test_a_raising_trial_is_recorded_as_failed_and_the_study_goes_on(ckplus, store, monkeypatch):
     import facslab.sweep as sweep
 
@@ -173,6 +177,7 @@ def test_a_raising_trial_is_recorded_as_failed_and_the_study_goes_on(ckplus, sto
     assert "boom in trial 1" in error
 
 
+@pytest.mark.slow
 def test_a_stopped_sweep_resumes_without_repeating_parameters_or_leaving_running_runs(ckplus, store):
     from facslab.sweep import load_study, run_sweep
 
@@ -200,6 +205,7 @@ def test_a_stopped_sweep_resumes_without_repeating_parameters_or_leaving_running
     assert resumed.user_attrs["mlflow_parent_run_id"] == first.user_attrs["mlflow_parent_run_id"]
 
 
+@pytest.mark.slow
 def test_a_hopeless_configuration_is_pruned_on_its_first_fold(ckplus, store):
     from facslab.sweep import run_sweep
 
@@ -221,6 +227,7 @@ def test_a_hopeless_configuration_is_pruned_on_its_first_fold(ckplus, store):
     assert run.info.status == "KILLED" and run.data.tags["optuna_state"] == "PRUNED"
 
 
+@pytest.mark.slow
 def test_the_summary_counts_complete_trials_the_median_rule_would_have_pruned(ckplus, store):
     """A hopeless trial run first is the pruner's start-up trial and completes; the summary says,
     from the recorded fold-0 curves, that the rule would have stopped it, and logs the count."""
@@ -253,6 +260,7 @@ def test_the_summary_counts_complete_trials_the_median_rule_would_have_pruned(ck
     assert np.isfinite(study.best_value)
 
 
+@pytest.mark.slow
 def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_once(swept, store, astronaut,
                                                                                   tmp_path, monkeypatch):
     import facslab.tasks as tasks
@@ -373,6 +381,7 @@ def test_table1_is_produced_from_the_runs(swept, store, tmp_path):
     assert runs and any(a.path == "report" for a in MlflowClient().list_artifacts(runs[0].info.run_id))
 
 
+@pytest.mark.slow
 def test_local_worker_processes_share_one_study(ckplus, store):
     from facslab.sweep import run_sweep
 
@@ -385,6 +394,7 @@ def test_local_worker_processes_share_one_study(ckplus, store):
     assert parents == {study.user_attrs["mlflow_parent_run_id"]}
 
 
+@pytest.mark.slow
 def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_orphans(ckplus, tmp_path):
     """Real processes: `facslab sweep --workers 2`, SIGKILL to one worker mid-trial, then a resume."""
     import signal
@@ -431,6 +441,7 @@ def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_or
     assert killed and all(r.info.status == "FAILED" for r in killed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
 def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_never_stopped(ckplus, tmp_path, stop):
     """Real processes: `facslab sweep` killed (SIGKILL) or interrupted (Ctrl-C's SIGINT) once its
@@ -493,6 +504,7 @@ def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_ne
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "fold_val_pr_auc")) == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_a_second_sweep_on_the_journal_leaves_the_live_trial_of_another_alone(ckplus, tmp_path):
     """Real processes: sweep B runs its trial while another process coordinates the study (here the
     test holds the coordinator's lock); that one leaves and sweep C, started on the same journal,

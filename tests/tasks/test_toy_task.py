@@ -197,6 +197,7 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
     assert answer["smile_probability"].iloc[0] == pytest.approx(face["smile"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_a_task_or_a_model_whose_code_cannot_be_imported_is_one_line(ckplus, tmp_path):
     config = tmp_path / "sweep.yaml"
     config.write_text(f"study: lost\ntask: no_such_package.SmileTask\ndata: {{root: {ckplus[0]}}}\n")
