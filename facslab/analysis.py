@@ -15,7 +15,7 @@ import numpy as np
 from facslab.emoji import Emoji, Match, agreement_vector, load_emojis, match_emoji
 from facslab.errors import ConfigError
 from facslab.faces.align import align_face
-from facslab.faces.detect import MIN_CONFIDENCE, Detection, detect_faces, predict_landmarks
+from facslab.faces.detect import MIN_CONFIDENCE, Detection, check_detector, detect_faces, predict_landmarks
 from facslab.faces.eyes import EYE_CLOSED_THRESHOLD, eye_aspect_ratios
 
 #: the columns every face's row starts with, whatever the models (OpenFace's names for the eyes)
@@ -97,6 +97,7 @@ class FaceAnalyzer:
 
             self.rules = RuleTable.from_csv()  # the AU-derived emotion shown beside the emoji
             self.emojis = emojis if emojis is not None else load_emojis()
+        check_detector(detector)
         self.detector, self.upsample, self.min_confidence = detector, upsample, min_confidence
 
     def column_names(self) -> tuple[str, ...]:

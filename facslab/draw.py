@@ -100,6 +100,8 @@ def _chart_bars(out: np.ndarray, result, x: int, y: int, colour) -> None:
     for predictor, row in result.outputs:
         low, high = predictor.chart_range
         for k, name in enumerate(predictor.chart_names()):
+            if not np.isfinite(row[k]):  # nothing to draw, and int() of NaN would raise
+                continue
             share = (min(max(float(row[k]), low), high) - low) / (high - low)
             paint = colour(series_colour(k))
             cv2.putText(out, name[:8], (x, y + 8), cv2.FONT_HERSHEY_PLAIN, 0.7, paint, 1)

@@ -225,17 +225,19 @@ def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | 
         raise ConfigError(f"--chart {chart}: none of the models gives outputs to follow over time (an emotion or "
                           f"a valence/arousal model does); the models given: "
                           f"{', '.join(p.task for p in analyzer.predictors)}")
-    if chart and not Path(chart).parent.is_dir():  # said now, not after the whole video
-        from facslab.badinput import BadInputError
-
-        raise BadInputError(chart, "its folder does not exist")
+    if chart:
+        _check_chart_path(Path(chart), csv_path)
     capture = source if isinstance(source, cv2.VideoCapture) else open_source(str(source))
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     stats = LiveStats()
     stages = stats.stage_seconds
     pipeline = LivePipeline(analyzer, settings)
-    timeline = Timeline(predictor, fps_in) if predictor is not None else None
+    timeline = None
+    if predictor is not None and (chart or (draw and (out or show))):
+        timeline = Timeline(predictor, fps_in)
+        if not chart:  # only drawn: the strip chart's frames are all it needs (a camera runs for days)
+            timeline.keep = timeline.shown
     writer, table, handle = None, None, None
     if csv_path:
         handle = open(csv_path, "w", newline="", encoding="utf-8")
@@ -306,5 +308,32 @@ def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | 
         if handle is not None:
             handle.close()
         if chart and timeline is not None:
-            timeline.save(chart)
+            _save_chart(timeline, chart)
     return stats
+
+
+def _check_chart_path(chart: Path, csv_path: str | None) -> None:
+    """What would make saving the chart fail or overwrite something, said before the first frame."""
+    from facslab.badinput import BadInputError
+
+    if chart.suffix.lower() != ".png":
+        raise BadInputError(str(chart), "the chart is written as a PNG: give a name ending in .png")
+    if chart.is_dir() or not chart.parent.is_dir():
+        raise BadInputError(str(chart), "is a folder" if chart.is_dir() else "its folder does not exist")
+    table = chart.with_suffix(".csv")
+    if csv_path and table.resolve() == Path(csv_path).resolve():
+        raise BadInputError(str(chart), f"its table would be {table}, the --csv file: give the chart another name")
+
+
+def _save_chart(timeline, chart: str) -> None:
+    """Save the chart; when the loop is already failing, a failure here is logged and the loop's
+    own error goes on (a ``finally`` that raised would replace it)."""
+    import sys
+
+    if sys.exc_info()[1] is None:
+        timeline.save(chart)
+        return
+    try:
+        timeline.save(chart)
+    except Exception as error:  # noqa: BLE001 (the loop's error is the one to report)
+        log.error("%s: the chart was not saved (%s)", chart, error)

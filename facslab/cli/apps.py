@@ -40,10 +40,11 @@ def _status(failures: list) -> int:
 
 
 def _eyes(args, parser=None) -> int:
-    from facslab.faces.detect import MIN_CONFIDENCE, detect_faces, predict_landmarks
+    from facslab.faces.detect import MIN_CONFIDENCE, check_detector, detect_faces, predict_landmarks
     from facslab.faces.eyes import eye_aspect_ratios
 
     failures = []
+    check_detector(args.detector)
     find = lambda image: detect_faces(image, args.detector, min_confidence=MIN_CONFIDENCE)  # noqa: E731
     for path, image, faces in _images_with_faces(args.images, find, failures, "eyes"):
         for k, face in enumerate(faces):

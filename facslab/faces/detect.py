@@ -59,8 +59,20 @@ def _cascade(method: str):
                           "over it, or use --detector hog")
     cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / HAAR_CASCADES[method]))
     if cascade.empty():
-        raise FileNotFoundError(f"{HAAR_CASCADES[method]}: not in OpenCV's data folder {cv2.data.haarcascades}")
+        from facslab.errors import ConfigError
+
+        raise ConfigError(f"--detector {method}: {HAAR_CASCADES[method]} is not in OpenCV's data folder "
+                          f"{cv2.data.haarcascades}; reinstall opencv-contrib-python-headless=={cv2.__version__}")
     return cascade
+
+
+def check_detector(method: str) -> None:
+    """A detector that cannot run here (an unknown name, OpenCV without the cascades) is said now,
+    before any image or frame is read."""
+    if method not in DETECTORS:
+        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, not {method!r}")
+    if method in HAAR_CASCADES:
+        _cascade(method)
 
 
 def _haar(image: np.ndarray, method: str, upsample: int) -> list[Detection]:
@@ -105,7 +117,9 @@ def _predictor(points: int) -> dlib.shape_predictor:
 
 def detect_faces(image: np.ndarray, method: str = "hog", upsample: int = 1,
                  min_confidence: float = 0.0) -> list[Detection]:
-    """Faces in an RGB uint8 image scoring at least ``min_confidence``, most confident first."""
+    """Faces in an RGB uint8 (or grey) image scoring at least ``min_confidence``, most confident
+    first. The score is the detector's own: HOG's SVM margin, MMOD's, or a Haar cascade's level
+    weight, which the cascade has already cut at ``HAAR_MIN_WEIGHT``."""
     image = np.ascontiguousarray(image)
     if method == "hog":
         rects, scores, _ = _hog().run(image, upsample, 0.0)

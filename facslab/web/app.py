@@ -61,8 +61,10 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
             if timeline is not None:
                 timeline.add(index + 1, index / STREAM_FPS, [face_id for face_id, _ in tracked], results)
         faces = []
-        for result in results:
+        for k, result in enumerate(results):
             face = result.as_dict()
+            if stream is not None:  # the tracker's id, which the chart's face_id names
+                face["face_id"] = tracked[k][0]
             if crops:
                 face["aligned"] = _png(result.crop)
             faces.append(face)

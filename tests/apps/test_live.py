@@ -201,15 +201,22 @@ def test_a_chart_asked_of_models_without_outputs_over_time_is_one_line(model_dir
     assert main(["live", "--source", str(video), "--model", str(model_dir), "--chart", str(tmp_path / "c.png"),
                  "--quiet"]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("note:")]
-    assert len(err) == 1 and "--chart" in err[0] and "emotion" in err[0] and "au" in err[0], err
+    assert len(err) == 1 and "--chart" in err[0] and "the models given: au" in err[0], err
     assert not (tmp_path / "c.png").exists()
 
 
-def test_a_chart_into_a_missing_folder_is_one_line_before_any_frame(emotion_model_dir, tmp_path, capsys):
+@pytest.mark.parametrize("chart, problem", [("nowhere/c.png", "folder does not exist"), ("c.txt", "ending in .png"),
+                                            ("frames.png", "the --csv file"), ("shots.png", "is a folder")])
+def test_a_chart_that_could_not_be_saved_is_one_line_before_any_frame(emotion_model_dir, tmp_path, capsys, chart,
+                                                                      problem):
+    """A chart into a missing folder, not a PNG, whose table would overwrite the --csv file
+    (frames.png's is frames.csv), or a folder: one line before the video is read."""
     video = write_mp4(tmp_path / "in.mp4", photo_frames(skimage.data.astronaut(), 2, (320, 240)))
-    chart, table = tmp_path / "nowhere" / "c.png", tmp_path / "frames.csv"
-    assert main(["live", "--source", str(video), "--model", str(emotion_model_dir), "--chart", str(chart),
+    table = tmp_path / "frames.csv"
+    if problem == "is a folder":
+        (tmp_path / chart).mkdir()
+    assert main(["live", "--source", str(video), "--model", str(emotion_model_dir), "--chart", str(tmp_path / chart),
                  "--csv", str(table), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(chart) in err[0] and "folder does not exist" in err[0], err
+    assert len(err) == 1 and problem in err[0], err
     assert not table.exists()  # said before the video was read

@@ -231,3 +231,4 @@ def test_the_websocket_stream_tracks_between_detections_like_facslab_live(server
         probabilities = answer["faces"][0]["emotion"]["probabilities"]
         assert answer["chart"]["names"] == list(probabilities) and answer["chart"]["range"] == [0.0, 1.0]
         assert answer["chart"]["values"] == list(probabilities.values())
+        assert answer["chart"]["face_id"] == answer["faces"][0]["face_id"] == 0
