@@ -162,6 +162,12 @@ def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResul
     return [frame_number, face_id, round(timestamp, 3), round(float(result.confidence), 3), 1] + result.row()
 
 
+def no_face_row(frame_number: int, timestamp: float, analyzer: FaceAnalyzer) -> list:
+    """The row of a frame without a face: ``success`` 0 and no values, as OpenFace writes it, so
+    that the CSV has a row for every decoded frame of the video."""
+    return [frame_number, "", round(timestamp, 3), 0.0, 0] + [""] * len(analyzer.column_names())
+
+
 @dataclass
 class LiveStats:
     frames: int = 0
@@ -274,6 +280,8 @@ def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | 
             if table is not None:
                 for (face_id, _), result in zip(tracked, results):
                     table.writerow(csv_row(index + 1, timestamp, face_id, result))
+                if not results:
+                    table.writerow(no_face_row(index + 1, timestamp, analyzer))
             if timeline is not None:
                 timeline.add(index + 1, timestamp, [face_id for face_id, _ in tracked], results)
             if writer is None and out:

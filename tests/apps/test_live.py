@@ -151,12 +151,13 @@ def _two_astronauts(canvas_size=(480, 640)) -> np.ndarray:
 
 def test_live_charts_the_largest_faces_emotions_over_time_with_only_the_fer_port(emotion_model_dir, tmp_path):
     """Acting Mirror's graph through ``facslab live --chart`` with only the real FER-2013 port: the
-    chart's CSV has a row per frame (empty where no face is in view, so it lines up with the
+    live CSV and the chart's CSV have a row per frame (empty where no face is in view, so it lines up with the
     video), and on every other frame the values of the largest face's row of the live CSV; the PNG
     is written; the strip chart is drawn into the video's bottom-left corner."""
     import csv
 
     from facslab.faces.detect import MIN_CONFIDENCE, detect_faces
+    from facslab.ports.keras_fer import FER2013_CLASSES
 
     faces, empty = _two_astronauts(), cv2.resize(skimage.data.coffee(), (640, 480))
     frames = [faces] * 5 + [empty] * 3 + [faces] * 5
@@ -167,6 +168,13 @@ def test_live_charts_the_largest_faces_emotions_over_time_with_only_the_fer_port
                  "--quiet"]) == 0
     with open(table, newline="", encoding="utf-8") as handle:
         live_rows = {(row["frame"], row["face_id"]): row for row in csv.DictReader(handle)}
+    # the live CSV has a row for every frame, as OpenFace writes it: success 0 and no values without a face
+    assert sorted({int(frame) for frame, _ in live_rows}) == list(range(1, len(frames) + 1))
+    for (frame, face_id), row in live_rows.items():
+        if 6 <= int(frame) <= 8:
+            assert face_id == "" and row["success"] == "0" and row["emotion"] == "" and row["ear_left"] == "", row
+        else:
+            assert face_id != "" and row["success"] == "1" and row["emotion"] in FER2013_CLASSES, row
     with open(png.with_suffix(".csv"), newline="", encoding="utf-8") as handle:
         chart_rows = list(csv.DictReader(handle))
     classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
