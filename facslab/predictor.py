@@ -20,6 +20,7 @@ from facslab.badinput import BadInputError, MissingInputError
 from facslab.au import AU_LABELS, openface_columns
 from facslab.faces.align import AlignmentSpec
 from facslab import onnx_export
+from facslab.name_tables import class_path, register
 from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_detector import AUDetector
 from lightning_modules.au_intensity import AUIntensityRegressor
@@ -34,21 +35,6 @@ RUNTIMES = ("auto", "torch", "onnx")
 
 #: task name -> its predictor class, filled as the classes are defined (``TaskPredictor.__init_subclass__``)
 PREDICTORS: dict[str, type[TaskPredictor]] = {}
-
-
-def class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def register(table: dict, name: str, cls: type, entry, what: str) -> None:
-    """``table[name] = entry`` for a class that declares ``name``; a second class claiming a name is
-    an error (it would silently change what the name loads), the same class defined again (a
-    module reloaded) replaces itself."""
-    held = table.get(name)
-    held_cls = held if isinstance(held, type) else type(held)
-    if held is not None and class_path(held_cls) != class_path(cls):
-        raise ValueError(f"{what} {name!r} is {class_path(held_cls)} already; {class_path(cls)} needs a name of its own")
-    table[name] = entry
 
 
 class TaskPredictor:

@@ -21,8 +21,9 @@ from facslab import plots
 from facslab.au import NUM_AUS
 from facslab.evaluation import (affect_metrics, au_affect_interval, choose_thresholds, class_row, confusion,
                                 intensity_metrics, mean_pr_auc, mean_row, per_au_metrics, per_class_metrics)
+from facslab.name_tables import register
 from facslab.predictor import (AUAffectPredictor, AUIntensityPredictor, AUPredictor, EmotionPredictor, TaskPredictor,
-                               TemporalAUPredictor, ValenceArousalPredictor, register)
+                               TemporalAUPredictor, ValenceArousalPredictor)
 from facslab.training import bce_pos_weight
 from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_detector import AUDetector

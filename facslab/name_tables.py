@@ -1,0 +1,19 @@
+"""The tables a name is looked up in (task names, predictor task names): defining a class is
+registering it, and a name belongs to one class."""
+
+from __future__ import annotations
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def register(table: dict, name: str, cls: type, entry, what: str) -> None:
+    """``table[name] = entry`` for a class that declares ``name``; a second class claiming a name is
+    an error (it would silently change what the name loads), the same class defined again (a
+    module reloaded) replaces itself."""
+    held = table.get(name)
+    held_cls = held if isinstance(held, type) else type(held)
+    if held is not None and class_path(held_cls) != class_path(cls):
+        raise ValueError(f"{what} {name!r} is {class_path(held_cls)} already; {class_path(cls)} needs a name of its own")
+    table[name] = entry
