@@ -18,17 +18,26 @@ CK_SUBJECTS = 12
 
 
 @pytest.fixture(autouse=True)
-def _library_threads_restored():
-    """A test that runs the CLI in-process with ``--threads`` sets torch's and OpenCV's thread
-    counts for the whole worker; every later test there would run on them, and kernels chosen
-    per thread count round differently, so results would depend on test order."""
+def _process_state_restored():
+    """What one test leaves in its pytest worker that changes later tests, put back after it:
+
+    * torch's and OpenCV's thread counts (an in-process CLI run with ``--threads``): kernels
+      chosen per thread count round differently, so results would depend on test order;
+    * ``MLFLOW_TRACKING_URI``, which ``mlflow.set_tracking_uri`` exports: every later subprocess
+      of the worker would log there instead of its own ``FACSLAB_MLRUNS`` store (a sweep test then
+      never saw its fold files)."""
     import cv2
     import torch
 
     torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     yield
     torch.set_num_threads(torch_threads)
     cv2.setNumThreads(cv2_threads)
+    if tracking_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -38,11 +38,13 @@ def test_the_fer_port_is_scored_on_ckplus_with_contempt_left_out_as_its_own_run(
     test = dm.samples.loc[dm.positions("test")]
     assert (test["name"] == "contempt").any(), "the generated test split has no contempt: nothing to leave out"
 
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["facslab"], output_format="list")
+    # a client of its own: mlflow.set_tracking_uri would export the URI to every later subprocess of the worker
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("facslab").experiment_id])
     assert len(runs) == 1 and runs[0].data.tags["kind"] == "cross-dataset evaluation"
     run = runs[0]
-    rows = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+    rows = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=uri,
                                                            artifact_path="predictions/test_rows.csv"))
     kept = test[test["name"] != "contempt"]
     assert len(rows) == len(kept) and run.data.metrics["test_rows_left_out"] == (test["name"] == "contempt").sum()
@@ -52,7 +54,7 @@ def test_the_fer_port_is_scored_on_ckplus_with_contempt_left_out_as_its_own_run(
     assert accuracy == pytest.approx(float((rows["true"] == rows["predicted"]).mean()))
     assert run.data.metrics["test_accuracy_ci_lo"] <= accuracy <= run.data.metrics["test_accuracy_ci_hi"]
     assert set(rows["predicted"]) <= CK_SHARED_WITH_FER  # neutral, the model's own class, is never answered
-    assert mlflow.MlflowClient().search_registered_models() == []  # an evaluation registers and moves nothing
+    assert client.search_registered_models() == []  # an evaluation registers and moves nothing
 
 
 def test_a_model_or_data_that_cannot_be_scored_together_is_one_line(ckplus, emotion_model_dir, model_dir, tmp_path,
@@ -69,5 +71,6 @@ def test_a_model_or_data_that_cannot_be_scored_together_is_one_line(ckplus, emot
         assert main(["evaluate", *args, *store]) == 2, args
         err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("note:")]
         assert len(err) == 1 and said in err[0], (args, err)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert mlflow.search_runs(experiment_names=["facslab"], output_format="list") == []  # refused before any run
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("facslab")
+    assert experiment is None or client.search_runs([experiment.experiment_id]) == []  # refused before any run
