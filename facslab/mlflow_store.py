@@ -32,20 +32,34 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{(store_dir() / 'mlflow.db').resolve()}"
 
 
+#: what ``mlflow.set_tracking_uri`` and ``set_registry_uri`` also write into the environment
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextmanager
+def environment_kept(*names: str):
+    """Put these environment variables back as they were (set or not) when the block ends."""
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> str:
     """Point MLflow at the store and select (or create) the experiment; returns the tracking URI."""
     uri = tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    # MLflow also writes the URI into the environment, where it would outrank FACSLAB_MLRUNS for
-    # every later call and child process: only a user's own MLFLOW_TRACKING_URI belongs there
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    # MLflow also writes the URIs into the environment, where they would outrank FACSLAB_MLRUNS for
+    # every later call and child process: only a user's own MLFLOW_*_URI belong there
+    with environment_kept(*MLFLOW_URI_VARIABLES):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         artifacts = None
         if uri.startswith("sqlite:///"):

@@ -23,21 +23,19 @@ def _process_state_restored():
 
     * torch's and OpenCV's thread counts (an in-process CLI run with ``--threads``): kernels
       chosen per thread count round differently, so results would depend on test order;
-    * ``MLFLOW_TRACKING_URI``, which ``mlflow.set_tracking_uri`` exports: every later subprocess
-      of the worker would log there instead of its own ``FACSLAB_MLRUNS`` store (a sweep test then
-      never saw its fold files)."""
+    * ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI``, which ``mlflow.set_tracking_uri`` and
+      ``set_registry_uri`` export: every later subprocess of the worker would log there instead of
+      its own ``FACSLAB_MLRUNS`` store (a sweep test then never saw its fold files)."""
     import cv2
     import torch
 
+    from facslab.mlflow_store import MLFLOW_URI_VARIABLES, environment_kept
+
     torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    yield
+    with environment_kept(*MLFLOW_URI_VARIABLES):
+        yield
     torch.set_num_threads(torch_threads)
     cv2.setNumThreads(cv2_threads)
-    if tracking_uri is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:

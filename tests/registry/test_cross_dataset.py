@@ -38,9 +38,9 @@ def test_the_fer_port_is_scored_on_ckplus_with_contempt_left_out_as_its_own_run(
     test = dm.samples.loc[dm.positions("test")]
     assert (test["name"] == "contempt").any(), "the generated test split has no contempt: nothing to leave out"
 
-    # a client of its own: mlflow.set_tracking_uri would export the URI to every later subprocess of the worker
+    # a client of its own (registry too): an earlier test's mlflow.set_*_uri stays in this process
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    client = mlflow.MlflowClient(uri)
+    client = mlflow.MlflowClient(uri, registry_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("facslab").experiment_id])
     assert len(runs) == 1 and runs[0].data.tags["kind"] == "cross-dataset evaluation"
     run = runs[0]
