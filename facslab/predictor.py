@@ -131,6 +131,10 @@ class TaskPredictor:
         by default). Their values are the first ``len(chart_names())`` of a face's outputs."""
         return ()
 
+    def output_names(self) -> tuple[str, ...]:
+        """The name of each of the model's outputs, in order (what ``facslab explain --target`` picks)."""
+        raise NotImplementedError
+
     def activate(self, logits: np.ndarray) -> np.ndarray:
         """The model's ``outputs_from_logits`` on ONNX Runtime's logits."""
         return self.model.outputs_from_logits(torch.from_numpy(logits)).numpy()
@@ -256,6 +260,9 @@ class AUPredictor(TaskPredictor):
     def outputs_config(self) -> dict:
         return {"au_labels": list(self.au_labels), "hparams_update": {"thresholds": [float(t) for t in self.thresholds]}}
 
+    def output_names(self):
+        return tuple(f"AU{a}" for a in self.au_labels)
+
     def decided(self, row: np.ndarray) -> list[str]:
         """The labels of the AUs ``decide`` finds present in one face's outputs."""
         return [a for a, d in zip(self.au_labels, self.decide(row)) if d]
@@ -291,6 +298,9 @@ class EmotionPredictor(TaskPredictor):
 
     def outputs_config(self) -> dict:
         return {"classes": list(self.classes)}
+
+    def output_names(self):
+        return self.classes
 
     def label(self, probabilities: np.ndarray) -> str:
         return self.classes[int(np.argmax(probabilities))]
@@ -333,6 +343,9 @@ class ValenceArousalPredictor(TaskPredictor):
     def outputs_config(self) -> dict:
         return {"dimensions": list(DIMENSIONS)}
 
+    def output_names(self):
+        return tuple(DIMENSIONS)
+
     def fields(self, row):
         return affect_fields(row)
 
@@ -362,6 +375,9 @@ class AUIntensityPredictor(TaskPredictor):
 
     def outputs_config(self) -> dict:
         return {"au_labels": list(AU_LABELS)}
+
+    def output_names(self):
+        return tuple(f"AU{a}" for a in AU_LABELS)
 
     def fields(self, row):
         return {"intensities": {a: round(float(v), 3) for a, v in zip(AU_LABELS, row)}}
@@ -431,6 +447,9 @@ class AUAffectPredictor(AUPredictor):
 
     def decide(self, outputs: np.ndarray) -> np.ndarray:
         return outputs[..., :len(self.thresholds)] >= self.thresholds
+
+    def output_names(self):
+        return super().output_names() + tuple(DIMENSIONS)
 
     def fields(self, row):
         return {**super().fields(row), **affect_fields(row[len(self.thresholds):])}

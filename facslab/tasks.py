@@ -140,12 +140,29 @@ class Task:
         return setting
 
 
-def held_out_outputs(predictor: TaskPredictor, dm) -> tuple[np.ndarray, np.ndarray]:
-    """(outputs, labels) of a predictor on a set-up datamodule's test split (frame stacks for a
-    sequence datamodule)."""
+def held_out_inputs(dm) -> np.ndarray:
+    """A set-up datamodule's test-split inputs (aligned crops; frame stacks for a sequence
+    datamodule): the one door through which the apps' models see the test faces."""
     positions = dm.positions("test")
-    inputs = dm.stacks(positions) if hasattr(dm, "stacks") else np.asarray(dm.cached.crops[positions])
-    return predictor.predict_aligned(inputs), dm.labels_array()[positions]
+    return dm.stacks(positions) if hasattr(dm, "stacks") else np.asarray(dm.cached.crops[positions])
+
+
+def held_out_outputs(predictor: TaskPredictor, dm) -> tuple[np.ndarray, np.ndarray]:
+    """(outputs, labels) of a predictor on a set-up datamodule's test split."""
+    return predictor.predict_aligned(held_out_inputs(dm)), dm.labels_array()[dm.positions("test")]
+
+
+def saliency_on_test_faces(predictor: TaskPredictor, dm, faces: int = 8) -> dict[str, object]:
+    """``{path: figure}``: saliency overlays on test faces spread over the split (for the run of a
+    registered model; none for a model that reads windows of frames)."""
+    from facslab.explain import overlay_grid
+
+    if predictor.window:
+        log.info("no saliency overlays: %s models read windows of frames", predictor.task)
+        return {}
+    crops = held_out_inputs(dm)
+    picked = crops[np.unique(np.linspace(0, len(crops) - 1, min(faces, len(crops))).round().astype(int))]
+    return {"plots/test_saliency.png": overlay_grid(predictor, picked)} if len(picked) else {}
 
 
 def held_out_subjects(dm) -> np.ndarray:
@@ -205,7 +222,8 @@ class AUTask(Task):
                    "test_pr_auc_ci_lo": lo, "test_pr_auc_ci_hi": hi,
                    "test_f1_ci_lo": float(mean["f1_lo"]), "test_f1_ci_hi": float(mean["f1_hi"])}
         return Evaluation(float(mean["pr_auc"]), metrics, {"metrics/test_per_au.csv": table},
-                          {"plots/test_pr_curves.png": plots.pr_curves(probs, labels, "test PR curves")},
+                          {"plots/test_pr_curves.png": plots.pr_curves(probs, labels, "test PR curves"),
+                           **saliency_on_test_faces(predictor, dm)},
                           interval=(lo, hi), secondary=f"F1 {mean['f1']:.3f}", predictions=(probs, labels))
 
 
@@ -256,7 +274,7 @@ class EmotionTask(Task):
                    "test_accuracy_ci_lo": float(overall["top1_lo"]), "test_accuracy_ci_hi": float(overall["top1_hi"])}
         figure = plots.confusion_matrix(confusion(probs, labels, len(dm.classes)), dm.classes, "test confusion matrix")
         return Evaluation(float(overall["top1"]), metrics, {"metrics/test_per_class.csv": table},
-                          {"plots/test_confusion_matrix.png": figure},
+                          {"plots/test_confusion_matrix.png": figure, **saliency_on_test_faces(predictor, dm)},
                           interval=(float(overall["top1_lo"]), float(overall["top1_hi"])),
                           secondary=f"top-2 {overall['top2']:.3f}, macro F1 {mean['f1']:.3f}", predictions=(probs, labels))
 
@@ -300,7 +318,7 @@ class ValenceArousalTask(Task):
         metrics.update(test_ccc=float(mean["ccc"]), test_ccc_ci_lo=float(mean["ccc_lo"]), test_ccc_ci_hi=float(mean["ccc_hi"]))
         figure = plots.valence_arousal_scatter(pred, true, "test: predicted vs annotated")
         return Evaluation(float(mean["ccc"]), metrics, {"metrics/test_affect.csv": table},
-                          {"plots/test_valence_arousal.png": figure}, interval=(float(mean["ccc_lo"]), float(mean["ccc_hi"])),
+                          {"plots/test_valence_arousal.png": figure, **saliency_on_test_faces(predictor, dm)}, interval=(float(mean["ccc_lo"]), float(mean["ccc_hi"])),
                           secondary=f"RMSE {mean['rmse']:.3f}, SAGR {mean['sagr']:.3f}", predictions=(pred, true))
 
 
@@ -356,7 +374,7 @@ class AUIntensityTask(Task):
         figure = plots.bar_chart([f"AU{a}" for a in per_au["au"]], per_au["icc"].fillna(0), "ICC(3,1)",
                                  "test ICC(3,1) per AU")
         return Evaluation(float(mean["icc"]), metrics, {"metrics/test_intensity.csv": table},
-                          {"plots/test_icc_per_au.png": figure}, interval=(float(mean["icc_lo"]), float(mean["icc_hi"])),
+                          {"plots/test_icc_per_au.png": figure, **saliency_on_test_faces(predictor, dm)}, interval=(float(mean["icc_lo"]), float(mean["icc_hi"])),
                           secondary=f"MAE {mean['mae']:.3f}", predictions=(pred, true))
 
 
@@ -449,7 +467,8 @@ class AUAffectTask(AUTask):
                    "test_au_affect_ci_lo": lo, "test_au_affect_ci_hi": hi}
         return Evaluation(metrics["test_au_affect"], metrics,
                           {"metrics/test_per_au.csv": table, "metrics/test_affect.csv": affect_table},
-                          {"plots/test_valence_arousal.png": plots.valence_arousal_scatter(affect, truth, "test")},
+                          {"plots/test_valence_arousal.png": plots.valence_arousal_scatter(affect, truth, "test"),
+                           **saliency_on_test_faces(predictor, dm)},
                           secondary=(f"AU PR-AUC {mean['pr_auc']:.3f} ({mean['pr_auc_lo']:.3f}-{mean['pr_auc_hi']:.3f}), "
                                      f"CCC {va['ccc']:.3f} ({va['ccc_lo']:.3f}-{va['ccc_hi']:.3f})"),
                           interval=(lo, hi), predictions=(outputs, labels))

@@ -4,6 +4,7 @@ emotion files for some sequences."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,7 @@ from facslab.au import AU_INDEX
 from facslab.emotions import EMOTIONS
 from facslab.formats.ckplus import FRAME_SHAPE, CKPlusLayout
 from facslab.synth import mark_generated
-from facslab.synth.expressions import sample_posed_expression
+from facslab.synth.expressions import PosedExpression, sample_posed_expression
 from facslab.synth.face import Conditions, Identity, Pose, render_face
 
 
@@ -54,11 +55,13 @@ def write_ckplus(
     ungraded_rate: float = 0.2,
     progress: bool = True,
     n_sequences: int | None = None,
+    expressions: Callable[[np.random.Generator], PosedExpression] = sample_posed_expression,
 ) -> pd.DataFrame:
     """Generate a CK+-format dataset; returns the truth: one row per sequence, rendered intensities.
 
     ``n_sequences``: the total, spread unevenly over the subjects as in the release (123 subjects,
-    593 sequences); otherwise every subject has ``sequences_per_subject``."""
+    593 sequences); otherwise every subject has ``sequences_per_subject``. ``expressions`` draws each
+    sequence's peak expression (CK+'s posed prototypes by default; a test may pose single AUs)."""
     root = Path(root)
     mark_generated(root, "CK+", seed)
     rng = np.random.default_rng(seed)
@@ -78,7 +81,7 @@ def write_ckplus(
         identity = Identity.sample(sub_rng)
         for q in range(1, sequences_per_subject + 1):
             sequence = f"{q:03d}"
-            posed = sample_posed_expression(sub_rng)
+            posed = expressions(sub_rng)
             n = int(sub_rng.integers(frames[0], frames[1] + 1))
             conditions = Conditions.sample(sub_rng)
             conditions = Conditions(**{**conditions.__dict__, "background": (int(sub_rng.integers(90, 200)),) * 3})

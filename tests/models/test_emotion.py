@@ -193,6 +193,9 @@ register: {{name: emotion-test}}
         assert version.tags["task"] == "emotion" and version.tags["trained_on"] == "generated"
         final = client.get_run(version.run_id)
         assert {"test_accuracy", "test_top2_accuracy", "test_macro_f1"} <= set(final.data.metrics)
+        # the registered model's saliency overlays on test faces, a PNG in its run
+        saliency = client.download_artifacts(final.info.run_id, "plots/test_saliency.png", str(store))
+        assert Image.open(saliency).size[0] > 200
         trials = mlflow.search_runs(filter_string="tags.stage = 'sweep-trial' and tags.study = 'fer-test'", output_format="list",
                                     search_all_experiments=True)
         assert len(trials) == 2 and all("val_accuracy" in r.data.metrics for r in trials)

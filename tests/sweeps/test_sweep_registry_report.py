@@ -122,8 +122,8 @@ def test_thresholds_come_from_out_of_fold_predictions_not_the_test_split(ckplus,
         seen["rows"] = len(probs)
         return real(probs, labels, policy, **kwargs)
 
-    # the doors through which the test split is really read: the test outputs and the datasets
-    monkeypatch.setattr(tasks, "held_out_outputs", no_test)
+    # the doors through which the test split is really read: the test inputs (outputs, overlays) and the datasets
+    monkeypatch.setattr(tasks, "held_out_inputs", no_test)
     monkeypatch.setattr(FaceDataModule, "dataset", dataset)
     monkeypatch.setattr(tasks, "choose_thresholds", spy)
     config = make_config(ckplus, store, "thresholds", n_trials=1)
@@ -275,6 +275,8 @@ def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_o
     first = register_best(config, study)
     assert first.promoted and first.champion_cv is None and first.cv_score == pytest.approx(study.best_value)
     assert str(client.get_model_version_by_alias(name, alias).version) == first.version
+    run_id = client.get_model_version(name, first.version).run_id
+    assert "plots/test_saliency.png" in {a.path for a in client.list_artifacts(run_id, "plots")}
     again = register_best(config, study)  # a chain run again: the same version, no second training or test look
     assert again.version == first.version and again.promoted and len(looks) == 1
     assert again.test_score == pytest.approx(first.test_score, abs=1e-4) and again.test_secondary == first.test_secondary

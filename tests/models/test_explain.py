@@ -1,0 +1,138 @@
+"""Saliency maps: they follow the face's active AU, and ``facslab explain`` writes them per face."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from PIL import Image
+
+from facslab.au import AU_INDEX, NUM_AUS
+from facslab.synth.expressions import PosedExpression
+from facslab.synth.face import Conditions, Expression, Identity, Pose, render_face
+
+#: one AU (or pair) per face region, each present in half of the sequences independently of the
+#: other: nothing but its own region tells a model whether it is there
+REGION_POSES = {"lower": ("12",), "upper": ("1", "2")}
+
+
+def _single_region_aus(rng: np.random.Generator) -> PosedExpression:
+    aus = np.zeros(NUM_AUS, np.float32)
+    for pose in REGION_POSES.values():
+        if rng.random() < 0.5:
+            for au in pose:
+                aus[AU_INDEX[au]] = rng.uniform(3, 5)
+    return PosedExpression(Expression(aus), None, {})
+
+
+def _posed_faces(region: str, spec, n: int, seed: int):
+    """Grey faces (as CK+'s frames) with only ``region``'s AUs at intensity 4, aligned as the model
+    sees them; and per face the masks of the upper face (above the eye centres) and the lower face
+    (below the nose base), from the renderer's landmarks carried through the same alignment."""
+    import cv2
+
+    from facslab.faces.align import align_face, alignment_matrix, eye_centres, transform_points
+
+    rng = np.random.default_rng(seed)
+    crops, upper, lower = [], [], []
+    rows = np.arange(spec.size)[:, None] * np.ones((1, spec.size))
+    for _ in range(n):
+        aus = np.zeros(NUM_AUS, np.float32)
+        for au in REGION_POSES[region]:
+            aus[AU_INDEX[au]] = 4.0
+        image, landmarks = render_face(Identity.sample(rng), Expression(aus), Pose((160, 150), 90, rng.uniform(-8, 8)),
+                                       (320, 320), Conditions.sample(rng), rng)
+        image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        crops.append(align_face(image, landmarks, spec))
+        points = transform_points(landmarks, alignment_matrix(eye_centres(landmarks), spec))
+        upper.append(rows < points[36:48, 1].mean())
+        lower.append(rows > points[33, 1])
+    return np.stack(crops), upper, lower
+
+
+@pytest.mark.slow
+def test_grad_cam_mass_lies_in_the_region_of_the_active_au_and_moves_with_it(tmp_path):
+    """A ResNet-18 trained (Trainer.fit) on generated CK+ whose only AUs are AU12 (mouth) and AU1+2
+    (brows), independently: Grad-CAM of AU12 on AU12-only faces lies mostly below the nose, of AU2
+    on AU1+2-only faces mostly above the eyes, and the map's centre moves between the two."""
+    from datamodules import CKPlusDataModule
+    from facslab.explain import explain, region_mass
+    from facslab.predictor import AUPredictor
+    from facslab.synth.ckplus import write_ckplus
+    from facslab.training import TrainerConfig, build_model, fit
+
+    root = tmp_path / "ckplus"
+    write_ckplus(root, n_subjects=60, sequences_per_subject=4, frames=(3, 4), seed=11, progress=False,
+                 expressions=_single_region_aus, emotion_rate=0)
+    torch.manual_seed(0)
+    dm = CKPlusDataModule(str(root), batch_size=16, cache_dir=str(tmp_path / "cache"), preprocess_workers=0,
+                          progress=False, image_size=112, fold=0)
+    dm.setup("fit")
+    model = build_model(dict(backbone="resnet18", unfrozen_blocks=-1, hidden_size=32, lr=1e-3), dm)
+    result = fit(model, dm, TrainerConfig(max_epochs=20, patience=20, progress=False))
+    predictor = AUPredictor(result.model, dm.spec)
+    centres, masses = {}, {}
+    for region, target in (("lower", "AU12"), ("upper", "AU2")):
+        crops, upper, lower = _posed_faces(region, dm.spec, 8, seed=5)
+        probabilities = predictor.predict_aligned(crops)[:, AU_INDEX[target[2:]]]
+        assert probabilities.mean() > 0.5, f"the model did not learn {target}: {probabilities.round(2)}"
+        explanation = explain(predictor, crops, target)
+        assert explanation.method == "grad-cam" and explanation.targets == [target] * 8
+        assert np.allclose(explanation.maps.sum((1, 2)), 1, atol=1e-4)
+        inside = upper if region == "upper" else lower
+        masses[region] = np.mean([region_mass(m, r) for m, r in zip(explanation.maps, inside)])
+        centres[region] = np.mean([(m * np.arange(dm.spec.size)[:, None]).sum() for m in explanation.maps])
+    print(f"mass in region: {masses}; map centre rows (of {dm.spec.size}): {centres}")
+    assert masses["lower"] > 0.5 and masses["upper"] > 0.5
+    assert centres["lower"] - centres["upper"] > 0.25 * dm.spec.size
+
+
+def test_explain_writes_an_overlay_and_a_map_per_face_and_refuses_what_it_cannot_use(emotion_model_dir, astronaut,
+                                                                                        tmp_path):
+    """Through the CLI: the real FER-2013 port (Grad-CAM) on the astronaut; a missing file gets one
+    line and exit status 2 while the readable image is still explained; a misspelt output is refused."""
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(image)
+    out = tmp_path / "out"
+    done = run_cli("explain", str(image), str(tmp_path / "missing.png"), "--model", str(emotion_model_dir),
+                   "--out", str(out), "--target", "sad")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"facslab explain: error: {tmp_path / 'missing.png'}: file not found"]
+    assert "grad-cam of sad" in done.stdout
+    overlay = np.asarray(Image.open(out / "astronaut_face0_sad.png"))
+    saliency = np.load(out / "astronaut_face0_sad.npy")
+    assert overlay.shape[:2] == saliency.shape and saliency.min() >= 0 and saliency.sum() == pytest.approx(1, abs=1e-4)
+    happy = run_cli("explain", str(image), "--model", str(emotion_model_dir), "--out", str(out))
+    assert happy.returncode == 0 and "grad-cam of happy" in happy.stdout  # the face's own answer by default
+    assert not np.allclose(np.load(out / "astronaut_face0_happy.npy"), saliency, atol=1e-4)
+    wrong = run_cli("explain", str(image), "--model", str(emotion_model_dir), "--out", str(out), "--target", "AU12")
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
+    assert "'AU12' is not an output of this emotion model" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_a_vit_model_gets_attention_rollout_and_its_last_layers_heads(astronaut, tmp_path):
+    """ViT: rollout (one map whatever the output) and the last layer's class-token attention per head."""
+    from facslab.analysis import FaceAnalyzer
+    from facslab.explain import explain
+    from facslab.predictor import AUPredictor
+    from lightning_modules.au_detector import AUDetector
+
+    torch.manual_seed(0)
+    AUPredictor(AUDetector("vit_b_16", unfrozen_blocks=0, hidden_size=16, image_size=64)).save(tmp_path / "vit")
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(image)
+    done = run_cli("explain", str(image), "--model", str(tmp_path / "vit"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    heads = np.asarray(Image.open(tmp_path / "out" / "astronaut_face0_attention_heads.png"))
+    assert heads.shape == (64, 12 * 64, 3)
+    from facslab.predictor import TaskPredictor
+
+    predictor = TaskPredictor.load(tmp_path / "vit", runtime="torch")
+    crop = FaceAnalyzer([predictor]).analyze(astronaut, keep_crops=True)[0].crop
+    shifted = np.roll(crop, 16, axis=0)
+    explanation = explain(predictor, np.stack([crop, shifted]))
+    assert explanation.method == "attention rollout" and explanation.heads.shape == (2, 12, 64, 64)
+    assert np.allclose(np.load(tmp_path / "out" / "astronaut_face0_attention.npy"), explanation.maps[0], atol=1e-5)
+    # a map that ignores its input fails (an untrained ViT's rollout is near uniform: 1/4096 a pixel)
+    assert np.abs(explanation.maps[0] - explanation.maps[1]).max() > 0.02 * explanation.maps[0].mean()
