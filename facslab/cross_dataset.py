@@ -118,7 +118,7 @@ def check_class_model(predictor) -> tuple[str, ...]:
 def evaluate(predictor, dm) -> CrossDatasetResult:
     """Score a class predictor on a set-up emotion datamodule's test split."""
     from facslab.evaluation import per_class_metrics
-    from facslab.tasks import held_out_outputs, held_out_subjects
+    from facslab.held_out import held_out_outputs, held_out_subjects
 
     classes = check_class_model(predictor)
     if dm.spec != predictor.alignment:

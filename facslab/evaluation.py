@@ -289,3 +289,8 @@ def intensity_metrics(pred: np.ndarray, true: np.ndarray, groups: np.ndarray | N
                                    valid=lambda rows: bool(np.isfinite(iccs(rows)).all()))
         mean["icc_lo"], mean["icc_hi"] = float(lo[0]), float(hi[0])
     return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
+
+
+def class_free_mean(table: pd.DataFrame, column: str) -> float:
+    """The ``mean`` row's value of an ``affect_metrics`` table."""
+    return float(table.loc[table["dimension"] == "mean", column].iloc[0])

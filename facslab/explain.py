@@ -7,7 +7,8 @@
   every layer's head-averaged attention, with the residual path added, multiplied through the
   layers; the class token's row says how much each patch reaches the output. The last layer's
   per-head attention of the class token is kept beside it. Rollout does not depend on the output
-  explained.
+  explained. The embedding places the tokens in the image (``token_map``: ViT's grid, the landmark
+  patches' squares), and the landmark-patch transformer's rollout is also a share per face part.
 
 A map is (S, S) for an S-pixel crop, non-negative, and sums to 1, so "the mass in a region" is the
 share of the map's attention that lies there.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -33,6 +35,8 @@ class Explanation:
     targets: list[str]  # the output each map explains ("attention" for rollout, which explains no one output)
     maps: np.ndarray  # (N, S, S), each summing to 1
     heads: np.ndarray | None = None  # (N, heads, S, S): the last layer's class-token attention per head
+    parts: tuple[str, ...] | None = None  # the landmark-patch transformer's face parts, one per token
+    part_attention: np.ndarray | None = None  # (N, parts): the rollout's share of each part, summing to 1
 
 
 def attention_layers(model: nn.Module) -> list[nn.MultiheadAttention]:
@@ -81,8 +85,10 @@ def _map_stage(model, x: torch.Tensor) -> nn.Module:
     """The last backbone stage whose output is a feature map at least ``MIN_MAP_SIDE`` a side (the
     finest one when none is)."""
     sides = {}
-    hooks = [stage.register_forward_hook(lambda m, i, o, k=k: sides.__setitem__(k, min(o.shape[2:]) if o.dim() == 4 else 0))
-             for k, stage in enumerate(model._stages)]
+    def side(k):
+        return lambda module, inputs, output: sides.__setitem__(k, min(output.shape[2:]) if output.dim() == 4 else 0)
+
+    hooks = [stage.register_forward_hook(side(k)) for k, stage in enumerate(model._stages)]
     try:
         with torch.no_grad():
             model.backbone(x[:1])
@@ -105,9 +111,20 @@ def grad_cam(model, x: torch.Tensor, targets: list[int]) -> torch.Tensor:
     return cams[:, 0]
 
 
-def attention_rollout(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(rollout, last layer's per-head class-token attention, grid side): class-token rows over the
-    patch tokens; the backbone's attention modules are asked for their weights by a hook."""
+def token_embedding(model) -> nn.Module:
+    """A transformer backbone's embedding: it says where its tokens lie (``token_map``) and, for
+    the landmark-patch transformer, which face part each is (``parts``)."""
+    found = token_embedding_or_none(model)
+    if found is None:
+        raise BadInputError(model.hparams.get("backbone", "model"), "a transformer without a token embedding that "
+                                                                     "places its tokens in the image")
+    return found
+
+
+def attention_rollout(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rollout, the last layer's per-head attention): the class token's attention over the other
+    tokens, (N, tokens) and (N, heads, tokens); the backbone's attention modules are asked for their
+    weights by a hook."""
     layers = attention_layers(model.backbone)
     weights: list[torch.Tensor] = []
 
@@ -132,13 +149,7 @@ def attention_rollout(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     for w in weights:  # (N, heads, T, T)
         a = 0.5 * w.mean(1) + 0.5 * torch.eye(tokens)
         rollout = (a / a.sum(-1, keepdim=True)) @ rollout
-    side = int(round((tokens - 1) ** 0.5))
-    if side * side != tokens - 1:
-        raise BadInputError(model.hparams.get("backbone", "model"),
-                            f"{tokens - 1} patch tokens do not form a square grid")
-    cls = rollout[:, 0, 1:].reshape(len(x), side, side)
-    heads = weights[-1][:, :, 0, 1:].reshape(len(x), -1, side, side)
-    return cls, heads, side
+    return rollout[:, 0, 1:], weights[-1][:, :, 0, 1:]
 
 
 def explain(predictor, crops: np.ndarray, target: str | None = None) -> Explanation:
@@ -155,10 +166,13 @@ def explain(predictor, crops: np.ndarray, target: str | None = None) -> Explanat
         names = predictor.output_names()
         indices = [target_index(predictor, row, target) for row in predictor.predict_aligned(crops)]
         return Explanation(method, [names[k] for k in indices], _unit_maps(grad_cam(model, x, indices), size))
-    cls, heads, side = attention_rollout(model, x)
-    n, h = heads.shape[:2]
-    return Explanation(method, ["attention"] * n, _unit_maps(cls, size),
-                       _unit_maps(heads.reshape(n * h, side, side), size).reshape(n, h, size, size))
+    cls, heads = attention_rollout(model, x)
+    n, h, tokens = heads.shape
+    embedding = token_embedding(model)
+    parts = getattr(embedding, "parts", None)
+    return Explanation(method, ["attention"] * n, _unit_maps(embedding.token_map(cls), size),
+                       _unit_maps(embedding.token_map(heads.reshape(n * h, tokens)), size).reshape(n, h, size, size),
+                       parts, None if parts is None else (cls / cls.sum(1, keepdim=True)).cpu().numpy())
 
 
 def region_mass(saliency: np.ndarray, mask: np.ndarray) -> float:
@@ -192,3 +206,21 @@ def overlay_grid(predictor, crops: np.ndarray, target: str | None = None, title:
     figure.suptitle(title or f"{explanation.method} of {predictor.outputs_name} on test faces", fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def part_attention_table(predictor, crops: np.ndarray, groups: np.ndarray | None = None,
+                         batch: int = 64) -> pd.DataFrame | None:
+    """The landmark-patch transformer's share of attention per face part (rollout), averaged over
+    the faces of each group (e.g. each true class) and over all of them; None for other backbones."""
+    if not hasattr(token_embedding_or_none(predictor.model), "parts"):
+        return None
+    shares = np.concatenate([explain(predictor, crops[k:k + batch]).part_attention
+                             for k in range(0, len(crops), batch)])
+    parts = token_embedding_or_none(predictor.model).parts
+    frame = pd.DataFrame(shares, columns=list(parts))
+    rows = [] if groups is None else [frame[groups == g].mean().rename(str(g)) for g in pd.unique(groups)]
+    return pd.DataFrame(rows + [frame.mean().rename("all")]).rename_axis("faces").reset_index()
+
+
+def token_embedding_or_none(model) -> nn.Module | None:
+    return next((m for m in model.backbone.modules() if hasattr(m, "token_map")), None)

@@ -17,3 +17,14 @@ def register(table: dict, name: str, cls: type, entry, what: str) -> None:
     if held is not None and class_path(held_cls) != class_path(cls):
         raise ValueError(f"{what} {name!r} is {class_path(held_cls)} already; {class_path(cls)} needs a name of its own")
     table[name] = entry
+
+
+def import_path(path: str, what: str):
+    """The object an import path names (``package.module.Name``)."""
+    import importlib
+
+    module, _, attribute = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"{what} {path!r} cannot be imported ({error})") from None

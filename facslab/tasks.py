@@ -19,9 +19,10 @@ import pandas as pd
 import datamodules
 from facslab import plots
 from facslab.au import NUM_AUS
-from facslab.evaluation import (affect_metrics, au_affect_interval, choose_thresholds, class_row, confusion,
-                                intensity_metrics, mean_pr_auc, mean_row, per_au_metrics, per_class_metrics)
-from facslab.name_tables import register
+from facslab.evaluation import (affect_metrics, au_affect_interval, choose_thresholds, class_free_mean, class_row,
+                                confusion, intensity_metrics, mean_pr_auc, mean_row, per_au_metrics, per_class_metrics)
+from facslab.held_out import held_out_outputs, held_out_subjects, part_attention_on_test_faces, saliency_on_test_faces
+from facslab.name_tables import import_path, register
 from facslab.predictor import (AUAffectPredictor, AUIntensityPredictor, AUPredictor, EmotionPredictor, TaskPredictor,
                                TemporalAUPredictor, ValenceArousalPredictor)
 from facslab.training import bce_pos_weight
@@ -140,37 +141,6 @@ class Task:
         return setting
 
 
-def held_out_inputs(dm) -> np.ndarray:
-    """A set-up datamodule's test-split inputs (aligned crops; frame stacks for a sequence
-    datamodule): the one door through which the apps' models see the test faces."""
-    positions = dm.positions("test")
-    return dm.stacks(positions) if hasattr(dm, "stacks") else np.asarray(dm.cached.crops[positions])
-
-
-def held_out_outputs(predictor: TaskPredictor, dm) -> tuple[np.ndarray, np.ndarray]:
-    """(outputs, labels) of a predictor on a set-up datamodule's test split."""
-    return predictor.predict_aligned(held_out_inputs(dm)), dm.labels_array()[dm.positions("test")]
-
-
-def saliency_on_test_faces(predictor: TaskPredictor, dm, faces: int = 8) -> dict[str, object]:
-    """``{path: figure}``: saliency overlays on test faces spread over the split (for the run of a
-    registered model; none for a model that reads windows of frames)."""
-    from facslab.explain import overlay_grid
-
-    if predictor.window:
-        log.info("no saliency overlays: %s models read windows of frames", predictor.task)
-        return {}
-    crops = held_out_inputs(dm)
-    picked = crops[np.unique(np.linspace(0, len(crops) - 1, min(faces, len(crops))).round().astype(int))]
-    return {"plots/test_saliency.png": overlay_grid(predictor, picked)} if len(picked) else {}
-
-
-def held_out_subjects(dm) -> np.ndarray:
-    """The subject of every test row: the unit test-split intervals resample (a dataset without
-    subjects names each image its own)."""
-    return dm.samples.loc[dm.positions("test"), "subject"].to_numpy()
-
-
 class AUTask(Task):
     """Multi-label AU detection, scored by mean PR-AUC; per-AU thresholds are chosen after the
     cross-validation on the out-of-fold predictions (they do not change PR-AUC, so they are never
@@ -273,7 +243,8 @@ class EmotionTask(Task):
                    "test_macro_f1": float(mean["f1"]), "test_mean_class_accuracy": float(mean["top1"]),
                    "test_accuracy_ci_lo": float(overall["top1_lo"]), "test_accuracy_ci_hi": float(overall["top1_hi"])}
         figure = plots.confusion_matrix(confusion(probs, labels, len(dm.classes)), dm.classes, "test confusion matrix")
-        return Evaluation(float(overall["top1"]), metrics, {"metrics/test_per_class.csv": table},
+        return Evaluation(float(overall["top1"]), metrics, {"metrics/test_per_class.csv": table,
+                                                            **part_attention_on_test_faces(predictor, dm)},
                           {"plots/test_confusion_matrix.png": figure, **saliency_on_test_faces(predictor, dm)},
                           interval=(float(overall["top1_lo"]), float(overall["top1_hi"])),
                           secondary=f"top-2 {overall['top2']:.3f}, macro F1 {mean['f1']:.3f}", predictions=(probs, labels))
@@ -320,11 +291,6 @@ class ValenceArousalTask(Task):
         return Evaluation(float(mean["ccc"]), metrics, {"metrics/test_affect.csv": table},
                           {"plots/test_valence_arousal.png": figure, **saliency_on_test_faces(predictor, dm)}, interval=(float(mean["ccc_lo"]), float(mean["ccc_hi"])),
                           secondary=f"RMSE {mean['rmse']:.3f}, SAGR {mean['sagr']:.3f}", predictions=(pred, true))
-
-
-def class_free_mean(table: pd.DataFrame, column: str) -> float:
-    """The ``mean`` row's value of an ``affect_metrics`` table."""
-    return float(table.loc[table["dimension"] == "mean", column].iloc[0])
 
 
 class AUIntensityTask(Task):
@@ -475,17 +441,6 @@ class AUAffectTask(AUTask):
 
     def resolve_init(self, setting, backbone, image_size, experiment, fraction):
         return Task.resolve_init(self, setting, backbone, image_size, experiment, fraction)
-
-
-def import_path(path: str, what: str):
-    """The object an import path names (``package.module.Name``)."""
-    import importlib
-
-    module, _, attribute = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ValueError(f"{what} {path!r} cannot be imported ({error})") from None
 
 
 def get_task(name: str) -> Task:

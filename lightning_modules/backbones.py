@@ -197,6 +197,11 @@ class _VitEmbedding(nn.Module):
         x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
         return x + self.pos_embedding
 
+    def token_map(self, weights: torch.Tensor) -> torch.Tensor:
+        """(N, rows, columns) grid of per-patch weights (N, patches), for saliency overlays."""
+        side = int(round(weights.shape[1] ** 0.5))
+        return weights.reshape(weights.shape[0], side, side)
+
 
 class _ClassToken(nn.Module):
     def __init__(self, norm: nn.Module):
@@ -220,6 +225,22 @@ def vit(name: str = "vit_b_16", weights: str | None = None, image_size: int = 22
     return Backbone(trunk, model.hidden_dim, blocks, stages + [pooling])
 
 
+def landmark_patches(name: str = "landmark_patches_25", weights: str | None = None, in_channels: int = 3,
+                     image_size: int = 112) -> Backbone:
+    """The landmark-patch transformer (``lightning_modules.landmark_patches``), trained from scratch;
+    the name's number is the patch side in percent of the crop. Blocks: the patch embedding and the
+    4 encoder layers; features: the final class token (128)."""
+    from lightning_modules.landmark_patches import landmark_patch_transformer
+
+    embedding, encoder, pooling = landmark_patch_transformer(image_size, in_channels,
+                                                             patch_fraction=int(name.rsplit("_", 1)[1]) / 100)
+    blocks = [embedding] + list(encoder.layers)
+    stages = [nn.Sequential(embedding, encoder.dropout)] + list(encoder.layers)
+    trunk = nn.Sequential(*stages, pooling)
+    _load_weights(trunk, name, weights)
+    return Backbone(trunk, encoder.pos_embedding.shape[-1], blocks, stages + [pooling])
+
+
 FAMILIES = {
     "resnet18": resnet, "resnet34": resnet, "resnet50": resnet, "resnext50_32x4d": resnet,
     "vgg11": vgg, "vgg11_bn": vgg, "vgg16": vgg, "vgg16_bn": vgg,
@@ -230,17 +251,22 @@ FAMILIES = {
     "googlenet": googlenet,
     "vit_b_16": vit,
     "mini_xception": mini_xception,
+    "landmark_patches_20": landmark_patches, "landmark_patches_25": landmark_patches,
+    "landmark_patches_33": landmark_patches,
 }
 #: Backbones whose trunk ends in a feature map (the task's head pools it), not a vector.
 SPATIAL_OUTPUT = ("mini_xception",)
 
 
 def build_backbone(name: str, weights: str | None = None, in_channels: int = 3, image_size: int = 224) -> Backbone:
-    """``image_size`` matters to ViT only (its position embedding is sized for it)."""
+    """``image_size`` matters to the transformers only (ViT's position embedding is sized for it,
+    the landmark patches are cut at its pixels)."""
     if name not in FAMILIES:
         raise ConfigError(f"unknown backbone {name!r}; choose from {', '.join(FAMILIES)}")
     if name == "mini_xception":
         return mini_xception(name, weights, in_channels)
+    if name.startswith("landmark_patches"):
+        return landmark_patches(name, weights, in_channels, image_size)
     if in_channels != 3:
         raise ConfigError(f"{name} takes 3-channel input; use channels: 3 in the data (grey images are repeated)")
     if name.startswith("vit"):

@@ -44,6 +44,9 @@ def _explain(args, parser=None) -> int:
                 Image.fromarray(heads).save(f"{stem}_heads.png")
                 written.append(f"{stem.name}_heads.png")
             what = method if name == "attention" else f"{method} of {name}"
+            if explanation.parts is not None:  # the landmark-patch transformer: its share per face part
+                shares = sorted(zip(explanation.part_attention[k], explanation.parts), reverse=True)[:3]
+                what += " on " + ", ".join(f"{part} {share:.2f}" for share, part in shares)
             print(f"{path} face {k}: {what} ({results[k].summaries()[0][1]}): {', '.join(written)}")
     if not failures:
         print(f"overlays and maps (.npy, summing to 1) in {out}")

@@ -21,7 +21,8 @@ def tiny_ckplus(ckplus, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone, unfrozen, size", [("resnet18", 0, 32), ("resnet18", 1, 32), ("resnet18", 2, 32),
                                                       ("alexnet", 1, 64), ("vgg11_bn", 1, 32), ("vgg11_bn", 0, 32),
-                                                      ("googlenet", 1, 32), ("vit_b_16", 1, 32), ("mobilenet_v2", 2, 32)])
+                                                      ("googlenet", 1, 32), ("vit_b_16", 1, 32), ("mobilenet_v2", 2, 32),
+                                                      ("landmark_patches_25", 2, 32)])
 def test_frozen_blocks_stay_bit_identical_through_trainer_fit(tiny_ckplus, backbone, unfrozen, size):
     """Through Lightning's own loop (no mode switched by hand): frozen parameters and frozen
     BatchNorm statistics do not move at all, trainable ones do."""
@@ -272,7 +273,7 @@ def test_the_feature_cache_refuses_mixed_face_halves(tiny_ckplus):
 #: one backbone of every family in ``backbones.FAMILIES`` (mini-Xception, whose trunk ends in a
 #: feature map, through the emotion task that takes it)
 FAMILY_EXAMPLES = ["resnet18", "vgg11_bn", "alexnet", "densenet121", "mobilenet_v3_small", "convnext_tiny",
-                   "shufflenet_v2_x1_0", "googlenet", "vit_b_16", "mini_xception"]
+                   "shufflenet_v2_x1_0", "googlenet", "vit_b_16", "mini_xception", "landmark_patches_25"]
 
 
 def _trainable_with_and_without_cache(model):

@@ -89,28 +89,31 @@ def test_grad_cam_mass_lies_in_the_region_of_the_active_au_and_moves_with_it(tmp
 
 
 def test_explain_writes_an_overlay_and_a_map_per_face_and_refuses_what_it_cannot_use(emotion_model_dir, astronaut,
-                                                                                        tmp_path):
-    """Through the CLI: the real FER-2013 port (Grad-CAM) on the astronaut; a missing file gets one
-    line and exit status 2 while the readable image is still explained; a misspelt output is refused."""
+                                                                                        tmp_path, capsys):
+    """The CLI (in process): the real FER-2013 port (Grad-CAM) on the astronaut; a missing file gets
+    one line and exit status 2 while the readable image is still explained; a misspelt output is refused."""
+    from facslab.cli import main
+
     image = tmp_path / "astronaut.png"
     Image.fromarray(astronaut).save(image)
     out = tmp_path / "out"
-    done = run_cli("explain", str(image), str(tmp_path / "missing.png"), "--model", str(emotion_model_dir),
-                   "--out", str(out), "--target", "sad")
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines() == [f"facslab explain: error: {tmp_path / 'missing.png'}: file not found"]
-    assert "grad-cam of sad" in done.stdout
+    model = ["--model", str(emotion_model_dir), "--out", str(out)]
+    assert main(["explain", str(image), str(tmp_path / "missing.png"), *model, "--target", "sad"]) == 2
+    said = capsys.readouterr()
+    assert said.err.strip().splitlines() == [f"facslab explain: error: {tmp_path / 'missing.png'}: file not found"]
+    assert "grad-cam of sad" in said.out
     overlay = np.asarray(Image.open(out / "astronaut_face0_sad.png"))
     saliency = np.load(out / "astronaut_face0_sad.npy")
     assert overlay.shape[:2] == saliency.shape and saliency.min() >= 0 and saliency.sum() == pytest.approx(1, abs=1e-4)
-    happy = run_cli("explain", str(image), "--model", str(emotion_model_dir), "--out", str(out))
-    assert happy.returncode == 0 and "grad-cam of happy" in happy.stdout  # the face's own answer by default
+    assert main(["explain", str(image), *model]) == 0
+    assert "grad-cam of happy" in capsys.readouterr().out  # the face's own answer by default
     assert not np.allclose(np.load(out / "astronaut_face0_happy.npy"), saliency, atol=1e-4)
-    wrong = run_cli("explain", str(image), "--model", str(emotion_model_dir), "--out", str(out), "--target", "AU12")
-    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
-    assert "'AU12' is not an output of this emotion model" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert main(["explain", str(image), *model, "--target", "AU12"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'AU12' is not an output of this emotion model" in err[0]
 
 
+@pytest.mark.slow
 def test_a_vit_model_gets_attention_rollout_and_its_last_layers_heads(astronaut, tmp_path):
     """ViT: rollout (one map whatever the output) and the last layer's class-token attention per head."""
     from facslab.analysis import FaceAnalyzer
@@ -136,3 +139,33 @@ def test_a_vit_model_gets_attention_rollout_and_its_last_layers_heads(astronaut,
     assert np.allclose(np.load(tmp_path / "out" / "astronaut_face0_attention.npy"), explanation.maps[0], atol=1e-5)
     # a map that ignores its input fails (an untrained ViT's rollout is near uniform: 1/4096 a pixel)
     assert np.abs(explanation.maps[0] - explanation.maps[1]).max() > 0.02 * explanation.maps[0].mean()
+
+
+@pytest.mark.slow
+def test_the_landmark_patch_transformer_is_a_backbone_the_apps_and_onnx_take_as_any_other(astronaut, tmp_path):
+    """An AU model on the landmark-patch transformer: saved with its ONNX export (parity checked),
+    run by ``facslab emoji`` on ONNX Runtime, and explained per face part by ``facslab explain``."""
+    import json
+
+    from facslab.predictor import AUPredictor, TaskPredictor
+    from lightning_modules.au_detector import AUDetector
+    from lightning_modules.landmark_patches import PART_TEMPLATE
+
+    torch.manual_seed(0)
+    model = AUDetector("landmark_patches_25", unfrozen_blocks=-1, hidden_size=16, image_size=64)
+    AUPredictor(model).save(tmp_path / "lpt")
+    saved = json.loads((tmp_path / "lpt" / "config.json").read_text())
+    assert saved["onnx"]["max_abs_logit_difference"] <= saved["onnx"]["tolerance"]
+    assert TaskPredictor.load(tmp_path / "lpt").runtime == "onnx"
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(image)
+    emoji = run_cli("emoji", str(image), "--model", str(tmp_path / "lpt"), "--json")
+    assert emoji.returncode == 0, emoji.stderr[-2000:]
+    assert len(json.loads(emoji.stdout)) == 1
+    done = run_cli("explain", str(image), "--model", str(tmp_path / "lpt"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    said = done.stdout.split("attention rollout on ")[1].split(" (")[0]  # "mouth_centre 0.10, nose 0.09, ..."
+    shares = {part: float(share) for part, share in (item.split() for item in said.split(", "))}
+    assert len(shares) == 3 and set(shares) <= set(PART_TEMPLATE) and 0 < sum(shares.values()) <= 1
+    heads = np.asarray(Image.open(tmp_path / "out" / "astronaut_face0_attention_heads.png"))
+    assert heads.shape == (64, 4 * 64, 3)

@@ -100,6 +100,7 @@ def test_no_subject_in_two_folds_and_none_from_the_test_split(swept):
 
 @pytest.mark.slow
 def test_thresholds_come_from_out_of_fold_predictions_not_the_test_split(ckplus, store, monkeypatch):
+    import facslab.held_out as held_out
     import facslab.sweep as sweep
     import facslab.tasks as tasks
 
@@ -123,7 +124,7 @@ def test_thresholds_come_from_out_of_fold_predictions_not_the_test_split(ckplus,
         return real(probs, labels, policy, **kwargs)
 
     # the doors through which the test split is really read: the test inputs (outputs, overlays) and the datasets
-    monkeypatch.setattr(tasks, "held_out_inputs", no_test)
+    monkeypatch.setattr(held_out, "held_out_inputs", no_test)
     monkeypatch.setattr(FaceDataModule, "dataset", dataset)
     monkeypatch.setattr(tasks, "choose_thresholds", spy)
     config = make_config(ckplus, store, "thresholds", n_trials=1)
