@@ -175,6 +175,28 @@ def explain(predictor, crops: np.ndarray, target: str | None = None) -> Explanat
                        parts, None if parts is None else (cls / cls.sum(1, keepdim=True)).cpu().numpy())
 
 
+def face_overlays(predictors, crops: np.ndarray, spec) -> list[list[dict]]:
+    """Per face, every single-frame model's overlay on its crop: ``{"task", "method", "target",
+    "overlay"}`` (RGB uint8). ``crops`` are aligned by ``spec``; a model aligned the same way but at
+    another size gets them resized, one aligned otherwise is left out (and says so in the log)."""
+    import logging
+
+    faces: list[list[dict]] = [[] for _ in crops]
+    for predictor in predictors:
+        if predictor.window:
+            continue
+        own = predictor.alignment
+        if (own.eye_y, own.eye_distance) != (spec.eye_y, spec.eye_distance):
+            logging.getLogger(__name__).info("no overlay for the %s model: it aligns faces otherwise", predictor.task)
+            continue
+        resized = np.stack([cv2.resize(c, (own.size, own.size), interpolation=cv2.INTER_AREA) for c in crops])
+        explanation = explain(predictor, resized if own.size != spec.size else crops)
+        for k, (crop, saliency, name) in enumerate(zip(resized, explanation.maps, explanation.targets)):
+            faces[k].append({"task": predictor.task, "method": explanation.method, "target": name,
+                             "overlay": overlay(crop, saliency)})
+    return faces
+
+
 def region_mass(saliency: np.ndarray, mask: np.ndarray) -> float:
     """The share of a map's mass inside a boolean mask of the crop."""
     return float(saliency[mask].sum() / max(saliency.sum(), 1e-12))

@@ -47,11 +47,11 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
     lock = asyncio.Lock()  # one analysis at a time: dlib and torch already use the cores
     in_flight = 0
 
-    def analyze_bytes(data: bytes, name: str, crops: bool, stream: tuple | None = None
+    def analyze_bytes(data: bytes, name: str, crops: bool, stream: tuple | None = None, explain: bool = False
                       ) -> tuple[np.ndarray, list[dict]]:
         """``stream``: a WebSocket's pipeline, frame number and timeline (tracking between
         detections, as in ``facslab live``; the largest face's outputs over time); None: a single
-        image, detected in full."""
+        image, detected in full. ``explain``: each face gets every model's saliency overlay."""
         image = decode_rgb(data, name, MAX_PIXELS, shrink_to=ANALYSIS_PIXELS)
         if stream is None:
             results = analyzer.analyze(image, None, crops)
@@ -68,9 +68,16 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
             if crops:
                 face["aligned"] = _png(result.crop)
             faces.append(face)
+        if explain and results:
+            from facslab.explain import face_overlays
+
+            overlays = face_overlays(analyzer.predictors, np.stack([r.crop for r in results]),
+                                     analyzer.predictors[0].alignment)
+            for face, theirs in zip(faces, overlays):
+                face["saliency"] = [{**o, "overlay": _png(o["overlay"])} for o in theirs]
         return image, faces
 
-    async def analyze(data: bytes, name: str, crops: bool, stream: tuple | None = None
+    async def analyze(data: bytes, name: str, crops: bool, stream: tuple | None = None, explain: bool = False
                       ) -> tuple[np.ndarray, list[dict]] | None:
         """Decode and analyse in a worker thread; None when the server is full."""
         nonlocal in_flight
@@ -79,7 +86,7 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
         in_flight += 1
         try:
             async with lock:
-                return await asyncio.to_thread(analyze_bytes, data, name, crops, stream)
+                return await asyncio.to_thread(analyze_bytes, data, name, crops, stream, explain)
         finally:
             in_flight -= 1
 
@@ -115,7 +122,8 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
             if len(data) > MAX_UPLOAD_BYTES:
                 return JSONResponse({"error": f"upload too large (limit {MAX_UPLOAD_BYTES} bytes)"}, 413)
         try:
-            analysed = await analyze(bytes(data), request.headers.get("x-filename", "upload"), crops=True)
+            analysed = await analyze(bytes(data), request.headers.get("x-filename", "upload"), crops=True,
+                                     explain=request.headers.get("x-explain") == "1")
         except BadInputError as error:
             status = 413 if "too large" in error.problem or "bomb" in error.problem else 415
             return JSONResponse({"error": str(error)}, status)

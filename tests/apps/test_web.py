@@ -89,6 +89,13 @@ def test_upload_api_answers_faces_and_refuses_bad_uploads(server):
     assert status == 200 and len(data["faces"]) == 1 and data["faces"][0]["emoji"]
     assert data["faces"][0]["emotion"]["label"] == "happy"  # the real FER-2013 model beside the AUs
     assert Image.open(io.BytesIO(__import__("base64").b64decode(data["faces"][0]["aligned"]))).size == (32, 32)
+    assert "saliency" not in data["faces"][0]  # overlays only when asked
+    status, data = post(server + "/api/analyze", buffer.getvalue(), {"x-filename": "astronaut.png", "x-explain": "1"})
+    looks = {s["task"]: s for s in data["faces"][0]["saliency"]}  # every model's overlay, at its own crop size
+    assert status == 200 and looks["au"]["method"] == looks["emotion"]["method"] == "grad-cam"
+    assert looks["emotion"]["target"] == "happy"  # the face's answer is what is explained
+    sizes = {task: Image.open(io.BytesIO(__import__("base64").b64decode(s["overlay"]))).size for task, s in looks.items()}
+    assert sizes["au"] == (32, 32) and sizes["emotion"] == (64, 64), sizes
     status, data = post(server + "/api/analyze", b"this is not an image" * 10)
     assert status == 415 and "not a readable image" in data["error"]
     status, data = post(server + "/api/analyze", png_bomb(30000, 30000))  # Pillow's own bomb guard
@@ -181,6 +188,13 @@ def test_the_page_end_to_end_in_headless_chromium(server, tmp_path):
             assert emoji.strip() in "😃😄😁🙂😊😐😮😲😣😠😖😫😤😉"
             assert page.locator("#results img").first.get_attribute("src").startswith("data:image/png;base64,")
             assert "emotion: happy" in page.locator("#results .emotion").first.inner_text()
+            assert page.locator("#results img.saliency").count() == 0
+            page.check("#explain")  # the overlays beside the answer
+            page.set_input_files("#file", [])
+            page.set_input_files("#file", str(photo))
+            page.wait_for_selector("#results img.saliency", timeout=60000)
+            titles = [page.locator("#results img.saliency").nth(k).get_attribute("title") for k in range(2)]
+            assert "emotion: grad-cam of happy" in titles and any(t.startswith("au: grad-cam of AU") for t in titles)
             page.screenshot(path=str(tmp_path / "upload.png"))
             page.click("#live-start")
             page.wait_for_function("Number(document.getElementById('live-count').textContent) >= 3", timeout=90000)
