@@ -232,8 +232,9 @@ def landmark_patches(name: str = "landmark_patches_25", weights: str | None = No
     4 encoder layers; features: the final class token (128)."""
     from lightning_modules.landmark_patches import landmark_patch_transformer
 
-    embedding, encoder, pooling = landmark_patch_transformer(image_size, in_channels,
-                                                             patch_fraction=int(name.rsplit("_", 1)[1]) / 100)
+    embedding, encoder = landmark_patch_transformer(image_size, in_channels,
+                                                    patch_fraction=int(name.rsplit("_", 1)[1]) / 100)
+    pooling = _ClassToken(encoder.ln)
     blocks = [embedding] + list(encoder.layers)
     stages = [nn.Sequential(embedding, encoder.dropout)] + list(encoder.layers)
     trunk = nn.Sequential(*stages, pooling)

@@ -78,22 +78,14 @@ class LandmarkPatchEmbedding(nn.Module):
         return canvas[:, half:half + s, half:half + s]
 
 
-class ClassTokenFeature(nn.Module):
-    def __init__(self, norm: nn.Module):
-        super().__init__()
-        self.norm = norm
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x)[:, 0]
-
-
 def landmark_patch_transformer(image_size: int, in_channels: int = 3, parts: tuple[str, ...] = tuple(PART_TEMPLATE),
                                patch_fraction: float = 0.25, hidden_dim: int = 128, depth: int = 4, heads: int = 4,
                                dropout: float = 0.1):
-    """(embedding, encoder layers, pooling) of a landmark-patch transformer for ``image_size`` crops;
-    patches are ``patch_fraction`` of the crop a side."""
+    """(embedding, encoder) of a landmark-patch transformer for ``image_size`` crops; patches are
+    ``patch_fraction`` of the crop a side. The encoder's final LayerNorm of the class token is the
+    feature (``lightning_modules.backbones.landmark_patches`` chains them)."""
     patch_size = max(8, int(round(patch_fraction * image_size)))
     encoder = Encoder(len(parts) + 1, depth, heads, hidden_dim, 2 * hidden_dim, dropout, dropout)
     nn.init.normal_(encoder.pos_embedding, std=0.02)
     embedding = LandmarkPatchEmbedding(image_size, in_channels, parts, patch_size, hidden_dim, encoder.pos_embedding)
-    return embedding, encoder, ClassTokenFeature(encoder.ln)
+    return embedding, encoder
