@@ -112,6 +112,14 @@ def test_explain_writes_an_overlay_and_a_map_per_face_and_refuses_what_it_cannot
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'AU12' is not an output of this emotion model" in err[0]
 
+    from facslab.predictor import TemporalAUPredictor
+    from lightning_modules.temporal import TemporalAUDetector
+
+    TemporalAUPredictor(TemporalAUDetector(window=2, width=4, image_size=32)).save(tmp_path / "temporal", onnx=False)
+    assert main(["explain", str(image), "--model", str(tmp_path / "temporal"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "explanations take single-frame models" in err[0]
+
 
 @pytest.mark.slow
 def test_a_vit_model_gets_attention_rollout_and_its_last_layers_heads(astronaut, tmp_path):
