@@ -36,6 +36,7 @@ class FaceResult:
     match: Match | None = None
     au_emotion: tuple[str, float] | None = None  # the FACS rule table's emotion for the AUs, its similarity
     crop: np.ndarray | None = None
+    crops: list[np.ndarray] | None = None  # with keep_crops: each model's own aligned crop, in the models' order
 
     def output(self, task: str) -> np.ndarray | None:
         """The outputs of the model of ``task`` for this face (None when no such model ran)."""
@@ -154,7 +155,8 @@ class FaceAnalyzer:
                 closed = (ear[0] < self.eye_threshold, ear[1] < self.eye_threshold)
                 result = FaceResult(detection.box, detection.confidence, ear, closed,
                                     [(p, outputs[k][n]) for k, p in enumerate(self.predictors)],
-                                    crop=crops[0][n] if keep_crops else None)
+                                    crop=crops[0][n] if keep_crops else None,
+                                    crops=[c[n] for c in crops] if keep_crops else None)
                 if self.au_model is not None:
                     result.probabilities = result.output(self.au_model.task)
                     result.decisions = self.au_model.decide(result.probabilities)

@@ -37,6 +37,10 @@ class Explanation:
     heads: np.ndarray | None = None  # (N, heads, S, S): the last layer's class-token attention per head
     parts: tuple[str, ...] | None = None  # the landmark-patch transformer's face parts, one per token
     part_attention: np.ndarray | None = None  # (N, parts): the rollout's share of each part, summing to 1
+    #: per face, whether the map found any positive evidence (Grad-CAM all zero: the map is flat and says so)
+    evidence: list[bool] | None = None
+    #: per face, whether the output explained is negative (valence -0.6) and the map shows what lowers it
+    lowered: list[bool] | None = None
 
 
 def attention_layers(model: nn.Module) -> list[nn.MultiheadAttention]:
@@ -47,14 +51,24 @@ def attention_layers(model: nn.Module) -> list[nn.MultiheadAttention]:
 def method_of(predictor) -> str:
     if predictor.window:
         raise BadInputError(predictor.task, "explanations take single-frame models; this one reads a window of frames")
+    output_names(predictor)
     return METHODS[1] if attention_layers(predictor.model.backbone) else METHODS[0]
 
 
+def output_names(predictor) -> tuple[str, ...]:
+    try:
+        return tuple(predictor.output_names())
+    except NotImplementedError:
+        raise BadInputError(predictor.task, f"{type(predictor).__name__} does not name its outputs (output_names): "
+                                            "its task cannot be explained yet") from None
+
+
 def target_index(predictor, outputs: np.ndarray, target: str | None) -> int:
-    """The output to explain: ``target`` by name, or the face's strongest output."""
-    names = predictor.output_names()
+    """The output to explain: ``target`` by name, or the face's strongest output (the largest in
+    size: a valence of -0.8 is stronger than a probability of 0.6)."""
+    names = output_names(predictor)
     if target is None:
-        return int(np.argmax(outputs[:len(names)]))
+        return int(np.argmax(np.abs(outputs[:len(names)])))
     spelt = {name.lower(): k for k, name in enumerate(names)}
     key = target.lower()
     if key not in spelt and f"au{key}" in spelt:  # "12" for "AU12"
@@ -67,7 +81,7 @@ def target_index(predictor, outputs: np.ndarray, target: str | None) -> int:
 
 def _unit_maps(maps: torch.Tensor, size: int) -> np.ndarray:
     """(N, h, w) non-negative maps resized to the crop and normalised to sum 1 (a flat map when
-    nothing is positive)."""
+    nothing is positive: ``Explanation.evidence`` says which)."""
     maps = torch.nn.functional.interpolate(maps[:, None].float(), size=(size, size), mode="bilinear",
                                            align_corners=False)[:, 0].clamp_min(0)
     total = maps.sum((1, 2), keepdim=True)
@@ -102,12 +116,15 @@ def _map_stage(model, x: torch.Tensor) -> nn.Module:
     return model._stages[fine[-1] if fine else max(spatial, key=lambda k: (sides[k], -k))]
 
 
-def grad_cam(model, x: torch.Tensor, targets: list[int]) -> torch.Tensor:
+def grad_cam(model, x: torch.Tensor, targets: list[int], signs: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of ``signs * output[target]`` per face: a negative output (valence -0.6) is
+    explained by what lowers it."""
     from captum.attr import LayerGradCam
 
     layer = _map_stage(model, x)
     with torch.enable_grad():
-        cams = LayerGradCam(model, layer).attribute(x, target=targets, relu_attributions=True)
+        cams = LayerGradCam(lambda inputs: model(inputs) * signs[:, None], layer).attribute(
+            x, target=targets, relu_attributions=True)
     return cams[:, 0]
 
 
@@ -145,9 +162,10 @@ def attention_rollout(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     if len(weights) != len(layers):
         raise RuntimeError(f"{len(weights)} of {len(layers)} attention layers gave their weights")
     tokens = weights[0].shape[-1]
-    rollout = torch.eye(tokens).expand(len(x), tokens, tokens)
+    identity = torch.eye(tokens, device=weights[0].device, dtype=weights[0].dtype)
+    rollout = identity.expand(len(x), tokens, tokens)
     for w in weights:  # (N, heads, T, T)
-        a = 0.5 * w.mean(1) + 0.5 * torch.eye(tokens)
+        a = 0.5 * w.mean(1) + 0.5 * identity
         rollout = (a / a.sum(-1, keepdim=True)) @ rollout
     return rollout[:, 0, 1:], weights[-1][:, :, 0, 1:]
 
@@ -163,9 +181,15 @@ def explain(predictor, crops: np.ndarray, target: str | None = None) -> Explanat
     model = predictor.model
     x = torch.from_numpy(predictor._normalise(crops)).to(predictor.device)
     if method == "grad-cam":
-        names = predictor.output_names()
-        indices = [target_index(predictor, row, target) for row in predictor.predict_aligned(crops)]
-        return Explanation(method, [names[k] for k in indices], _unit_maps(grad_cam(model, x, indices), size))
+        names = output_names(predictor)
+        outputs = predictor.predict_aligned(crops)
+        indices = [target_index(predictor, row, target) for row in outputs]
+        lowered = [bool(row[k] < 0) for row, k in zip(outputs, indices)]
+        signs = torch.tensor([-1.0 if low else 1.0 for low in lowered], device=x.device)
+        cams = grad_cam(model, x, indices, signs)
+        evidence = [bool(c.max() > 0) for c in cams]
+        return Explanation(method, [names[k] for k in indices], _unit_maps(cams, size), evidence=evidence,
+                           lowered=lowered)
     cls, heads = attention_rollout(model, x)
     n, h, tokens = heads.shape
     embedding = token_embedding(model)
@@ -175,25 +199,21 @@ def explain(predictor, crops: np.ndarray, target: str | None = None) -> Explanat
                        parts, None if parts is None else (cls / cls.sum(1, keepdim=True)).cpu().numpy())
 
 
-def face_overlays(predictors, crops: np.ndarray, spec) -> list[list[dict]]:
-    """Per face, every single-frame model's overlay on its crop: ``{"task", "method", "target",
-    "overlay"}`` (RGB uint8). ``crops`` are aligned by ``spec``; a model aligned the same way but at
-    another size gets them resized, one aligned otherwise is left out (and says so in the log)."""
-    import logging
-
-    faces: list[list[dict]] = [[] for _ in crops]
-    for predictor in predictors:
+def face_overlays(predictors, results) -> list[list[dict]]:
+    """Per face (``FaceResult``s analysed with ``keep_crops``), every model's overlay on its own
+    crop: ``{"task", "method", "target", "overlay"}`` (RGB uint8); a model that reads windows of
+    frames gets ``{"task", "skipped"}`` instead."""
+    faces: list[list[dict]] = [[] for _ in results]
+    for k, predictor in enumerate(predictors):
         if predictor.window:
+            for face in faces:
+                face.append({"task": predictor.task, "skipped": "it reads windows of frames"})
             continue
-        own = predictor.alignment
-        if (own.eye_y, own.eye_distance) != (spec.eye_y, spec.eye_distance):
-            logging.getLogger(__name__).info("no overlay for the %s model: it aligns faces otherwise", predictor.task)
-            continue
-        resized = np.stack([cv2.resize(c, (own.size, own.size), interpolation=cv2.INTER_AREA) for c in crops])
-        explanation = explain(predictor, resized if own.size != spec.size else crops)
-        for k, (crop, saliency, name) in enumerate(zip(resized, explanation.maps, explanation.targets)):
-            faces[k].append({"task": predictor.task, "method": explanation.method, "target": name,
-                             "overlay": overlay(crop, saliency)})
+        crops = np.stack([result.crops[k] for result in results])
+        explanation = explain(predictor, crops)
+        for face, crop, saliency, name in zip(faces, crops, explanation.maps, explanation.targets):
+            face.append({"task": predictor.task, "method": explanation.method, "target": name,
+                         "overlay": overlay(crop, saliency)})
     return faces
 
 

@@ -14,10 +14,15 @@ from facslab.predictor import TaskPredictor
 log = logging.getLogger(__name__)
 
 
-def held_out_inputs(dm) -> np.ndarray:
+def held_out_inputs(dm, positions: np.ndarray | None = None) -> np.ndarray:
     """A set-up datamodule's test-split inputs (aligned crops; frame stacks for a sequence
-    datamodule): the one door through which the apps' models see the test faces."""
-    positions = dm.positions("test")
+    datamodule), all or those at ``positions`` (test rows only): the one door through which models
+    see the test faces, for the registry and the AU -> emotion evaluation alike."""
+    test = dm.positions("test")
+    if positions is None:
+        positions = test
+    elif not np.isin(positions, test).all():
+        raise ValueError("held_out_inputs reads test rows only")
     return dm.stacks(positions) if hasattr(dm, "stacks") else np.asarray(dm.cached.crops[positions])
 
 
@@ -32,11 +37,15 @@ def saliency_on_test_faces(predictor: TaskPredictor, dm, faces: int = 8) -> dict
     from facslab.explain import overlay_grid
 
     if predictor.window:
-        log.info("no saliency overlays: %s models read windows of frames", predictor.task)
+        log.warning("no saliency overlays: %s models read windows of frames", predictor.task)
         return {}
     crops = held_out_inputs(dm)
     picked = crops[np.unique(np.linspace(0, len(crops) - 1, min(faces, len(crops))).round().astype(int))]
-    return {"plots/test_saliency.png": overlay_grid(predictor, picked)} if len(picked) else {}
+    try:  # a picture: its failure must not cost the test figures of the one look (a rerun would look again)
+        return {"plots/test_saliency.png": overlay_grid(predictor, picked)} if len(picked) else {}
+    except Exception as error:  # noqa: BLE001 - any failure of the picture, said and not fatal
+        log.warning("no saliency overlays for the %s model: %s: %s", predictor.task, type(error).__name__, error)
+        return {}
 
 
 def part_attention_on_test_faces(predictor: TaskPredictor, dm) -> dict[str, pd.DataFrame]:
@@ -45,7 +54,11 @@ def part_attention_on_test_faces(predictor: TaskPredictor, dm) -> dict[str, pd.D
     from facslab.explain import part_attention_table
 
     classes = np.asarray(dm.classes)[dm.labels_array()[dm.positions("test")]]
-    table = part_attention_table(predictor, held_out_inputs(dm), classes)
+    try:  # as the overlays: never at the cost of the test figures
+        table = part_attention_table(predictor, held_out_inputs(dm), classes)
+    except Exception as error:  # noqa: BLE001
+        log.warning("no part attention table for the %s model: %s: %s", predictor.task, type(error).__name__, error)
+        return {}
     return {} if table is None else {"metrics/test_part_attention.csv": table}
 
 

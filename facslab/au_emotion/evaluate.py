@@ -79,12 +79,13 @@ def search_threshold(au: np.ndarray, emotions: np.ndarray, folds: np.ndarray, cl
 def predicted_aus(uri: str, config: AUEmotionConfig, positions: np.ndarray) -> np.ndarray:
     """The AU model's decisions on the same samples (cropped at the model's own input size)."""
     from datamodules import CKPlusEmotionDataModule
+    from facslab.held_out import held_out_inputs
     from facslab.serving import load_predictor
 
     predictor = load_predictor(uri)
     dm = CKPlusEmotionDataModule(**{**config.data, "image_size": predictor.alignment.size, "fold": 0})
     dm.setup("fit")
-    return predictor.decide(predictor.predict_aligned(np.asarray(dm.cached.crops[positions]))).astype(np.float32)
+    return predictor.decide(predictor.predict_aligned(held_out_inputs(dm, positions))).astype(np.float32)
 
 
 def evaluate_au_emotion(config: AUEmotionConfig) -> pd.DataFrame:

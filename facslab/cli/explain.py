@@ -13,25 +13,34 @@ def _explain(args, parser=None) -> int:
     from PIL import Image
 
     from facslab.analysis import FaceAnalyzer
+    from facslab.badinput import BadInputError
     from facslab.cli.apps import _images_with_faces, _status
-    from facslab.explain import explain, method_of, overlay, target_index
+    from facslab.explain import explain, method_of, output_names, overlay, target_index
     from facslab.faces.detect import check_detector
     from facslab.serving import load_predictor
 
     check_detector(args.detector)
+    stems = [Path(image).stem for image in args.images]
+    twice = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twice:  # their overlays would be written over each other
+        raise BadInputError(args.images[stems.index(twice[0])], f"two images named {twice[0]}: their overlays would "
+                                                                "have the same names; explain them in separate runs")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadInputError(out, f"cannot be the output folder ({error.strerror or error})") from None
     predictor = load_predictor(args.model, "torch")  # gradients and attention weights need PyTorch
     method = method_of(predictor)
     if args.target is not None and method == "attention rollout":
         print(f"facslab explain: --target {args.target} is not used: attention rollout is the same for every output",
               file=sys.stderr)
     elif args.target is not None:  # a misspelt output is refused before any image is read
-        target_index(predictor, np.zeros(len(predictor.output_names())), args.target)
+        target_index(predictor, np.zeros(len(output_names(predictor))), args.target)
     analyzer = FaceAnalyzer([predictor], detector=args.detector)
-    out = Path(args.out)
     failures = []
     for path, image, results in _images_with_faces(args.images, lambda im: analyzer.analyze(im, keep_crops=True),
                                                    failures, "explain"):
-        out.mkdir(parents=True, exist_ok=True)
         crops = np.stack([r.crop for r in results])
         explanation = explain(predictor, crops, args.target)
         for k, (crop, saliency, name) in enumerate(zip(crops, explanation.maps, explanation.targets)):
@@ -44,6 +53,10 @@ def _explain(args, parser=None) -> int:
                 Image.fromarray(heads).save(f"{stem}_heads.png")
                 written.append(f"{stem.name}_heads.png")
             what = method if name == "attention" else f"{method} of {name}"
+            if explanation.lowered and explanation.lowered[k]:
+                what += " (negative: what lowers it)"
+            if explanation.evidence and not explanation.evidence[k]:
+                what += " (no positive evidence: the map is flat)"
             if explanation.parts is not None:  # the landmark-patch transformer: its share per face part
                 shares = sorted(zip(explanation.part_attention[k], explanation.parts), reverse=True)[:3]
                 what += " on " + ", ".join(f"{part} {share:.2f}" for share, part in shares)

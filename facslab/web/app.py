@@ -71,10 +71,8 @@ def create_app(analyzer: FaceAnalyzer) -> FastAPI:
         if explain and results:
             from facslab.explain import face_overlays
 
-            overlays = face_overlays(analyzer.predictors, np.stack([r.crop for r in results]),
-                                     analyzer.predictors[0].alignment)
-            for face, theirs in zip(faces, overlays):
-                face["saliency"] = [{**o, "overlay": _png(o["overlay"])} for o in theirs]
+            for face, theirs in zip(faces, face_overlays(analyzer.predictors, results)):
+                face["saliency"] = [{**o, "overlay": _png(o["overlay"])} if "overlay" in o else o for o in theirs]
         return image, faces
 
     async def analyze(data: bytes, name: str, crops: bool, stream: tuple | None = None, explain: bool = False

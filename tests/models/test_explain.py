@@ -177,3 +177,63 @@ def test_the_landmark_patch_transformer_is_a_backbone_the_apps_and_onnx_take_as_
     assert len(shares) == 3 and set(shares) <= set(PART_TEMPLATE) and 0 < sum(shares.values()) <= 1
     heads = np.asarray(Image.open(tmp_path / "out" / "astronaut_face0_attention_heads.png"))
     assert heads.shape == (64, 4 * 64, 3)
+
+
+def test_each_landmark_patch_is_cut_and_mapped_at_its_part():
+    """A bright pixel at a part's template point is the centre of that part's patch, and the part's
+    weight alone maps to a square centred there (the chin's half below the crop is cut off)."""
+    from lightning_modules.landmark_patches import PART_TEMPLATE, landmark_patch_transformer
+
+    size = 112
+    embedding, _ = landmark_patch_transformer(size)
+    half = embedding.patch_size // 2
+    rows, columns = np.mgrid[0:size, 0:size]
+    for k, part in enumerate(embedding.parts):
+        x, y = (round(v * size) for v in PART_TEMPLATE[part])
+        image = torch.zeros(1, 3, size, size)
+        if y < size:
+            image[0, :, y, x] = 1.0
+            patch = embedding.patches(image)[0, k, 0]
+            assert patch[half, half] == 1.0 and patch.sum() == 1.0, part
+        weights = torch.zeros(1, len(embedding.parts))
+        weights[0, k] = 1.0
+        painted = embedding.token_map(weights)[0].numpy()
+        assert painted[rows == min(y, size - 1)].max() > 0, part
+        assert abs((painted * columns).sum() / painted.sum() - x) <= 1.0, part
+        if y + half <= size:  # wholly inside the crop: centred on the point
+            assert abs((painted * rows).sum() / painted.sum() - y) <= 1.0, part
+
+
+def test_rollout_is_the_class_rows_of_the_residual_attention_multiplied_through_the_layers():
+    """Against the attention each layer gives when asked directly: two layers, four heads."""
+    from facslab.explain import attention_rollout
+
+    torch.manual_seed(0)
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = torch.nn.MultiheadAttention(8, 4, batch_first=True)
+
+        def forward(self, x):
+            return x + self.attention(x, x, x, need_weights=False)[0]
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = torch.nn.Sequential(Block(), Block())
+
+        def forward(self, x):
+            return self.backbone(x)
+
+    model, x = Toy().eval(), torch.randn(3, 5, 8)
+    rollout, heads = attention_rollout(model, x)
+    expected, hidden = torch.eye(5).expand(3, 5, 5), x
+    with torch.no_grad():
+        for block in model.backbone:
+            w = block.attention(hidden, hidden, hidden, average_attn_weights=False)[1]
+            a = 0.5 * w.mean(1) + 0.5 * torch.eye(5)
+            expected = (a / a.sum(-1, keepdim=True)) @ expected
+            hidden = block(hidden)
+    assert torch.allclose(rollout, expected[:, 0, 1:], atol=1e-6)
+    assert torch.allclose(heads, w[:, :, 0, 1:], atol=1e-6)  # the last layer's class row per head

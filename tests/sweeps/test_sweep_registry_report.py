@@ -264,12 +264,15 @@ def test_the_summary_counts_complete_trials_the_median_rule_would_have_pruned(ck
 @pytest.mark.slow
 def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_once(swept, store, astronaut,
                                                                                   tmp_path, monkeypatch):
+    import facslab.held_out as held_out
     import facslab.tasks as tasks
     from facslab.registry import register_best
 
-    looks = []
-    real = tasks.held_out_outputs
+    looks, reads = [], []
+    real, real_read = tasks.held_out_outputs, held_out.held_out_inputs
     monkeypatch.setattr(tasks, "held_out_outputs", lambda *a: looks.append(1) or real(*a))
+    # every read of the test faces, the evaluation's and the pictures' (overlays, part attention)
+    monkeypatch.setattr(held_out, "held_out_inputs", lambda *a: reads.append(1) or real_read(*a))
     config, study = swept
     name, alias = config.register.name, config.register.alias
     client = MlflowClient()
@@ -278,8 +281,10 @@ def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_o
     assert str(client.get_model_version_by_alias(name, alias).version) == first.version
     run_id = client.get_model_version(name, first.version).run_id
     assert "plots/test_saliency.png" in {a.path for a in client.list_artifacts(run_id, "plots")}
+    first_reads = len(reads)
+    assert first_reads >= 1
     again = register_best(config, study)  # a chain run again: the same version, no second training or test look
-    assert again.version == first.version and again.promoted and len(looks) == 1
+    assert again.version == first.version and again.promoted and len(looks) == 1 and len(reads) == first_reads
     assert again.test_score == pytest.approx(first.test_score, abs=1e-4) and again.test_secondary == first.test_secondary
     assert again.table["pr_auc"].to_numpy() == pytest.approx(first.table["pr_auc"].to_numpy(), nan_ok=True)
     complete = sorted((t for t in study.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
