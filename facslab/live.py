@@ -215,7 +215,7 @@ def open_source(source: str) -> cv2.VideoCapture:
 END_AFTER_FAILED_READS = 25
 
 
-def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | None = None, csv_path: str | None = None,
+def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out: str | None = None, csv_path: str | None = None,
              max_frames: int | None = None, show: bool = False, draw: bool = True, progress: bool = True,
              settings: LiveSettings = FAST, chart: str | None = None) -> LiveStats:
     """Process a camera or video until it ends (or ``max_frames``); returns timing statistics.
@@ -233,7 +233,7 @@ def run_live(analyzer: FaceAnalyzer, source: str | cv2.VideoCapture, out: str | 
                           f"{', '.join(p.task for p in analyzer.predictors)}")
     if chart:
         _check_chart_path(Path(chart), csv_path)
-    capture = source if isinstance(source, cv2.VideoCapture) else open_source(str(source))
+    capture = open_source(str(source)) if isinstance(source, (str, Path)) else source  # or anything that reads frames
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     stats = LiveStats()

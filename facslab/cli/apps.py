@@ -164,9 +164,9 @@ def _emoji(args, parser=None) -> int:
 
 
 def _live(args, parser=None) -> int:
-    from facslab.live import LiveSettings, open_source, run_live
+    from facslab.live import open_source, run_live
 
-    settings = LiveSettings(detect_every=args.detect_every, upsample=args.upsample, idle_every=args.idle_every)
+    settings = _tracking(args)
     capture = open_source(args.source)  # before the model loads: a wrong source is said at once
     stats = run_live(_analyzer(args), capture, out=args.out, csv_path=args.csv, max_frames=args.max_frames,
                      show=args.show, progress=not args.quiet, settings=settings, chart=args.chart)
@@ -177,6 +177,24 @@ def _live(args, parser=None) -> int:
               "the frames around them are in the outputs", file=sys.stderr)
     print(stats.breakdown())
     return 0
+
+
+def _analyze(args, parser=None) -> int:
+    from facslab.offline import analyze_sources
+
+    analyzer, failures = _analyzer(args), []
+    for outcome in analyze_sources(analyzer, args.sources, Path(args.csv), _tracking(args), progress=not args.quiet):
+        if outcome.error is not None:
+            print(f"facslab analyze: error: {outcome.error}", file=sys.stderr)
+            failures.append((outcome.source, True))
+        elif outcome.stats is None:
+            print(f"{outcome.source}: {outcome.csv} exists: skipped (delete it to analyse the video again)")
+        else:
+            stats = outcome.stats
+            skipped = f", {len(stats.corrupt_frames)} frame(s) did not decode" if stats.corrupt_frames else ""
+            print(f"{outcome.source}: {stats.frames} frames, {stats.faces} faces at {stats.fps:.1f} fps{skipped} -> "
+                  f"{outcome.csv}")
+    return _status(failures)
 
 
 def _serve(args, parser=None) -> int:
@@ -218,6 +236,20 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
                         help="threads for torch, OpenCV and ONNX Runtime (default: the libraries' own)")
 
 
+def _add_tracking_arguments(parser: ArgumentParser) -> None:
+    """How a video's faces are found: detections every so many frames, tracked in between."""
+    parser.add_argument("--detect_every", type=int, default=10, help="frames between detections (track in between)")
+    parser.add_argument("--upsample", type=int, default=0,
+                        help="HOG upsampling (0: faces over ~80 px; an upsampled retry runs when none is found)")
+    parser.add_argument("--idle_every", type=int, default=5, help="frames between detections while no face is in view")
+
+
+def _tracking(args):
+    from facslab.live import LiveSettings
+
+    return LiveSettings(detect_every=args.detect_every, upsample=args.upsample, idle_every=args.idle_every)
+
+
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     from facslab.faces.detect import DETECTORS
@@ -238,14 +270,20 @@ def add_commands(sub) -> dict:
     live.add_argument("--chart", type=str | None, default=None,
                       help="PNG of the largest face's emotion probabilities over time, written at the end with a CSV "
                            "of the same name (the strip chart is drawn into --out whenever an emotion model runs)")
-    live.add_argument("--detect_every", type=int, default=10, help="frames between detections (track in between)")
-    live.add_argument("--upsample", type=int, default=0,
-                      help="HOG upsampling (0: faces over ~80 px; an upsampled retry runs when none is found)")
-    live.add_argument("--idle_every", type=int, default=5, help="frames between detections while no face is in view")
+    _add_tracking_arguments(live)
     live.add_argument("--max_frames", type=int | None, default=None)
     live.add_argument("--show", action="store_true", help="show a window (needs a display)")
     live.add_argument("--quiet", action="store_true")
     sub.add_subcommand("live", live, help=live.description)
+
+    analyze = ArgumentParser(exit_on_error=False, description="Whole videos (or folders of frames) offline: an "
+                                                              "OpenFace-style CSV per video, resumable.")
+    analyze.add_argument("sources", nargs="+", help="video files, or folders of frames (images in name order)")
+    _add_model_arguments(analyze)
+    analyze.add_argument("--csv", required=True, help="folder for the CSVs (<video name>.csv; finished ones are skipped)")
+    _add_tracking_arguments(analyze)
+    analyze.add_argument("--quiet", action="store_true")
+    sub.add_subcommand("analyze", analyze, help=analyze.description)
 
     web = ArgumentParser(exit_on_error=False, description="A local web page: upload an image or stream the webcam, see AUs and the emoji.")
     _add_model_arguments(web)
@@ -258,4 +296,5 @@ def add_commands(sub) -> dict:
     eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
     eyes.add_argument("--detector", choices=list(DETECTORS), default="hog")
     sub.add_subcommand("eyes", eyes, help=eyes.description)
-    return {"emoji": (emoji, _emoji), "live": (live, _live), "serve": (web, _serve), "eyes": (eyes, _eyes)}
+    return {"emoji": (emoji, _emoji), "live": (live, _live), "analyze": (analyze, _analyze), "serve": (web, _serve),
+            "eyes": (eyes, _eyes)}
