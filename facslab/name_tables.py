@@ -3,6 +3,10 @@ registering it, and a name belongs to one class."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from facslab.badinput import BadInputError
+
 
 def class_path(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
@@ -28,3 +32,16 @@ def import_path(path: str, what: str):
         return getattr(importlib.import_module(module), attribute)
     except (ImportError, AttributeError, ValueError) as error:
         raise ValueError(f"{what} {path!r} cannot be imported ({error})") from None
+
+
+def import_class_module(config_file: Path, path: str, required: bool) -> None:
+    """Import the module of a ``module:Name`` class path a saved file names (defining the class
+    registers it). ``required``: nothing else knows the name, so the file cannot be used without it."""
+    import importlib
+
+    try:
+        importlib.import_module(path.partition(":")[0])
+    except Exception as error:  # any import-time failure of someone's module is the model's problem here
+        if required:
+            raise BadInputError(config_file, f"the model's predictor {path} cannot be imported ({type(error).__name__}: "
+                                             f"{error}): install the package that defines its task") from None

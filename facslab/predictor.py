@@ -20,7 +20,7 @@ from facslab.badinput import BadInputError, MissingInputError
 from facslab.au import AU_LABELS, openface_columns
 from facslab.faces.align import AlignmentSpec
 from facslab import onnx_export
-from facslab.name_tables import class_path, register
+from facslab.name_tables import class_path, import_class_module, register
 from lightning_modules.au_affect import AUAffectModel
 from lightning_modules.au_detector import AUDetector
 from lightning_modules.au_intensity import AUIntensityRegressor
@@ -99,7 +99,10 @@ class TaskPredictor:
             crops = crops[None]
         if crops.shape[1:3] != (self.alignment.size, self.alignment.size):
             raise ValueError(f"crops must be {self.alignment.size}x{self.alignment.size}, got {crops.shape[1:3]}")
-        x = self._normalise(crops)
+        return self._run(self._normalise(crops))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The outputs of a normalised input batch, on ONNX Runtime or PyTorch."""
         if self.onnx_session is not None:
             return self.activate(self.onnx_session.run(None, {"image": x})[0])
         return self.model.outputs_from_logits(self.model(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
@@ -206,7 +209,7 @@ class TaskPredictor:
         task = config.get("task", "au")  # folders saved before emotions were a task are AU models
         saved = config.get("predictor")  # module:class of the predictor that saved it (folders since 2026-12-06)
         if saved is not None:
-            _import_predictor(folder / CONFIG_FILE, saved, required=task not in PREDICTORS)
+            import_class_module(folder / CONFIG_FILE, saved, required=task not in PREDICTORS)
         if task not in PREDICTORS:
             raise BadInputError(folder / CONFIG_FILE, f"unknown task {task!r}; known: {', '.join(PREDICTORS)}")
         if saved is not None and class_path(PREDICTORS[task]) != saved:
@@ -225,19 +228,6 @@ class TaskPredictor:
         if runtime == "onnx" or (runtime == "auto" and has_onnx and predictor.device.type == "cpu"):
             predictor.onnx_session = onnx_export.onnx_session(folder / ONNX_FILE, threads)
         return predictor
-
-
-def _import_predictor(config_file: Path, path: str, required: bool) -> None:
-    """Import the module that defines a saved model's predictor class (defining it registers it).
-    ``required``: its task is known by no other class, so the model cannot load without it."""
-    import importlib
-
-    try:
-        importlib.import_module(path.partition(":")[0])
-    except Exception as error:  # any import-time failure of someone's module is the model's problem here
-        if required:
-            raise BadInputError(config_file, f"the model's predictor {path} cannot be imported ({type(error).__name__}: "
-                                             f"{error}): install the package that defines its task") from None
 
 
 class AUPredictor(TaskPredictor):
@@ -318,8 +308,7 @@ class EmotionPredictor(TaskPredictor):
     def summary(self, row):
         return f"emotion: {self.label(row)} {float(np.max(row)):.2f}"
 
-    def chart_names(self):
-        return self.classes
+    chart_names = output_names  # every class is followed over time
 
 
 def affect_fields(values: np.ndarray) -> dict:
@@ -360,8 +349,7 @@ class ValenceArousalPredictor(TaskPredictor):
 
     chart_range = (-1.0, 1.0)
 
-    def chart_names(self):
-        return tuple(DIMENSIONS)
+    chart_names = output_names  # both dimensions
 
 
 class AUIntensityPredictor(TaskPredictor):
@@ -432,10 +420,8 @@ class TemporalAUPredictor(AUPredictor):
             raise ValueError(f"stacks must be (N, {self.window}, {self.alignment.size}, {self.alignment.size}, C), "
                              f"got {stacks.shape}")
         n, t = stacks.shape[:2]
-        x = self._normalise(stacks.reshape(n * t, *stacks.shape[2:])).reshape(n, t, *self.input_shape()[1:])
-        if self.onnx_session is not None:
-            return self.activate(self.onnx_session.run(None, {"image": x})[0])
-        return self.model.outputs_from_logits(self.model(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+        frames = self._normalise(stacks.reshape(n * t, *stacks.shape[2:]))
+        return self._run(frames.reshape(n, t, *self.input_shape()[1:]))
 
 
 class AUAffectPredictor(AUPredictor):

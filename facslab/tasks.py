@@ -10,7 +10,6 @@ evaluated (once, at registration), and how the trained model is packaged for the
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,9 +32,6 @@ from lightning_modules.base import BackboneModule
 from lightning_modules.emotion_classifier import EmotionClassifier
 from lightning_modules.temporal import TemporalAUDetector
 from lightning_modules.valence_arousal import ValenceArousalRegressor
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Evaluation:
@@ -75,6 +71,8 @@ class Task:
     derived_model_args: tuple[str, ...] = ("image_size", "mean", "std")
     #: ``train`` fields a sweep may search (they change the objective)
     searchable_train_keys: tuple[str, ...] = ()
+    #: whether ``train.init_from: auto`` starts trials from the AU pretraining of their backbone and size
+    starts_from_au_pretraining = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -135,10 +133,12 @@ class Task:
     def resolve_init(self, setting: str | None, backbone: str, image_size: int, experiment: str,
                      fraction: float) -> str | None:
         """The starting weights of a sweep's trials (``train.init_from``): a URI, or None."""
-        if setting == "auto":
+        if setting == "auto" and not self.starts_from_au_pretraining:
             raise ValueError(f"train.init_from: auto finds AU pretraining runs; the {self.name} task has no "
                              "pretraining stage: give a weights URI, or null (and model.weights, e.g. fer)")
-        return setting
+        from facslab.run_records import resolve_init
+
+        return resolve_init(setting, backbone, image_size, experiment, fraction)
 
 
 class AUTask(Task):
@@ -150,6 +150,7 @@ class AUTask(Task):
     default_datamodule, registered_name = "CKPlusDataModule", "facslab-au"
     metric, metric_label = "pr_auc", "PR-AUC"
     derived_model_args = ("image_size", "mean", "std", "pos_weight", "thresholds")
+    starts_from_au_pretraining = True
     searchable_train_keys = ("pos_weight",)
 
     def build_model(self, model_args, dm, train, init_from):
@@ -159,11 +160,6 @@ class AUTask(Task):
 
     def run_name(self, number, model_args):
         return f"{super().run_name(number, model_args)} h{self.model_value(model_args, 'hidden_size')}"
-
-    def resolve_init(self, setting, backbone, image_size, experiment, fraction):
-        from facslab.run_records import resolve_init
-
-        return resolve_init(setting, backbone, image_size, experiment, fraction)
 
     def fold_score(self, outputs, labels):
         return mean_pr_auc(outputs, labels)
@@ -351,6 +347,7 @@ class TemporalAUTask(AUTask):
     name, module_class, predictor_class = "au_temporal", TemporalAUDetector, TemporalAUPredictor
     default_datamodule, registered_name = "BP4DSequenceDataModule", "facslab-au-temporal"
     derived_model_args = ("image_size", "mean", "std", "pos_weight", "thresholds", "window")
+    starts_from_au_pretraining = False
 
     def build_model(self, model_args, dm, train, init_from):
         from facslab.training import load_weights
@@ -370,9 +367,6 @@ class TemporalAUTask(AUTask):
         return (f"trial {number:03d} {self.model_value(model_args, 'architecture')} "
                 f"lr{self.model_value(model_args, 'lr'):.1e}")
 
-    def resolve_init(self, setting, backbone, image_size, experiment, fraction):
-        return Task.resolve_init(self, setting, backbone, image_size, experiment, fraction)
-
     def tags(self, model_args):
         return {**super().tags(model_args), "architecture": str(self.model_value(model_args, "architecture"))}
 
@@ -384,6 +378,7 @@ class AUAffectTask(AUTask):
     name, module_class, predictor_class = "au_affect", AUAffectModel, AUAffectPredictor
     default_datamodule, registered_name = "AUAffectDataModule", "facslab-au-affect"
     metric, metric_label = "au_affect", "(PR-AUC + CCC) / 2"
+    starts_from_au_pretraining = False
 
     def build_model(self, model_args, dm, train, init_from):
         from facslab.training import load_weights
@@ -438,9 +433,6 @@ class AUAffectTask(AUTask):
                           secondary=(f"AU PR-AUC {mean['pr_auc']:.3f} ({mean['pr_auc_lo']:.3f}-{mean['pr_auc_hi']:.3f}), "
                                      f"CCC {va['ccc']:.3f} ({va['ccc_lo']:.3f}-{va['ccc_hi']:.3f})"),
                           interval=(lo, hi), predictions=(outputs, labels))
-
-    def resolve_init(self, setting, backbone, image_size, experiment, fraction):
-        return Task.resolve_init(self, setting, backbone, image_size, experiment, fraction)
 
 
 def get_task(name: str) -> Task:

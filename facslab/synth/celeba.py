@@ -14,7 +14,8 @@ from facslab.au import AU_INDEX
 from facslab.formats.celeba import ATTRIBUTES, IMAGE_SHAPE, LANDMARK_COLUMNS, CelebALayout
 from facslab.synth import mark_generated
 from facslab.synth.expressions import sample_spontaneous_expression
-from facslab.synth.face import Conditions, Identity, Pose, eye_closure_fraction, render_face
+from facslab.synth.face import Conditions, Identity, Pose, render_face
+from facslab.synth.strength import eye_closure_fraction
 
 
 def _attributes(identity: Identity, traits: np.ndarray, aus: np.ndarray, blur: float) -> list[int]:

@@ -15,12 +15,13 @@ subject's own side, as FACS codes them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from facslab.au import AU_INDEX, NUM_AUS
+from facslab.synth.conditions import Conditions, apply_conditions
+from facslab.synth.strength import eye_closure_fraction, intensity_strength, lip_roll
 
 _SHIFT = 4  # sub-pixel bits for OpenCV drawing (anti-aliased polygons at 1/16 px)
 _ONE = 1 << _SHIFT
@@ -29,24 +30,10 @@ RIGHT_EYE = slice(36, 42)  # the subject's right eye: image left
 LEFT_EYE = slice(42, 48)  # the subject's left eye: image right
 
 
-#: Effect strength of a trace (intensity 1, FACS "A") action. Real trace AUs are subtle; drawn
-#: at 1/5 of the apex they would be under a pixel at the demo's 64 px crops, so a coded AU starts
-#: at this visible floor and still grows with every intensity step.
-TRACE_STRENGTH = 0.5
-
 #: Width of AU wrinkles, folds and dimples in face units (1 = the distance between the eyes). At
 #: the demo's 64 px crops the eyes are 23 px apart, so this is about a pixel: thinner lines
 #: vanish when the frame is shrunk to the crop.
 WRINKLE = 0.04
-
-
-def intensity_strength(intensity: float) -> float:
-    """Effect strength 0-1 of a FACS intensity 0-5: 0 at 0, ``TRACE_STRENGTH`` at 1 (A), 1 at 5 (E),
-    linear in between, so the frames between neutral and peak grow continuously."""
-    x = float(np.clip(intensity, 0.0, 5.0))
-    if x <= 1.0:
-        return TRACE_STRENGTH * x
-    return TRACE_STRENGTH + (1.0 - TRACE_STRENGTH) * (x - 1.0) / 4.0
 
 
 def _s(aus: np.ndarray, label: str) -> float:
@@ -153,43 +140,6 @@ class Pose:
         angle = np.deg2rad(self.roll_deg)
         c, s = np.cos(angle) * self.interocular, np.sin(angle) * self.interocular
         return np.array([[c, -s, self.center[0]], [s, c, self.center[1]]])
-
-
-@dataclass(frozen=True)
-class Conditions:
-    """Imaging conditions: lighting, blur and noise."""
-
-    brightness: float = 1.0
-    light_gradient: float = 0.0
-    light_angle: float = 0.0
-    blur_sigma: float = 0.0
-    noise_sigma: float = 0.0
-    background: tuple[int, int, int] = (180, 180, 180)
-    gaze: tuple[float, float] = (0.0, 0.0)
-
-    @classmethod
-    def sample(cls, rng: np.random.Generator) -> Conditions:
-        return cls(
-            brightness=rng.uniform(0.75, 1.15),
-            light_gradient=rng.uniform(0.0, 0.35),
-            light_angle=rng.uniform(0, 2 * np.pi),
-            blur_sigma=rng.uniform(0.0, 1.2),
-            noise_sigma=rng.uniform(0.0, 6.0),
-            background=tuple(int(v) for v in rng.integers(40, 230, 3)),
-            gaze=tuple(rng.normal(0, 0.02, 2)),
-        )
-
-
-def lip_roll(strength: float) -> float:
-    """How far AU28 has rolled the lips in (0-1) at an effect strength: already most of the way
-    at trace (0.7), since the lips turning inward is what FACS scores for AU28 at any intensity,
-    and still growing to the apex."""
-    return float(np.sqrt(max(strength, 0.0)))
-
-
-def eye_closure_fraction(intensity: float) -> float:
-    """How far an eye is shut for an AU43 intensity: any coded AU43 is a (nearly) closed eye."""
-    return 0.0 if intensity <= 0 else 0.8 + 0.2 * min(intensity, 5.0) / 5.0
 
 
 @dataclass
@@ -489,33 +439,5 @@ def render_face(
     for dx, dy in ((-0.12, -0.22), (0.0, -0.18), (0.12, -0.22), (-0.06, -0.3), (0.06, -0.3)):
         p.blend_line([chin + (dx - 0.02, dy), chin + (dx + 0.02, dy + 0.01)], dark_skin, 1.25 * WRINKLE, 0.8 * s["17"])
 
-    _apply_conditions(image, conditions, rng)
+    apply_conditions(image, conditions, rng)
     return image, _transform(lm, matrix)
-
-
-@lru_cache(maxsize=1)
-def _noise_bank() -> np.ndarray:
-    """A fixed field of Gaussian noise; images take random windows of it. Drawing fresh normals
-    for every pixel costs more than the whole drawing of the face."""
-    return np.random.default_rng(12345).standard_normal((1024, 1024, 3), dtype=np.float32)
-
-
-def _apply_conditions(image: np.ndarray, c: Conditions, rng: np.random.Generator) -> None:
-    h, w = image.shape[:2]
-    if c.blur_sigma > 0.05:
-        cv2.GaussianBlur(image, (0, 0), c.blur_sigma, dst=image)
-    gx = np.linspace(-0.5, 0.5, w, dtype=np.float32) * np.float32(np.cos(c.light_angle) * c.light_gradient)
-    gy = np.linspace(-0.5, 0.5, h, dtype=np.float32) * np.float32(np.sin(c.light_angle) * c.light_gradient)
-    light = np.float32(c.brightness) * (1 + gy[:, None] + gx[None, :])
-    out = image.astype(np.float32)
-    out *= light[..., None]
-    if c.noise_sigma > 0.05:
-        bank = _noise_bank()
-        if h <= bank.shape[0] and w <= bank.shape[1]:
-            y, x = rng.integers(0, bank.shape[0] - h + 1), rng.integers(0, bank.shape[1] - w + 1)
-            noise = bank[y:y + h, x:x + w]
-        else:
-            noise = rng.standard_normal(out.shape, dtype=np.float32)
-        out += noise * np.float32(c.noise_sigma)
-    np.clip(out, 0, 255, out=out)
-    image[:] = out.astype(np.uint8)
