@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo emotion-demo test check bench install clean-data
+.PHONY: in-the-wild-demo demo emotion-demo test check bench install clean-data
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,17 @@ demo: $(STAMP)
 
 emotion-demo: $(STAMP)
 	$(BIN)/facslab emotion-demo
+
+# the in-the-wild comparison (docs/emotions.md): the joint AU + valence/arousal model and the two
+# single-task models, one trial per backbone each, then the report's comparison of the champions
+in-the-wild-demo: $(STAMP)
+	test -e data/demo/emotionet/images || $(BIN)/facslab generate emotionet data/demo/emotionet --images 400
+	test -e data/demo/affwild2/annotations || $(BIN)/facslab generate affwild2 data/demo/affwild2 --subjects 8
+	$(BIN)/facslab sweep --config sweeps/in_the_wild_demo.yaml
+	$(BIN)/facslab sweep --config sweeps/emotionet_au_demo.yaml
+	$(BIN)/facslab sweep --config sweeps/affwild2_va_demo.yaml
+	$(BIN)/facslab report --config.output reports/in_the_wild --config.model_name facslab-au-affect-in-the-wild \
+		--config.compare '[facslab-au-affect-in-the-wild@champion, facslab-au-emotionet@champion, facslab-va-affwild2@champion]'
 
 test: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup

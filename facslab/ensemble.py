@@ -38,7 +38,7 @@ class Member:
     weight: float  # validation accuracy
 
 
-def _version(client: MlflowClient, uri: str):
+def registered_version(client: MlflowClient, uri: str):
     """``name/version``, ``name@alias`` or ``models:/...`` of either form."""
     spec = uri.removeprefix("models:/")
     if "@" in spec:
@@ -52,7 +52,7 @@ def _version(client: MlflowClient, uri: str):
 
 def load_member(uri: str) -> Member:
     client = MlflowClient()
-    version = _version(client, uri)
+    version = registered_version(client, uri)
     try:
         path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="predictions/test.npz")
     except Exception as error:

@@ -7,6 +7,8 @@
 * Fig. 7: training curves and per-AU PR-AUC for 0, 1 and 2 unfrozen blocks (best trial of each).
 * With ``ensemble``: the per-class top-1/top-2 table of registered emotion models and of their
   average and accuracy-weighted vote (``facslab.ensemble``).
+* With ``compare``: registered models side by side on the test rows they share, e.g. the joint
+  AU + valence/arousal model beside single-task ones (``facslab.comparison``).
 
 Written as Markdown, CSV and PNG under ``output`` and logged to an MLflow run (stage ``report``).
 """
@@ -40,6 +42,9 @@ class ReportConfig:
     study: str | None = None  # the sweep whose trials feed Fig. 6 and 7 (None: all trials)
     #: registered emotion models to combine (``name/version`` or ``name@alias``): the ensemble table
     ensemble: list[str] = field(default_factory=list)
+    #: registered models to set side by side (per-AU F1 and PR-AUC, valence/arousal CCC) on the test
+    #: rows they share: the comparison table
+    compare: list[str] = field(default_factory=list)
 
 
 def _runs(experiment_id: str, stage: str, extra: str = "") -> list:
@@ -198,6 +203,10 @@ def make_report(config: ReportConfig) -> Path:
 
         _, markdown = build_ensemble_report(config.ensemble, out)  # an unusable member is an error
         sections.append(markdown)
+    if config.compare:
+        from facslab.comparison import build_comparison_report
+
+        sections.append(build_comparison_report(config.compare, out))  # a model tested elsewhere is an error
     fig4, frame4 = figure4(experiment_id)
     figures["fig4_val_loss_vs_fraction.png"] = fig4
     frame4.to_csv(out / "fig4.csv", index=False)

@@ -4,10 +4,13 @@ by `facslab sweep` from sweeps/in_the_wild_demo.yaml."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from datamodules import AffWild2DataModule, AUAffectDataModule, EmotioNetDataModule
 from facslab.synth.affwild2 import write_affwild2
@@ -15,7 +18,7 @@ from facslab.synth.emotionet import write_emotionet
 
 from conftest import run_cli
 
-CONFIG = Path(__file__).resolve().parents[2] / "sweeps" / "in_the_wild_demo.yaml"
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +50,61 @@ def test_each_part_keeps_its_own_split_and_the_other_half_is_unknown(copies, tmp
         assert set(datasets[dm.positions(role)]) == {"EmotioNet", "AffWild2"}
 
 
-@pytest.mark.slow
-def test_the_joint_model_trains_from_the_demo_config(copies, tmp_path):
-    emotionet, affwild2 = copies
-    out = run_cli("sweep", "--config", str(CONFIG), "--config.study", "wild-test", "--config.n_trials", "1",
-                  "--config.data.root", str(emotionet), "--config.data.affectnet_root", str(affwild2),
-                  "--config.data.image_size", "32", "--config.data.cache_dir", str(tmp_path / "cache"),
-                  "--config.search", "{backbone: {choices: [resnet18]}}", "--config.enqueue", "[]",
-                  "--config.train.max_epochs", "1", "--config.train.progress", "false",
-                  env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+def _sweep(config: str, study: str, data: dict, store: Path, *more: str):
+    args = ["sweep", "--config", str(SWEEPS / config), "--config.study", study, "--config.n_trials", "1",
+            "--config.search", "{backbone: {choices: [resnet18]}}", "--config.enqueue", "[]",
+            "--config.train.max_epochs", "1", "--config.train.progress", "false", *more]
+    for key, value in data.items():
+        args += [f"--config.data.{key}", str(value)]
+    out = run_cli(*args, env={"FACSLAB_MLRUNS": str(store)})
     assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_the_joint_model_is_compared_with_single_task_models_on_the_same_test_rows(copies, tmp_path):
+    """The demo's three configs (joint, EmotioNet AUs alone, Aff-Wild2 valence/arousal alone), one
+    ResNet-18 trial each, then the report's comparison of the three registered models."""
+    emotionet, affwild2 = copies
+    store, common = tmp_path / "store", {"image_size": 32, "cache_dir": tmp_path / "cache"}
+    out = _sweep("in_the_wild_demo.yaml", "wild-test", {"root": emotionet, "affectnet_root": affwild2, **common}, store)
     assert "facslab-au-affect-in-the-wild version 1" in out.stdout and "AU PR-AUC" in out.stdout, out.stdout
+    _sweep("emotionet_au_demo.yaml", "emotionet-test", {"root": emotionet, **common}, store)
+    _sweep("affwild2_va_demo.yaml", "affwild2-test", {"root": affwild2, **common}, store)
+    models = ["facslab-au-affect-in-the-wild/1", "facslab-au-emotionet/1", "facslab-va-affwild2/1"]
+    report = run_cli("report", "--config.output", str(tmp_path / "report"), "--config.compare", json.dumps(models),
+                     env={"FACSLAB_MLRUNS": str(store)})
+    assert report.returncode == 0, report.stderr[-3000:]
+
+    # every cell is the figure the model logged at its own test look
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    au = pd.read_csv(tmp_path / "report" / "comparison_au.csv", keep_default_na=False, na_values=[""])
+    affect = pd.read_csv(tmp_path / "report" / "comparison_affect.csv")
+    logged = {}
+    for uri in models:
+        name, version = uri.split("/")
+        run_id = client.get_model_version(name, version).run_id
+        for path in ("metrics/test_per_au.csv", "metrics/test_affect.csv"):
+            if path in {a.path for a in client.list_artifacts(run_id, "metrics")}:
+                logged[uri, path] = pd.read_csv(client.download_artifacts(run_id, path, str(tmp_path / uri)),
+                                                keep_default_na=False, na_values=[""])
+    assert {k[0] for k in logged if k[1].endswith("per_au.csv")} == {models[0], models[1]}
+    assert {k[0] for k in logged if k[1].endswith("affect.csv")} == {models[0], models[2]}
+    for (uri, path), table in logged.items():
+        column = next(c for c in (au if "per_au" in path else affect) if c.startswith(uri + " ") and
+                      c.endswith(" pr_auc" if "per_au" in path else " ccc"))
+        mine = (au if "per_au" in path else affect)[column].to_numpy(float)
+        theirs = table["pr_auc" if "per_au" in path else "ccc"].to_numpy(float)
+        np.testing.assert_array_equal(mine, theirs)
+        assert np.isfinite(mine[-1]), (uri, path, mine)  # the mean row
+    markdown = (tmp_path / "report" / "comparison.md").read_text()
+    assert "| **mean** |" in markdown and "| valence |" in markdown and markdown.count(" F1 | PR-AUC") == 2
+    assert (tmp_path / "report" / "comparison_pr_auc.png").stat().st_size > 5000
+
+    # a model tested on other rows (another seed draws another EmotioNet test split) is refused, in one line
+    _sweep("emotionet_au_demo.yaml", "emotionet-other-split", {"root": emotionet, **common, "seed": 5}, store)
+    other = run_cli("report", "--config.output", str(tmp_path / "other"), "--config.compare",
+                    json.dumps([models[0], "facslab-au-emotionet/2"]), env={"FACSLAB_MLRUNS": str(store)})
+    assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-2000:]
+    assert len(other.stderr.strip().splitlines()) == 1 and "other AU rows" in other.stderr, other.stderr
