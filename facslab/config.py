@@ -1,10 +1,12 @@
 """Typed configs for pretraining, sweeps and registration; read from YAML by jsonargparse, so any
-field can also be overridden on the command line (``--train.max_epochs 2``).
+field can also be overridden on the command line (``--config.train.max_epochs 2``).
 
-``data`` and ``model`` are the keyword arguments of a datamodule and of the task's
-LightningModule (``AUDetector``, ``EmotionClassifier``); they are checked against those signatures
-when the config is built, so a misspelt key fails before the first trial and names the key and
-the accepted ones.
+A sweep names its datamodule and its task's LightningModule as the data configs do, with
+``class_path`` and ``init_args``; jsonargparse checks the arguments against those classes'
+signatures (keys and types) when the config is read, so a misspelt key or a wrong type fails
+before the first trial and names the key (``--config.datamodule.image_size 48`` overrides one).
+Lightning Trainer options beyond ``train``'s own come in ``train.trainer``, checked against
+``lightning.Trainer``'s signature.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jsonargparse import ArgumentParser, Namespace
+
 from facslab.errors import ConfigError  # noqa: F401 (raised here, imported from here)
 from facslab.evaluation import THRESHOLD_POLICIES
+from facslab.name_tables import import_path
 from facslab.training import TrainerConfig
 
 PRUNERS = ("median", "hyperband", "none")
@@ -51,11 +56,84 @@ def check_keys(section: str, given: dict, accepted: list[str]) -> None:
         raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
 
 
+def _one_line(error: Exception) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def checked_arguments(section: str, cls: type, given: dict, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``given`` checked by jsonargparse against ``cls``'s signature (keys and types; ``skip``:
+    arguments the framework sets, refused)."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, skip=set(skip), fail_untyped=False, sub_configs=True)
+    derived = sorted(set(given) & set(skip))
+    if derived:
+        raise ConfigError(f"{section}: {', '.join(derived)}: set by facslab (from the data, or per fold), not in a config")
+    try:
+        parsed = parser.parse_object(given)
+    except Exception as error:  # jsonargparse's, often many lines
+        raise ConfigError(f"{section}: {_one_line(error)}") from None
+    values = parsed.as_dict()
+    # the given value where it already fits (limit_train_batches: 1 is one batch, 1.0 all of them);
+    # a string jsonargparse reads as a number (YAML's 1e-3) becomes that number
+    return {k: values[k] if isinstance(given[k], str) and k in values and not isinstance(values[k], str) else given[k]
+            for k in given}
+
+
+@dataclass
+class ClassSpec:
+    """A class by its import path and the keyword arguments it is built with (a config's
+    ``class_path`` and ``init_args``)."""
+
+    class_path: str
+    init_args: dict[str, Any] = field(default_factory=dict)
+
+
+def class_spec(value: ClassSpec | dict | Namespace | None, framework_set: tuple[str, ...] = ()) -> ClassSpec | None:
+    """A ``class_path``/``init_args`` value as jsonargparse read it, every default filled in (what
+    the run is logged and compared with). Of the arguments facslab sets itself (``framework_set``:
+    a datamodule's fold, a module's input size), those at their defaults are dropped; another value
+    stays, for the check to refuse."""
+    if value is None or isinstance(value, ClassSpec):
+        return value
+    value = value.as_dict() if isinstance(value, Namespace) else dict(value)
+    given = dict(value.get("init_args") or {})
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(import_path(value["class_path"], "class"), fail_untyped=False, sub_configs=True)
+    defaults = parser.get_defaults().as_dict()
+
+    def plain(v):  # a tuple default and the list jsonargparse reads are one value
+        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    return ClassSpec(value["class_path"], {k: v for k, v in given.items()
+                                           if not (k in framework_set and k in defaults and plain(v) == plain(defaults[k]))})
+
+
 def model_arguments(task: str = "au") -> list[str]:
     from facslab.tasks import get_task
 
     spec = get_task(task)
     return [n for n in accepted_arguments(spec.module_class) if n not in spec.derived_model_args]
+
+
+#: Trainer arguments facslab sets itself: train's own field of that name, or why it is not a setting
+OWNED_TRAINER_OPTIONS = {
+    **{name: f"set it as train.{name}" for name in ("max_epochs", "min_epochs", "accelerator", "devices", "precision",
+                                                    "deterministic")},
+    "enable_progress_bar": "set it as train.progress",
+    **{name: "facslab sets it (early stopping, kept weights, resumable checkpoints, the MLflow run)"
+       for name in ("callbacks", "logger", "enable_checkpointing", "num_sanity_val_steps", "limit_val_batches",
+                    "log_every_n_steps", "enable_model_summary", "default_root_dir")},
+}
+
+
+def check_trainer_options(options: dict[str, Any]) -> None:
+    """``train.trainer``: any other ``lightning.Trainer`` argument, checked against its signature."""
+    import lightning as L
+
+    owned = sorted(set(options) & set(OWNED_TRAINER_OPTIONS))
+    if owned:
+        raise ConfigError("; ".join(f"train.trainer.{name}: {OWNED_TRAINER_OPTIONS[name]}" for name in owned))
+    options.update(checked_arguments("train.trainer", L.Trainer, options))
 
 
 @dataclass
@@ -70,6 +148,7 @@ class TrainConfig(TrainerConfig):
     pretrain_fraction: float = 1.0
 
     def __post_init__(self):
+        check_trainer_options(self.trainer)
         if self.threshold_policy not in THRESHOLD_POLICIES:
             raise ConfigError(f"train.threshold_policy must be one of {', '.join(THRESHOLD_POLICIES)}, "
                               f"not {self.threshold_policy!r}")
@@ -101,8 +180,11 @@ class PretrainConfig:
     def __post_init__(self):
         from datamodules import CelebANoisyDataModule
 
-        check_keys("data", self.data, accepted_arguments(CelebANoisyDataModule))
-        check_keys("model", self.model, model_arguments())
+        from facslab.tasks import get_task
+
+        task = get_task("au")
+        self.data = checked_arguments("data", CelebANoisyDataModule, self.data)
+        self.model = checked_arguments("model", task.module_class, self.model, task.derived_model_args)
         check_backbones(self.model)
         if self.train.init_from == "auto":
             raise ConfigError("pretraining starts from random weights or a given URI: train.init_from cannot be auto")
@@ -134,10 +216,12 @@ class SweepConfig:
 
     study: str = "ckplus-au"
     task: str = "au"  # a ``facslab.tasks`` name (au, emotion, ...) or a Task class's import path
-    #: a ``datamodules`` class or a datamodule's import path (None: the task's, e.g. CKPlusDataModule)
-    datamodule: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)  # the datamodule's arguments (no fold)
-    model: dict[str, Any] = field(default_factory=dict)  # fixed arguments of the task's module
+    #: the datamodule (``class_path``, and its ``init_args`` but ``fold``, which the sweep sets;
+    #: None: the task's, e.g. CKPlusDataModule, with its defaults)
+    datamodule: ClassSpec | None = None
+    #: the task's LightningModule and its fixed ``init_args`` (searched ones override them; None:
+    #: the task's module with its defaults)
+    model: ClassSpec | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     #: searched parameters: ``{name: {choices: [...]}}`` or ``{name: {low, high, log}}``; a name is
     #: an argument of the task's module or a searchable ``train`` key (AU: pos_weight; emotion:
@@ -168,14 +252,25 @@ class SweepConfig:
             get_task(self.task)
         except ValueError as error:
             raise ConfigError(f"task: {error}") from None
+        task = self.task_spec
+        module_path = f"{task.module_class.__module__}.{task.module_class.__qualname__}"
+        self.datamodule = class_spec(self.datamodule, ("fold",)) or ClassSpec(task.default_datamodule)
+        self.model = class_spec(self.model, task.derived_model_args) or ClassSpec(module_path)
         try:
-            datamodule = self.task_spec.datamodule_class(self.datamodule)
+            datamodule = task.datamodule_class(self.datamodule.class_path)
         except ValueError as error:
             raise ConfigError(f"datamodule: {error}") from error
-        check_keys("data", self.data, [n for n in accepted_arguments(datamodule) if n != "fold"])
+        try:
+            module = import_path(self.model.class_path, "model")
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from error
+        if not (isinstance(module, type) and issubclass(module, task.module_class)):
+            raise ConfigError(f"model.class_path: {self.model.class_path} is not task {task.name}'s module "
+                              f"{module_path} (or a subclass of it)")
+        self.datamodule.init_args = checked_arguments("datamodule.init_args", datamodule, self.data, ("fold",))
+        self.model.init_args = checked_arguments("model.init_args", module, self.model_args, task.derived_model_args)
         models = model_arguments(self.task)
-        check_keys("model", self.model, models)
-        check_backbones(self.model, self.search)
+        check_backbones(self.model_args, self.search)
         if "threshold_policy" in self.search:
             raise ConfigError("search: threshold_policy does not change the objective (mean fold PR-AUC); set "
                               "train.threshold_policy instead: thresholds are chosen after cross-validation")
@@ -208,10 +303,20 @@ class SweepConfig:
                     raise ConfigError(f"search.{name}.when: {other} is never {unknown} (its choices: "
                                       f"{self.search[other]['choices']})")
 
+    @property
+    def data(self) -> dict[str, Any]:
+        """The datamodule's arguments (without ``fold``, which every fold sets)."""
+        return self.datamodule.init_args
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """The module's fixed arguments (searched ones override them per trial)."""
+        return self.model.init_args
+
     def fixed_value(self, name: str) -> Any:
         """What a non-searched argument is in every trial: the model's or train's setting, else its default."""
-        if name in self.model:
-            return self.model[name]
+        if name in self.model_args:
+            return self.model_args[name]
         if name in self.task_spec.searchable_train_keys:
             return getattr(self.train, name)
         return argument_defaults(self.task_spec.module_class).get(name)
@@ -248,7 +353,7 @@ class SweepConfig:
         spec = self.search.get(name)
         only = (spec or {}).get("when", {}).get("backbone")
         if spec is None or (only is not None and backbone not in only):  # not sampled for this backbone
-            known = name in self.model or name in argument_defaults(self.task_spec.module_class)
+            known = name in self.model_args or name in argument_defaults(self.task_spec.module_class)
             return [self.fixed_value(name)] if known else []
         return list(spec["choices"]) if "choices" in spec else [spec["low"], spec["high"]]
 
@@ -283,4 +388,32 @@ class SweepConfig:
         """Every backbone a trial of this sweep can use."""
         if "backbone" in self.search and "choices" in self.search["backbone"]:
             return list(self.search["backbone"]["choices"])
-        return [self.task_spec.model_value(self.model, "backbone")]
+        return [self.task_spec.model_value(self.model_args, "backbone")]
+
+
+def add_config_arguments(parser: ArgumentParser, cls: type, key: str = "config", **kwargs) -> None:
+    """``--config FILE`` and ``--config.KEY`` overrides of a config class. A sweep's
+    ``datamodule`` and ``model`` are read as jsonargparse reads any class (``class_path``,
+    ``init_args``, checked against the class; ``--config.datamodule.KEY`` overrides one argument)."""
+    if cls is not SweepConfig:
+        parser.add_class_arguments(cls, key, **kwargs)
+        return
+    import lightning as L
+
+    import facslab.tasks  # noqa: F401 (every task's module is then known by its class name alone)
+
+    parser.add_class_arguments(cls, key, skip={"datamodule", "model"}, **kwargs)
+    parser.add_subclass_arguments(L.LightningDataModule, f"{key}.datamodule", required=False, fail_untyped=False)
+    parser.add_subclass_arguments(L.LightningModule, f"{key}.model", required=False, fail_untyped=False)
+
+
+def config_from(parser: ArgumentParser, namespace: Namespace, key: str = "config"):
+    """The config object of a namespace ``add_config_arguments`` read. A sweep's classes are kept
+    as ``ClassSpec`` (built per fold and trial, not here)."""
+    values = namespace[key]
+    if "datamodule" not in values:  # not a sweep: jsonargparse builds it
+        return parser.instantiate_classes(namespace)[key]
+    raw = values.clone().as_dict()
+    raw.pop("__path__", None)
+    train, register = raw.pop("train"), raw.pop("register")
+    return SweepConfig(**raw, train=TrainConfig(**train), register=None if register is None else RegisterConfig(**register))

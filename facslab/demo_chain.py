@@ -16,7 +16,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from facslab.badinput import BadInputError
-from facslab.config import ConfigError, PretrainConfig, SweepConfig
+from facslab.config import ConfigError, PretrainConfig, SweepConfig, add_config_arguments, config_from
 from facslab.demo_data import DemoSize, describe, generate_demo
 from facslab.report import ReportConfig, make_report
 from facslab.run_records import find_pretraining
@@ -34,8 +34,8 @@ DEMO_BACKBONE, DEMO_FRACTIONS = "resnet18", (1.0, 0.3)
 
 def load_config(cls, path: str | Path, overrides: dict | None = None):
     """A config dataclass from YAML, validated by jsonargparse."""
-    parser = ArgumentParser()
-    parser.add_class_arguments(cls, "config")
+    parser = ArgumentParser(exit_on_error=False)
+    add_config_arguments(parser, cls)
     if not Path(path).is_file():
         raise BadInputError(path, "config file not found" if not Path(path).exists() else "not a file: give a YAML config")
     try:
@@ -50,8 +50,7 @@ def load_config(cls, path: str | Path, overrides: dict | None = None):
         for parent in parents:
             target = target.setdefault(parent, {})
         target[last] = value
-    namespace = parser.parse_object({"config": data})
-    return parser.instantiate(namespace).config
+    return config_from(parser, parser.parse_object({"config": data}))
 
 
 def _output_folder(out: str | Path) -> Path:
@@ -88,7 +87,8 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     # every config is read before the data is generated: a mistake in one costs nothing
     paths = {"data.root": str(out / "CelebA"), "data.cache_dir": str(out / "cache")}
     base = load_config(PretrainConfig, pretrain_config, {**paths, **overrides.get("pretrain", {})})
-    sweep = load_config(SweepConfig, sweep_config, {"data.root": str(out / "CK+"), "data.cache_dir": str(out / "cache"),
+    sweep = load_config(SweepConfig, sweep_config, {"datamodule.init_args.root": str(out / "CK+"),
+                                                   "datamodule.init_args.cache_dir": str(out / "cache"),
                                                    **overrides.get("sweep", {})})
     report = load_config(ReportConfig, report_config, {"output": str(out / "report"), "study": sweep.study,
                                                        "model_name": sweep.register.name, "alias": sweep.register.alias,
@@ -150,8 +150,8 @@ def run_emotion_demo(out: str = "data/demo", seed: int = 0, fer_images: int = 15
     for name, sweep_file, dataset in (("fer2013", "sweeps/fer2013_demo.yaml", "fer2013"),
                                       ("affectnet-backbones", "sweeps/affectnet_backbones_demo.yaml", "affectnet"),
                                       ("affectnet-va", "sweeps/affectnet_va_demo.yaml", "affectnet")):
-        sweep = load_config(SweepConfig, REPO / sweep_file, {"data.root": str(roots[dataset]),
-                                                            "data.cache_dir": str(out / "cache"),
+        sweep = load_config(SweepConfig, REPO / sweep_file, {"datamodule.init_args.root": str(roots[dataset]),
+                                                            "datamodule.init_args.cache_dir": str(out / "cache"),
                                                             **overrides.get(name, {})})
         study = run_sweep(sweep)
         print(f"sweep {sweep.study}: {describe_best(study, sweep)}")

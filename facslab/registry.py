@@ -100,7 +100,7 @@ def register_best(config: SweepConfig, study: optuna.Study, trial: optuna.trial.
     epochs = max(1, int(best.user_attrs["epochs"]))
     cv, cv_std = float(best.value), float(best.user_attrs.get("cv_std", float("nan")))
     L.seed_everything(int(config.data.get("seed", 0)), workers=True)
-    dm = task.datamodule_class(config.datamodule)(**{**config.data, "fold": None})
+    dm = task.datamodule_class(config.datamodule.class_path)(**{**config.data, "fold": None})
     dm.setup("fit")
     split_id, label_id = dm.split_id(), dm.label_id()
     earlier = earlier_registration(config, best, split_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -40,6 +41,9 @@ class TrainerConfig:
     feature_cache: bool = False
     #: class tasks: weight the loss by inverse class frequency of the training split
     class_weights: bool = False
+    #: any other ``lightning.Trainer`` argument (gradient_clip_val, accumulate_grad_batches,
+    #: strategy, ...), checked against its signature when the config is read
+    trainer: dict[str, Any] = field(default_factory=dict)
 
 
 class LogCheckpointedEpochs(Callback):
@@ -213,16 +217,16 @@ def fit(model: BackboneModule, dm: FaceDataModule, config: TrainerConfig, run_id
         callbacks=callbacks, enable_checkpointing=checkpoint_dir is not None,
         enable_progress_bar=config.progress, enable_model_summary=False, deterministic=config.deterministic,
         num_sanity_val_steps=0, log_every_n_steps=1,
-        limit_val_batches=1.0 if has_val else 0,
+        limit_val_batches=1.0 if has_val else 0, **config.trainer,
     )
     model.schedule_epochs = config.max_epochs  # fixed ``epochs`` stop early in the same schedule
     use_cache = config.feature_cache and bool(model.frozen_stages())
     if config.feature_cache and dm.augment:
         raise ValueError("train.feature_cache needs the datamodule's augment: false (cached features are of "
-                         "unaugmented crops); set data.augment: false, or train.feature_cache: false")
+                         "unaugmented crops); set augment: false (a sweep: datamodule.augment, pretraining: data.augment), or train.feature_cache: false")
     if use_cache and getattr(dm, "mix_halves", 0):
         raise ValueError("train.feature_cache needs the datamodule's mix_halves: 0 (cached features are of "
-                         "whole crops); set data.mix_halves: 0, or train.feature_cache: false")
+                         "whole crops); set mix_halves: 0 (a sweep: datamodule.mix_halves), or train.feature_cache: false")
     if run_id is not None:  # what the run really used, not only what was asked for
         import mlflow
 

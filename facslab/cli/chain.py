@@ -10,6 +10,8 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
+from facslab.config import config_from
+
 
 def _demo(args, parser=None) -> int:
     from facslab.demo_data import DemoSize
@@ -55,7 +57,7 @@ def _prepare_demo(args, size) -> int:
 def _pretrain(args, parser) -> int:
     from facslab.pretrain import pretrain
 
-    run_id = pretrain(parser.instantiate(args).config)
+    run_id = pretrain(config_from(parser, args))
     print(f"pretraining run {run_id}: weights at runs:/{run_id}/weights/model.pt")
     return 0
 
@@ -64,7 +66,7 @@ def _sweep(args, parser) -> int:
     from facslab.sweep import run_sweep
     from facslab.sweep.summary import describe_best
 
-    config = parser.instantiate(args).config
+    config = config_from(parser, args)
     study = run_sweep(config, workers=args.workers)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     print(f"study {config.study}: {len(study.trials)} trials ({len(done)} complete)")
@@ -106,7 +108,7 @@ def _register(args, parser) -> int:
     from facslab.sweep import finished_study
     from facslab.mlflow_store import setup_tracking
 
-    config = parser.instantiate(args).config
+    config = config_from(parser, args)
     if config.register is None:
         raise ConfigError("the sweep config has register: null; give register: {name: ..., alias: ...}")
     setup_tracking(config.tracking_uri, config.experiment)
@@ -116,7 +118,7 @@ def _register(args, parser) -> int:
 def _au_emotion(args, parser) -> int:
     from facslab.au_emotion.evaluate import evaluate_au_emotion
 
-    config = parser.instantiate(args).config
+    config = config_from(parser, args)
     evaluate_au_emotion(config)
     print((Path(config.output) / "au_emotion.md").read_text())
     print(f"written to {config.output} (table, confusion matrices, AU frequencies) and logged to MLflow")
@@ -125,7 +127,7 @@ def _au_emotion(args, parser) -> int:
 def _report(args, parser) -> int:
     from facslab.report import make_report
 
-    folder = make_report(parser.instantiate(args).config)
+    folder = make_report(config_from(parser, args))
     print(f"report written to {folder}")
     return 0
 
@@ -161,7 +163,7 @@ def add_commands(sub) -> dict:
     sub.add_subcommand("emotion-demo", emotion_demo, help=emotion_demo.description)
 
     from facslab.au_emotion.evaluate import AUEmotionConfig
-    from facslab.config import PretrainConfig, SweepConfig
+    from facslab.config import PretrainConfig, SweepConfig, add_config_arguments
     from facslab.report import ReportConfig
 
     config_parsers = {}
@@ -172,7 +174,7 @@ def add_commands(sub) -> dict:
                             ("au-emotion", AUEmotionConfig, "AU -> emotion (FACS rules, learned table, logistic "
                                                             "regression) on CK+'s emotion labels.")):
         p = ArgumentParser(exit_on_error=False, description=text)
-        p.add_class_arguments(cls, "config", help="a YAML file, then --config.KEY overrides")
+        add_config_arguments(p, cls, help="a YAML file, then --config.KEY overrides")
         if name == "sweep":
             p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
             p.add_argument("--no_register", action="store_true")

@@ -36,7 +36,7 @@ class Objective:
     def resolve(self, trial: optuna.Trial) -> tuple[dict, dict]:
         sampled = suggest(trial, self.config.search)
         searchable = self.config.task_spec.searchable_train_keys
-        model = {**self.config.model, **{k: v for k, v in sampled.items() if k not in searchable}}
+        model = {**self.config.model_args, **{k: v for k, v in sampled.items() if k not in searchable}}
         train = {**asdict(self.config.train), **{k: v for k, v in sampled.items() if k in searchable}}
         train["init_from"] = self.init_from[self.config.task_spec.model_value(model, "backbone")]
         return model, train
@@ -95,7 +95,7 @@ class Objective:
         config, task = self.config, self.config.task_spec
         objective = task.objective
         train_config = type(config.train)(**train)
-        datamodule = task.datamodule_class(config.datamodule)
+        datamodule = task.datamodule_class(config.datamodule.class_path)
         outputs, fold_labels, scores, histories, best_epochs, losses, reused = [], [], [], {}, [], [], []
         fold, n_folds = 0, 1
         while fold < n_folds:

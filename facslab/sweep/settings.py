@@ -15,7 +15,7 @@ from facslab.run_records import flat_params
 def check_data(config: SweepConfig) -> None:
     """The data read as the trials read it (fold 0), once before any trial: a dataset the user must
     fix is one line now, not one failed trial after another. The crops it caches are the trials'."""
-    datamodule = config.task_spec.datamodule_class(config.datamodule)
+    datamodule = config.task_spec.datamodule_class(config.datamodule.class_path)
     datamodule(**{**config.data, "fold": 0}).setup("fit")
 
 #: config entries that say where and how visibly trials run, not what they score (the machines of
@@ -25,8 +25,8 @@ RUN_ONLY_KEYS = ("data.root", "data.cache_dir", "data.num_workers", "data.prepro
 
 def trial_settings(config: SweepConfig) -> dict[str, str]:
     """What a trial's objective depends on besides its sampled parameters, flattened."""
-    settings = flat_params("", {"task": config.task, "datamodule": config.datamodule, "data": config.data,
-                                "model": config.model, "train": asdict(config.train), "search": config.search})
+    settings = flat_params("", {"task": config.task, "datamodule": config.datamodule.class_path, "data": config.data,
+                                "model": config.model_args, "train": asdict(config.train), "search": config.search})
     return {key: value for key, value in settings.items() if key not in RUN_ONLY_KEYS}
 
 def check_study_settings(config: SweepConfig, study: optuna.Study) -> None:

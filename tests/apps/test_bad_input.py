@@ -391,9 +391,9 @@ def test_an_unreadable_image_among_good_ones_is_named_and_the_others_still_answe
 def _sweep_config(tmp_path, root, **lines: str):
     config = tmp_path / "sweep.yaml"
     config.write_text("\n".join([f"study: {lines.pop('study', 'bad-input')}", "n_trials: 1", "pruner: none",
-                                 f"data: {{root: {root}, image_size: 32, n_folds: 2, cache_dir: {tmp_path / 'cache'}, "
-                                 "progress: false}",
-                                 "model: {backbone: resnet18}", "train: {init_from: null, max_epochs: 1, progress: false}",
+                                 f"datamodule: {{class_path: CKPlusDataModule, init_args: {{root: {root}, image_size: 32, "
+                                 f"n_folds: 2, cache_dir: {tmp_path / 'cache'}, progress: false}}}}",
+                                 "model: {class_path: AUDetector, init_args: {backbone: resnet18}}", "train: {init_from: null, max_epochs: 1, progress: false}",
                                  *(f"{key}: {value}" for key, value in lines.items())]) + "\n")
     return config
 
@@ -467,7 +467,7 @@ BAD_SETTINGS = [
     ("pretrain", lambda ck, celeba, tmp: ["--config", str(_pretrain_config(tmp, celeba, "model: {backbone: resnet19}"))],
      ["model.backbone: unknown backbone 'resnet19'", "choose from"]),
     ("sweep", lambda ck, celeba, tmp: ["--config", str(_sweep_config(tmp, ck).with_name("sweep.yaml")),
-                                       "--config.data.ungraded", "maybe"],
+                                       "--config.datamodule.ungraded", "maybe"],
      ["ungraded must be positive, negative or reject, not 'maybe'"]),
 ]
 

@@ -61,12 +61,11 @@ def test_the_valence_arousal_task_trains_on_affwild2_through_the_sweep(affwild2,
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: affwild2
 task: valence_arousal
-datamodule: AffWild2DataModule
 n_trials: 1
 pruner: none
 experiment: affwild2
-data: {{root: {root}, image_size: 32, batch_size: 16, frame_step: 2, cache_dir: {tmp_path / 'cache'}, progress: false}}
-model: {{backbone: resnet18, unfrozen_blocks: 1}}
+datamodule: {{class_path: AffWild2DataModule, init_args: {{root: {root}, image_size: 32, batch_size: 16, frame_step: 2, cache_dir: {tmp_path / 'cache'}, progress: false}}}}
+model: {{class_path: ValenceArousalRegressor, init_args: {{backbone: resnet18, unfrozen_blocks: 1}}}}
 train: {{max_epochs: 1, patience: 1, init_from: null, progress: false}}
 register: {{name: affwild2-va}}
 """)

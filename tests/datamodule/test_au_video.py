@@ -110,12 +110,11 @@ def test_au_detection_on_bp4d_trains_with_unknowns_masked(videos, tmp_path):
     value for the AUs BP4D does not code."""
     config = tmp_path / "bp4d.yaml"
     config.write_text(f"""study: bp4d
-datamodule: BP4DDataModule
 n_trials: 1
 pruner: none
-data: {{root: {videos / 'bp4d'}, n_folds: 2, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'},
-       progress: false, preprocess_workers: 0}}
-model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 32}}
+datamodule: {{class_path: BP4DDataModule, init_args: {{root: {videos / 'bp4d'}, n_folds: 2, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'},
+       progress: false, preprocess_workers: 0}}}}
+model: {{class_path: AUDetector, init_args: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 32}}}}
 train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{lr: {{choices: [1.0e-3]}}}}
 register: {{name: bp4d-au}}
@@ -157,12 +156,11 @@ def test_au_intensity_sweep_on_disfa_and_the_live_csv_intensity_columns(videos, 
     config = tmp_path / "disfa.yaml"
     config.write_text(f"""study: disfa-intensity
 task: au_intensity
-datamodule: DISFADataModule
 n_trials: 1
 pruner: none
-data: {{root: {videos / 'disfa'}, target: intensity, n_folds: 2, image_size: 32, batch_size: 16,
-       cache_dir: {tmp_path / 'cache'}, progress: false, preprocess_workers: 0}}
-model: {{backbone: resnet18, unfrozen_blocks: 1}}
+datamodule: {{class_path: DISFADataModule, init_args: {{root: {videos / 'disfa'}, target: intensity, n_folds: 2, image_size: 32, batch_size: 16,
+       cache_dir: {tmp_path / 'cache'}, progress: false, preprocess_workers: 0}}}}
+model: {{class_path: AUIntensityRegressor, init_args: {{backbone: resnet18, unfrozen_blocks: 1}}}}
 train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{loss: {{choices: [mse]}}}}
 """)

@@ -174,11 +174,10 @@ def test_valence_arousal_sweep_and_the_ensemble_table(affectnet_root, tmp_path):
     va = tmp_path / "va.yaml"
     va.write_text(f"""study: va-test
 task: valence_arousal
-datamodule: AffectNetDataModule
 n_trials: 1
 pruner: none
-data: {data}, target: valence_arousal}}
-model: {{backbone: resnet18, unfrozen_blocks: 1}}
+datamodule: {{class_path: AffectNetDataModule, init_args: {data}, target: valence_arousal}}}}
+model: {{class_path: ValenceArousalRegressor, init_args: {{backbone: resnet18, unfrozen_blocks: 1}}}}
 train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{loss: {{choices: [ccc, mse]}}}}
 """)
@@ -199,11 +198,10 @@ search: {{loss: {{choices: [ccc, mse]}}}}
     backbones = tmp_path / "backbones.yaml"
     backbones.write_text(f"""study: backbones-test
 task: emotion
-datamodule: AffectNetDataModule
 n_trials: 2
 pruner: none
-data: {data}}}
-model: {{unfrozen_blocks: 1}}
+datamodule: {{class_path: AffectNetDataModule, init_args: {data}}}}}
+model: {{class_path: EmotionClassifier, init_args: {{unfrozen_blocks: 1}}}}
 train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{backbone: {{choices: [resnet18, shufflenet_v2_x1_0]}}}}
 enqueue: [{{backbone: resnet18}}, {{backbone: shufflenet_v2_x1_0}}]
@@ -247,9 +245,9 @@ def test_au_and_valence_arousal_multitask_from_two_datasets(ckplus, affectnet_ro
 task: au_affect
 n_trials: 1
 pruner: none
-data: {{root: {root}, affectnet_root: {affectnet_root}, n_folds: 2, image_size: 32, batch_size: 16,
-       cache_dir: {tmp_path / 'cache'}, progress: false, preprocess_workers: 0}}
-model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 32}}
+datamodule: {{class_path: AUAffectDataModule, init_args: {{root: {root}, affectnet_root: {affectnet_root}, n_folds: 2, image_size: 32, batch_size: 16,
+       cache_dir: {tmp_path / 'cache'}, progress: false, preprocess_workers: 0}}}}
+model: {{class_path: AUAffectModel, init_args: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 32}}}}
 train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{affect_weight: {{choices: [0.5]}}}}
 """)

@@ -62,12 +62,11 @@ def test_the_au_task_trains_on_emotionet_through_the_sweep_and_registry(emotione
     root, _ = emotionet
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: emotionet
-datamodule: EmotioNetDataModule
 n_trials: 1
 pruner: none
 experiment: emotionet
-data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, progress: false}}
-model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
+datamodule: {{class_path: EmotioNetDataModule, init_args: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, progress: false}}}}
+model: {{class_path: AUDetector, init_args: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}}}
 train: {{max_epochs: 1, patience: 1, init_from: null, progress: false}}
 register: {{name: emotionet-au}}
 """)

@@ -55,7 +55,7 @@ def _sweep(config: str, study: str, data: dict, store: Path, *more: str):
             "--config.search", "{backbone: {choices: [resnet18]}}", "--config.enqueue", "[]",
             "--config.train.max_epochs", "1", "--config.train.progress", "false", *more]
     for key, value in data.items():
-        args += [f"--config.data.{key}", str(value)]
+        args += [f"--config.datamodule.{key}", str(value)]
     out = run_cli(*args, env={"FACSLAB_MLRUNS": str(store)})
     assert out.returncode == 0, out.stderr[-3000:]
     return out

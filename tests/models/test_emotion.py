@@ -159,11 +159,10 @@ def test_an_emotion_sweep_runs_through_the_same_command_and_registers(fer2013, t
     config = tmp_path / "emotion.yaml"
     config.write_text(f"""study: fer-test
 task: emotion
-datamodule: FER2013DataModule
 n_trials: 2
 pruner: none
-data: {{root: {fer2013}, image_size: 48, batch_size: 32, cache_dir: {tmp_path / 'cache'}, progress: false}}
-model: {{backbone: mini_xception, lr: 3.0e-3}}
+datamodule: {{class_path: FER2013DataModule, init_args: {{root: {fer2013}, image_size: 48, batch_size: 32, cache_dir: {tmp_path / 'cache'}, progress: false}}}}
+model: {{class_path: EmotionClassifier, init_args: {{backbone: mini_xception, lr: 3.0e-3}}}}
 train: {{max_epochs: 2, patience: 3, progress: false, init_from: null}}
 search:
   loss: {{choices: [cross_entropy, squared_hinge]}}
@@ -218,14 +217,16 @@ register: {{name: emotion-test}}
 
 
 def test_an_emotion_task_setting_that_changes_nothing_is_refused(fer2013, tmp_path):
-    from facslab.config import ConfigError, SweepConfig
+    from facslab.config import ClassSpec, ConfigError, SweepConfig
 
+    data = ClassSpec("datamodules.FER2013DataModule", {"root": str(fer2013)})
     with pytest.raises(ConfigError, match="pos_weight"):
-        SweepConfig(task="emotion", data={"root": str(fer2013)}, search={"pos_weight": {"choices": [True, False]}})
+        SweepConfig(task="emotion", datamodule=data, search={"pos_weight": {"choices": [True, False]}})
     with pytest.raises(ConfigError, match="hidden_size"):
-        SweepConfig(task="emotion", data={"root": str(fer2013)}, model={"hidden_size": 3})
+        SweepConfig(task="emotion", datamodule=data,
+                    model=ClassSpec("lightning_modules.emotion_classifier.EmotionClassifier", {"hidden_size": 3}))
     with pytest.raises(ConfigError, match="unknown datamodule"):
-        SweepConfig(task="emotion", datamodule="FER2031DataModule", data={})
+        SweepConfig(task="emotion", datamodule=ClassSpec("FER2031DataModule"))
 
 
 @pytest.mark.slow
@@ -234,7 +235,8 @@ def test_a_searched_parameter_that_changes_nothing_for_some_searched_values_is_r
     that can be mse they would make trials that differ in name only (or raise inside them)."""
     def sweep(search: str, model: str = "{backbone: mini_xception}"):
         config = tmp_path / "space.yaml"
-        config.write_text(f"study: space\ntask: emotion\ndata: {{root: {fer2013}}}\nmodel: {model}\n"
+        config.write_text(f"study: space\ntask: emotion\ndatamodule: {{class_path: FER2013DataModule, init_args: {{root: {fer2013}}}}}\n"
+                          f"model: {{class_path: EmotionClassifier, init_args: {model}}}\n"
                           f"train: {{init_from: null}}\nsearch:\n{search}")
         return run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")}, timeout=120)
 

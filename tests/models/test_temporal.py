@@ -70,12 +70,11 @@ def test_both_architectures_sweep_register_and_slide_over_a_live_video(bp4d_root
     config = tmp_path / "temporal.yaml"
     config.write_text(f"""study: temporal
 task: au_temporal
-datamodule: BP4DSequenceDataModule
 n_trials: 2
 pruner: none
-data: {{root: {bp4d_root}, window: 4, n_folds: 2, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'c'},
-       progress: false, preprocess_workers: 0}}
-model: {{width: 8, gru_size: 32, hidden_size: 32, unfrozen_blocks: 1}}
+datamodule: {{class_path: BP4DSequenceDataModule, init_args: {{root: {bp4d_root}, window: 4, n_folds: 2, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'c'},
+       progress: false, preprocess_workers: 0}}}}
+model: {{class_path: TemporalAUDetector, init_args: {{width: 8, gru_size: 32, hidden_size: 32, unfrozen_blocks: 1}}}}
 train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{architecture: {{choices: [mobilenet3d, frames_gru]}}}}
 enqueue: [{{architecture: mobilenet3d}}, {{architecture: frames_gru}}]

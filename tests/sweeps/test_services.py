@@ -81,8 +81,10 @@ experiment: services
 pruner: none
 heartbeat_interval: 1
 heartbeat_grace: 5
-data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
-model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
+datamodule:
+  class_path: CKPlusDataModule
+  init_args: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
+model: {{class_path: AUDetector, init_args: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}}}
 train: {{max_epochs: {epochs}, patience: {epochs}, progress: false, init_from: null}}
 search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
 register: {{name: {study}-model}}

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from datamodules import CKPlusDataModule
-from facslab.config import RegisterConfig, SweepConfig, TrainConfig
+from facslab.config import ClassSpec, RegisterConfig, SweepConfig, TrainConfig
 from facslab.report import ReportConfig, make_report
 from facslab.mlflow_store import setup_tracking
 
@@ -37,9 +37,11 @@ def store(tmp_path_factory):
 def make_config(ckplus, store, study, n_trials=2, **kwargs) -> SweepConfig:
     root, _ = ckplus
     options = dict(
-        data=dict(root=str(root), image_size=32, batch_size=16, cache_dir=str(store / "cache"), seed=0,
-                  preprocess_workers=0, progress=False),
-        model=dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=32, lr=1e-3),
+        datamodule=ClassSpec("datamodules.CKPlusDataModule", dict(root=str(root), image_size=32, batch_size=16,
+                                                                  cache_dir=str(store / "cache"), seed=0,
+                                                                  preprocess_workers=0, progress=False)),
+        model=ClassSpec("lightning_modules.au_detector.AUDetector",
+                        dict(backbone="resnet18", unfrozen_blocks=1, hidden_size=32, lr=1e-3)),
         train=TrainConfig(max_epochs=1, patience=1, progress=False, init_from=None),
         search={"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "hidden_size": {"choices": [16, 32]}},
         pruner="none", register=RegisterConfig(name=f"{study}-model"))
@@ -147,11 +149,13 @@ def test_a_study_resumed_under_other_settings_is_an_error_that_names_them(ckplus
     assert len(first.trials) == 1
     # where and how visibly trials run is not part of the settings: the finished study is found
     moved = make_config(ckplus, store, "settings-pinned", n_trials=1,
-                        data={**config.data, "root": str(ckplus[0]) + "/", "progress": True},
+                        datamodule=replace(config.datamodule, init_args={**config.data, "root": str(ckplus[0]) + "/",
+                                                                         "progress": True}),
                         train=replace(config.train, progress=True))
     assert len(run_sweep(moved).trials) == 1
-    changed = make_config(ckplus, store, "settings-pinned", n_trials=2, model={**config.model, "dropout": 0.5},
-                          data={**config.data, "mix_halves": 0.5})
+    changed = make_config(ckplus, store, "settings-pinned", n_trials=2,
+                          model=replace(config.model, init_args={**config.model_args, "dropout": 0.5}),
+                          datamodule=replace(config.datamodule, init_args={**config.data, "mix_halves": 0.5}))
     with pytest.raises(ConfigError, match=r"study settings-pinned was run with other settings \(data.mix_halves: "
                                           r"\(unset\) -> 0.5; model.dropout: \(unset\) -> 0.5\)"):
         run_sweep(changed)
@@ -558,8 +562,10 @@ def _sweep_command(tmp_path, root, study: str, n_trials: int, epochs: int) -> li
 n_trials: {n_trials}
 experiment: tests
 pruner: none
-data: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
-model: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}
+datamodule:
+  class_path: CKPlusDataModule
+  init_args: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
+model: {{class_path: AUDetector, init_args: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}}}
 train: {{max_epochs: {epochs}, patience: {epochs}, progress: false, init_from: null}}
 search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
 """)

@@ -145,9 +145,11 @@ task: {__name__}.SmileTask
 n_trials: 2
 pruner: none
 experiment: toy
-data: {{root: {ckplus[0]}, image_size: 32, batch_size: 16, test_fraction: 0.34, cache_dir: {tmp_path / 'cache'},
-        progress: false}}
-model: {{backbone: resnet18, unfrozen_blocks: 1}}
+datamodule:
+  class_path: {__name__}.SmileDataModule
+  init_args: {{root: {ckplus[0]}, image_size: 32, batch_size: 16, test_fraction: 0.34, cache_dir: {tmp_path / 'cache'},
+              progress: false}}
+model: {{class_path: {__name__}.SmileDetector, init_args: {{backbone: resnet18, unfrozen_blocks: 1}}}}
 train: {{max_epochs: 2, patience: 2, init_from: null, progress: false}}
 search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
 """)
@@ -200,7 +202,8 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
 @pytest.mark.slow
 def test_a_task_or_a_model_whose_code_cannot_be_imported_is_one_line(ckplus, tmp_path):
     config = tmp_path / "sweep.yaml"
-    config.write_text(f"study: lost\ntask: no_such_package.SmileTask\ndata: {{root: {ckplus[0]}}}\n")
+    config.write_text(f"study: lost\ntask: no_such_package.SmileTask\n"
+                      f"datamodule: {{class_path: CKPlusDataModule, init_args: {{root: {ckplus[0]}}}}}\n")
     out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
