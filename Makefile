@@ -28,14 +28,16 @@ demo: $(STAMP)
 emotion-demo: $(STAMP)
 	$(BIN)/facslab emotion-demo
 
-# the in-the-wild comparison (docs/emotions.md): the joint AU + valence/arousal model and the two
-# single-task models, one trial per backbone each, then the report's comparison of the champions
+# the in-the-wild comparison (docs/emotions.md), quick: the joint AU + valence/arousal model and the
+# two single-task models, ResNet-18 each, then the report's comparison (the sweep configs as shipped
+# run VGG-16, ResNet-18 and ResNet-50 each)
+WILD_QUICK = --config.search '{backbone: {choices: [resnet18]}}' --config.enqueue '[]' --config.n_trials 1
 in-the-wild-demo: $(STAMP)
 	test -e data/demo/emotionet/images || $(BIN)/facslab generate emotionet data/demo/emotionet --images 400
 	test -e data/demo/affwild2/annotations || $(BIN)/facslab generate affwild2 data/demo/affwild2 --subjects 8
-	$(BIN)/facslab sweep --config sweeps/in_the_wild_demo.yaml
-	$(BIN)/facslab sweep --config sweeps/emotionet_au_demo.yaml
-	$(BIN)/facslab sweep --config sweeps/affwild2_va_demo.yaml
+	$(BIN)/facslab sweep --config sweeps/in_the_wild_demo.yaml --config.study in-the-wild-quick $(WILD_QUICK)
+	$(BIN)/facslab sweep --config sweeps/emotionet_au_demo.yaml --config.study emotionet-au-quick $(WILD_QUICK)
+	$(BIN)/facslab sweep --config sweeps/affwild2_va_demo.yaml --config.study affwild2-va-quick $(WILD_QUICK)
 	$(BIN)/facslab report --config.output reports/in_the_wild --config.model_name facslab-au-affect-in-the-wild \
 		--config.compare '[facslab-au-affect-in-the-wild@champion, facslab-au-emotionet@champion, facslab-va-affwild2@champion]'
 

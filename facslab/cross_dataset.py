@@ -21,6 +21,8 @@ import pandas as pd
 from facslab.badinput import BadInputError
 from facslab.errors import ConfigError
 
+CROSS_DATASET_KIND = "cross-dataset evaluation"
+
 #: one spelling per emotion across the datasets' class lists (CK+'s)
 SPELLING = {"angry": "anger", "sad": "sadness", "happiness": "happy"}
 
@@ -153,8 +155,9 @@ def log_evaluation(result: CrossDatasetResult, model_uri: str, data_path: str, d
 
     names = list(result.table["class"][: len(result.mapping.shared)])
     with mlflow.start_run(run_name=f"evaluate {Path(model_uri.rstrip('/')).name} on {type(dm).__name__}") as run:
-        mlflow.set_tags({"kind": "cross-dataset evaluation", "model_uri": model_uri, "data_config": str(data_path),
-                         "datamodule": type(dm).__name__, "class_mapping": result.mapping.describe()})
+        mlflow.set_tags({"kind": CROSS_DATASET_KIND, "model_uri": model_uri, "data_config": str(data_path),
+                         "datamodule": type(dm).__name__, "class_mapping": result.mapping.describe(),
+                         **_own_test(model_uri)})
         mlflow.log_metrics(result.metrics)
         log_table(result.table, "metrics/test_per_class.csv")
         log_table(result.rows, "predictions/test_rows.csv")
@@ -163,3 +166,55 @@ def log_evaluation(result: CrossDatasetResult, model_uri: str, data_path: str, d
         log_figure(plots.confusion_matrix(confusion(predicted, truth, len(names)), names,
                                           "cross-dataset confusion matrix"), "plots/test_confusion_matrix.png")
         return run.info.run_id
+
+
+def _own_test(model_uri: str) -> dict[str, str]:
+    """A registered model's version and its own test split's accuracy, as registered (an alias
+    moved later does not change which model was scored); nothing for a run or a folder."""
+    if not model_uri.startswith("models:/"):
+        return {}
+    from mlflow import MlflowClient
+
+    from facslab.ensemble import registered_version
+
+    version = registered_version(MlflowClient(), model_uri)
+    tags = version.tags
+    own = {"model_version": f"{version.name}/{version.version}", "model_trained_on": tags.get("datasets", "")}
+    if "test_accuracy" in tags:
+        own.update(own_test_accuracy=tags["test_accuracy"], own_test_accuracy_ci95=tags.get("test_accuracy_ci95", ""))
+    return own
+
+
+def cross_dataset_table(runs: list) -> pd.DataFrame:
+    """The report's table, one row per scored model and test split: its accuracy on its own test
+    split (as registered) and on each other dataset's (the newest evaluation of each pair), with
+    95 % intervals over subjects and the rows left out."""
+    rows: dict[tuple[str, str], dict] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):  # the newest of a pair wins
+        tags, metrics = run.data.tags, run.data.metrics
+        model = tags.get("model_version") or tags["model_uri"]
+        trained_on = tags.get("model_trained_on", "")
+        if "own_test_accuracy" in tags:
+            lo, _, hi = tags.get("own_test_accuracy_ci95", "").partition("-")
+            rows[model, "own test split"] = {"model": model, "trained_on": trained_on, "test_split": "own test split",
+                                             "accuracy": float(tags["own_test_accuracy"]), "accuracy_lo": float(lo or "nan"),
+                                             "accuracy_hi": float(hi or "nan"), "rows_left_out": 0}
+        rows[model, tags["datamodule"]] = {"model": model, "trained_on": trained_on, "test_split": tags["datamodule"],
+                                           "accuracy": metrics["test_accuracy"], "accuracy_lo": metrics["test_accuracy_ci_lo"],
+                                           "accuracy_hi": metrics["test_accuracy_ci_hi"],
+                                           "rows_left_out": int(metrics.get("test_rows_left_out", 0))}
+    return pd.DataFrame(list(rows.values()))
+
+
+def cross_dataset_markdown(table: pd.DataFrame) -> str:
+    splits = list(dict.fromkeys(table["test_split"]))
+    lines = ["Cross-dataset accuracy: each emotion model on its own test split (as registered) and on other datasets' "
+             "test splits (`facslab evaluate`; classes met by name, the data's rows of classes the model does not know "
+             "left out and counted). Brackets: 95 % bootstrap intervals over test subjects.", "",
+             "| model | trained on | " + " | ".join(splits) + " |", "|---|---|" + "---|" * len(splits)]
+    for model, group in table.groupby("model", sort=False):
+        cells = {r.test_split: f"{r.accuracy:.3f} [{r.accuracy_lo:.2f}, {r.accuracy_hi:.2f}]"
+                 + (f" ({r.rows_left_out} rows left out)" if r.rows_left_out else "") for r in group.itertuples()}
+        trained_on = group["trained_on"].iloc[0] or "–"
+        lines.append(f"| {model} | {trained_on} | " + " | ".join(cells.get(split, "–") for split in splits) + " |")
+    return "\n".join(lines) + "\n"

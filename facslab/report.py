@@ -7,6 +7,8 @@
 * Fig. 7: training curves and per-AU PR-AUC for 0, 1 and 2 unfrozen blocks (best trial of each).
 * With ``ensemble``: the per-class top-1/top-2 table of registered emotion models and of their
   average and accuracy-weighted vote (``facslab.ensemble``).
+* The cross-dataset table, when the experiment has ``facslab evaluate`` runs: each emotion model
+  on its own test split and on the others (``facslab.cross_dataset``).
 * With ``compare``: registered models side by side on the test rows they share, e.g. the joint
   AU + valence/arousal model beside single-task ones (``facslab.comparison``).
 
@@ -27,6 +29,7 @@ from mlflow import MlflowClient
 from facslab import plots
 from facslab.au import AU_LABELS
 from facslab.config import ConfigError
+from facslab.cross_dataset import CROSS_DATASET_KIND
 from facslab.mlflow_store import setup_tracking
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,8 @@ class ReportConfig:
 
 
 def _runs(experiment_id: str, stage: str, extra: str = "") -> list:
-    query = f"tags.stage = '{stage}' and attributes.status = 'FINISHED'" + (f" and {extra}" if extra else "")
+    """Finished runs of a stage (any stage: ``""``) matching ``extra``."""
+    query = " and ".join([f"tags.stage = '{stage}'"] * bool(stage) + ["attributes.status = 'FINISHED'"] + [extra] * bool(extra))
     return mlflow.search_runs([experiment_id], filter_string=query, output_format="list", max_results=5000)
 
 
@@ -207,6 +211,15 @@ def make_report(config: ReportConfig) -> Path:
         from facslab.comparison import build_comparison_report
 
         sections.append(build_comparison_report(config.compare, out))  # a model tested elsewhere is an error
+    evaluations = _runs(experiment_id, "", f"tags.kind = '{CROSS_DATASET_KIND}'")
+    if evaluations:
+        from facslab.cross_dataset import cross_dataset_markdown, cross_dataset_table
+
+        table = cross_dataset_table(evaluations)
+        table.to_csv(out / "cross_dataset.csv", index=False)
+        markdown = cross_dataset_markdown(table)
+        (out / "cross_dataset.md").write_text(markdown)
+        sections.append(markdown)
     fig4, frame4 = figure4(experiment_id)
     figures["fig4_val_loss_vs_fraction.png"] = fig4
     frame4.to_csv(out / "fig4.csv", index=False)

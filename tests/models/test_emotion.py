@@ -9,8 +9,10 @@ import shutil
 import h5py
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -152,7 +154,7 @@ def test_frozen_mini_xception_blocks_stay_bit_identical_through_trainer_fit(fer2
 
 
 @pytest.mark.slow
-def test_an_emotion_sweep_runs_through_the_same_command_and_registers(fer2013, tmp_path):
+def test_an_emotion_sweep_runs_through_the_same_command_and_registers(fer2013, ckplus, tmp_path):
     """``facslab sweep`` with ``task: emotion``: nested MLflow trials scored by validation accuracy,
     the final model tested once on PrivateTest and registered; it loads as an emotion model."""
     store = tmp_path / "store"
@@ -214,6 +216,28 @@ register: {{name: emotion-test}}
         assert predictor.runtime == "onnx"  # the grey network's export passed its parity check
     finally:
         os.environ.pop("FACSLAB_MLRUNS")
+
+    # the report's cross-dataset table: the champion on its own test split (as registered) and on CK+'s
+    data = tmp_path / "ckplus_emotion.yaml"
+    data.write_text(yaml.safe_dump({"class_path": "datamodules.CKPlusEmotionDataModule",
+                                    "init_args": {"root": str(ckplus[0]), "cache_dir": str(tmp_path / "cache"),
+                                                  "test_fraction": 0.5, "progress": False}}))
+    scored = run_cli("evaluate", "--model", "models:/emotion-test@champion", "--data", str(data),
+                     env={"FACSLAB_MLRUNS": str(store)})
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    report = run_cli("report", "--config.output", str(tmp_path / "report"), "--config.model_name", "emotion-test",
+                     env={"FACSLAB_MLRUNS": str(store)})
+    assert report.returncode == 0, report.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "report" / "cross_dataset.csv").set_index("test_split")
+    assert list(table["model"].unique()) == [f"emotion-test/{version.version}"], table
+    assert table.loc["own test split", "accuracy"] == pytest.approx(float(version.tags["test_accuracy"]), abs=1e-9)
+    evaluation = client.search_runs([final.info.experiment_id], "tags.kind = 'cross-dataset evaluation'")[0]
+    ck = table.loc["CKPlusEmotionDataModule"]
+    assert ck["accuracy"] == evaluation.data.metrics["test_accuracy"] and ck["rows_left_out"] > 0  # contempt
+    assert ck["accuracy_lo"] <= ck["accuracy"] <= ck["accuracy_hi"]
+    line = next(l for l in (tmp_path / "report" / "cross_dataset.md").read_text().splitlines()
+                if l.startswith(f"| emotion-test/{version.version} | {version.tags.get('datasets') or '–'} | "))
+    assert f"{float(version.tags['test_accuracy']):.3f} [" in line and f"{ck['accuracy']:.3f} [" in line, line
 
 
 def test_an_emotion_task_setting_that_changes_nothing_is_refused(fer2013, tmp_path):
