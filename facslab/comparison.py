@@ -37,10 +37,12 @@ class TestedModel:
     affect_rows: frozenset[str]
 
 
-def _row_keys(images: np.ndarray, rows: np.ndarray) -> frozenset[str]:
-    """Test images by folder and file (``images/x.jpg``, ``<video>/00012.jpg``): the same rows
-    whichever folder the dataset was read from."""
-    return frozenset("/".join(Path(str(name)).parts[-2:]) for name in images[rows])
+def _row_keys(images: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> frozenset[str]:
+    """Test rows by image folder and file (``images/x.jpg``, ``<video>/00012.jpg``: the same
+    whichever folder the dataset was read from) and by their labels (another copy with the same
+    names is other rows)."""
+    return frozenset(f"{'/'.join(Path(str(name)).parts[-2:])}:{np.round(label, 4).tobytes().hex()}"
+                     for name, label in zip(images[rows], labels[rows]))
 
 
 def load_tested(uri: str) -> TestedModel:
@@ -73,7 +75,7 @@ def load_tested(uri: str) -> TestedModel:
     tags = client.get_run(version.run_id).data.tags
     label = f"{version.name}/{version.version} ({version.tags.get('task', '?')}, {tags.get('backbone', '?')})"
     return TestedModel(label, tables.get(AU_TABLE), tables.get(AFFECT_TABLE),
-                       _row_keys(images, au_rows), _row_keys(images, affect_rows))
+                       _row_keys(images, labels[:, :NUM_AUS], au_rows), _row_keys(images, labels[:, -2:], affect_rows))
 
 
 def _check_same_rows(models: list[TestedModel], part: str) -> list[TestedModel]:
@@ -93,6 +95,10 @@ def comparison_tables(models: list[TestedModel]) -> tuple[pd.DataFrame, pd.DataF
     (valence, arousal, mean): each model's CCC with its interval. One column per model and figure."""
     if len(models) < 2:
         raise ConfigError(f"compare: give two or more models, got {len(models)}")
+    labels = [m.label for m in models]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise ConfigError(f"compare: {', '.join(twice)} given twice (an alias and its version are one model)")
     au = pd.DataFrame()
     for model in _check_same_rows(models, "au"):
         table = model.au_table.set_index("au")
@@ -141,8 +147,10 @@ def comparison_figure(models: list[TestedModel], au: pd.DataFrame):
     import matplotlib.pyplot as plt
 
     with_au = [m.label for m in models if m.au_table is not None]
+    if not with_au:
+        return None
     shown = au[au["support"] > 0]
-    if not with_au or shown.empty:
+    if shown.empty:
         return None
     figure, ax = plt.subplots(figsize=(max(6, 0.7 * len(shown) * len(with_au)), 4))
     width = 0.8 / len(with_au)

@@ -5,8 +5,8 @@ A sweep names its datamodule and its task's LightningModule as the data configs 
 ``class_path`` and ``init_args``; jsonargparse checks the arguments against those classes'
 signatures (keys and types) when the config is read, so a misspelt key or a wrong type fails
 before the first trial and names the key (``--config.datamodule.image_size 48`` overrides one).
-Lightning Trainer options beyond ``train``'s own come in ``train.trainer``, checked against
-``lightning.Trainer``'s signature.
+Lightning Trainer options beyond ``train``'s own come in ``train.trainer`` (those that keep an
+epoch an epoch), checked against ``lightning.Trainer``'s signature.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
+from facslab.class_args import ClassSpec, checked_arguments, class_spec, full_path, resolved_arguments  # noqa: F401
 from facslab.errors import ConfigError  # noqa: F401 (raised here, imported from here)
 from facslab.evaluation import THRESHOLD_POLICIES
 from facslab.name_tables import import_path
@@ -56,58 +57,6 @@ def check_keys(section: str, given: dict, accepted: list[str]) -> None:
         raise ConfigError(f"{section}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-
-
-def checked_arguments(section: str, cls: type, given: dict, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``given`` checked by jsonargparse against ``cls``'s signature (keys and types; ``skip``:
-    arguments the framework sets, refused)."""
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(cls, skip=set(skip), fail_untyped=False, sub_configs=True)
-    derived = sorted(set(given) & set(skip))
-    if derived:
-        raise ConfigError(f"{section}: {', '.join(derived)}: set by facslab (from the data, or per fold), not in a config")
-    try:
-        parsed = parser.parse_object(given)
-    except Exception as error:  # jsonargparse's, often many lines
-        raise ConfigError(f"{section}: {_one_line(error)}") from None
-    values = parsed.as_dict()
-    # the given value where it already fits (limit_train_batches: 1 is one batch, 1.0 all of them);
-    # a string jsonargparse reads as a number (YAML's 1e-3) becomes that number
-    return {k: values[k] if isinstance(given[k], str) and k in values and not isinstance(values[k], str) else given[k]
-            for k in given}
-
-
-@dataclass
-class ClassSpec:
-    """A class by its import path and the keyword arguments it is built with (a config's
-    ``class_path`` and ``init_args``)."""
-
-    class_path: str
-    init_args: dict[str, Any] = field(default_factory=dict)
-
-
-def class_spec(value: ClassSpec | dict | Namespace | None, framework_set: tuple[str, ...] = ()) -> ClassSpec | None:
-    """A ``class_path``/``init_args`` value as jsonargparse read it, every default filled in (what
-    the run is logged and compared with). Of the arguments facslab sets itself (``framework_set``:
-    a datamodule's fold, a module's input size), those at their defaults are dropped; another value
-    stays, for the check to refuse."""
-    if value is None or isinstance(value, ClassSpec):
-        return value
-    value = value.as_dict() if isinstance(value, Namespace) else dict(value)
-    given = dict(value.get("init_args") or {})
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(import_path(value["class_path"], "class"), fail_untyped=False, sub_configs=True)
-    defaults = parser.get_defaults().as_dict()
-
-    def plain(v):  # a tuple default and the list jsonargparse reads are one value
-        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-    return ClassSpec(value["class_path"], {k: v for k, v in given.items()
-                                           if not (k in framework_set and k in defaults and plain(v) == plain(defaults[k]))})
-
-
 def model_arguments(task: str = "au") -> list[str]:
     from facslab.tasks import get_task
 
@@ -115,24 +64,27 @@ def model_arguments(task: str = "au") -> list[str]:
     return [n for n in accepted_arguments(spec.module_class) if n not in spec.derived_model_args]
 
 
-#: Trainer arguments facslab sets itself: train's own field of that name, or why it is not a setting
-OWNED_TRAINER_OPTIONS = {
-    **{name: f"set it as train.{name}" for name in ("max_epochs", "min_epochs", "accelerator", "devices", "precision",
-                                                    "deterministic")},
-    "enable_progress_bar": "set it as train.progress",
-    **{name: "facslab sets it (early stopping, kept weights, resumable checkpoints, the MLflow run)"
-       for name in ("callbacks", "logger", "enable_checkpointing", "num_sanity_val_steps", "limit_val_batches",
-                    "log_every_n_steps", "enable_model_summary", "default_root_dir")},
-}
+#: lightning.Trainer arguments train.trainer passes on; the others change what an epoch, a
+#: validation or a run is, which early stopping, pruning, kept epochs, the schedule and the MLflow
+#: curves count on, or are train's own fields
+TRAINER_OPTIONS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "limit_train_batches",
+                   "benchmark", "detect_anomaly", "profiler", "reload_dataloaders_every_n_epochs")
+TRAIN_FIELDS = {"max_epochs": "train.max_epochs", "min_epochs": "train.min_epochs", "accelerator": "train.accelerator",
+                "devices": "train.devices", "precision": "train.precision", "deterministic": "train.deterministic",
+                "enable_progress_bar": "train.progress"}
 
 
 def check_trainer_options(options: dict[str, Any]) -> None:
-    """``train.trainer``: any other ``lightning.Trainer`` argument, checked against its signature."""
+    """``train.trainer``: other ``lightning.Trainer`` arguments, checked against its signature."""
     import lightning as L
 
-    owned = sorted(set(options) & set(OWNED_TRAINER_OPTIONS))
-    if owned:
-        raise ConfigError("; ".join(f"train.trainer.{name}: {OWNED_TRAINER_OPTIONS[name]}" for name in owned))
+    for name in options:
+        if name in TRAIN_FIELDS:
+            raise ConfigError(f"train.trainer.{name}: set it as {TRAIN_FIELDS[name]}")
+        if name not in TRAINER_OPTIONS:
+            raise ConfigError(f"train.trainer.{name}: not one facslab passes on (an epoch, a validation and a run must "
+                              f"stay what early stopping, pruning and the curves count on); accepted: "
+                              f"{', '.join(TRAINER_OPTIONS)}")
     options.update(checked_arguments("train.trainer", L.Trainer, options))
 
 
@@ -253,22 +205,26 @@ class SweepConfig:
         except ValueError as error:
             raise ConfigError(f"task: {error}") from None
         task = self.task_spec
-        module_path = f"{task.module_class.__module__}.{task.module_class.__qualname__}"
-        self.datamodule = class_spec(self.datamodule, ("fold",)) or ClassSpec(task.default_datamodule)
-        self.model = class_spec(self.model, task.derived_model_args) or ClassSpec(module_path)
+        self.datamodule = class_spec(self.datamodule) or ClassSpec(task.default_datamodule)
+        self.model = class_spec(self.model) or ClassSpec(full_path(task.module_class))
         try:
             datamodule = task.datamodule_class(self.datamodule.class_path)
         except ValueError as error:
             raise ConfigError(f"datamodule: {error}") from error
         try:
-            module = import_path(self.model.class_path, "model")
+            module = import_path(self.model.class_path, "model") if "." in self.model.class_path else None
         except ValueError as error:
             raise ConfigError(f"model: {error}") from error
-        if not (isinstance(module, type) and issubclass(module, task.module_class)):
+        if module is not task.module_class and self.model.class_path != task.module_class.__name__:
+            # every task builds its own module: another class would be named and logged, not trained
             raise ConfigError(f"model.class_path: {self.model.class_path} is not task {task.name}'s module "
-                              f"{module_path} (or a subclass of it)")
-        self.datamodule.init_args = checked_arguments("datamodule.init_args", datamodule, self.data, ("fold",))
-        self.model.init_args = checked_arguments("model.init_args", module, self.model_args, task.derived_model_args)
+                              f"{full_path(task.module_class)}")
+        # one resolved form whichever way the config came (file, command line, Python)
+        self.datamodule = ClassSpec(full_path(datamodule),
+                                    resolved_arguments("datamodule.init_args", datamodule, self.data, ("fold",)))
+        self.model = ClassSpec(full_path(task.module_class),
+                               resolved_arguments("model.init_args", task.module_class, self.model_args,
+                                                  task.derived_model_args))
         models = model_arguments(self.task)
         check_backbones(self.model_args, self.search)
         if "threshold_policy" in self.search:
@@ -417,3 +373,23 @@ def config_from(parser: ArgumentParser, namespace: Namespace, key: str = "config
     raw.pop("__path__", None)
     train, register = raw.pop("train"), raw.pop("register")
     return SweepConfig(**raw, train=TrainConfig(**train), register=None if register is None else RegisterConfig(**register))
+
+
+def old_sweep_shape(argv: list[str]) -> str | None:
+    """What to change in a sweep config of the shape before class paths (``data:`` and a bare
+    ``model:`` mapping), if ``--config`` names one."""
+    import yaml
+
+    path = next((argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--config"), None)
+    try:
+        config = yaml.safe_load(open(path, encoding="utf-8")) if path else None
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    model = config.get("model")
+    if "data" in config or (isinstance(model, dict) and "class_path" not in model) or isinstance(config.get("datamodule"), str):
+        return (f"{path}: a sweep config names its classes: datamodule: {{class_path: ..., init_args: {{...}}}} "
+                "instead of datamodule: NAME and data: {...}, and model: {class_path: ..., init_args: {...}} "
+                "(see sweeps/demo.yaml)")
+    return None

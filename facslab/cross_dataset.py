@@ -145,7 +145,7 @@ def evaluate(predictor, dm) -> CrossDatasetResult:
     return CrossDatasetResult(table, rows, int((~kept).sum()), mapping)
 
 
-def log_evaluation(result: CrossDatasetResult, model_uri: str, data_path: str, dm) -> str:
+def log_evaluation(result: CrossDatasetResult, model_uri: str, data_path: str, dm, own: dict[str, str]) -> str:
     """The evaluation as its own MLflow run in the current experiment; returns its id."""
     import mlflow
 
@@ -156,8 +156,8 @@ def log_evaluation(result: CrossDatasetResult, model_uri: str, data_path: str, d
     names = list(result.table["class"][: len(result.mapping.shared)])
     with mlflow.start_run(run_name=f"evaluate {Path(model_uri.rstrip('/')).name} on {type(dm).__name__}") as run:
         mlflow.set_tags({"kind": CROSS_DATASET_KIND, "model_uri": model_uri, "data_config": str(data_path),
-                         "datamodule": type(dm).__name__, "class_mapping": result.mapping.describe(),
-                         **_own_test(model_uri)})
+                         "datamodule": type(dm).__name__, "split_id": dm.split_id(),
+                         "class_mapping": result.mapping.describe(), **own})
         mlflow.log_metrics(result.metrics)
         log_table(result.table, "metrics/test_per_class.csv")
         log_table(result.rows, "predictions/test_rows.csv")
@@ -168,16 +168,21 @@ def log_evaluation(result: CrossDatasetResult, model_uri: str, data_path: str, d
         return run.info.run_id
 
 
-def _own_test(model_uri: str) -> dict[str, str]:
-    """A registered model's version and its own test split's accuracy, as registered (an alias
-    moved later does not change which model was scored); nothing for a run or a folder."""
+def own_test(model_uri: str) -> dict[str, str]:
+    """A registered model's version and its own test split's accuracy, as registered: read before
+    the model is loaded, so an alias moved later does not change which model the row names; for a
+    run or a folder, nothing (its own test split is not known)."""
     if not model_uri.startswith("models:/"):
         return {}
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
-    from facslab.ensemble import registered_version
+    from facslab.ensemble import EnsembleError, registered_version
 
-    version = registered_version(MlflowClient(), model_uri)
+    try:
+        version = registered_version(MlflowClient(), model_uri)
+    except (MlflowException, EnsembleError) as error:
+        raise ConfigError(f"--model {model_uri}: {getattr(error, 'message', error)}") from None
     tags = version.tags
     own = {"model_version": f"{version.name}/{version.version}", "model_trained_on": tags.get("datasets", "")}
     if "test_accuracy" in tags:
@@ -194,12 +199,14 @@ def cross_dataset_table(runs: list) -> pd.DataFrame:
         tags, metrics = run.data.tags, run.data.metrics
         model = tags.get("model_version") or tags["model_uri"]
         trained_on = tags.get("model_trained_on", "")
+        # a dataset is one column per split: another root, seed or test fraction is other rows
+        split = f"{tags['datamodule']} (split {tags.get('split_id', '?')[:8]})"
         if "own_test_accuracy" in tags:
             lo, _, hi = tags.get("own_test_accuracy_ci95", "").partition("-")
             rows[model, "own test split"] = {"model": model, "trained_on": trained_on, "test_split": "own test split",
                                              "accuracy": float(tags["own_test_accuracy"]), "accuracy_lo": float(lo or "nan"),
                                              "accuracy_hi": float(hi or "nan"), "rows_left_out": 0}
-        rows[model, tags["datamodule"]] = {"model": model, "trained_on": trained_on, "test_split": tags["datamodule"],
+        rows[model, split] = {"model": model, "trained_on": trained_on, "test_split": split,
                                            "accuracy": metrics["test_accuracy"], "accuracy_lo": metrics["test_accuracy_ci_lo"],
                                            "accuracy_hi": metrics["test_accuracy_ci_hi"],
                                            "rows_left_out": int(metrics.get("test_rows_left_out", 0))}
@@ -208,9 +215,10 @@ def cross_dataset_table(runs: list) -> pd.DataFrame:
 
 def cross_dataset_markdown(table: pd.DataFrame) -> str:
     splits = list(dict.fromkeys(table["test_split"]))
-    lines = ["Cross-dataset accuracy: each emotion model on its own test split (as registered) and on other datasets' "
-             "test splits (`facslab evaluate`; classes met by name, the data's rows of classes the model does not know "
-             "left out and counted). Brackets: 95 % bootstrap intervals over test subjects.", "",
+    lines = ["Cross-dataset accuracy: each emotion model on its own test split (as registered, over all its classes) "
+             "and on other datasets' test splits (`facslab evaluate`: classes met by name; the data's rows of classes "
+             "the model does not know are left out and counted, and the model answers among the classes both have, an "
+             "easier choice than over all of its own). Brackets: 95 % bootstrap intervals over test subjects.", "",
              "| model | trained on | " + " | ".join(splits) + " |", "|---|---|" + "---|" * len(splits)]
     for model, group in table.groupby("model", sort=False):
         cells = {r.test_split: f"{r.accuracy:.3f} [{r.accuracy_lo:.2f}, {r.accuracy_hi:.2f}]"

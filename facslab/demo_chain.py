@@ -13,7 +13,7 @@ from copy import deepcopy
 from pathlib import Path
 
 import yaml
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
 
 from facslab.badinput import BadInputError
 from facslab.config import ConfigError, PretrainConfig, SweepConfig, add_config_arguments, config_from
@@ -50,7 +50,11 @@ def load_config(cls, path: str | Path, overrides: dict | None = None):
         for parent in parents:
             target = target.setdefault(parent, {})
         target[last] = value
-    return config_from(parser, parser.parse_object({"config": data}))
+    try:
+        namespace = parser.parse_object({"config": data})
+    except ArgumentError as error:  # jsonargparse's, many lines: a key, a type or a class the file gets wrong
+        raise ConfigError(f"{path}: {' '.join(line.strip() for line in str(error).splitlines() if line.strip())}") from None
+    return config_from(parser, namespace)
 
 
 def _output_folder(out: str | Path) -> Path:

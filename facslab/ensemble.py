@@ -47,6 +47,11 @@ def registered_version(client: MlflowClient, uri: str):
     name, _, version = spec.rpartition("/")
     if not name:
         raise EnsembleError(f"{uri}: give name/version or name@alias")
+    if version == "latest":
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise EnsembleError(f"{uri}: no version of {name} is registered")
+        return max(versions, key=lambda v: int(v.version))
     return client.get_model_version(name, version)
 
 

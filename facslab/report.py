@@ -50,6 +50,14 @@ class ReportConfig:
     compare: list[str] = field(default_factory=list)
 
 
+#: files a report writes only when their section has something to show (Table 1, the figures, an
+#: ensemble, a comparison, the cross-dataset table)
+OPTIONAL_FILES = ("table1.csv", "table1.md", "fig4_val_loss_vs_fraction.png", "fig6_val_loss_per_backbone.png",
+                  "fig7_training_curves.png", "fig7_per_au_pr_auc.png", "ensemble.csv", "ensemble.md", "comparison.md",
+                  "comparison_au.csv", "comparison_affect.csv", "comparison_pr_auc.png", "cross_dataset.md",
+                  "cross_dataset.csv")
+
+
 def _runs(experiment_id: str, stage: str, extra: str = "") -> list:
     """Finished runs of a stage (any stage: ``""``) matching ``extra``."""
     query = " and ".join([f"tags.stage = '{stage}'"] * bool(stage) + ["attributes.status = 'FINISHED'"] + [extra] * bool(extra))
@@ -191,6 +199,8 @@ def make_report(config: ReportConfig) -> Path:
                           "--config.experiment, or --config.tracking_uri for another store)")
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in OPTIONAL_FILES:  # a section this report does not write must not come from an earlier one
+        (out / stale).unlink(missing_ok=True)
     sections = ["# facslab report", ""]
     figures = {}
     task = "au"  # the task of the reported model: what Fig. 7 compares trials of

@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parser.parse_args(argv)
         except argparse.ArgumentError as error:  # jsonargparse's, often many lines: the command line's own mistake
+            from facslab.config import old_sweep_shape
+
+            hint = old_sweep_shape(argv) if command in ("sweep", "register") else None
+            if hint:
+                raise ConfigError(hint) from error
             raise ConfigError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())
                               + f" (facslab{' ' + command if command else ''} --help lists the options)") from error
         return _run(args, commands)

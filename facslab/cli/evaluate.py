@@ -6,18 +6,19 @@ from jsonargparse import ArgumentParser
 
 
 def _evaluate(args, parser=None) -> int:
-    from facslab.cross_dataset import check_class_model, evaluate, log_evaluation, read_datamodule
+    from facslab.cross_dataset import check_class_model, evaluate, log_evaluation, own_test, read_datamodule
     from facslab.demo_chain import runs_page_hint
     from facslab.mlflow_store import setup_tracking
     from facslab.serving import load_predictor
 
     setup_tracking(args.tracking_uri, args.experiment)
+    own = own_test(args.model)  # the version the alias names now, before the model is loaded
     predictor = load_predictor(args.model, args.runtime)
     check_class_model(predictor)
     dm = read_datamodule(args.data, predictor.alignment.size)
     dm.setup("fit")
     result = evaluate(predictor, dm)
-    run_id = log_evaluation(result, args.model, args.data, dm)
+    run_id = log_evaluation(result, args.model, args.data, dm, own)
     metrics = result.metrics
     print(result.mapping.describe())
     print(f"{args.model} on the test split of {type(dm).__name__} ({args.data}): {int(metrics['test_rows'])} rows "

@@ -8,6 +8,7 @@ from dataclasses import asdict
 import optuna
 from optuna.trial import TrialState
 
+from facslab.class_args import class_defaults, full_path
 from facslab.config import ConfigError, SweepConfig
 from facslab.run_records import flat_params
 
@@ -36,11 +37,32 @@ def check_study_settings(config: SweepConfig, study: optuna.Study) -> None:
     if recorded is None:  # a new study, or one from before the settings were recorded
         study.set_user_attr("settings", settings)
         return
-    changed = sorted(key for key in set(recorded) | set(settings) if recorded.get(key) != settings.get(key))
+    defaults = _unrecorded_defaults(config)
+    changed = sorted(key for key in set(recorded) | set(settings) if recorded.get(key) != settings.get(key)
+                     and not (key not in recorded and settings.get(key) == defaults.get(key))
+                     and not (key == "datamodule" and _same_datamodule(config, recorded[key])))
     if changed:
         listed = "; ".join(f"{key}: {recorded.get(key, '(unset)')} -> {settings.get(key, '(unset)')}" for key in changed)
         raise ConfigError(f"study {config.study} was run with other settings ({listed}). Give this config another "
                           "study name, or run the study with the settings it was run with.")
+
+def _unrecorded_defaults(config: SweepConfig) -> dict[str, str]:
+    """The data and model arguments at their defaults, flattened as the settings are: a study
+    recorded before the settings held every argument (before 2026-12-06) left those out."""
+    task = config.task_spec
+    datamodule = task.datamodule_class(config.datamodule.class_path)
+    return flat_params("", {"data": class_defaults(datamodule, ("fold",)),
+                            "model": class_defaults(task.module_class, task.derived_model_args)})
+
+
+def _same_datamodule(config: SweepConfig, recorded: str) -> bool:
+    """A datamodule recorded by name, or as None (the task's default), before class paths."""
+    try:
+        named = config.task_spec.datamodule_class(None if recorded == "None" else recorded)
+    except ValueError:
+        return False
+    return full_path(named) == config.datamodule.class_path
+
 
 def suggest(trial: optuna.Trial, search: dict[str, dict]) -> dict:
     """The trial's parameters; one with ``when`` is sampled only where its conditions hold (a

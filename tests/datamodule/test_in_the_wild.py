@@ -108,3 +108,7 @@ def test_the_joint_model_is_compared_with_single_task_models_on_the_same_test_ro
                     json.dumps([models[0], "facslab-au-emotionet/2"]), env={"FACSLAB_MLRUNS": str(store)})
     assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-2000:]
     assert len(other.stderr.strip().splitlines()) == 1 and "other AU rows" in other.stderr, other.stderr
+    # a version and its alias are one model, not two columns
+    twice = run_cli("report", "--config.output", str(tmp_path / "twice"), "--config.compare",
+                    json.dumps([models[0], "facslab-au-affect-in-the-wild@champion"]), env={"FACSLAB_MLRUNS": str(store)})
+    assert twice.returncode == 2 and "given twice" in twice.stderr, twice.stderr[-2000:]

@@ -66,7 +66,9 @@ def test_a_model_or_data_that_cannot_be_scored_together_is_one_line(ckplus, emot
                                                                        test_fractoin=0.2))], "test_fractoin"),
              (["--model", str(model_dir), "--data", str(_config(tmp_path / "au.yaml", ckplus[0], tmp_path))],
               "emotion (class) models"),
-             (["--model", str(emotion_model_dir), "--data", str(tmp_path / "missing.yaml")], "no such data config")]
+             (["--model", str(emotion_model_dir), "--data", str(tmp_path / "missing.yaml")], "no such data config"),
+             (["--model", "models:/no-such-model@champion", "--data", str(_config(tmp_path / "ck.yaml", ckplus[0],
+                                                                                    tmp_path))], "no-such-model")]
     for args, said in cases:
         assert main(["evaluate", *args, *store]) == 2, args
         err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("note:")]

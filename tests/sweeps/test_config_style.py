@@ -7,11 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
+import yaml
 from lightning.pytorch.callbacks import Callback
 
+from facslab.class_args import class_defaults
 from facslab.cli import build_parser, main
-from facslab.config import ConfigError, TrainConfig, config_from
+from facslab.config import ClassSpec, ConfigError, SweepConfig, TrainConfig, config_from
+from facslab.sweep.settings import trial_settings
 from facslab.tasks import get_task
 
 SWEEPS = sorted((Path(__file__).resolve().parents[2] / "sweeps").glob("*.yaml"))
@@ -29,11 +31,19 @@ def test_every_shipped_sweep_config_names_its_classes_and_reads_through_the_cli(
     assert "\ndatamodule:" in text and "\nmodel:" in text and "\ndata:" not in text
     config = _read("--config", str(path))
     task = get_task(config.task)
-    assert issubclass(task.datamodule_class(config.datamodule.class_path), torch.nn.Module) is False
-    assert config.model.class_path.endswith(task.module_class.__name__)
-    # every argument as the run is logged with it, the ones facslab sets left out
-    assert "root" in config.data and "fold" not in config.data and "batch_size" in config.data
-    assert "backbone" in config.model_args and not set(config.model_args) & set(task.derived_model_args)
+    assert config.model.class_path == f"{task.module_class.__module__}.{task.module_class.__qualname__}"
+    # every argument as the run is logged with it (defaults filled in), the ones facslab sets left out
+    datamodule = task.datamodule_class(config.datamodule.class_path)
+    assert set(config.data) == set(class_defaults(datamodule, ("fold",))) and "fold" not in config.data
+    assert set(config.model_args) == set(class_defaults(task.module_class, task.derived_model_args))
+    assert not set(config.model_args) & set(task.derived_model_args)
+    # the same config built in Python from the file's own keys, with short class names: the same settings
+    raw = yaml.safe_load(path.read_text())
+    built = SweepConfig(**{**{k: v for k, v in raw.items() if k not in ("train", "register", "datamodule", "model")},
+                           "datamodule": ClassSpec(datamodule.__name__, raw["datamodule"]["init_args"]),
+                           "model": ClassSpec(task.module_class.__name__, raw["model"]["init_args"]),
+                           "train": TrainConfig(**raw.get("train", {}))})
+    assert trial_settings(built) == trial_settings(config)
 
 
 def test_one_argument_is_overridden_by_its_class_key():
@@ -50,13 +60,15 @@ def test_one_argument_is_overridden_by_its_class_key():
     (["--config.datamodule.imagesize", "48"], ["imagesize"]),
     (["--config.model.init_args.hiden_size", "48"], ["hiden_size"]),
     (["--config.model.class_path", "EmotionClassifier"], ["model.class_path", "is not task au's module"]),
+    (["--config.model.class_path", "TemporalAUDetector"], ["model.class_path", "is not task au's module"]),
     (["--config.datamodule.fold", "2"], ["fold: set by facslab"]),
-    (["--config.train.trainer", "{callbacks: []}"], ["train.trainer.callbacks: facslab sets it"]),
+    (["--config.train.trainer", "{callbacks: []}"], ["train.trainer.callbacks: not one facslab passes on"]),
+    (["--config.train.trainer", "{val_check_interval: 0.5}"], ["train.trainer.val_check_interval: not one"]),
     (["--config.train.trainer", "{max_epochs: 3}"], ["train.trainer.max_epochs: set it as train.max_epochs"]),
-    (["--config.train.trainer", "{gradient_clip_vall: 1.0}"], ["gradient_clip_vall"]),
+    (["--config.train.trainer", "{gradient_clip_vall: 1.0}"], ["gradient_clip_vall", "accepted: gradient_clip_val"]),
     (["--config.train.trainer", "{gradient_clip_val: big}"], ["gradient_clip_val"]),
-], ids=["type", "datamodule-key", "model-key", "other-module", "fold", "owned", "train-field", "trainer-key",
-        "trainer-type"])
+], ids=["type", "datamodule-key", "model-key", "other-module", "subclass", "fold", "owned", "validation", "train-field",
+        "trainer-key", "trainer-type"])
 def test_a_wrong_key_type_or_class_is_one_line_before_any_trial(tmp_path, monkeypatch, capsys, override, words):
     monkeypatch.setenv("FACSLAB_MLRUNS", str(tmp_path / "store"))
     demo = str(SWEEPS[[p.stem for p in SWEEPS].index("demo")])
@@ -85,5 +97,5 @@ def test_a_trainer_option_reaches_trainer_fit(ckplus, tmp_path):
     fit(model, dm, TrainConfig(max_epochs=2, patience=5, progress=False, init_from=None,
                                trainer={"limit_train_batches": 1}), callbacks=[Batches()])
     assert Batches.seen == 2
-    with pytest.raises(ConfigError, match="train.trainer.logger: facslab sets it"):
+    with pytest.raises(ConfigError, match="train.trainer.logger: not one facslab passes on"):
         TrainConfig(trainer={"logger": False})

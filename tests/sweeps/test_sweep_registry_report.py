@@ -157,7 +157,7 @@ def test_a_study_resumed_under_other_settings_is_an_error_that_names_them(ckplus
                           model=replace(config.model, init_args={**config.model_args, "dropout": 0.5}),
                           datamodule=replace(config.datamodule, init_args={**config.data, "mix_halves": 0.5}))
     with pytest.raises(ConfigError, match=r"study settings-pinned was run with other settings \(data.mix_halves: "
-                                          r"\(unset\) -> 0.5; model.dropout: \(unset\) -> 0.5\)"):
+                                          r"0.0 -> 0.5; model.dropout: 0.2 -> 0.5\)"):
         run_sweep(changed)
     assert len(run_sweep(config).trials) == 1  # nothing was added by the refused run
 
