@@ -11,7 +11,8 @@ from jsonargparse import ArgumentParser, Namespace
 from facslab.errors import ConfigError
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
+    """jsonargparse's error, often many lines, as the one line a user is told."""
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
@@ -26,6 +27,13 @@ def _class_parser(cls: type, skip: tuple[str, ...] = ()) -> ArgumentParser:
     return parser
 
 
+def _parsed(section: str, parser: ArgumentParser, given: dict) -> dict[str, Any]:
+    try:
+        return parser.parse_object(given).as_dict()
+    except Exception as error:  # jsonargparse's, often many lines
+        raise ConfigError(f"{section}: {one_line(error)}") from None
+
+
 def checked_arguments(section: str, cls: type, given: dict, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """``given`` checked by jsonargparse against ``cls``'s signature (keys and types; ``skip``:
     arguments the framework sets, refused), each kept as given where it fits (a Trainer's
@@ -33,10 +41,7 @@ def checked_arguments(section: str, cls: type, given: dict, skip: tuple[str, ...
     derived = sorted(set(given) & set(skip))
     if derived:
         raise ConfigError(f"{section}: {', '.join(derived)}: set by facslab (from the data, or per fold), not in a config")
-    try:
-        values = _class_parser(cls, skip).parse_object(given).as_dict()
-    except Exception as error:  # jsonargparse's, often many lines
-        raise ConfigError(f"{section}: {_one_line(error)}") from None
+    values = _parsed(section, _class_parser(cls, skip), given)
     # a string jsonargparse reads as a number (YAML's 1e-3) becomes that number
     return {k: values[k] if isinstance(given[k], str) and k in values and not isinstance(values[k], str) else given[k]
             for k in given}
@@ -48,10 +53,7 @@ def resolved_arguments(section: str, cls: type, given: dict, framework_set: tupl
     line or Python. Arguments facslab sets itself (``framework_set``: a datamodule's fold, a
     module's input size) are left out at their defaults and refused at any other value."""
     parser = _class_parser(cls)
-    try:
-        values = parser.parse_object(given).as_dict()
-    except Exception as error:  # jsonargparse's, often many lines
-        raise ConfigError(f"{section}: {_one_line(error)}") from None
+    values = _parsed(section, parser, given)
     defaults = parser.get_defaults().as_dict()
     owned = sorted(k for k in framework_set if k in values and _plain(values[k]) != _plain(defaults.get(k)))
     if owned:

@@ -16,6 +16,7 @@ import yaml
 from jsonargparse import ArgumentError, ArgumentParser
 
 from facslab.badinput import BadInputError
+from facslab.class_args import one_line
 from facslab.config import ConfigError, PretrainConfig, SweepConfig, add_config_arguments, config_from
 from facslab.demo_data import DemoSize, describe, generate_demo
 from facslab.report import ReportConfig, make_report
@@ -53,7 +54,7 @@ def load_config(cls, path: str | Path, overrides: dict | None = None):
     try:
         namespace = parser.parse_object({"config": data})
     except ArgumentError as error:  # jsonargparse's, many lines: a key, a type or a class the file gets wrong
-        raise ConfigError(f"{path}: {' '.join(line.strip() for line in str(error).splitlines() if line.strip())}") from None
+        raise ConfigError(f"{path}: {one_line(error)}") from None
     return config_from(parser, namespace)
 
 

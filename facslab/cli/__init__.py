@@ -72,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parser.parse_args(argv)
         except argparse.ArgumentError as error:  # jsonargparse's, often many lines: the command line's own mistake
+            from facslab.class_args import one_line
             from facslab.config import old_sweep_shape
 
             hint = old_sweep_shape(argv) if command in ("sweep", "register") else None
             if hint:
                 raise ConfigError(hint) from error
-            raise ConfigError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            raise ConfigError(one_line(error)
                               + f" (facslab{' ' + command if command else ''} --help lists the options)") from error
         return _run(args, commands)
     # the user's own input or setting to fix: one line (-v adds the traceback); anything else is a
