@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from jsonargparse import ArgumentParser, Namespace
 
@@ -165,6 +165,8 @@ class RegisterConfig:
 class SweepConfig:
     """An Optuna study over a task (by default AU fine-tuning on CK+, scored by cross-validated
     PR-AUC; ``task: emotion`` trains emotion classes, scored by validation accuracy)."""
+
+    class_fields: ClassVar[tuple[str, ...]] = ("datamodule", "model")
 
     study: str = "ckplus-au"
     task: str = "au"  # a ``facslab.tasks`` name (au, emotion, ...) or a Task class's import path
@@ -348,31 +350,33 @@ class SweepConfig:
 
 
 def add_config_arguments(parser: ArgumentParser, cls: type, key: str = "config", **kwargs) -> None:
-    """``--config FILE`` and ``--config.KEY`` overrides of a config class. A sweep's
-    ``datamodule`` and ``model`` are read as jsonargparse reads any class (``class_path``,
-    ``init_args``, checked against the class; ``--config.datamodule.KEY`` overrides one argument)."""
-    if cls is not SweepConfig:
-        parser.add_class_arguments(cls, key, **kwargs)
-        return
+    """``--config FILE`` and ``--config.KEY`` overrides of a config class. The classes a config
+    names (``class_fields``: a sweep's ``datamodule`` and ``model``) are read as jsonargparse reads
+    any class (``class_path``, ``init_args``, checked against the class; ``--config.datamodule.KEY``
+    overrides one argument) and kept as ``ClassSpec``, built where they are used."""
     import lightning as L
 
     import facslab.tasks  # noqa: F401 (every task's module is then known by its class name alone)
 
-    parser.add_class_arguments(cls, key, skip={"datamodule", "model"}, **kwargs)
-    parser.add_subclass_arguments(L.LightningDataModule, f"{key}.datamodule", required=False, fail_untyped=False)
-    parser.add_subclass_arguments(L.LightningModule, f"{key}.model", required=False, fail_untyped=False)
+    named = getattr(cls, "class_fields", ())
+    parser.add_class_arguments(cls, key, skip=set(named), **kwargs)
+    bases = {"datamodule": L.LightningDataModule, "model": L.LightningModule}
+    for name in named:
+        parser.add_subclass_arguments(bases[name], f"{key}.{name}", required=False, fail_untyped=False)
+    parser.facslab_config_class = cls  # what config_from builds
 
 
 def config_from(parser: ArgumentParser, namespace: Namespace, key: str = "config"):
-    """The config object of a namespace ``add_config_arguments`` read. A sweep's classes are kept
-    as ``ClassSpec`` (built per fold and trial, not here)."""
-    values = namespace[key]
-    if "datamodule" not in values:  # not a sweep: jsonargparse builds it
+    """The config object of a namespace ``add_config_arguments`` read."""
+    cls = parser.facslab_config_class
+    if not getattr(cls, "class_fields", ()):  # jsonargparse builds it
         return parser.instantiate_classes(namespace)[key]
-    raw = values.clone().as_dict()
+    raw = namespace[key].clone().as_dict()
     raw.pop("__path__", None)
-    train, register = raw.pop("train"), raw.pop("register")
-    return SweepConfig(**raw, train=TrainConfig(**train), register=None if register is None else RegisterConfig(**register))
+    if cls is SweepConfig:
+        train, register = raw.pop("train"), raw.pop("register")
+        return SweepConfig(**raw, train=TrainConfig(**train), register=None if register is None else RegisterConfig(**register))
+    return cls(**raw)
 
 
 def old_sweep_shape(argv: list[str]) -> str | None:
