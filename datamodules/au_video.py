@@ -4,12 +4,10 @@ and the metrics. Frames are aligned by dlib (detection and its 5 landmarks)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from datamodules.base import AUFaceDataModule
 from datamodules.splits import SubjectFolds
-from facslab.au import FACS_CODE_TO_INDEX, NUM_AUS
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 from facslab.faces.cache import FaceSource
@@ -37,9 +35,7 @@ class BP4DDataModule(SubjectFolds, AUFaceDataModule):
 
     def read_samples(self, report: SkipReport) -> pd.DataFrame:
         table = bp4d.read_bp4d(self.root, self.layout, report)
-        keep = np.zeros(NUM_AUS, bool)
-        keep[[FACS_CODE_TO_INDEX[c] for c in bp4d.BP4D_PROTOCOL_AUS]] = True
-        labels = [np.where(keep, label, np.nan).astype(np.float32) for label in table["labels"]]
+        labels = [bp4d.protocol_only(label) for label in table["labels"]]
         return table.assign(labels=labels, source=[FaceSource(path) for path in table["image"]])
 
 

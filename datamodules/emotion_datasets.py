@@ -1,4 +1,5 @@
-"""AffectNet, RAF-DB and CK+'s emotion labels as emotion datamodules (FER-2013: ``fer2013``)."""
+"""AffectNet, RAF-DB, CK+'s emotion labels and BP4D / BP4D+'s induced emotions as emotion
+datamodules (FER-2013: ``fer2013``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from datamodules.splits import SubjectFolds, subject_holdout
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 from facslab.faces.cache import CachedCrops, FaceSource
-from facslab.formats import affectnet, rafdb
+from facslab.au import AU_LABELS, labels_from_facs_codes
+from facslab.formats import affectnet, bp4d, rafdb
 from facslab.formats.ckplus import CKPlusLayout, read_ckplus, read_landmarks
 from facslab.emotions import EMOTIONS as CK_EMOTIONS
 
@@ -137,3 +139,57 @@ class CKPlusEmotionDataModule(EmotionDataModule):
         return np.isin(subjects, held)
 
     assign_roles = SubjectFolds.assign_roles  # EmotionDataModule's own carves validation from training
+
+    def true_aus(self, min_intensity: int = 1) -> np.ndarray:
+        """(samples, 18) AU presences from each sequence's FACS file, an AU present from
+        ``min_intensity``; a row of NaN where the sequence has no readable FACS file."""
+        return np.stack([labels_from_facs_codes(f, min_intensity) if isinstance(f, dict)
+                         else np.full(len(AU_LABELS), np.nan, np.float32) for f in self.samples["facs"]])
+
+
+class BP4DEmotionDataModule(EmotionDataModule):
+    """BP4D / BP4D+ coded frames labelled with the emotion their task induced
+    (``facslab.formats.bp4d.TASK_EMOTIONS``: T1-T8, BP4D+'s T1-T10), with subject-exclusive folds
+    and held-out test subjects drawn as ``BP4DDataModule`` draws them (the same root, seed and
+    test_fraction hold out the same participants). Every frame keeps its AU occurrence codes (the
+    protocol's 12 AUs; ``true_aus``) for the AU -> emotion evaluation. A BP4D copy without BP4D+
+    has no skepticism frames (BP4D+'s T5): ``drop_classes: [skepticism]`` leaves the class out.
+
+    Args:
+        fold: validation fold (0..n_folds-1), or None.
+        n_folds, test_fraction: the subject-exclusive splits.
+        layout: label and image folder names.
+    """
+
+    all_classes = bp4d.INDUCED_EMOTIONS
+
+    def __init__(self, root: str, fold: int | None = 0, n_folds: int = 3, test_fraction: float = 0.2,
+                 layout: bp4d.BP4DLayout | dict = bp4d.BP4DLayout(), **kwargs):
+        super().__init__(root, fold=None, **kwargs)
+        if fold is not None and not 0 <= fold < n_folds:
+            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
+        self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
+        self.layout = bp4d.BP4DLayout(**layout) if isinstance(layout, dict) else layout
+        self.save_hyperparameters()
+
+    def emotion_rows(self, report: SkipReport) -> pd.DataFrame:
+        table = bp4d.read_bp4d(self.root, self.layout, report)
+        self.all_subjects = np.unique(table["subject"].to_numpy())
+        names = [bp4d.TASK_EMOTIONS[r].get(t) for r, t in zip(table["release"], table["task"])]
+        induced = pd.notna(pd.Series(names, dtype=object)).to_numpy()
+        for path in table.loc[~induced, "label_file"].unique():
+            report.skip(path, "its task induced no emotion in the release's protocol (BP4D T1-T8, BP4D+ T1-T10)")
+        table = table.assign(name=names)[induced]
+        return pd.DataFrame({"source": [FaceSource(path) for path in table["image"]], "subject": table["subject"],
+                             "task": table["task"], "frame": table["frame"], "video": table["subject"] + "_" + table["task"],
+                             "name": table["name"], "role": "train", "release": table["release"],
+                             "aus": [bp4d.protocol_only(label) for label in table["labels"]]}).reset_index(drop=True)
+
+    test_mask = CKPlusEmotionDataModule.test_mask  # from every participant read, as BP4DDataModule draws them
+    assign_roles = SubjectFolds.assign_roles
+
+    def true_aus(self, min_intensity: int = 1) -> np.ndarray:
+        """(samples, 18) the frames' AU occurrence codes (NaN: unknown or not in the protocol)."""
+        if min_intensity != 1:  # occurrence is coded from FACS intensity A: there is no other threshold to apply
+            raise ConfigError(f"BP4D codes AU occurrence, not intensity: min_intensity must be 1, not {min_intensity}")
+        return np.stack(self.samples["aus"].to_numpy())

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from datamodules.au_video import BP4DDataModule
 from datamodules.ckplus import CKPlusDataModule
+from datamodules.emotion_datasets import BP4DEmotionDataModule
 from facslab.au import NUM_AUS, labels_from_facs_codes
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
@@ -68,11 +69,14 @@ def stack_windows(samples: pd.DataFrame, window: int) -> np.ndarray:
             chosen = [order[max(0, j - back)] for back in range(window - 1, -1, -1)]
             ok = [samples.at[p, "ok"] for p in chosen]
             fallback = position if samples.at[position, "ok"] else (order[usable][0] if usable.any() else position)
-            # a missing face borrows the nearest usable frame in the stack (the target's own if need be)
+            # a missing face borrows the nearest usable frame before it in the stack, or at the
+            # stack's start the first usable one after it (the target's own if need be): the
+            # frames stay in time order
+            first = next((p for p, good in zip(chosen, ok) if good), fallback)
             filled, last = [], None
             for p, good in zip(chosen, ok):
                 last = p if good else last
-                filled.append(p if good else (last if last is not None else fallback))
+                filled.append(p if good else (last if last is not None else first))
             windows[position] = filled
     return windows
 
@@ -92,6 +96,20 @@ class BP4DSequenceDataModule(SequenceMixin, BP4DDataModule):
     def read_samples(self, report: SkipReport) -> pd.DataFrame:
         samples = super().read_samples(report)
         return samples.assign(video=samples["subject"] + "_" + samples["task"])
+
+
+class BP4DEmotionSequenceDataModule(SequenceMixin, BP4DEmotionDataModule):
+    """BP4D / BP4D+ induced emotions on frame stacks (what a temporal AU model reads, for the AU ->
+    emotion evaluation from video).
+
+    Args:
+        window: frames per stack.
+        **kwargs: see ``BP4DEmotionDataModule``.
+    """
+
+    def __init__(self, root: str, window: int = 8, **kwargs):
+        super().__init__(root, **kwargs)
+        self.window = window
 
 
 class CKPlusSequenceDataModule(SequenceMixin, CKPlusDataModule):

@@ -172,7 +172,7 @@ def add_commands(sub) -> dict:
                             ("register", SweepConfig, "Retrain a study's best trial, test it once, register it."),
                             ("report", ReportConfig, "Table 1 and the report's figures from MLflow runs."),
                             ("au-emotion", AUEmotionConfig, "AU -> emotion (FACS rules, learned table, logistic "
-                                                            "regression) on CK+'s emotion labels.")):
+                                                            "regression, personal tables) on CK+'s or BP4D's emotion labels.")):
         p = ArgumentParser(exit_on_error=False, description=text)
         add_config_arguments(p, cls, help="a YAML file, then --config.KEY overrides")
         if name == "sweep":

@@ -29,6 +29,22 @@ from facslab.au import FACS_CODE_TO_INDEX, NUM_AUS
 from facslab.badinput import BadInputError, SkipReport, read_csv, read_text
 
 BP4D_PROTOCOL_AUS = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)
+#: The emotion each task was designed to induce, named as CK+ names the shared ones. BP4D: Zhang et
+#: al., "BP4D-Spontaneous", Image and Vision Computing 32(10), 2014, Table 1 (T1 interview and joke:
+#: happiness/amusement; T2 documentary: sadness; T3 sudden burst of sound: surprise/startle; T4
+#: improvised silly song: embarrassment; T5 dart game's threat: fear/nervousness; T6 cold pressor:
+#: physical pain; T7 insults: anger/upset; T8 unpleasant smell: disgust).
+BP4D_TASK_EMOTIONS = {"T1": "happy", "T2": "sadness", "T3": "surprise", "T4": "embarrassment", "T5": "fear",
+                      "T6": "pain", "T7": "anger", "T8": "disgust"}
+#: BP4D+: Zhang et al., "Multimodal Spontaneous Emotion Corpus for Human Behavior Analysis", CVPR
+#: 2016, Table 1 (T1 joke: happiness; T2 one's own 3D avatar: surprise; T3 a 911 call: sadness; T4
+#: sudden sound: startle; T5 true/false questions: skepticism; T6 silly song: embarrassment; T7 dart
+#: game: fear/nervousness; T8 cold pressor: pain; T9 insults: anger; T10 smell: disgust).
+BP4D_PLUS_TASK_EMOTIONS = {"T1": "happy", "T2": "surprise", "T3": "sadness", "T4": "surprise", "T5": "skepticism",
+                           "T6": "embarrassment", "T7": "fear", "T8": "pain", "T9": "anger", "T10": "disgust"}
+TASK_EMOTIONS = {"bp4d": BP4D_TASK_EMOTIONS, "bp4d+": BP4D_PLUS_TASK_EMOTIONS}
+#: every induced emotion, in label order
+INDUCED_EMOTIONS = ("happy", "sadness", "surprise", "embarrassment", "fear", "pain", "anger", "disgust", "skepticism")
 DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 DISFA_DETECTION_AUS = (1, 2, 4, 6, 9, 12, 25, 26)
 UNKNOWN = 9
@@ -118,6 +134,13 @@ def occurrence_to_model_aus(table: pd.DataFrame) -> np.ndarray:
         absent = (values == 0).all(axis=1)
         out[:, index] = np.where(present, 1.0, np.where(absent, 0.0, np.nan))
     return out
+
+
+def protocol_only(labels: np.ndarray) -> np.ndarray:
+    """(18,) presences with every AU outside the protocol's 12 set to NaN (not scored)."""
+    keep = np.zeros(NUM_AUS, bool)
+    keep[[FACS_CODE_TO_INDEX[c] for c in BP4D_PROTOCOL_AUS]] = True
+    return np.where(keep, labels, np.nan).astype(np.float32)
 
 
 def read_bp4d(root: str | Path, layout: BP4DLayout = BP4DLayout(), report: SkipReport | None = None) -> pd.DataFrame:

@@ -1,6 +1,8 @@
 """Generated copies of the AU video datasets in their release layouts (readers:
 ``facslab.formats.bp4d``): per subject and task a short video whose AUs rise from neutral to an
-apex and fall back (onset -> apex -> offset), drawn by the face renderer."""
+apex and fall back (onset -> apex -> offset), drawn by the face renderer. A BP4D task shows the
+emotion it induces (``bp4d.TASK_EMOTIONS``) as a spontaneous display in each participant's own
+style: some of the display's AUs left out, an AU of their own added."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from facslab.au import AUS, NUM_AUS
+from facslab.au import AU_INDEX, AUS, FACS_CODE_TO_INDEX, NUM_AUS
 from facslab.formats import bp4d
 from facslab.synth import mark_generated
 from facslab.synth.expressions import sample_posed_expression
@@ -33,8 +35,45 @@ def au_sequence(rng: np.random.Generator, n_frames: int) -> tuple[np.ndarray, np
     return posed.expression.aus[None, :] * shape[:, None], shape
 
 
-def _render_video(folder: Path, intensities: np.ndarray, rng: np.random.Generator, digits: int, first: int) -> None:
-    identity, conditions = Identity.sample(rng), Conditions.sample(rng)
+#: What a task's induced emotion shows in the generated copy. Spontaneous displays are partial and
+#: mixed, one reason the FACS manual's posed prototypes match them poorly: pain as Prkachin's brow
+#: lowering, cheek raise, lid tightening, nose wrinkle, upper-lip raise and eye closure; embarrassment
+#: as a smile held back by a lip press, eyes down; skepticism as a raised brow with a frown.
+INDUCED_DISPLAYS: dict[str, tuple[str, ...]] = {
+    "happy": ("6", "12", "10", "25"),
+    "sadness": ("1", "4", "15", "17"),
+    "surprise": ("1", "2", "5", "25"),
+    "embarrassment": ("12", "14", "23/24", "43"),
+    "fear": ("1", "2", "4", "20", "25"),
+    "pain": ("4", "6", "7", "9", "10", "43"),
+    "anger": ("4", "7", "23/24", "17"),
+    "disgust": ("4", "9", "10", "15", "17"),
+    "skepticism": ("2", "4", "14", "17"),
+}
+
+
+def personal_style(emotion: str, rng: np.random.Generator) -> np.ndarray:
+    """(18,) 0/1: the AUs one participant shows for an emotion (each of the display's AUs missing
+    with probability 0.3, at least two kept; a protocol AU of their own added half the time)."""
+    display = [AU_INDEX[label] for label in INDUCED_DISPLAYS[emotion]]
+    kept = [k for k in display if rng.random() >= 0.3]
+    kept = kept if len(kept) >= 2 else list(rng.choice(display, 2, replace=False))
+    style = np.zeros(NUM_AUS, np.float32)
+    style[kept] = 1
+    if rng.random() < 0.5:
+        style[FACS_CODE_TO_INDEX[int(rng.choice(bp4d.BP4D_PROTOCOL_AUS))]] = 1
+    return style
+
+
+def induced_sequence(style: np.ndarray, rng: np.random.Generator, n_frames: int) -> np.ndarray:
+    """(frames, 18) intensities 0-5 of one display of a participant's style, over an envelope."""
+    strength = style * rng.uniform(2.0, 5.0, NUM_AUS)
+    return (strength[None, :] * envelope(n_frames, rng)[:, None]).astype(np.float32)
+
+
+def _render_video(folder: Path, intensities: np.ndarray, rng: np.random.Generator, digits: int, first: int,
+                  identity: Identity | None = None) -> None:
+    identity, conditions = identity or Identity.sample(rng), Conditions.sample(rng)
     centre = (FRAME_SIDE * rng.uniform(0.45, 0.55), FRAME_SIDE * rng.uniform(0.38, 0.46))
     interocular = FRAME_SIDE * rng.uniform(0.26, 0.32)
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,25 +90,37 @@ def _codes_of(model_index: int, rng: np.random.Generator) -> int:
     return int(codes[rng.integers(len(codes))]) if len(codes) > 1 and codes[0] == 23 else int(codes[0])
 
 
-def write_bp4d(root: str | Path, n_subjects: int = 6, tasks: tuple[str, ...] = ("T1", "T6"), frames: int = 12,
+def write_bp4d(root: str | Path, n_subjects: int = 6, tasks: tuple[str, ...] | None = None, frames: int = 12,
                seed: int = 0, release: str = "bp4d", unknown_rate: float = 0.03,
                layout: bp4d.BP4DLayout = bp4d.BP4DLayout(), progress: bool = True) -> Path:
     """BP4D (``release="bp4d"``: the 0..99 integer header) or BP4D+ (named AU columns) AU_OCC
-    files and frame images; the first two frames of every video are outside the coded segment;
-    ``unknown_rate`` of the protocol cells are 9 (unknown), and AUs BP4D does not code are 9 throughout."""
+    files and frame images of ``tasks`` (None: every task of the release); each participant has
+    one face and, per induced emotion, one style; the first two frames of every video are outside
+    the coded segment; ``unknown_rate`` of the protocol cells are 9 (unknown), and AUs BP4D does
+    not code are 9 throughout."""
     if release not in ("bp4d", "bp4d+"):
         raise ValueError(f"release must be bp4d or bp4d+, not {release!r}")
+    induced = bp4d.TASK_EMOTIONS[release]
+    tasks = tuple(induced) if tasks is None else tuple(tasks)
+    unknown_tasks = sorted(set(tasks) - set(induced))
+    if unknown_tasks:
+        raise ValueError(f"{release.upper()} has no task {', '.join(unknown_tasks)} (tasks: {', '.join(induced)})")
     root = Path(root)
     rng = np.random.default_rng(seed)
     labels = root / layout.labels
     labels.mkdir(parents=True, exist_ok=True)
     coded = sorted(set(bp4d.BP4D_PROTOCOL_AUS) | {5, 9, 11, 13, 16, 18, 20, 22, 27, 28, 43})
     names = [f"F{k + 1:03d}" if k % 2 == 0 else f"M{k + 1:03d}" for k in range(n_subjects)]
-    for subject in tqdm(names, desc=f"{release.upper()} videos", disable=not progress):
+    for number, subject in enumerate(tqdm(names, desc=f"{release.upper()} videos", disable=not progress)):
+        identity = Identity.sample(np.random.default_rng([seed, number, 1000]))
+        emotions = sorted(set(induced[task] for task in tasks))
+        styles = {e: personal_style(e, np.random.default_rng([seed, number, 2000, bp4d.INDUCED_EMOTIONS.index(e)]))
+                  for e in emotions}
         for task in tasks:
-            video_rng = np.random.default_rng([seed, names.index(subject), tasks.index(task)])
-            intensities, _ = au_sequence(video_rng, frames)
-            _render_video(root / layout.images / subject / task, intensities, video_rng, layout.frame_digits, 0)
+            video_rng = np.random.default_rng([seed, number, int(task[1:])])
+            intensities = induced_sequence(styles[induced[task]], video_rng, frames)
+            _render_video(root / layout.images / subject / task, intensities, video_rng, layout.frame_digits, 0,
+                          identity)
             present = intensities >= 1.0
             table = np.full((frames, 100), bp4d.UNKNOWN, np.int64)
             table[:, 0] = np.arange(frames)
@@ -99,8 +150,6 @@ def write_disfa(root: str | Path, n_subjects: int = 6, frames: int = 16, seed: i
     """DISFA's per-AU ``frame,intensity`` files (12 AUs, 1-based frames, 0-5) and frame images; a
     video holds a few expressions in turn."""
     root = Path(root)
-    from facslab.au import FACS_CODE_TO_INDEX
-
     for number in tqdm(range(1, n_subjects + 1), desc="DISFA videos", disable=not progress):
         subject = f"SN{number:03d}"
         rng = np.random.default_rng([seed, number])

@@ -1,5 +1,6 @@
-"""AU -> emotion on CK+'s emotion labels: the shipped FACS rule table, the learned co-occurrence
-table (threshold swept on training folds) and logistic regression, through `facslab au-emotion`."""
+"""AU -> emotion on CK+'s emotion labels and BP4D's induced emotions: the shipped FACS rule table,
+the learned co-occurrence table (threshold swept on training folds), logistic regression and the
+personalised table, through `facslab au-emotion`."""
 
 import os
 import subprocess
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 
 from facslab.au import AU_INDEX
-from facslab.au_emotion import RuleTable
+from facslab.au_emotion import RuleTable, au_frequencies, personalised
+
+from conftest import run_cli
 
 
 def test_rule_table_matches_prototypes_and_names_bad_rows(tmp_path):
@@ -43,14 +46,44 @@ def test_learned_table_follows_cooccurrence_and_its_threshold():
     assert (high.predict(aus) == emotions).mean() == 1.0
 
 
+def test_uncoded_aus_count_neither_way():
+    table = RuleTable.from_csv(classes=("surprise", "happy"))
+    row = np.full(18, np.nan)
+    row[[AU_INDEX["1"], AU_INDEX["2"], AU_INDEX["12"]]] = [1, 1, 0]  # 5 and 26/27 not coded (BP4D codes neither)
+    assert table.scores(row[None])[0, 0] == 1.0  # 1+2 of the coded part of 1+2+5+26/27
+    assert table.scores(np.nan_to_num(row)[None])[0, 0] == 0.5  # coded absent, they count against
+    aus = np.array([[1, np.nan], [1, 0], [0, np.nan], [np.nan, np.nan]])
+    frequency, counts = au_frequencies(aus, np.array([0, 0, 0, 1]), 2)
+    assert frequency[0].tolist() == [2 / 3, 0.0] and counts[0].tolist() == [3, 1] and np.isnan(frequency[1]).all()
+
+
+def test_a_personalised_table_learns_a_participants_own_display():
+    classes = ("happy", "anger")
+    shared_aus = np.zeros((40, 18))
+    shared_aus[:20, AU_INDEX["12"]] = 1
+    shared_aus[20:, AU_INDEX["4"]] = 1
+    shared = au_frequencies(shared_aus, np.repeat([0, 1], 20), 2)[0]
+    own = np.zeros((8, 18))  # this participant's anger is a dimpler (14), not a frown
+    own[:4, AU_INDEX["12"]] = 1
+    own[4:, AU_INDEX["14"]] = 1
+    own_emotions = np.repeat([0, 1], 4)
+    later = own[[0, 4]]
+    shared_table = personalised(shared, own, own_emotions, classes, 0.5, float("inf"))
+    assert shared_table.sets == RuleTable.learned(shared_aus, np.repeat([0, 1], 20), classes, 0.5).sets
+    assert shared_table.predict(later).tolist() != [0, 1]
+    assert personalised(shared, own, own_emotions, classes, 0.5, 0.0).predict(later).tolist() == [0, 1]
+    mixed = personalised(shared, own, own_emotions, classes, 0.5, 4.0)  # 4 own frames against a prior of 4
+    assert mixed.sets["anger"] == {AU_INDEX["4"], AU_INDEX["14"]} and mixed.sets["happy"] == {AU_INDEX["12"]}
+
+
 @pytest.mark.slow
 def test_au_emotion_command_reports_three_methods_on_true_and_predicted_aus(ckplus, model_dir, tmp_path):
     root, _ = ckplus
     out = tmp_path / "out"
     env = {**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")}
-    data = (f"{{root: {root}, image_size: 32, cache_dir: {tmp_path / 'cache'}, n_folds: 2, test_fraction: 0.3, "
-            "progress: false, preprocess_workers: 0}")
-    done = subprocess.run([sys.executable, "-m", "facslab.cli", "au-emotion", "--config.data", data,
+    data = (f"{{class_path: CKPlusEmotionDataModule, init_args: {{root: {root}, image_size: 32, cache_dir: "
+            f"{tmp_path / 'cache'}, n_folds: 2, test_fraction: 0.3, progress: false, preprocess_workers: 0}}}}")
+    done = subprocess.run([sys.executable, "-m", "facslab.cli", "au-emotion", "--config.datamodule", data,
                            "--config.au_model", str(model_dir), "--config.output", str(out),
                            "--config.threshold_steps", "5"], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -74,3 +107,47 @@ def test_au_emotion_command_reports_three_methods_on_true_and_predicted_aus(ckpl
         assert len(parent) == 1 and (trials["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]).all()
     finally:
         os.environ.pop("FACSLAB_MLRUNS")
+
+
+@pytest.mark.slow
+def test_bp4d_induced_emotions_from_true_aus_and_a_temporal_model_with_personal_tables(model_dir, tmp_path):
+    import torch
+
+    from facslab.predictor import TemporalAUPredictor
+    from facslab.synth.au_video_datasets import write_bp4d
+    from lightning_modules.temporal import TemporalAUDetector
+
+    root = write_bp4d(tmp_path / "bp4d", n_subjects=8, frames=8, seed=5, progress=False)
+    torch.manual_seed(0)
+    temporal = TemporalAUPredictor(TemporalAUDetector("mobilenet3d", window=4, width=8, image_size=32)).save(
+        tmp_path / "temporal")
+    store = {"FACSLAB_MLRUNS": str(tmp_path / "store")}
+    data = (f"{{class_path: BP4DEmotionSequenceDataModule, init_args: {{root: {root}, image_size: 32, cache_dir: "
+            f"{tmp_path / 'cache'}, n_folds: 2, test_fraction: 0.25, drop_classes: [skepticism], progress: false, "
+            "preprocess_workers: 0}}")
+    out = tmp_path / "out"
+    done = run_cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(temporal),
+                   "--config.output", str(out), "--config.threshold_steps", "3", env=store)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(out / "au_emotion.csv")
+    assert len(table) == 10 and set(table["aus"]) == {"ground-truth AUs", "predicted AUs"}
+    personal = table[table["method"].str.startswith("personalised table")]
+    shared = table[table["method"] == "shared table, later frames"]
+    assert len(personal) == 2 and len(shared) == 2 and (personal["n"].to_numpy() == shared["n"].to_numpy()).all()
+    full = table[table["method"] == "FACS rule table"]
+    assert (shared["n"].to_numpy() < full["n"].to_numpy()).all() and (table["subjects"] == 2).all()
+    assert ((table["accuracy_lo"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_hi"])).all()
+    truth = table[table["aus"] == "ground-truth AUs"].set_index("method")["accuracy"]
+    assert truth.filter(like="learned table").iloc[0] > 1 / 8  # the frames' own AUs carry their task's emotion
+    frequencies = pd.read_csv(out / "au_frequencies.csv", index_col=0)
+    assert "AU25" not in frequencies.columns and "AU12" in frequencies.columns  # BP4D's protocol AUs only
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'store'}/mlflow.db"
+    runs = MlflowClient(uri).search_runs(
+        [e.experiment_id for e in MlflowClient(uri).search_experiments()], "tags.stage = 'au-emotion-trial'")
+    assert sorted({r.data.tags["searched"] for r in runs}) == ["strength", "threshold"] and len(runs) == 3 + 8
+    # a frame model cannot read the stacks: one line, exit 2, before anything is logged
+    wrong = run_cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(model_dir),
+                    "--config.output", str(tmp_path / "wrong"), "--config.threshold_steps", "3", env=store)
+    assert wrong.returncode == 2 and "reads one frame" in wrong.stderr and "Traceback" not in wrong.stderr

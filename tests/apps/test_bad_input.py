@@ -52,7 +52,7 @@ def fer_tree(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bp4d_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("bp4d")
-    write_bp4d(root, n_subjects=4, frames=6, seed=2, progress=False)
+    write_bp4d(root, n_subjects=4, tasks=("T1", "T6"), frames=6, seed=2, progress=False)
     return root
 
 
@@ -133,7 +133,7 @@ def _generated(name: str, root):
         "FER2013DataModule": lambda: write_fer2013(root, 60, seed=4, ferplus=True, progress=False),
         "RAFDBDataModule": lambda: emotion.write_rafdb(root, 40, seed=3, progress=False),
         "AffectNetDataModule": lambda: emotion.write_affectnet(root, 40, 2, seed=3, progress=False),
-        "BP4DDataModule": lambda: write_bp4d(root, n_subjects=5, frames=4, seed=2, progress=False),
+        "BP4DDataModule": lambda: write_bp4d(root, n_subjects=5, tasks=("T1", "T6"), frames=4, seed=2, progress=False),
         "DISFADataModule": lambda: write_disfa(root, n_subjects=5, frames=5, seed=2, progress=False),
         "CKPlusDataModule": lambda: write_ckplus(root, n_subjects=5, sequences_per_subject=2, frames=(3, 3), seed=7,
                                                  progress=False),
@@ -450,8 +450,8 @@ def test_pretrain_and_au_emotion_on_a_missing_dataset_are_one_line(tmp_path):
     refused(facslab("pretrain", "--config", str(pretrain), tmp_path=tmp_path),
             f"{missing / 'list_landmarks_align_celeba.txt'}: file not found", command="pretrain")
     mapping = tmp_path / "au_emotion.yaml"
-    mapping.write_text(f"data: {{root: {missing}, image_size: 32, cache_dir: {tmp_path / 'cache'}, progress: false}}\n"
-                       f"au_model: null\noutput: {tmp_path / 'out'}\n")
+    mapping.write_text(f"datamodule: {{class_path: CKPlusEmotionDataModule, init_args: {{root: {missing}, image_size: 32, "
+                       f"cache_dir: {tmp_path / 'cache'}, progress: false}}}}\nau_model: null\noutput: {tmp_path / 'out'}\n")
     refused(facslab("au-emotion", "--config", str(mapping), tmp_path=tmp_path),
             f"{missing / 'cohn-kanade-images'}: CK+ image folder not found", command="au-emotion")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamodules import BP4DDataModule, CKPlusDataModule, DISFADataModule
+from datamodules import BP4DDataModule, BP4DEmotionDataModule, CKPlusDataModule, DISFADataModule
 from facslab.au import AU_INDEX, intensities_from_facs_codes
 from facslab.badinput import BadInputError, SkipReport
 from facslab.evaluation import icc_3_1, per_au_metrics
@@ -20,8 +20,9 @@ from conftest import run_cli
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
-    write_bp4d(root / "bp4d", n_subjects=6, frames=10, seed=1, progress=False)
-    write_bp4d(root / "bp4d+", n_subjects=4, frames=8, seed=2, release="bp4d+", progress=False)
+    write_bp4d(root / "bp4d", n_subjects=6, tasks=("T1", "T6"), frames=10, seed=1, progress=False)
+    write_bp4d(root / "bp4d+", n_subjects=4, tasks=("T1", "T6"), frames=8, seed=2, release="bp4d+",
+               progress=False)
     write_disfa(root / "disfa", n_subjects=6, frames=12, seed=3, progress=False)
     return root
 
@@ -44,6 +45,36 @@ def test_bp4d_and_bp4d_plus_are_told_apart_and_9_is_unknown(videos):
     merged = pd.DataFrame({23: [1, 0, 0, np.nan, np.nan], 24: [np.nan, 0, 1, 0, np.nan]})
     out = bp4d.occurrence_to_model_aus(merged)[:, AU_INDEX["23/24"]]
     assert out[:3].tolist() == [1, 0, 1] and np.isnan(out[3]) and np.isnan(out[4])  # unknown partner: unknown
+
+
+def test_every_coded_frame_has_the_emotion_its_task_induced(tmp_path):
+    import shutil
+
+    from facslab.errors import ConfigError
+
+    args = dict(image_size=32, cache_dir=str(tmp_path / "cache"), progress=False, preprocess_workers=0, n_folds=2)
+    plus = write_bp4d(tmp_path / "bp4d+", n_subjects=4, frames=4, seed=6, release="bp4d+", progress=False)
+    dm = BP4DEmotionDataModule(str(plus), **args)
+    dm.setup()
+    names = np.asarray(dm.classes)[dm.labels_array()]
+    assert (names == [bp4d.BP4D_PLUS_TASK_EMOTIONS[t] for t in dm.samples["task"]]).all()
+    assert set(dm.samples["task"]) == {f"T{k}" for k in range(1, 11)} and "skepticism" in set(names)
+    root = write_bp4d(tmp_path / "bp4d", n_subjects=5, frames=4, seed=6, progress=False)
+    labels = root / "AUCoding" / "AU_OCC"
+    shutil.copy(labels / "F001_T1.csv", labels / "F001_T9.csv")  # BP4D has no T9
+    dm = BP4DEmotionDataModule(str(root), drop_classes=["skepticism"], **args)
+    dm.setup()
+    assert "T9" not in set(dm.samples["task"]) and "F001_T9.csv" in " ".join(dm.report.to_frame()["file"])
+    names = np.asarray(dm.classes)[dm.labels_array()]
+    assert (names == [bp4d.BP4D_TASK_EMOTIONS[t] for t in dm.samples["task"]]).all()
+    frames = BP4DDataModule(str(root), **args)
+    frames.setup()
+    held = lambda m: set(m.samples.loc[m.samples["role"] == "test", "subject"])  # noqa: E731
+    assert held(dm) == held(frames) and held(dm)  # an AU model's test participants are the emotions' too
+    aus = dm.true_aus()
+    assert np.isnan(aus[:, AU_INDEX["25"]]).all() and np.isfinite(aus[:, AU_INDEX["12"]]).mean() > 0.9
+    with pytest.raises(ConfigError, match="min_intensity must be 1"):
+        dm.true_aus(2)
 
 
 def test_a_broken_occurrence_file_is_reported_and_the_rest_read(videos, tmp_path):

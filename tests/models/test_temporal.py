@@ -16,7 +16,7 @@ from conftest import run_cli
 @pytest.fixture(scope="module")
 def bp4d_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("bp4d")
-    write_bp4d(root, n_subjects=6, frames=10, seed=4, progress=False)
+    write_bp4d(root, n_subjects=6, tasks=("T1", "T6"), frames=10, seed=4, progress=False)
     return root
 
 
