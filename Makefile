@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: in-the-wild-demo demo emotion-demo test check bench install clean-data
+.PHONY: in-the-wild-demo video-demo demo emotion-demo test check bench install clean-data
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ in-the-wild-demo: $(STAMP)
 	$(BIN)/facslab sweep --config sweeps/affwild2_va_demo.yaml --config.study affwild2-va-quick $(WILD_QUICK)
 	$(BIN)/facslab report --config.output reports/in_the_wild --config.model_name facslab-au-affect-in-the-wild \
 		--config.compare '[facslab-au-affect-in-the-wild@champion, facslab-au-emotionet@champion, facslab-va-affwild2@champion]'
+
+# the video models (docs/emotions.md): the temporal AU model on a generated BP4D copy (its eight
+# tasks), registered, then BP4D's induced emotions from the frames' AUs and from the model's
+video-demo: $(STAMP)
+	test -e data/demo/bp4d/AUCoding || $(BIN)/facslab generate bp4d data/demo/bp4d --subjects 16
+	$(BIN)/facslab sweep --config sweeps/bp4d_temporal_demo.yaml
+	$(BIN)/facslab au-emotion --config configs/au_emotion/bp4d_demo.yaml
 
 test: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup
