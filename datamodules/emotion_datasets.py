@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.emotion import EmotionDataModule, resized_crops
-from datamodules.splits import SubjectFolds, subject_holdout
+from datamodules.splits import SubjectFolds
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 from facslab.faces.cache import CachedCrops, FaceSource
@@ -103,6 +103,7 @@ class CKPlusEmotionDataModule(EmotionDataModule):
     """
 
     all_classes = CK_EMOTIONS  # neutral, anger, contempt, disgust, fear, happy, sadness, surprise
+    codes_au_intensity = True  # FACS files grade AUs A-E: min_intensity applies
 
     def __init__(self, root: str, fold: int | None = 0, n_folds: int = 3, test_fraction: float = 0.1,
                  include_neutral: bool = False, layout: CKPlusLayout | dict = CKPlusLayout(), **kwargs):
@@ -131,13 +132,9 @@ class CKPlusEmotionDataModule(EmotionDataModule):
                      for s in labelled.itertuples()]
         return pd.DataFrame(rows)
 
-    def test_mask(self, subjects: np.ndarray) -> np.ndarray:
-        # the test subjects are drawn from every CK+ subject, as CKPlusDataModule draws them (the
-        # draw depends only on the set of subjects and the seed): an AU model trained on that
-        # module's training split has never seen this module's test subjects
-        held = self.all_subjects[subject_holdout(self.all_subjects, self.test_fraction, self.seed)]
-        return np.isin(subjects, held)
-
+    # the test subjects are drawn from every CK+ subject (all_subjects), as CKPlusDataModule draws
+    # them: an AU model trained on that module's training split has never seen these test subjects
+    test_mask = SubjectFolds.test_mask
     assign_roles = SubjectFolds.assign_roles  # EmotionDataModule's own carves validation from training
 
     def true_aus(self, min_intensity: int = 1) -> np.ndarray:
@@ -153,7 +150,8 @@ class BP4DEmotionDataModule(EmotionDataModule):
     and held-out test subjects drawn as ``BP4DDataModule`` draws them (the same root, seed and
     test_fraction hold out the same participants). Every frame keeps its AU occurrence codes (the
     protocol's 12 AUs; ``true_aus``) for the AU -> emotion evaluation. A BP4D copy without BP4D+
-    has no skepticism frames (BP4D+'s T5): ``drop_classes: [skepticism]`` leaves the class out.
+    has no skepticism frames (BP4D+'s T5), and BP4D+'s AU codes cover only some of its tasks:
+    ``drop_classes`` leaves the classes without frames out.
 
     Args:
         fold: validation fold (0..n_folds-1), or None.
@@ -162,6 +160,7 @@ class BP4DEmotionDataModule(EmotionDataModule):
     """
 
     all_classes = bp4d.INDUCED_EMOTIONS
+    codes_au_intensity = False  # occurrence only, coded from intensity A
 
     def __init__(self, root: str, fold: int | None = 0, n_folds: int = 3, test_fraction: float = 0.2,
                  layout: bp4d.BP4DLayout | dict = bp4d.BP4DLayout(), **kwargs):
@@ -185,7 +184,7 @@ class BP4DEmotionDataModule(EmotionDataModule):
                              "name": table["name"], "role": "train", "release": table["release"],
                              "aus": [bp4d.protocol_only(label) for label in table["labels"]]}).reset_index(drop=True)
 
-    test_mask = CKPlusEmotionDataModule.test_mask  # from every participant read, as BP4DDataModule draws them
+    test_mask = SubjectFolds.test_mask  # from every participant read (all_subjects), as BP4DDataModule draws them
     assign_roles = SubjectFolds.assign_roles
 
     def true_aus(self, min_intensity: int = 1) -> np.ndarray:

@@ -54,6 +54,12 @@ class SequenceMixin:
             raise ConfigError("frame stacks are not feature-cached: set train.feature_cache: false")
         return StackDataset(self.cached.crops, self.windows, self.positions(role), self.labels_array(), self.mean, self.std)
 
+    def restack(self, part: pd.Series) -> None:
+        """Stacks that stay within each video's ``part`` (a value per sample): no stack reads a
+        frame of another part (at a part's start its first frame is repeated)."""
+        self.windows = stack_windows(self.samples.assign(video=self.samples["video"].astype(str) + "/" + part.astype(str)),
+                                     self.window)
+
     def stacks(self, positions: np.ndarray) -> np.ndarray:
         """(N, window, S, S, C) uint8 crops of the stacks ending at ``positions``."""
         return np.asarray(self.cached.crops[self.windows[positions].ravel()]).reshape(

@@ -70,8 +70,14 @@ class SubjectFolds:
     subject-exclusive folds in the rest, of which ``fold`` validates (None: no validation)."""
 
     def test_mask(self, subjects: np.ndarray) -> np.ndarray:
-        """Which samples are test samples (whole subjects)."""
-        return subject_holdout(subjects, self.test_fraction, self.seed)
+        """Which samples are test samples (whole subjects). A datamodule that keeps only some of
+        a dataset's samples (an emotion subset) draws from every subject it read
+        (``all_subjects``): the draw depends only on the set of subjects and the seed, so its test
+        subjects are those of the datamodule that keeps them all."""
+        every = getattr(self, "all_subjects", None)
+        if every is None:
+            return subject_holdout(subjects, self.test_fraction, self.seed)
+        return np.isin(subjects, every[subject_holdout(every, self.test_fraction, self.seed)])
 
     def assign_roles(self, samples):
         import pandas as pd

@@ -51,16 +51,24 @@ class RuleTable:
 
     @classmethod
     def from_csv(cls, path: str | Path = RULES_FILE, classes: tuple[str, ...] | None = None) -> RuleTable:
-        """``emotion,aus`` rows with AUs joined by ``+`` (model labels such as ``23/24``); an
-        unknown AU is an error naming the row."""
-        table = pd.read_csv(path)
+        """``emotion,aus`` rows with AUs joined by ``+`` (model labels such as ``23/24``; empty: a
+        face showing none of the coded AUs, e.g. neutral); a missing file or an unknown AU is a
+        ``BadInputError`` naming the file (and the row)."""
+        from facslab.badinput import BadInputError, read_csv
+
+        if not Path(path).is_file():
+            raise BadInputError(path, "rule table not found")
+        table = read_csv(path)
+        if not {"emotion", "aus"} <= set(table.columns):
+            raise BadInputError(path, "a rule table has the columns emotion,aus")
         sets = {}
         for number, row in enumerate(table.itertuples(), start=2):
-            labels = [label.strip() for label in str(row.aus).split("+") if label.strip()]
+            text = "" if pd.isna(row.aus) else str(row.aus)
+            labels = [label.strip() for label in text.split("+") if label.strip()]
             unknown = [label for label in labels if label not in AU_INDEX]
             if unknown:
-                raise ValueError(f"{path}:{number}: AU {', '.join(unknown)} is not one of the model's AUs "
-                                 f"({', '.join(AU_LABELS)})")
+                raise BadInputError(path, f"line {number}: AU {', '.join(unknown)} is not one of the model's AUs "
+                                          f"({', '.join(AU_LABELS)})")
             sets[row.emotion] = frozenset(AU_INDEX[label] for label in labels)
         return cls(sets, tuple(classes or sets))
 
@@ -87,8 +95,11 @@ class RuleTable:
         out = np.zeros((len(present), len(self.classes)))
         for k, emotion in enumerate(self.classes):
             members = np.zeros(present.shape[1], bool)
-            members[list(self.sets.get(emotion, ()))] = True
-            if not members.any():
+            if emotion not in self.sets:
+                continue  # no set: never this emotion
+            members[list(self.sets[emotion])] = True
+            if not members.any():  # the empty set matches a face showing none of its coded AUs
+                out[:, k] = ~present.any(1)
                 continue
             both = (present & members).sum(1)
             either = (present | (members & known)).sum(1)
@@ -114,14 +125,17 @@ class RuleTable:
 def personalised(shared: np.ndarray, own_aus: np.ndarray, own_emotions: np.ndarray, classes: tuple[str, ...],
                  threshold: float, strength: float) -> RuleTable:
     """One participant's learned table: per emotion and AU, (strength x the shared frequency + their
-    own present count) / (strength + their own coded count); an infinite strength is the shared table."""
+    own present count) / (strength + their own coded count), the shared frequency where they code
+    none; an infinite strength is the shared table."""
     own, counts = au_frequencies(own_aus, own_emotions, len(classes))
     if np.isinf(strength):
         return RuleTable.from_frequencies(shared, classes, threshold)
     prior = np.where(np.isnan(shared), 0.0, strength)
     mixed = np.divide(prior * np.nan_to_num(shared) + np.nan_to_num(own) * counts, prior + counts,
                       out=np.full(shared.shape, np.nan), where=(prior + counts) > 0)
-    return RuleTable.from_frequencies(mixed, classes, threshold)
+    # where they have no frame of an emotion, the shared table stands (their own frames never
+    # narrow the emotions they can be given)
+    return RuleTable.from_frequencies(np.where(counts > 0, mixed, shared), classes, threshold)
 
 
 def logistic_regression(au_values: np.ndarray, emotions: np.ndarray, seed: int = 0):

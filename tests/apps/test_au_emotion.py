@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from facslab.au import AU_INDEX
+from facslab.badinput import BadInputError
 from facslab.au_emotion import RuleTable, au_frequencies, personalised
+from facslab.au_emotion.evaluate import first_halves, personal_accuracy
 
 from conftest import run_cli
 
@@ -28,7 +30,7 @@ def test_rule_table_matches_prototypes_and_names_bad_rows(tmp_path):
     assert table.label(vector) == ("happy", 1.0)
     bad = tmp_path / "rules.csv"
     bad.write_text("emotion,aus\nhappy,6+12\nodd,4+16\n")
-    with pytest.raises(ValueError, match="rules.csv:3: AU 16 is not one of the model's AUs"):
+    with pytest.raises(BadInputError, match="rules.csv: line 3: AU 16 is not one of the model's AUs"):
         RuleTable.from_csv(bad)
 
 
@@ -72,8 +74,43 @@ def test_a_personalised_table_learns_a_participants_own_display():
     assert shared_table.sets == RuleTable.learned(shared_aus, np.repeat([0, 1], 20), classes, 0.5).sets
     assert shared_table.predict(later).tolist() != [0, 1]
     assert personalised(shared, own, own_emotions, classes, 0.5, 0.0).predict(later).tolist() == [0, 1]
+    only_happy = personalised(shared, own[:4], own_emotions[:4], classes, 0.5, 0.0)
+    assert only_happy.sets["anger"] == shared_table.sets["anger"]  # no frame of theirs: the shared set stands
     mixed = personalised(shared, own, own_emotions, classes, 0.5, 4.0)  # 4 own frames against a prior of 4
     assert mixed.sets["anger"] == {AU_INDEX["4"], AU_INDEX["14"]} and mixed.sets["happy"] == {AU_INDEX["12"]}
+
+
+def test_personal_tables_adjust_on_first_halves_and_never_on_the_frames_they_score():
+    samples = pd.DataFrame({"video": ["a"] * 5 + ["b"] * 2 + ["c"], "frame": [4, 0, 3, 1, 2, 7, 5, 9]})
+    assert first_halves(samples).tolist() == [False, True, False, True, True, False, True, True]
+    shared = np.zeros((2, 18))
+    shared[0, AU_INDEX["12"]] = shared[1, AU_INDEX["4"]] = 1
+    aus = np.zeros((6, 18))
+    aus[:, AU_INDEX["14"]] = 1  # one participant, every frame a dimpler
+    emotions = np.array([0, 0, 0, 1, 1, 1])
+    adapt = np.array([True, True, False, True, True, False])
+    right = personal_accuracy(shared, aus, emotions, np.zeros(6), adapt, ("happy", "anger"), 0.5, 0.0)
+    assert np.isnan(right[adapt]).all()
+    relabelled = personal_accuracy(shared, aus, np.where(adapt, emotions, 1 - emotions), np.zeros(6), adapt,
+                                   ("happy", "anger"), 0.5, 0.0)
+    assert (relabelled[~adapt] == 1 - right[~adapt]).all()  # the scored frames' labels changed the score only
+
+
+def test_au_emotion_mistakes_are_one_line_before_any_work(emotion_model_dir, tmp_path, capsys):
+    from facslab.cli import main
+
+    rules = tmp_path / "rules.csv"
+    rules.write_text("emotion,aus\nhappy,6+12\n")
+    data = f"{{class_path: BP4DEmotionDataModule, init_args: {{root: {tmp_path / 'none'}}}}}"
+    for args, words in (
+            (["--config.datamodule", "{class_path: CKPlusDataModule, init_args: {root: x}}"], "emotion labels and AU codes"),
+            (["--config.datamodule", data, "--config.min_intensity", "2"], "codes AU occurrence, not intensity"),
+            (["--config.datamodule", data, "--config.au_model", str(emotion_model_dir)], "of the emotion task"),
+            (["--config.datamodule", data, "--config.au_model", str(emotion_model_dir).replace("emotion_model", "gone")],
+             "model not found")):
+        assert main(["au-emotion", "--config.output", str(tmp_path / "out"), *args]) == 2
+        said = capsys.readouterr().err.strip().splitlines()
+        assert len(said) == 1 and words in said[0], said
 
 
 @pytest.mark.slow
@@ -139,6 +176,8 @@ def test_bp4d_induced_emotions_from_true_aus_and_a_temporal_model_with_personal_
     assert ((table["accuracy_lo"] <= table["accuracy"]) & (table["accuracy"] <= table["accuracy_hi"])).all()
     truth = table[table["aus"] == "ground-truth AUs"].set_index("method")["accuracy"]
     assert truth.filter(like="learned table").iloc[0] > 1 / 8  # the frames' own AUs carry their task's emotion
+    gains = [line for line in (out / "au_emotion.md").read_text().splitlines() if line.startswith("Personalised minus")]
+    assert len(gains) == 2 and all("paired bootstrap over participants" in line for line in gains)
     frequencies = pd.read_csv(out / "au_frequencies.csv", index_col=0)
     assert "AU25" not in frequencies.columns and "AU12" in frequencies.columns  # BP4D's protocol AUs only
     from mlflow import MlflowClient
@@ -147,7 +186,12 @@ def test_bp4d_induced_emotions_from_true_aus_and_a_temporal_model_with_personal_
     runs = MlflowClient(uri).search_runs(
         [e.experiment_id for e in MlflowClient(uri).search_experiments()], "tags.stage = 'au-emotion-trial'")
     assert sorted({r.data.tags["searched"] for r in runs}) == ["strength", "threshold"] and len(runs) == 3 + 8
-    # a frame model cannot read the stacks: one line, exit 2, before anything is logged
+    # a frame model cannot read the stacks, and a rule table must name every class: one line, exit 2
+    rules = tmp_path / "rules.csv"
+    rules.write_text("emotion,aus\nhappy,6+12\n")
+    missing = run_cli("au-emotion", "--config.datamodule", data, "--config.au_model", "null", "--config.rules", str(rules),
+                      "--config.output", str(tmp_path / "wrong"), env=store)
+    assert missing.returncode == 2 and "has no row for sadness, surprise" in missing.stderr
     wrong = run_cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(model_dir),
                     "--config.output", str(tmp_path / "wrong"), "--config.threshold_steps", "3", env=store)
     assert wrong.returncode == 2 and "reads one frame" in wrong.stderr and "Traceback" not in wrong.stderr
