@@ -107,3 +107,16 @@ enqueue: [{{architecture: mobilenet3d}}, {{architecture: frames_gru}}]
     registered = run_cli("live", "--source", str(video), "--model", str(model_dir), "--temporal_model",
                          "models:/facslab-au-temporal@champion", "--max_frames", "3", "--quiet", env=store)
     assert registered.returncode == 0, registered.stderr[-3000:]
+    # BP4D's induced emotions from the registered model's AUs: on its own held-out participants,
+    # and refused on a split where it may have trained on the test frames
+    others = "[sadness, surprise, embarrassment, fear, anger, disgust, skepticism]"  # the copy has T1 and T6
+    for fraction, expected in (("0.2", 0), ("0.5", 2)):
+        data = (f"{{class_path: BP4DEmotionSequenceDataModule, init_args: {{root: {bp4d_root}, n_folds: 2, "
+                f"test_fraction: {fraction}, cache_dir: {tmp_path / 'c'}, drop_classes: {others}, progress: false, "
+                "preprocess_workers: 0}}")
+        mapped = run_cli("au-emotion", "--config.datamodule", data, "--config.au_model",
+                         "models:/facslab-au-temporal@champion", "--config.threshold_steps", "3",
+                         "--config.output", str(tmp_path / f"emotions{fraction}"), env=store)
+        assert mapped.returncode == expected, mapped.stderr[-3000:]
+    assert "test frames here were not in its test split" in mapped.stderr
+    assert "predicted AUs" in (tmp_path / "emotions0.2" / "au_emotion.md").read_text()
