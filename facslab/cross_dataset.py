@@ -222,7 +222,7 @@ def cross_dataset_markdown(table: pd.DataFrame) -> str:
              "| model | trained on | " + " | ".join(splits) + " |", "|---|---|" + "---|" * len(splits)]
     for model, group in table.groupby("model", sort=False):
         cells = {r.test_split: f"{r.accuracy:.3f} [{r.accuracy_lo:.2f}, {r.accuracy_hi:.2f}]"
-                 + (f" ({r.rows_left_out} rows left out)" if r.rows_left_out else "") for r in group.itertuples()}
+                 + (f" ({r.rows_left_out} row{'s' * (r.rows_left_out != 1)} left out)" if r.rows_left_out else "") for r in group.itertuples()}
         trained_on = group["trained_on"].iloc[0] or "–"
         lines.append(f"| {model} | {trained_on} | " + " | ".join(cells.get(split, "–") for split in splits) + " |")
     return "\n".join(lines) + "\n"
