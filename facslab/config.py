@@ -379,11 +379,15 @@ def config_from(parser: ArgumentParser, namespace: Namespace, key: str = "config
     return cls(**raw)
 
 
-def old_sweep_shape(argv: list[str]) -> str | None:
-    """What to change in a sweep config of the shape before class paths (``data:`` and a bare
-    ``model:`` mapping), if ``--config`` names one."""
+def old_config_shape(argv: list[str], command: str | None) -> str | None:
+    """What to change in a config of the shape before class paths, if the command line or the
+    ``--config`` file it names has one: a sweep's ``data:`` and bare ``model:`` mapping, AU ->
+    emotion's ``data:``."""
     import yaml
 
+    if command == "au-emotion" and any(a == "--config.data" or a.startswith("--config.data.") for a in argv):
+        return ("--config.data: au-emotion names its datamodule: --config.datamodule '{class_path: "
+                "CKPlusEmotionDataModule, init_args: {root: ...}}' (see docs/emotions.md)")
     path = next((argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--config"), None)
     try:
         config = yaml.safe_load(open(path, encoding="utf-8")) if path else None
@@ -391,6 +395,9 @@ def old_sweep_shape(argv: list[str]) -> str | None:
         return None
     if not isinstance(config, dict):
         return None
+    if command == "au-emotion":
+        return (f"{path}: au-emotion names its datamodule: datamodule: {{class_path: CKPlusEmotionDataModule, "
+                "init_args: {...}} instead of data: {...} (see configs/au_emotion/bp4d_demo.yaml)") if "data" in config else None
     model = config.get("model")
     if "data" in config or (isinstance(model, dict) and "class_path" not in model) or isinstance(config.get("datamodule"), str):
         return (f"{path}: a sweep config names its classes: datamodule: {{class_path: ..., init_args: {{...}}}} "

@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except argparse.ArgumentError as error:  # jsonargparse's, often many lines: the command line's own mistake
             from facslab.class_args import one_line
-            from facslab.config import old_sweep_shape
+            from facslab.config import old_config_shape
 
-            hint = old_sweep_shape(argv) if command in ("sweep", "register") else None
+            hint = old_config_shape(argv, command) if command in ("sweep", "register", "au-emotion") else None
             if hint:
                 raise ConfigError(hint) from error
             raise ConfigError(one_line(error)

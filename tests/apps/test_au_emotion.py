@@ -99,15 +99,17 @@ def test_personal_tables_adjust_on_first_halves_and_never_on_the_frames_they_sco
 def test_au_emotion_mistakes_are_one_line_before_any_work(emotion_model_dir, tmp_path, capsys):
     from facslab.cli import main
 
-    rules = tmp_path / "rules.csv"
-    rules.write_text("emotion,aus\nhappy,6+12\n")
+    old = tmp_path / "old.yaml"
+    old.write_text(f"data: {{root: {tmp_path}}}\nau_model: null\n")
     data = f"{{class_path: BP4DEmotionDataModule, init_args: {{root: {tmp_path / 'none'}}}}}"
     for args, words in (
             (["--config.datamodule", "{class_path: CKPlusDataModule, init_args: {root: x}}"], "emotion labels and AU codes"),
             (["--config.datamodule", data, "--config.min_intensity", "2"], "codes AU occurrence, not intensity"),
             (["--config.datamodule", data, "--config.au_model", str(emotion_model_dir)], "of the emotion task"),
             (["--config.datamodule", data, "--config.au_model", str(emotion_model_dir).replace("emotion_model", "gone")],
-             "model not found")):
+             "model not found"),
+            (["--config.data", "{root: x}"], "au-emotion names its datamodule"),  # the shape before class paths
+            (["--config", str(old)], "instead of data: {...}")):
         assert main(["au-emotion", "--config.output", str(tmp_path / "out"), *args]) == 2
         said = capsys.readouterr().err.strip().splitlines()
         assert len(said) == 1 and words in said[0], said

@@ -99,3 +99,11 @@ def test_a_trainer_option_reaches_trainer_fit(ckplus, tmp_path):
     assert Batches.seen == 2
     with pytest.raises(ConfigError, match="train.trainer.logger: not one facslab passes on"):
         TrainConfig(trainer={"logger": False})
+
+
+def test_a_sweep_config_of_the_shape_before_class_paths_is_told_what_to_change(tmp_path, capsys):
+    old = tmp_path / "old.yaml"
+    old.write_text("study: s\ndatamodule: CKPlusDataModule\ndata: {root: x}\nmodel: {backbone: resnet18}\n")
+    assert main(["sweep", "--config", str(old)]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "a sweep config names its classes" in said[0] and "data: {...}" in said[0], said
