@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from datamodules.base import AUFaceDataModule
-from datamodules.splits import SubjectFolds
+from datamodules.splits import SubjectFolds, checked_fold
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 from facslab.faces.cache import FaceSource
@@ -27,9 +27,7 @@ class BP4DDataModule(SubjectFolds, AUFaceDataModule):
     def __init__(self, root: str, fold: int | None = 0, n_folds: int = 3, test_fraction: float = 0.2,
                  layout: bp4d.BP4DLayout | dict = bp4d.BP4DLayout(), **kwargs):
         super().__init__(root, **kwargs)
-        if fold is not None and not 0 <= fold < n_folds:
-            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
-        self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
+        self.fold, self.n_folds, self.test_fraction = checked_fold(fold, n_folds), n_folds, test_fraction
         self.layout = bp4d.BP4DLayout(**layout) if isinstance(layout, dict) else layout
         self.save_hyperparameters()
 
@@ -50,10 +48,8 @@ class DISFADataModule(SubjectFolds, AUFaceDataModule):
         super().__init__(root, **kwargs)
         if target not in ("occurrence", "intensity"):
             raise ConfigError(f"target must be occurrence or intensity, not {target!r}")
-        if fold is not None and not 0 <= fold < n_folds:
-            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
         self.target, self.threshold = target, threshold
-        self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
+        self.fold, self.n_folds, self.test_fraction = checked_fold(fold, n_folds), n_folds, test_fraction
         self.layout = bp4d.DISFALayout(**layout) if isinstance(layout, dict) else layout
         self.save_hyperparameters()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.base import AUFaceDataModule
-from datamodules.splits import SubjectFolds
+from datamodules.splits import SubjectFolds, checked_fold
 from facslab.au import NUM_AUS, intensities_from_facs_codes, labels_from_facs_codes
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
@@ -53,8 +53,7 @@ class CKPlusDataModule(SubjectFolds, AUFaceDataModule):
         if target not in ("occurrence", "intensity"):
             raise ConfigError(f"target must be occurrence or intensity, not {target!r}")
         self.target = target
-        if fold is not None and not 0 <= fold < n_folds:
-            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
+        checked_fold(fold, n_folds)
         if ungraded not in ("positive", "negative", "reject"):
             raise ConfigError(f"ungraded must be positive, negative or reject, not {ungraded!r}")
         self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.emotion import EmotionDataModule, resized_crops
-from datamodules.splits import SubjectFolds
+from datamodules.splits import SubjectFolds, checked_fold
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 from facslab.faces.cache import CachedCrops, FaceSource
@@ -111,9 +111,7 @@ class CKPlusEmotionDataModule(EmotionDataModule):
         if not include_neutral and "neutral" not in drop:
             drop.append("neutral")
         super().__init__(root, drop_classes=drop, fold=None, **kwargs)
-        if fold is not None and not 0 <= fold < n_folds:
-            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
-        self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
+        self.fold, self.n_folds, self.test_fraction = checked_fold(fold, n_folds), n_folds, test_fraction
         self.include_neutral = include_neutral
         self.layout = CKPlusLayout(**layout) if isinstance(layout, dict) else layout
         self.save_hyperparameters()
@@ -165,9 +163,7 @@ class BP4DEmotionDataModule(EmotionDataModule):
     def __init__(self, root: str, fold: int | None = 0, n_folds: int = 3, test_fraction: float = 0.2,
                  layout: bp4d.BP4DLayout | dict = bp4d.BP4DLayout(), **kwargs):
         super().__init__(root, fold=None, **kwargs)
-        if fold is not None and not 0 <= fold < n_folds:
-            raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
-        self.fold, self.n_folds, self.test_fraction = fold, n_folds, test_fraction
+        self.fold, self.n_folds, self.test_fraction = checked_fold(fold, n_folds), n_folds, test_fraction
         self.layout = bp4d.BP4DLayout(**layout) if isinstance(layout, dict) else layout
         self.save_hyperparameters()
 

@@ -7,6 +7,15 @@ import logging
 import numpy as np
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
+from facslab.errors import ConfigError
+
+
+def checked_fold(fold: int | None, n_folds: int) -> int | None:
+    """The validation fold a datamodule is given (0..n_folds-1, or None: no validation split)."""
+    if fold is not None and not 0 <= fold < n_folds:
+        raise ConfigError(f"fold must be in 0..{n_folds - 1} or None, not {fold}")
+    return fold
+
 
 def subject_holdout(subjects: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of test samples; no subject has samples on both sides."""

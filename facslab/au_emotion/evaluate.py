@@ -274,7 +274,8 @@ def evaluate_au_emotion(config: AUEmotionConfig) -> pd.DataFrame:
     unseen = check_unseen(config.au_model, dm, positions) if predictor else "no AU model"
     videos = "video" in samples.columns
     # the first half of each video's coded frames adjusts a personal table, the rest is scored
-    adapt = first_halves(dm.samples)[keep] if videos else None
+    halves_all = first_halves(dm.samples) if videos else None
+    adapt = halves_all[keep] if videos else None
     train = ~is_test
     with mlflow.start_run(run_name=f"AU -> emotion on {dm.dataset_name}") as run:
         mlflow.set_tags({"stage": "au-emotion", "dataset": dm.dataset_name, "data_generated": str(dm.generated).lower(),
@@ -299,7 +300,7 @@ def evaluate_au_emotion(config: AUEmotionConfig) -> pd.DataFrame:
             predicted = np.where(coded, predicted_aus(predictor, dm, positions), np.nan)
             halves = predicted
             if videos and predictor.window:  # stacks within each half: no scored stack reads an adaptation frame
-                dm.restack(pd.Series(first_halves(dm.samples), index=dm.samples.index))
+                dm.restack(pd.Series(halves_all, index=dm.samples.index))
                 halves = np.where(coded, predicted_aus(predictor, dm, positions), np.nan)
             sources["predicted AUs"] = (predicted, halves)
         methods = {"FACS rule table": rules.predict, f"learned table (threshold {threshold:.2f})": learned.predict,
