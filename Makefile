@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/preprocessing.py
 	$(BIN)/python bench/training.py
 	$(BIN)/python bench/live.py
+	$(BIN)/python bench/analyze.py
 	$(BIN)/python bench/emotion.py
 	$(BIN)/python bench/temporal.py
 

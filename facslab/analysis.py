@@ -71,6 +71,17 @@ class FaceResult:
         return values
 
 
+@dataclass
+class FrameFaces:
+    """One image's faces between the two halves of ``FaceAnalyzer.analyze``: found, landmarked
+    and aligned, not yet through the models (the offline analysis batches many frames' faces)."""
+
+    detections: list[Detection]
+    ears: list[tuple[float, float]]
+    crops: list[list[np.ndarray]]  # per model, in the analyzer's order: one aligned RGB crop per face
+    face_ids: list[int] | None = None
+
+
 class FaceAnalyzer:
     """Detect (or take given boxes), align, run every model, measure the eyes; with a model that
     decides the AUs, match an emoji and name the FACS rules' emotion."""
@@ -123,12 +134,19 @@ class FaceAnalyzer:
         ``timings`` accumulates seconds per stage. ``face_ids`` (the tracker's, one per detection)
         let a windowed model slide over each face's frames (kept in ``windows``, one dict per video
         stream); without them a still image is its own window (the frame repeated)."""
-        clock = _Clock(timings)
         if detections is None:
-            with clock("detection"):
+            with _Clock(timings)("detection"):
                 detections = self.detect(image)
         if not detections:
             return []
+        faces = self.faces(image, detections, timings, landmark_image, channels, face_ids)
+        return self.answer([faces], keep_crops, timings, windows)[0]
+
+    def faces(self, image: np.ndarray, detections: list[Detection], timings: dict | None = None,
+              landmark_image: np.ndarray | None = None, channels: str = "RGB",
+              face_ids: list[int] | None = None) -> FrameFaces:
+        """The first half of ``analyze``: each face's landmarks, eyes and aligned crops."""
+        clock = _Clock(timings)
         # one crop per face for each distinct alignment: models of the same input size share it
         by_spec = {spec: [] for spec in dict.fromkeys(p.alignment for p in self.predictors)}
         ears = []
@@ -136,53 +154,65 @@ class FaceAnalyzer:
             with clock("landmarks"):  # the 68 points serve both the eye centres and the EAR
                 landmarks = predict_landmarks(image if landmark_image is None else landmark_image, detection, 68)
             with clock("alignment"):
-                for spec, faces in by_spec.items():
+                for spec, crops in by_spec.items():
                     crop = align_face(image, landmarks, spec)
-                    faces.append(crop[..., ::-1] if channels == "BGR" else crop)  # the models take RGB
+                    crops.append(crop[..., ::-1] if channels == "BGR" else crop)  # the models take RGB
             ears.append(eye_aspect_ratios(landmarks))
-        crops = [by_spec[p.alignment] for p in self.predictors]
+        return FrameFaces(list(detections), ears, [by_spec[p.alignment] for p in self.predictors], face_ids)
+
+    def answer(self, frames: list[FrameFaces], keep_crops: bool = False, timings: dict | None = None,
+               windows: dict | None = None) -> list[list[FaceResult]]:
+        """The second half: every model once on the faces of all ``frames`` (in order: a windowed
+        model's windows advance frame by frame), then the eyes and the emoji; the results per frame."""
+        clock = _Clock(timings)
+        windows = self._windows if windows is None else windows
         outputs = []
         for k, predictor in enumerate(self.predictors):
             with clock(predictor.task):
                 if predictor.window:
-                    outputs.append(self._windowed(k, predictor, crops[k], face_ids,
-                                                  self._windows if windows is None else windows))
+                    stacks = [s for f in frames for s in self._stacks(k, predictor.window, f.crops[k], f.face_ids, windows)]
                 else:
-                    outputs.append(predictor.predict_aligned(np.stack(crops[k])))
-        results = []
+                    stacks = [crop for f in frames for crop in f.crops[k]]
+                outputs.append(predictor.predict_aligned(np.stack(stacks)))
+        results, n = [], 0
         with clock("eyes+emoji"):
-            for n, (detection, ear) in enumerate(zip(detections, ears)):
-                closed = (ear[0] < self.eye_threshold, ear[1] < self.eye_threshold)
-                result = FaceResult(detection.box, detection.confidence, ear, closed,
-                                    [(p, outputs[k][n]) for k, p in enumerate(self.predictors)],
-                                    crop=crops[0][n] if keep_crops else None,
-                                    crops=[c[n] for c in crops] if keep_crops else None)
-                if self.au_model is not None:
-                    result.probabilities = result.output(self.au_model.task)
-                    result.decisions = self.au_model.decide(result.probabilities)
-                    result.match = match_emoji(agreement_vector(result.decisions, *closed), self.emojis, self.metric)
-                    result.au_emotion = self.rules.label(result.decisions.astype(np.float32))
-                results.append(result)
+            for frame in frames:
+                results.append([self._result(frame, k, [o[n + k] for o in outputs], keep_crops)
+                                for k in range(len(frame.detections))])
+                n += len(frame.detections)
         return results
 
-    def _windowed(self, model: int, predictor, crops: list[np.ndarray], face_ids: list[int] | None,
-                  windows: dict) -> np.ndarray:
+    def _result(self, frame: FrameFaces, k: int, outputs: list[np.ndarray], keep_crops: bool) -> FaceResult:
+        detection, ear = frame.detections[k], frame.ears[k]
+        closed = (ear[0] < self.eye_threshold, ear[1] < self.eye_threshold)
+        result = FaceResult(detection.box, detection.confidence, ear, closed, list(zip(self.predictors, outputs)),
+                            crop=frame.crops[0][k] if keep_crops else None,
+                            crops=[c[k] for c in frame.crops] if keep_crops else None)
+        if self.au_model is not None:
+            result.probabilities = result.output(self.au_model.task)
+            result.decisions = self.au_model.decide(result.probabilities)
+            result.match = match_emoji(agreement_vector(result.decisions, *closed), self.emojis, self.metric)
+            result.au_emotion = self.rules.label(result.decisions.astype(np.float32))
+        return result
+
+    @staticmethod
+    def _stacks(model: int, window: int, crops: list[np.ndarray], face_ids: list[int] | None,
+                windows: dict) -> list[np.ndarray]:
         """Each face's window of its last crops (oldest first, the first repeated until the window
-        fills), through the model in one batch."""
-        window = predictor.window
+        fills)."""
         stacks = []
         for k, crop in enumerate(crops):
             if face_ids is None:
-                stacks.append([crop] * window)
+                stacks.append(np.stack([crop] * window))
                 continue
             frames = windows.setdefault((model, face_ids[k]), [])
             frames.append(crop)
             del frames[:-window]
-            stacks.append([frames[0]] * (window - len(frames)) + frames)
+            stacks.append(np.stack([frames[0]] * (window - len(frames)) + frames))
         if face_ids is not None:  # faces no longer tracked drop their windows
             for gone in [key for key in windows if key[0] == model and key[1] not in face_ids]:
                 del windows[gone]
-        return predictor.predict_aligned(np.stack([np.stack(s) for s in stacks]))
+        return stacks
 
 
 class _Clock:

@@ -29,7 +29,7 @@ import numpy as np
 from facslab.analysis import FaceAnalyzer, FaceResult
 from facslab.draw import annotate
 from facslab.errors import ConfigError
-from facslab.faces.detect import Detection, box_iou, detect_faces
+from facslab.faces.detect import Detection, box_iou, detect_faces, face_near
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,24 @@ class LiveSettings:
     """How a video is processed. ``upsample``: HOG pyramid upsampling (0 finds faces larger than
     about 80 px); ``retry_upsample``: a second, upsampled detection when the first finds nothing
     (None: no retry); ``idle_every``: while no face is in view, detect only every this many
-    frames; ``grey``: detect, track and find landmarks on a grey copy of the frame."""
+    frames; ``grey``: detect, track and find landmarks on a grey copy of the frame; ``tracker``:
+    how a face is followed between detections (``TRACKERS``)."""
 
     detect_every: int = 10
     upsample: int = 0
     retry_upsample: int | None = 1
     idle_every: int = 5
     grey: bool = True
+    tracker: str = "correlation"
 
 
+#: correlation: dlib's correlation tracker on the frame, lost when its peak-to-sidelobe ratio drops
+#: (about 3 ms a face, whatever its size); nearby: HOG run again on a window around the face's last
+#: box (about 1 ms), lost when it scores no face there above ``TRACK_MIN_SCORE``
+TRACKERS = ("correlation", "nearby")
+#: HOG's margin under which a face followed nearby counts as lost (looser than a detection's
+#: threshold: a face turning away for a moment is still followed)
+TRACK_MIN_SCORE = -0.5
 FAST = LiveSettings()
 #: the path before the levers above: RGB frames, HOG upsampled once, detection on every frame
 #: while no face is in view (``bench/live.py`` measures it beside ``FAST``)
@@ -60,7 +69,7 @@ LEGACY = LiveSettings(upsample=1, retry_upsample=None, idle_every=1, grey=False)
 @dataclass
 class _Track:
     face_id: int
-    tracker: dlib.correlation_tracker
+    tracker: dlib.correlation_tracker | None  # None: followed nearby
     detection: Detection
 
 
@@ -73,6 +82,7 @@ class FaceTracker:
     detect_every: int = 10
     idle_every: int = 1  # frames between detections while no face is tracked
     lost_below: float = 7.0  # peak-to-sidelobe ratio under which a tracker has lost its face
+    follow: str = "correlation"  # TRACKERS
     tracks: list[_Track] = field(default_factory=list)
     next_id: int = 0
     detections_run: int = 0
@@ -84,6 +94,11 @@ class FaceTracker:
         lost = False
         if self.tracks and index % self.detect_every != 0:
             for track in self.tracks:
+                if self.follow == "nearby":
+                    found = face_near(frame, track.detection.box, min_confidence=TRACK_MIN_SCORE)
+                    track.detection = found or track.detection
+                    lost |= found is None
+                    continue
                 quality = track.tracker.update(frame)
                 p = track.tracker.get_position()
                 track.detection = Detection((int(p.left()), int(p.top()), int(p.right()), int(p.bottom())),
@@ -105,8 +120,10 @@ class FaceTracker:
                 face_id = previous.face_id
             else:
                 face_id, self.next_id = self.next_id, self.next_id + 1
-            tracker = dlib.correlation_tracker()
-            tracker.start_track(frame, dlib.rectangle(*detection.box))
+            tracker = None
+            if self.follow == "correlation":
+                tracker = dlib.correlation_tracker()
+                tracker.start_track(frame, dlib.rectangle(*detection.box))
             tracks.append(_Track(face_id, tracker, detection))
         self.tracks = tracks
         return [(t.face_id, t.detection) for t in tracks]
@@ -119,7 +136,10 @@ class LivePipeline:
     def __init__(self, analyzer: FaceAnalyzer, settings: LiveSettings = FAST):
         self.analyzer, self.settings = analyzer, settings
         self.windows: dict = {}  # this stream's faces' last crops, for models that take a window of frames
-        self.tracker = FaceTracker(self._detect, detect_every=settings.detect_every, idle_every=settings.idle_every)
+        if settings.tracker not in TRACKERS:
+            raise ConfigError(f"tracker must be one of {', '.join(TRACKERS)}, not {settings.tracker!r}")
+        self.tracker = FaceTracker(self._detect, detect_every=settings.detect_every, idle_every=settings.idle_every,
+                                   follow=settings.tracker)
 
     def _detect(self, image: np.ndarray) -> list[Detection]:
         analyzer, settings = self.analyzer, self.settings
@@ -132,6 +152,23 @@ class LivePipeline:
                 timings: dict | None = None) -> tuple[list[tuple[int, Detection]], list[FaceResult]]:
         """Tracked faces and their results for one frame (uint8, ``channels`` BGR or RGB)."""
         timings = timings if timings is not None else defaultdict(float)
+        tracked, faces = self.faces(frame, index, channels, timings)
+        if not tracked:
+            return [], []
+        return tracked, self.analyzer.answer([faces], timings=timings, windows=self.windows)[0]
+
+    def faces(self, frame: np.ndarray, index: int, channels: str, timings: dict):
+        """The frame's tracked faces (face id, box) and their ``FrameFaces`` (None without a face):
+        the half of ``process`` before the models."""
+        tracked, colour, view, channels = self.track(frame, index, channels, timings)
+        if not tracked:
+            return [], None
+        face_ids = [face_id for face_id, _ in tracked]
+        return tracked, self.analyzer.faces(colour, [d for _, d in tracked], timings, view, channels, face_ids)
+
+    def track(self, frame: np.ndarray, index: int, channels: str, timings: dict):
+        """The frame's tracked faces (face id, box), with the colour image the models' crops are cut
+        from, the view landmarks are found on, and the colour image's channel order."""
         t0 = time.perf_counter()
         if self.settings.grey:
             view = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if channels == "BGR" else cv2.COLOR_RGB2GRAY)
@@ -144,12 +181,7 @@ class LivePipeline:
         before = self.tracker.detections_run
         tracked = self.tracker.update(view, index)
         timings["detection" if self.tracker.detections_run > before else "tracking"] += time.perf_counter() - t0
-        if not tracked:
-            return [], []
-        results = self.analyzer.analyze(colour, [d for _, d in tracked], timings=timings, landmark_image=view,
-                                        channels=channels, face_ids=[face_id for face_id, _ in tracked],
-                                        windows=self.windows)
-        return tracked, results
+        return tracked, colour, view, channels
 
 
 def csv_columns(analyzer: FaceAnalyzer) -> tuple[str, ...]:
@@ -177,6 +209,13 @@ class LiveStats:
     #: 1-based numbers of the frames that did not decode (skipped; the frames around them are kept)
     corrupt_frames: list[int] = field(default_factory=list)
     stage_seconds: dict = field(default_factory=lambda: defaultdict(float))
+
+    def count_skipped(self, index: int) -> int:
+        """Records the frames before 0-based position ``index`` that did not decode (since the last
+        decoded one); returns how many."""
+        first = self.frames + len(self.corrupt_frames)  # the position expected next
+        self.corrupt_frames += range(first + 1, index + 1)  # 1-based, as the CSV numbers frames
+        return index - first
 
     @property
     def fps(self) -> float:
@@ -213,6 +252,26 @@ def open_source(source: str) -> cv2.VideoCapture:
 #: reads that fail in a row before a video counts as ended: a frame that does not decode is
 #: skipped, and only a run this long is the end of the stream
 END_AFTER_FAILED_READS = 25
+
+
+def decoded_frames(capture, timings: dict | None = None):
+    """(0-based position, BGR frame) for each frame that decodes, until the video ends. A frame
+    that does not decode is skipped (the positions after it keep counting it); only a run of
+    ``END_AFTER_FAILED_READS`` failed reads ends the video. Decoding time goes to ``timings``."""
+    failed, position = 0, 0
+    while True:
+        t0 = time.perf_counter()
+        ok, bgr = capture.read()
+        if timings is not None:
+            timings["decode"] += time.perf_counter() - t0
+        if not ok:
+            failed += 1
+            if failed >= END_AFTER_FAILED_READS:
+                return
+            continue
+        position, failed = position + failed, 0
+        yield position, bgr
+        position += 1
 
 
 def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out: str | None = None, csv_path: str | None = None,
@@ -252,21 +311,11 @@ def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out:
     bar = tqdm(total=max_frames or total, desc="live", unit="frame", disable=not progress)
     start = time.perf_counter()
     try:
-        failed, index = 0, -1  # reads that failed since the last decoded frame, and its position
-        while max_frames is None or stats.frames < max_frames:
-            t0 = time.perf_counter()
-            ok, bgr = capture.read()
-            stages["decode"] += time.perf_counter() - t0
-            if not ok:
-                failed += 1
-                if failed >= END_AFTER_FAILED_READS:
-                    break
-                continue
-            if failed:  # frames between two decoded ones that did not decode: skipped and counted
-                stats.corrupt_frames += [index + 1 + k for k in range(1, failed + 1)]
-                bar.update(failed)
-                failed = 0
-            index = stats.frames + len(stats.corrupt_frames)  # 0-based position in the video
+        for index, bgr in decoded_frames(capture, stages):
+            if max_frames is not None and stats.frames >= max_frames:
+                break
+            skipped = stats.count_skipped(index)
+            bar.update(skipped)
             if settings.grey:  # the grey copy is made in process(); alignment and drawing use BGR
                 frame, channels = bgr, "BGR"
             else:

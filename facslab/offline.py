@@ -2,12 +2,22 @@
 ``facslab live`` writes (a face per row with its tracker id; a frame without a face still gets its
 row, ``success`` 0, so the rows line up with the video's frames).
 
+Three threads share the work, as the live loop cannot: one decodes ahead, one tracks the faces and
+cuts their crops frame by frame, and one runs every model on a batch of many frames' faces at once
+(ONNX Runtime and PyTorch release the GIL while they compute; on a GPU the batch runs there).
+
 A CSV is written under a temporary name and renamed when its video is done, so a rerun skips the
 videos already finished and starts again the one that was interrupted.
 """
 
 from __future__ import annotations
 
+import csv
+import queue
+import threading
+import time
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +27,16 @@ import numpy as np
 from facslab.analysis import FaceAnalyzer
 from facslab.badinput import BadInputError
 from facslab.images import load_rgb
-from facslab.live import FAST, LiveSettings, LiveStats, open_source, run_live
+from facslab.live import (FAST, LivePipeline, LiveSettings, LiveStats, csv_columns, csv_row, decoded_frames,
+                          no_face_row, open_source)
 
 #: the frame rate of a folder of frames (its timestamps): none is stored with the images
 FOLDER_FPS = 30.0
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+#: frames whose faces go through the models in one call
+BATCH_FRAMES = 32
+#: frames decoded ahead of the tracking (bounded: a 4K video's frames are 25 MB each)
+DECODE_AHEAD = 16
 
 
 class FolderFrames:
@@ -62,8 +77,120 @@ def csv_path_of(source: str, out: Path) -> Path:
     return out / f"{Path(source).stem}.csv"
 
 
+class _Decoder(threading.Thread):
+    """``decoded_frames`` of a capture, read ahead in a thread of its own (OpenCV and PIL release
+    the GIL while they decode); iterating yields them in order, and re-raises the reader's error."""
+
+    def __init__(self, capture, ahead: int = DECODE_AHEAD):
+        super().__init__(daemon=True, name="facslab-decode")
+        self.capture, self.frames, self.stopped = capture, queue.Queue(ahead), threading.Event()
+        self.timings = defaultdict(float)
+
+    def run(self) -> None:
+        try:
+            for item in decoded_frames(self.capture, self.timings):
+                if not self._put(item):
+                    return
+            self._put(None)
+        except BaseException as error:  # noqa: BLE001 (handed to the consumer, which raises it)
+            self._put(error)
+
+    def _put(self, item) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.frames.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        while (item := self.frames.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+def analyze_video(analyzer: FaceAnalyzer, capture, csv_path: str | Path, settings: LiveSettings = FAST,
+                  batch_frames: int = BATCH_FRAMES, progress: bool = True) -> LiveStats:
+    """One video (or anything ``decoded_frames`` reads) to its CSV, the rows ``run_live`` writes for
+    it: decoded ahead, tracked frame by frame, the models run on ``batch_frames`` frames' faces at
+    once, beside the tracking of the next batch."""
+    from tqdm import tqdm
+
+    fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    stats, pipeline = LiveStats(), LivePipeline(analyzer, settings)
+    stages, model_stages = stats.stage_seconds, defaultdict(float)  # one dict per thread
+    decoder, models = _Decoder(capture), ThreadPoolExecutor(1, thread_name_prefix="facslab-models")
+    pending = deque()  # (the models' future, the batch's frames), oldest first
+    bar = tqdm(total=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None, desc="analyze", unit="frame",
+               disable=not progress)
+    start = time.perf_counter()
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        table = csv.writer(handle)
+        table.writerow(csv_columns(analyzer))
+
+        def write_oldest() -> None:
+            future, frames = pending.popleft()
+            answers = iter(future.result())
+            for index, tracked in frames:
+                timestamp = index / fps_in
+                if not tracked:
+                    table.writerow(no_face_row(index + 1, timestamp, analyzer))
+                    continue
+                for (face_id, _), result in zip(tracked, next(answers)):
+                    table.writerow(csv_row(index + 1, timestamp, face_id, result))
+                    stats.faces += 1
+
+        def submit(frames: list, faces: list) -> None:
+            pending.append((models.submit(analyzer.answer, faces, False, model_stages, pipeline.windows) if faces
+                            else _done([]), frames))
+            while len(pending) > 1:  # one batch in the models while the next is tracked
+                write_oldest()
+
+        decoder.start()
+        try:
+            frames, faces = [], []
+            for index, bgr in decoder:
+                bar.update(stats.count_skipped(index) + 1)
+                tracked, found = pipeline.faces(bgr, index, "BGR", stages)
+                if tracked:
+                    faces.append(found)
+                frames.append((index, tracked))
+                stats.frames += 1
+                if len(frames) >= batch_frames:
+                    submit(frames, faces)
+                    frames, faces = [], []
+            submit(frames, faces)
+            while pending:
+                write_oldest()
+        finally:
+            decoder.stop()
+            models.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+            capture.release()
+            stats.seconds = time.perf_counter() - start
+            stats.detections = pipeline.tracker.detections_run
+            for timings in (decoder.timings, model_stages):
+                for stage, seconds in timings.items():
+                    stages[stage] += seconds
+    return stats
+
+
+def _done(value):
+    from concurrent.futures import Future
+
+    future = Future()
+    future.set_result(value)
+    return future
+
+
 def analyze_sources(analyzer: FaceAnalyzer, sources: list[str], out: Path, settings: LiveSettings = FAST,
-                    progress: bool = True):
+                    progress: bool = True, batch_frames: int = BATCH_FRAMES):
     """Yield an ``Outcome`` per video or folder, as each ends: its CSV written, skipped (already
     done), or the one problem that stopped it (the others still run)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -80,8 +207,7 @@ def analyze_sources(analyzer: FaceAnalyzer, sources: list[str], out: Path, setti
         partial = target.with_suffix(".csv.partial")
         try:
             capture = FolderFrames(Path(source)) if Path(source).is_dir() else open_source(source)
-            stats = run_live(analyzer, capture, csv_path=str(partial), draw=False, progress=progress,
-                             settings=settings)
+            stats = analyze_video(analyzer, capture, partial, settings, batch_frames, progress)
         except BadInputError as error:
             partial.unlink(missing_ok=True)
             yield Outcome(source, target, error=error)

@@ -9,6 +9,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 
 from facslab.badinput import BadInputError
+from facslab.errors import ConfigError
 
 
 def _images_with_faces(paths, find, failures: list, command: str):
@@ -182,8 +183,11 @@ def _live(args, parser=None) -> int:
 def _analyze(args, parser=None) -> int:
     from facslab.offline import analyze_sources
 
+    if args.batch < 1:
+        raise ConfigError(f"--batch {args.batch}: give at least 1 frame")
     analyzer, failures = _analyzer(args), []
-    for outcome in analyze_sources(analyzer, args.sources, Path(args.csv), _tracking(args), progress=not args.quiet):
+    for outcome in analyze_sources(analyzer, args.sources, Path(args.csv), _tracking(args), progress=not args.quiet,
+                                   batch_frames=args.batch):
         if outcome.error is not None:
             print(f"facslab analyze: error: {outcome.error}", file=sys.stderr)
             failures.append((outcome.source, True))
@@ -238,6 +242,12 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
 
 def _add_tracking_arguments(parser: ArgumentParser) -> None:
     """How a video's faces are found: detections every so many frames, tracked in between."""
+    from facslab.live import TRACKERS
+
+    parser.add_argument("--tracker", choices=list(TRACKERS), default="correlation",
+                        help="between detections, follow each face with dlib's correlation tracker (about 3 ms a face) "
+                             "or with HOG run again near its last box (nearby: about 1 ms; its boxes are coarser "
+                             "on fast motion, docs/benchmarks.md)")
     parser.add_argument("--detect_every", type=int, default=10, help="frames between detections (track in between)")
     parser.add_argument("--upsample", type=int, default=0,
                         help="HOG upsampling (0: faces over ~80 px; an upsampled retry runs when none is found)")
@@ -247,7 +257,8 @@ def _add_tracking_arguments(parser: ArgumentParser) -> None:
 def _tracking(args):
     from facslab.live import LiveSettings
 
-    return LiveSettings(detect_every=args.detect_every, upsample=args.upsample, idle_every=args.idle_every)
+    return LiveSettings(detect_every=args.detect_every, upsample=args.upsample, idle_every=args.idle_every,
+                        tracker=args.tracker)
 
 
 def add_commands(sub) -> dict:
@@ -282,6 +293,7 @@ def add_commands(sub) -> dict:
     _add_model_arguments(analyze)
     analyze.add_argument("--csv", required=True, help="folder for the CSVs (<video name>.csv; finished ones are skipped)")
     _add_tracking_arguments(analyze)
+    analyze.add_argument("--batch", type=int, default=32, help="frames whose faces go through the models at once")
     analyze.add_argument("--quiet", action="store_true")
     sub.add_subcommand("analyze", analyze, help=analyze.description)
 

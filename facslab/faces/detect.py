@@ -134,6 +134,36 @@ def detect_faces(image: np.ndarray, method: str = "hog", upsample: int = 1,
     return sorted((d for d in found if d.confidence >= min_confidence), key=lambda d: -d.confidence)
 
 
+#: the HOG detector's window is 80 px a side: ``face_near`` scales a box to just over it
+HOG_WINDOW = 80
+
+
+def face_near(grey: np.ndarray, box: tuple[int, int, int, int], margin: float = 0.4,
+              min_confidence: float = -1.0) -> Detection | None:
+    """The best face HOG finds near ``box`` of a grey (or RGB) image: the detector run on the box
+    alone, with ``margin`` (a fraction of its side) around it for the face's motion, scaled so that
+    a face of the box's size just fills the detector's window. About 1 ms, where a detection on the
+    whole frame takes tens; None where no face scores ``min_confidence``."""
+    import cv2
+
+    left, top, right, bottom = box
+    side = max(right - left, bottom - top, 1)
+    scale = (HOG_WINDOW + 4) / side
+    out = int(round((HOG_WINDOW + 4) * (1 + margin)))
+    cx, cy = (left + right) / 2, (top + bottom) / 2
+    dx, dy = out / 2 - cx * scale, out / 2 - cy * scale
+    patch = cv2.warpAffine(np.ascontiguousarray(grey), np.array([[scale, 0.0, dx], [0.0, scale, dy]]), (out, out),
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    rects, scores, _ = _hog().run(patch, 0, min_confidence)
+    if not len(rects):
+        return None
+    best = int(np.argmax(scores))
+    r = rects[best]
+    return Detection((int(round((r.left() - dx) / scale)), int(round((r.top() - dy) / scale)),
+                      int(round((r.right() - dx) / scale)), int(round((r.bottom() - dy) / scale))),
+                     float(scores[best]))
+
+
 def predict_landmarks(image: np.ndarray, detection: Detection, points: int = 5) -> np.ndarray:
     """(points, 2) landmarks of a detected face with dlib's 5- or 68-point shape predictor."""
     shape = _predictor(points)(np.ascontiguousarray(image), detection.rectangle())

@@ -51,3 +51,52 @@ def test_analyze_writes_a_row_per_frame_for_every_source_and_a_rerun_skips_finis
     said = capsys.readouterr().out
     assert "talk.csv exists: skipped" in said and (out / "talk.csv").stat().st_mtime_ns == written
     assert len(_rows(out / "frames.csv")) == 6 and not list(out.glob("*.partial"))
+
+
+def test_analyze_batches_many_frames_faces_and_writes_the_rows_live_writes(emotion_model_dir, tmp_path, monkeypatch,
+                                                                           capsys):
+    """The batched path (decoded ahead, the models run on many frames' faces at once) gives the
+    live loop's CSV: two faces a frame, a windowed AU model (its windows advance frame by frame
+    inside a batch) and the emotion model."""
+    import torch
+
+    from facslab.cli import main
+    from facslab.predictor import EmotionPredictor, TemporalAUPredictor
+    from lightning_modules.temporal import TemporalAUDetector
+
+    torch.manual_seed(0)
+    network = TemporalAUDetector("mobilenet3d", window=3, width=8, image_size=32)
+    for module in network.modules():  # untrained, its outputs hardly follow the frames: now they do
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_var.fill_(1e-4)
+    temporal = TemporalAUPredictor(network).save(tmp_path / "temporal")
+    pairs = zip(photo_frames(skimage.data.astronaut(), 11, (320, 240)),
+                photo_frames(skimage.data.astronaut(), 11, (320, 240), seed=3))
+    video = write_mp4(tmp_path / "pair.mp4", [np.hstack(pair) for pair in pairs])
+    calls = []
+    for cls in (TemporalAUPredictor, EmotionPredictor):
+        def recording(self, crops, original=cls.predict_aligned):
+            calls.append((self.task, len(crops)))
+            return original(self, crops)
+        monkeypatch.setattr(cls, "predict_aligned", recording)
+    models = ["--model", str(temporal), "--emotion_model", str(emotion_model_dir), "--quiet", "--detect_every", "4"]
+
+    assert main(["live", "--source", str(video), "--csv", str(tmp_path / "live.csv"), *models]) == 0
+    live_calls, calls[:] = list(calls), []
+    assert main(["analyze", str(video), "--csv", str(tmp_path / "out"), "--batch", "4", *models]) == 0
+    capsys.readouterr()
+
+    live, batched = _rows(tmp_path / "live.csv"), _rows(tmp_path / "out" / "pair.csv")
+    assert [(r["frame"], r["face_id"]) for r in batched] == [(r["frame"], r["face_id"]) for r in live]
+    faces = [sum(r["frame"] == str(f) and r["success"] == "1" for r in live) for f in range(1, 12)]
+    assert sum(n == 2 for n in faces) >= 6 and {r["face_id"] for r in live} == {"0", "1"}
+    for ours, theirs in zip(batched, live):
+        for column, value in theirs.items():
+            try:
+                assert abs(float(ours[column]) - float(value)) <= 2e-4, column
+            except ValueError:
+                assert ours[column] == value, column
+    # live: each model once a frame on its faces; analyze: once per batch of 4 frames
+    assert live_calls == [(task, n) for n in faces if n for task in ("au_temporal", "emotion")]
+    batches = [sum(faces[k:k + 4]) for k in range(0, 11, 4)]
+    assert calls == [(task, n) for n in batches if n for task in ("au_temporal", "emotion")]

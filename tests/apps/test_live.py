@@ -228,3 +228,24 @@ def test_a_chart_that_could_not_be_saved_is_one_line_before_any_frame(emotion_mo
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and problem in err[0], err
     assert not table.exists()  # said before the video was read
+
+
+def test_the_nearby_tracker_follows_moving_faces_and_drops_them_when_they_leave(model_dir, tmp_path):
+    """``--tracker nearby`` with one detection at the start: HOG run near each face's last box
+    follows two drifting faces under their ids, loses both when the picture changes to a coffee cup
+    (rows with success 0), and the faces coming back are found again, under new ids."""
+    import csv
+
+    pairs = [np.hstack(pair) for pair in zip(photo_frames(skimage.data.astronaut(), 6, (320, 240)),
+                                             photo_frames(skimage.data.astronaut(), 6, (320, 240), seed=3))]
+    coffee = cv2.resize(skimage.data.coffee(), (640, 240))
+    video = write_mp4(tmp_path / "in.mp4", pairs + [coffee] * 3 + pairs[:4])
+    table = tmp_path / "nearby.csv"
+    assert main(["live", "--source", str(video), "--model", str(model_dir), "--csv", str(table), "--tracker", "nearby",
+                 "--detect_every", "100", "--idle_every", "1", "--quiet"]) == 0
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(int(r["frame"]), r["face_id"]) for r in rows] == [(f, i) for f in range(1, 7) for i in ("0", "1")] + \
+        [(f, "") for f in (7, 8, 9)] + [(f, i) for f in range(10, 14) for i in ("2", "3")]
+    # the confidence column is HOG's score near the face on every frame, not the detection's carried on
+    assert len({r["confidence"] for r in rows if r["face_id"] == "0"}) == 6
