@@ -7,7 +7,8 @@
 3. Acting Mirror's case: the emotion model alone, annotated video with the strip chart, on
    1280x960 frames with 0, 1 and 20 faces (astronauts in a 5 x 4 grid, faces about 60 px, so
    both detectors look down to 40 px: upsample 1), with dlib's HOG (the apps' default) beside
-   OpenCV's frontal Haar cascade.
+   OpenCV's frontal Haar cascade, and HOG with the nearby tracker (``--tracker nearby``), inline
+   and with detections in the background (``--detection background``, a camera's default).
 
 Run: `.venv/bin/python bench/emotion.py [--faces 2000] [--frames 300] [--crowd_frames 60]`.
 """
@@ -76,20 +77,25 @@ def main() -> None:
         results[f"live, {label}"] = round(stats.fps, 1)
         print(f"live, {label}: {stats.fps:.1f} fps over {stats.frames} frames, annotated video written")
         print("  " + stats.breakdown())
+    # the detector, how faces are followed between detections, and where detections run
+    paths = {"hog": ("hog", "correlation", False), "haar": ("haar", "correlation", False),
+             "hog, nearby": ("hog", "nearby", False), "hog, nearby, background": ("hog", "nearby", True)}
     for faces in (0, 1, 20):
         crowd = write_mp4(work / f"crowd{faces}.mp4", [face_grid(faces)] * args.crowd_frames, fps=30)
-        for detector in ("hog", "haar"):
+        for name, (detector, tracker, background) in paths.items():
             analyzer = FaceAnalyzer([EmotionPredictor.load(folder, threads=args.threads)], detector=detector)
-            crowd_settings = replace(FAST, upsample=1)
+            crowd_settings = replace(FAST, upsample=1, tracker=tracker, detect_in_background=background)
             run_live(analyzer, str(crowd), max_frames=5, draw=False, progress=False, settings=crowd_settings)
             stats = run_live(analyzer, str(crowd), out=str(work / "crowd.mp4"), progress=False, settings=crowd_settings)
-            results[f"emotion only, {faces} faces, {detector}"] = round(stats.fps, 1)
-            print(f"emotion only, {faces} faces, {detector}: {stats.fps:.1f} fps "
-                  f"({stats.faces / max(stats.frames, 1):.1f} faces found per frame)")
+            results[f"emotion only, {faces} faces, {name}"] = round(stats.fps, 1)
+            print(f"emotion only, {faces} faces, {name}: {stats.fps:.1f} fps "
+                  f"({stats.faces / max(stats.frames, 1):.1f} faces found per frame, {stats.detections} detections)")
             print("  " + stats.breakdown())
     for faces in (0, 1, 20):
-        hog, haar = results[f"emotion only, {faces} faces, hog"], results[f"emotion only, {faces} faces, haar"]
-        print(f"{faces:>2} faces: hog {hog} fps, haar {haar} fps ({haar / hog:.2f}x)")
+        old = results[f"emotion only, {faces} faces, hog"]
+        print(f"{faces:>2} faces: " + ", ".join(f"{name} {results[f'emotion only, {faces} faces, {name}']} fps "
+                                               f"({results[f'emotion only, {faces} faces, {name}'] / old:.2f}x)"
+                                               for name in paths))
     print(json.dumps(results))
 
 

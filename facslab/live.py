@@ -43,7 +43,8 @@ class LiveSettings:
     about 80 px); ``retry_upsample``: a second, upsampled detection when the first finds nothing
     (None: no retry); ``idle_every``: while no face is in view, detect only every this many
     frames; ``grey``: detect, track and find landmarks on a grey copy of the frame; ``tracker``:
-    how a face is followed between detections (``TRACKERS``)."""
+    how a face is followed between detections (``TRACKERS``); ``detect_in_background``: detections
+    in a thread of their own (``BackgroundFaceTracker``)."""
 
     detect_every: int = 10
     upsample: int = 0
@@ -51,6 +52,7 @@ class LiveSettings:
     idle_every: int = 5
     grey: bool = True
     tracker: str = "correlation"
+    detect_in_background: bool = False
 
 
 #: correlation: dlib's correlation tracker on the frame, lost when its peak-to-sidelobe ratio drops
@@ -91,27 +93,30 @@ class FaceTracker:
     def update(self, frame: np.ndarray, index: int) -> list[tuple[int, Detection]]:
         if not self.tracks and self.last_detection is not None and index - self.last_detection < self.idle_every:
             return []  # nothing in view a moment ago: do not pay a full detection on every frame
-        lost = False
-        if self.tracks and index % self.detect_every != 0:
-            for track in self.tracks:
-                if self.follow == "nearby":
-                    found = face_near(frame, track.detection.box, min_confidence=TRACK_MIN_SCORE)
-                    track.detection = found or track.detection
-                    lost |= found is None
-                    continue
-                quality = track.tracker.update(frame)
-                p = track.tracker.get_position()
-                track.detection = Detection((int(p.left()), int(p.top()), int(p.right()), int(p.bottom())),
-                                            track.detection.confidence)
-                lost |= quality < self.lost_below
-            if not lost:
-                return [(t.face_id, t.detection) for t in self.tracks]
-        return self._redetect(frame, index)
-
-    def _redetect(self, frame: np.ndarray, index: int | None = None) -> list[tuple[int, Detection]]:
+        if self.tracks and index % self.detect_every != 0 and all(self._follow(t, frame) for t in self.tracks):
+            return [(t.face_id, t.detection) for t in self.tracks]
         self.detections_run += 1
         self.last_detection = index
-        found = self.detect(frame)
+        self.tracks = self._matched(self.detect(frame), frame)
+        return [(t.face_id, t.detection) for t in self.tracks]
+
+    def close(self) -> None:
+        """Nothing to release (the background tracker's thread is)."""
+
+    def _follow(self, track: _Track, frame: np.ndarray) -> bool:
+        """Moves ``track`` to this frame; False when it has lost its face."""
+        if self.follow == "nearby":
+            found = face_near(frame, track.detection.box, min_confidence=TRACK_MIN_SCORE)
+            track.detection = found or track.detection
+            return found is not None
+        quality = track.tracker.update(frame)
+        p = track.tracker.get_position()
+        track.detection = Detection((int(p.left()), int(p.top()), int(p.right()), int(p.bottom())),
+                                    track.detection.confidence)
+        return quality >= self.lost_below
+
+    def _matched(self, found: list[Detection], frame: np.ndarray) -> list[_Track]:
+        """The tracks of a detection on ``frame``: a face overlapping a tracked one keeps its id."""
         tracks = []
         for detection in found:
             previous = max(self.tracks, key=lambda t: box_iou(t.detection.box, detection.box), default=None)
@@ -125,8 +130,45 @@ class FaceTracker:
                 tracker = dlib.correlation_tracker()
                 tracker.start_track(frame, dlib.rectangle(*detection.box))
             tracks.append(_Track(face_id, tracker, detection))
-        self.tracks = tracks
-        return [(t.face_id, t.detection) for t in tracks]
+        return tracks
+
+
+@dataclass
+class BackgroundFaceTracker(FaceTracker):
+    """A ``FaceTracker`` whose detections run in a thread of their own (dlib and OpenCV release the
+    GIL while they detect) while the faces already found are followed, so that no frame waits for
+    one (but the first): a detection joins the tracks when it ends, a few frames after its own
+    frame, and a lost face is dropped until the next one finds it. What a frame's row holds then depends on timing:
+    for cameras, not for CSVs that must come out the same twice."""
+
+    pending: tuple | None = None  # (the detection's future, its frame)
+
+    def __post_init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="facslab-detect")
+        self.pool.submit(self.detect, np.zeros((8, 8), np.uint8))  # loads the thread's detector before the first frame
+
+    def update(self, frame: np.ndarray, index: int) -> list[tuple[int, Detection]]:
+        if self.detections_run == 0:  # the first is waited for: until it ends there is nothing to follow
+            return super().update(frame, index)
+        if self.pending is not None and self.pending[0].done():
+            future, seen = self.pending
+            self.pending = None
+            self.tracks = self._matched(future.result(), seen)  # started on the detection's frame, followed to this
+        followed = len(self.tracks)
+        self.tracks = [t for t in self.tracks if self._follow(t, frame)]
+        wait = self.detect_every if self.tracks else self.idle_every
+        due = self.last_detection is None or index - self.last_detection >= wait or len(self.tracks) < followed
+        if due and self.pending is None:
+            self.detections_run += 1
+            self.last_detection = index
+            seen = frame.copy()  # the caller may draw on its frame; the detection and the trackers read this
+            self.pending = (self.pool.submit(self.detect, seen), seen)
+        return [(t.face_id, t.detection) for t in self.tracks]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class LivePipeline:
@@ -138,8 +180,9 @@ class LivePipeline:
         self.windows: dict = {}  # this stream's faces' last crops, for models that take a window of frames
         if settings.tracker not in TRACKERS:
             raise ConfigError(f"tracker must be one of {', '.join(TRACKERS)}, not {settings.tracker!r}")
-        self.tracker = FaceTracker(self._detect, detect_every=settings.detect_every, idle_every=settings.idle_every,
-                                   follow=settings.tracker)
+        tracker = BackgroundFaceTracker if settings.detect_in_background else FaceTracker
+        self.tracker = tracker(self._detect, detect_every=settings.detect_every, idle_every=settings.idle_every,
+                               follow=settings.tracker)
 
     def _detect(self, image: np.ndarray) -> list[Detection]:
         analyzer, settings = self.analyzer, self.settings
@@ -359,6 +402,7 @@ def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out:
         bar.close()
         stats.seconds = time.perf_counter() - start
         stats.detections = pipeline.tracker.detections_run
+        pipeline.tracker.close()
         capture.release()
         if writer is not None:
             writer.release()

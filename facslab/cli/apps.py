@@ -165,9 +165,15 @@ def _emoji(args, parser=None) -> int:
 
 
 def _live(args, parser=None) -> int:
+    from dataclasses import replace
+
     from facslab.live import open_source, run_live
 
     settings = _tracking(args)
+    # a camera's frames come at their own pace: no frame waits for a detection there; a file's rows
+    # stay the same from run to run
+    background = args.detection == "background" or (args.detection == "auto" and args.source.isdigit())
+    settings = replace(settings, detect_in_background=background)
     capture = open_source(args.source)  # before the model loads: a wrong source is said at once
     stats = run_live(_analyzer(args), capture, out=args.out, csv_path=args.csv, max_frames=args.max_frames,
                      show=args.show, progress=not args.quiet, settings=settings, chart=args.chart)
@@ -282,6 +288,10 @@ def add_commands(sub) -> dict:
                       help="PNG of the largest face's emotion probabilities over time, written at the end with a CSV "
                            "of the same name (the strip chart is drawn into --out whenever an emotion model runs)")
     _add_tracking_arguments(live)
+    live.add_argument("--detection", choices=["auto", "inline", "background"], default="auto",
+                      help="background: detections in a thread of their own, joining the tracks when they end (no "
+                           "frame waits for one; rows then depend on timing); auto: background on a camera, inline "
+                           "on a file")
     live.add_argument("--max_frames", type=int | None, default=None)
     live.add_argument("--show", action="store_true", help="show a window (needs a display)")
     live.add_argument("--quiet", action="store_true")

@@ -3,6 +3,7 @@ profile, as options) and dlib's landmark prediction."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,9 +28,15 @@ class Detection:
         return dlib.rectangle(*self.box)
 
 
-@lru_cache(maxsize=None)
+#: one HOG detector per thread: a detector's run is not safe beside another run of the same one
+#: (a background detection beside the nearby tracker corrupted the heap)
+_per_thread = threading.local()
+
+
 def _hog() -> dlib.fhog_object_detector:
-    return dlib.get_frontal_face_detector()
+    if not hasattr(_per_thread, "hog"):
+        _per_thread.hog = dlib.get_frontal_face_detector()
+    return _per_thread.hog
 
 
 @lru_cache(maxsize=None)

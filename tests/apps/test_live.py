@@ -249,3 +249,25 @@ def test_the_nearby_tracker_follows_moving_faces_and_drops_them_when_they_leave(
         [(f, "") for f in (7, 8, 9)] + [(f, i) for f in range(10, 14) for i in ("2", "3")]
     # the confidence column is HOG's score near the face on every frame, not the detection's carried on
     assert len({r["confidence"] for r in rows if r["face_id"] == "0"}) == 6
+
+
+def test_background_detection_never_holds_a_frame_and_its_faces_join_the_tracks(model_dir, tmp_path):
+    """``--detection background`` (a camera's default) with the nearby tracker, whose HOG runs beside
+    the detection's: every frame has its row; the first detection is waited for and its face is
+    followed while later detections run beside it; a face that comes into view joins when one of
+    them ends, under a new id, and the first keeps its own."""
+    import csv
+
+    both = _two_astronauts()
+    one = both.copy()
+    one[100:300, 400:600] = 128  # the smaller astronaut not yet in view
+    video = write_mp4(tmp_path / "in.mp4", [one] * 10 + [both] * 150)
+    table = tmp_path / "rows.csv"
+    assert main(["live", "--source", str(video), "--model", str(model_dir), "--csv", str(table), "--tracker", "nearby",
+                 "--detection", "background", "--detect_every", "5", "--upsample", "1", "--quiet"]) == 0
+    with open(table, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    ids = [sorted(r["face_id"] for r in rows if int(r["frame"]) == f) for f in range(1, 161)]
+    joined = ids.index(["0", "1"])  # when depends on the threads' pace: a detection takes several frames
+    assert ids[:10] == [["0"]] * 10 and ids[10:joined] == [["0"]] * (joined - 10), ids
+    assert joined < 150 and ids[joined:] == [["0", "1"]] * (160 - joined), ids
