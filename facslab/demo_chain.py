@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
 
@@ -74,6 +75,28 @@ def runs_page_hint(experiment: str) -> str:
     return f"open the runs with:  .venv/bin/mlflow ui --backend-store-uri {default_tracking_uri()}  (then {page})"
 
 
+class StageClock:
+    """Seconds per stage of a chain (``with clock("sweep"): ...``; a stage run twice adds up), and
+    the table of where the time went."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def table(self, total: float) -> str:
+        rows = [f"| {stage} | {seconds:.1f} | {100 * seconds / total:.0f} % |" for stage, seconds in self.seconds.items()]
+        rest = total - sum(self.seconds.values())  # reading configs, the store's look-ups, printing
+        return "\n".join(["where the time went:", "| stage | seconds | share |", "|---|---|---|", *rows,
+                          f"| other | {rest:.1f} | {100 * rest / total:.0f} % |", f"| total | {total:.1f} | 100 % |"])
+
+
 def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0, workers: int = 1,
              pretrain_config: str | Path = REPO / "configs/pretrain/demo.yaml",
              sweep_config: str | Path = REPO / "sweeps/demo.yaml",
@@ -98,8 +121,10 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     report = load_config(ReportConfig, report_config, {"output": str(out / "report"), "study": sweep.study,
                                                        "model_name": sweep.register.name, "alias": sweep.register.alias,
                                                        "experiment": sweep.experiment, **overrides.get("report", {})})
-    for made in generate_demo(out, size, seed):
-        print(describe(made))
+    clock = StageClock()
+    with clock("generate"):
+        for made in generate_demo(out, size, seed):
+            print(describe(made))
     setup_tracking(base.tracking_uri, base.experiment)
     for fraction in fractions:
         backbone = base.model.get("backbone", DEMO_BACKBONE)
@@ -110,18 +135,23 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
             print(f"pretraining {backbone} on {fraction:.0%} of CelebA: already in the store")
             continue
         print(f"pretraining {backbone} on {fraction:.0%} of CelebA ...")
-        pretrain(config)
-    study = run_sweep(sweep, workers=workers)
+        with clock("pretrain"):
+            pretrain(config)
+    with clock("sweep"):
+        study = run_sweep(sweep, workers=workers)
     print(f"sweep {sweep.study}: {describe_best(study, sweep)}")
-    registration = register_best(sweep, study)
+    with clock("register"):
+        registration = register_best(sweep, study)
     print(registration.summary(sweep.register))
-    folder = make_report(report)
+    with clock("report"):
+        folder = make_report(report)
     print((folder / "table1.md").read_text() if (folder / "table1.md").exists() else "")
     seconds = time.perf_counter() - start
     print(f"report written to {folder}; demo took {seconds / 60:.1f} min")
+    print(clock.table(seconds))
     print(runs_page_hint(sweep.experiment))
     return {"seconds": seconds, "test_pr_auc": registration.test_score, "test_f1": float(registration.table.iloc[-1]["f1"]),
-            "cv_pr_auc": registration.cv_score, "version": registration.version}
+            "cv_pr_auc": registration.cv_score, "version": registration.version, "stages": dict(clock.seconds)}
 
 
 def run_emotion_demo(out: str = "data/demo", seed: int = 0, fer_images: int = 1500, affectnet_images: int = 900,
