@@ -4,7 +4,9 @@ CSV (`facslab live --csv`, one frame at a time), in one run.
 
 A 640x480 video of skimage's astronaut (one face), the AU model of the demo's size (ResNet-18 at
 64 px; weights do not change the cost) and the real FER-2013 port, both on ONNX Runtime, the
-libraries given ``--threads`` threads each. Run: `.venv/bin/python bench/analyze.py [--frames 600]`.
+libraries given ``--threads`` threads each. Then what the two trackers' boxes give the eyes' aspect
+ratios, beside a detection on every frame, on a still face and on two faces drifting slowly and fast.
+Run: `.venv/bin/python bench/analyze.py [--frames 600]`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import skimage.data
 import torch
 
@@ -44,17 +47,21 @@ def main() -> None:
     analyzer = FaceAnalyzer([AUPredictor.load(au, runtime="onnx", threads=args.threads),
                              EmotionPredictor.load(emotion, runtime="onnx", threads=args.threads)])
     run_live(analyzer, str(video), max_frames=20, draw=False, progress=False)  # warm-up
-    correlation, nearby = FAST, replace(FAST, tracker="nearby")
-    runs = {  # name -> (CSV, statistics)
-        "live loop, correlation tracker (one frame at a time)":
-            ("live.csv", lambda csv_path: run_live(analyzer, str(video), csv_path=csv_path, draw=False, progress=False,
-                                                   settings=correlation)),
-        "live loop, nearby tracker": ("live_nearby.csv", lambda csv_path: run_live(
-            analyzer, str(video), csv_path=csv_path, draw=False, progress=False, settings=nearby)),
-        f"analyze, correlation tracker (batches of {args.batch}; the command's default)": ("analyze_correlation.csv", lambda csv_path: analyze_video(
-            analyzer, open_source(str(video)), csv_path, correlation, args.batch, progress=False)),
-        f"analyze, nearby tracker (batches of {args.batch})": ("analyze.csv", lambda csv_path:
-            analyze_video(analyzer, open_source(str(video)), csv_path, nearby, args.batch, progress=False)),
+    correlation, nearby = replace(FAST, tracker="correlation"), replace(FAST, tracker="nearby")
+
+    def live(settings):
+        return lambda csv_path: run_live(analyzer, str(video), csv_path=csv_path, draw=False, progress=False,
+                                         settings=settings)
+
+    def offline(settings):
+        return lambda csv_path: analyze_video(analyzer, open_source(str(video)), csv_path, settings, args.batch,
+                                              progress=False)
+
+    runs = {  # name -> (CSV, how it is written); the first is the old path
+        "live loop, correlation tracker (one frame at a time)": ("live.csv", live(correlation)),
+        "live loop, nearby tracker (the default with HOG)": ("live_nearby.csv", live(nearby)),
+        f"analyze, correlation tracker (batches of {args.batch})": ("analyze_correlation.csv", offline(correlation)),
+        f"analyze, nearby tracker (batches of {args.batch}; the default with HOG)": ("analyze.csv", offline(nearby)),
     }
     print(f"{args.frames} frames of 640x480, one face; AUs (ResNet-18, 64 px) and emotion (FER-2013 port), "
           f"ONNX Runtime, {args.threads} thread(s) per library")
@@ -71,7 +78,47 @@ def main() -> None:
     for name, value in list(fps.items())[1:]:
         print(f"{name} / live loop (correlation): {value / old:.2f}x")
     print(f"every CSV has the same frames and face ids: {same_frames}")
-    print(json.dumps({"fps": {k: round(v, 1) for k, v in fps.items()}, "same_frames": same_frames}))
+    quality = tracker_quality(analyzer, work)
+    for video, by_tracker in quality.items():
+        print(f"{video}: " + "; ".join(f"{tracker}: gap {q['gap']:.4f}, spread {q['spread']:.4f}, {q['detections']} "
+                                       f"detection(s)" for tracker, q in by_tracker.items()))
+    print(json.dumps({"fps": {k: round(v, 1) for k, v in fps.items()}, "same_frames": same_frames,
+                      "trackers": quality}))
+
+
+def tracker_quality(analyzer: FaceAnalyzer, work: Path, frames: int = 60) -> dict:
+    """What each tracker's boxes give the eyes' aspect ratios (both eyes, the faces of a frame
+    averaged), one detection at the start and a detection again only where the tracker lost a face:
+    video -> tracker -> the mean gap from a detection on every frame, the spread (standard deviation
+    over the frames: on the still face, all jitter), and the detections run."""
+    def drifting(period):
+        def one(seed):
+            return [f for _ in range(frames // period)
+                    for f in photo_frames(skimage.data.astronaut(), period, (320, 240), seed=seed)]
+        return [np.hstack(pair) for pair in zip(one(0), one(3))]
+
+    videos = {"a still face": [next(photo_frames(skimage.data.astronaut(), 1, (640, 480)))] * frames,
+              "two faces drifting over 30 frames": drifting(30), "two faces drifting over 6 frames": drifting(6)}
+    quality = {}
+    for video_name, video_frames in videos.items():
+        video = write_mp4(work / "drift.mp4", video_frames, fps=30)
+        eyes, detections = {}, {}
+        for name, tracker, every in (("nearby", "nearby", 10 ** 6), ("correlation", "correlation", 10 ** 6),
+                                     ("detected", "correlation", 1)):
+            table = work / f"drift_{name}.csv"
+            stats = run_live(analyzer, str(video), csv_path=str(table), draw=False, progress=False,
+                             settings=replace(FAST, tracker=tracker, detect_every=every, idle_every=1))
+            sums = {}
+            for row in csv.DictReader(open(table, encoding="utf-8")):
+                if row["success"] == "1":
+                    sums.setdefault(int(row["frame"]), []).append(float(row["ear_left"]) + float(row["ear_right"]))
+            eyes[name], detections[name] = {frame: np.mean(v) for frame, v in sums.items()}, stats.detections
+        quality[video_name] = {name: {
+            "gap": round(float(np.mean([abs(eyes[name][f] - eyes["detected"][f]) for f in eyes["detected"]
+                                        if f > 1 and f in eyes[name]])), 4),
+            "spread": round(float(np.std(list(eyes[name].values()))), 4), "detections": detections[name]}
+            for name in ("nearby", "correlation")}
+    return quality
 
 if __name__ == "__main__":
     main()

@@ -51,21 +51,22 @@ class LiveSettings:
     retry_upsample: int | None = 1
     idle_every: int = 5
     grey: bool = True
-    tracker: str = "correlation"
+    tracker: str = "auto"
     detect_in_background: bool = False
 
 
 #: correlation: dlib's correlation tracker on the frame, lost when its peak-to-sidelobe ratio drops
 #: (about 3 ms a face, whatever its size); nearby: HOG run again on a window around the face's last
-#: box (about 1 ms), lost when it scores no face there above ``TRACK_MIN_SCORE``
-TRACKERS = ("correlation", "nearby")
+#: box (about 1 ms), lost when it scores no face there above ``TRACK_MIN_SCORE``; auto: nearby with
+#: HOG's detections, correlation with another detector's (whose faces HOG may not score)
+TRACKERS = ("auto", "correlation", "nearby")
 #: HOG's margin under which a face followed nearby counts as lost (looser than a detection's
 #: threshold: a face turning away for a moment is still followed)
 TRACK_MIN_SCORE = -0.5
 FAST = LiveSettings()
 #: the path before the levers above: RGB frames, HOG upsampled once, detection on every frame
-#: while no face is in view (``bench/live.py`` measures it beside ``FAST``)
-LEGACY = LiveSettings(upsample=1, retry_upsample=None, idle_every=1, grey=False)
+#: while no face is in view, the correlation tracker (``bench/live.py`` measures it beside ``FAST``)
+LEGACY = LiveSettings(upsample=1, retry_upsample=None, idle_every=1, grey=False, tracker="correlation")
 
 
 @dataclass
@@ -107,28 +108,41 @@ class FaceTracker:
         """Moves ``track`` to this frame; False when it has lost its face."""
         if self.follow == "nearby":
             found = face_near(frame, track.detection.box, min_confidence=TRACK_MIN_SCORE)
-            track.detection = found or track.detection
-            return found is not None
+            if found is None:
+                return False
+            # HOG's boxes come in its pyramid's steps (a fifth apart): the side is averaged with the
+            # last one, which took the eyes' aspect ratios' spread on a still face from 0.037 to 0.011
+            left, top, right, bottom = track.detection.box
+            x0, y0, x1, y1 = found.box
+            half = ((right - left) + (x1 - x0)) / 4
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            track.detection = Detection((int(round(cx - half)), int(round(cy - half)), int(round(cx + half)),
+                                         int(round(cy + half))), found.confidence)
+            return True
         quality = track.tracker.update(frame)
         p = track.tracker.get_position()
         track.detection = Detection((int(p.left()), int(p.top()), int(p.right()), int(p.bottom())),
                                     track.detection.confidence)
         return quality >= self.lost_below
 
-    def _matched(self, found: list[Detection], frame: np.ndarray) -> list[_Track]:
-        """The tracks of a detection on ``frame``: a face overlapping a tracked one keeps its id."""
+    def _matched(self, found: list[Detection], frame: np.ndarray,
+                 boxes: list[tuple[int, tuple]] | None = None) -> list[_Track]:
+        """The tracks of a detection on ``frame``: a face overlapping a tracked one keeps its id
+        (``boxes``: the tracked faces' (id, box) on that frame; by default their boxes now)."""
+        boxes = [(t.face_id, t.detection.box) for t in self.tracks] if boxes is None else boxes
         tracks = []
         for detection in found:
-            previous = max(self.tracks, key=lambda t: box_iou(t.detection.box, detection.box), default=None)
-            if previous is not None and box_iou(previous.detection.box, detection.box) > 0.3 and \
-                    all(previous.face_id != t.face_id for t in tracks):
-                face_id = previous.face_id
+            previous = max(boxes, key=lambda b: box_iou(b[1], detection.box), default=None)
+            if previous is not None and box_iou(previous[1], detection.box) > 0.3 and \
+                    all(previous[0] != t.face_id for t in tracks):
+                face_id = previous[0]
             else:
                 face_id, self.next_id = self.next_id, self.next_id + 1
             tracker = None
             if self.follow == "correlation":
                 tracker = dlib.correlation_tracker()
                 tracker.start_track(frame, dlib.rectangle(*detection.box))
+
             tracks.append(_Track(face_id, tracker, detection))
         return tracks
 
@@ -138,33 +152,38 @@ class BackgroundFaceTracker(FaceTracker):
     """A ``FaceTracker`` whose detections run in a thread of their own (dlib and OpenCV release the
     GIL while they detect) while the faces already found are followed, so that no frame waits for
     one (but the first): a detection joins the tracks when it ends, a few frames after its own
-    frame, and a lost face is dropped until the next one finds it. What a frame's row holds then depends on timing:
-    for cameras, not for CSVs that must come out the same twice."""
+    frame, and a lost face is dropped until the next one finds it. The next detection is due
+    ``detect_every`` (``idle_every`` without a face) frames after one ends. What a frame's row holds
+    then depends on timing: for cameras, not for CSVs that must come out the same twice."""
 
-    pending: tuple | None = None  # (the detection's future, its frame)
+    #: (the detection's future, its frame, each face's box on that frame)
+    pending: tuple | None = None
 
     def __post_init__(self):
         from concurrent.futures import ThreadPoolExecutor
 
+        # every detection runs on this one thread: MMOD's network and OpenCV's cascades are one
+        # object each, not safe on two threads at once
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="facslab-detect")
-        self.pool.submit(self.detect, np.zeros((8, 8), np.uint8))  # loads the thread's detector before the first frame
+        self.pool.submit(self.detect, np.zeros((8, 8), np.uint8))  # loads the detector before the first frame
 
     def update(self, frame: np.ndarray, index: int) -> list[tuple[int, Detection]]:
         if self.detections_run == 0:  # the first is waited for: until it ends there is nothing to follow
-            return super().update(frame, index)
+            self.detections_run, self.last_detection = 1, index
+            self.tracks = self._matched(self.pool.submit(self.detect, frame).result(), frame)
+            return [(t.face_id, t.detection) for t in self.tracks]
         if self.pending is not None and self.pending[0].done():
-            future, seen = self.pending
-            self.pending = None
-            self.tracks = self._matched(future.result(), seen)  # started on the detection's frame, followed to this
+            future, seen, boxes = self.pending
+            self.pending, self.last_detection = None, index
+            # matched by where the faces were on the detection's own frame; started there, followed to this one
+            self.tracks = self._matched(future.result(), seen, boxes)
         followed = len(self.tracks)
         self.tracks = [t for t in self.tracks if self._follow(t, frame)]
         wait = self.detect_every if self.tracks else self.idle_every
-        due = self.last_detection is None or index - self.last_detection >= wait or len(self.tracks) < followed
-        if due and self.pending is None:
+        if self.pending is None and (index - self.last_detection >= wait or len(self.tracks) < followed):
             self.detections_run += 1
-            self.last_detection = index
             seen = frame.copy()  # the caller may draw on its frame; the detection and the trackers read this
-            self.pending = (self.pool.submit(self.detect, seen), seen)
+            self.pending = (self.pool.submit(self.detect, seen), seen, [(t.face_id, t.detection.box) for t in self.tracks])
         return [(t.face_id, t.detection) for t in self.tracks]
 
     def close(self) -> None:
@@ -180,9 +199,17 @@ class LivePipeline:
         self.windows: dict = {}  # this stream's faces' last crops, for models that take a window of frames
         if settings.tracker not in TRACKERS:
             raise ConfigError(f"tracker must be one of {', '.join(TRACKERS)}, not {settings.tracker!r}")
+        follow = settings.tracker
+        if follow == "auto":
+            follow = "nearby" if analyzer.detector == "hog" else "correlation"
+        if follow == "nearby" and analyzer.detector != "hog":
+            # its score decides whether a face is still there: another detector's faces (a profile,
+            # a face MMOD finds and HOG does not) would be lost on every frame
+            raise ConfigError(f"--tracker nearby follows faces with HOG: it takes --detector hog, not "
+                              f"{analyzer.detector} (use --tracker correlation)")
         tracker = BackgroundFaceTracker if settings.detect_in_background else FaceTracker
         self.tracker = tracker(self._detect, detect_every=settings.detect_every, idle_every=settings.idle_every,
-                               follow=settings.tracker)
+                               follow=follow)
 
     def _detect(self, image: np.ndarray) -> list[Detection]:
         analyzer, settings = self.analyzer, self.settings
@@ -235,6 +262,14 @@ def csv_columns(analyzer: FaceAnalyzer) -> tuple[str, ...]:
 
 def csv_row(frame_number: int, timestamp: float, face_id: int, result: FaceResult) -> list:
     return [frame_number, face_id, round(timestamp, 3), round(float(result.confidence), 3), 1] + result.row()
+
+
+def frame_rows(index: int, timestamp: float, tracked: list[tuple[int, Detection]], results: list[FaceResult],
+               analyzer: FaceAnalyzer) -> list[list]:
+    """A frame's CSV rows (``index`` 0-based): one per face, or the no-face row."""
+    if not results:
+        return [no_face_row(index + 1, timestamp, analyzer)]
+    return [csv_row(index + 1, timestamp, face_id, result) for (face_id, _), result in zip(tracked, results)]
 
 
 def no_face_row(frame_number: int, timestamp: float, analyzer: FaceAnalyzer) -> list:
@@ -370,10 +405,7 @@ def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out:
             stats.faces += len(results)
             timestamp = index / fps_in
             if table is not None:
-                for (face_id, _), result in zip(tracked, results):
-                    table.writerow(csv_row(index + 1, timestamp, face_id, result))
-                if not results:
-                    table.writerow(no_face_row(index + 1, timestamp, analyzer))
+                table.writerows(frame_rows(index, timestamp, tracked, results, analyzer))
             if timeline is not None:
                 timeline.add(index + 1, timestamp, [face_id for face_id, _ in tracked], results)
             if writer is None and out:

@@ -26,9 +26,10 @@ import numpy as np
 
 from facslab.analysis import FaceAnalyzer
 from facslab.badinput import BadInputError
+from facslab.errors import ConfigError
 from facslab.images import load_rgb
-from facslab.live import (FAST, LivePipeline, LiveSettings, LiveStats, csv_columns, csv_row, decoded_frames,
-                          no_face_row, open_source)
+from facslab.live import (FAST, LivePipeline, LiveSettings, LiveStats, csv_columns, decoded_frames, frame_rows,
+                          open_source)
 
 #: the frame rate of a folder of frames (its timestamps): none is stored with the images
 FOLDER_FPS = 30.0
@@ -122,15 +123,24 @@ def analyze_video(analyzer: FaceAnalyzer, capture, csv_path: str | Path, setting
     once, beside the tracking of the next batch."""
     from tqdm import tqdm
 
+    if settings.detect_in_background:  # rows that depend on the threads' pace: not in a CSV to keep
+        capture.release()
+        raise ConfigError("analyze detects inline: its rows must come out the same on every run")
+    try:
+        pipeline = LivePipeline(analyzer, settings)
+        handle = open(csv_path, "w", newline="", encoding="utf-8")
+    except BaseException:
+        capture.release()
+        raise
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    stats, pipeline = LiveStats(), LivePipeline(analyzer, settings)
+    stats = LiveStats()
     stages, model_stages = stats.stage_seconds, defaultdict(float)  # one dict per thread
     decoder, models = _Decoder(capture), ThreadPoolExecutor(1, thread_name_prefix="facslab-models")
     pending = deque()  # (the models' future, the batch's frames), oldest first
     bar = tqdm(total=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None, desc="analyze", unit="frame",
                disable=not progress)
     start = time.perf_counter()
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+    with handle:
         table = csv.writer(handle)
         table.writerow(csv_columns(analyzer))
 
@@ -138,13 +148,9 @@ def analyze_video(analyzer: FaceAnalyzer, capture, csv_path: str | Path, setting
             future, frames = pending.popleft()
             answers = iter(future.result())
             for index, tracked in frames:
-                timestamp = index / fps_in
-                if not tracked:
-                    table.writerow(no_face_row(index + 1, timestamp, analyzer))
-                    continue
-                for (face_id, _), result in zip(tracked, next(answers)):
-                    table.writerow(csv_row(index + 1, timestamp, face_id, result))
-                    stats.faces += 1
+                results = next(answers) if tracked else []
+                table.writerows(frame_rows(index, index / fps_in, tracked, results, analyzer))
+                stats.faces += len(results)
 
         def submit(frames: list, faces: list) -> None:
             pending.append((models.submit(analyzer.answer, faces, False, model_stages, pipeline.windows) if faces

@@ -10,11 +10,11 @@ import sys
 # starts (torch reads OMP_NUM_THREADS when imported). Two workers of two threads each on two cores
 # made a training test 2.3x slower than two of one thread each (76 s against 33, two copies at once).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    from facslab.threads import set_threads
+
     _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ.setdefault("OMP_NUM_THREADS", str(_share))
-    import cv2
-
-    cv2.setNumThreads(_share)
+    set_threads(_share)
 
 import numpy as np
 import pytest

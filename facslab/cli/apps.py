@@ -250,10 +250,10 @@ def _add_tracking_arguments(parser: ArgumentParser) -> None:
     """How a video's faces are found: detections every so many frames, tracked in between."""
     from facslab.live import TRACKERS
 
-    parser.add_argument("--tracker", choices=list(TRACKERS), default="correlation",
-                        help="between detections, follow each face with dlib's correlation tracker (about 3 ms a face) "
-                             "or with HOG run again near its last box (nearby: about 1 ms; its boxes are coarser "
-                             "on fast motion, docs/benchmarks.md)")
+    parser.add_argument("--tracker", choices=list(TRACKERS), default="auto",
+                        help="between detections, follow each face with HOG run again near its last box (nearby, "
+                             "about 1 ms a face) or dlib's correlation tracker (about 3 ms); auto: nearby with "
+                             "--detector hog, correlation with the others")
     parser.add_argument("--detect_every", type=int, default=10, help="frames between detections (track in between)")
     parser.add_argument("--upsample", type=int, default=0,
                         help="HOG upsampling (0: faces over ~80 px; an upsampled retry runs when none is found)")

@@ -100,3 +100,23 @@ def test_analyze_batches_many_frames_faces_and_writes_the_rows_live_writes(emoti
     assert live_calls == [(task, n) for n in faces if n for task in ("au_temporal", "emotion")]
     batches = [sum(faces[k:k + 4]) for k in range(0, 11, 4)]
     assert calls == [(task, n) for n in batches if n for task in ("au_temporal", "emotion")]
+
+
+def test_analyze_refuses_background_detection(model_dir, tmp_path):
+    """Rows that would depend on the threads' pace are refused, and the video is let go."""
+    from dataclasses import replace
+
+    import pytest
+
+    from facslab.analysis import FaceAnalyzer
+    from facslab.errors import ConfigError
+    from facslab.live import FAST, open_source
+    from facslab.offline import analyze_video
+    from facslab.predictor import AUPredictor
+
+    video = write_mp4(tmp_path / "talk.mp4", photo_frames(skimage.data.astronaut(), 3, (320, 240)))
+    capture = open_source(str(video))
+    with pytest.raises(ConfigError, match="analyze detects inline"):
+        analyze_video(FaceAnalyzer([AUPredictor.load(model_dir)]), capture, tmp_path / "out.csv",
+                      replace(FAST, detect_in_background=True))
+    assert not capture.isOpened() and not (tmp_path / "out.csv").exists()

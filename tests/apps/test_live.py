@@ -251,13 +251,27 @@ def test_the_nearby_tracker_follows_moving_faces_and_drops_them_when_they_leave(
     assert len({r["confidence"] for r in rows if r["face_id"] == "0"}) == 6
 
 
-def test_background_detection_never_holds_a_frame_and_its_faces_join_the_tracks(model_dir, tmp_path):
-    """``--detection background`` (a camera's default) with the nearby tracker, whose HOG runs beside
-    the detection's: every frame has its row; the first detection is waited for and its face is
-    followed while later detections run beside it; a face that comes into view joins when one of
-    them ends, under a new id, and the first keeps its own."""
+def test_background_detection_never_holds_a_frame_and_its_faces_join_the_tracks(model_dir, tmp_path, monkeypatch):
+    """``--detection background`` with the nearby tracker, whose HOG runs beside the detection's and
+    a detector slowed to take several frames: every detection runs on the detection thread; the
+    first is waited for and its face followed; a face that comes into view joins only when a later
+    detection ends, several frames after its own frame (inline, it would join on the detection's
+    frame, 11), under a new id while the first keeps its own."""
     import csv
+    import threading
+    import time
 
+    import facslab.live
+
+    threads, detect = [], facslab.live.detect_faces
+
+    def slow(image, *args, **kwargs):
+        if image.shape[0] > 8:  # not the warm-up
+            threads.append(threading.current_thread().name)
+            time.sleep(0.3)
+        return detect(image, *args, **kwargs)
+
+    monkeypatch.setattr(facslab.live, "detect_faces", slow)
     both = _two_astronauts()
     one = both.copy()
     one[100:300, 400:600] = 128  # the smaller astronaut not yet in view
@@ -268,6 +282,15 @@ def test_background_detection_never_holds_a_frame_and_its_faces_join_the_tracks(
     with open(table, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     ids = [sorted(r["face_id"] for r in rows if int(r["frame"]) == f) for f in range(1, 161)]
-    joined = ids.index(["0", "1"])  # when depends on the threads' pace: a detection takes several frames
-    assert ids[:10] == [["0"]] * 10 and ids[10:joined] == [["0"]] * (joined - 10), ids
-    assert joined < 150 and ids[joined:] == [["0", "1"]] * (160 - joined), ids
+    joined = ids.index(["0", "1"])  # 0-based; when depends on the threads' pace
+    assert ids[:joined] == [["0"]] * joined and ids[joined:] == [["0", "1"]] * (160 - joined), ids
+    assert 10 < joined < 150
+    assert len(threads) >= 2 and all(name.startswith("facslab-detect") for name in threads), threads
+
+
+def test_the_nearby_tracker_takes_hog_detections_only(model_dir, tmp_path, capsys):
+    video = write_mp4(tmp_path / "in.mp4", [_two_astronauts()] * 3)
+    assert main(["live", "--source", str(video), "--model", str(model_dir), "--tracker", "nearby", "--detector",
+                 "haar", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "--tracker nearby follows faces with HOG: it takes --detector hog, not haar (use --tracker correlation)")
