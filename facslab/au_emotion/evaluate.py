@@ -245,7 +245,11 @@ def predicted_aus(predictor, dm, positions: np.ndarray) -> np.ndarray:
 
 
 def evaluate_au_emotion(config: AUEmotionConfig) -> pd.DataFrame:
-    setup_tracking(config.tracking_uri, config.experiment)
+    # the store is opened where it is first needed, so that a mistake found before leaves no
+    # experiment behind: at once for a registered model, else just before the run
+    from_store = str(config.au_model or "").startswith(("models:/", "runs:/"))
+    if from_store:
+        setup_tracking(config.tracking_uri, config.experiment)
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     predictor = load_au_model(config) if config.au_model else None
@@ -277,6 +281,8 @@ def evaluate_au_emotion(config: AUEmotionConfig) -> pd.DataFrame:
     halves_all = first_halves(dm.samples) if videos else None
     adapt = halves_all[keep] if videos else None
     train = ~is_test
+    if not from_store:
+        setup_tracking(config.tracking_uri, config.experiment)
     with mlflow.start_run(run_name=f"AU -> emotion on {dm.dataset_name}") as run:
         mlflow.set_tags({"stage": "au-emotion", "dataset": dm.dataset_name, "data_generated": str(dm.generated).lower(),
                          "split_id": dm.split_id(), "au_model": config.au_model or "none", "au_model_unseen": unseen})

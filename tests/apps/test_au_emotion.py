@@ -96,8 +96,10 @@ def test_personal_tables_adjust_on_first_halves_and_never_on_the_frames_they_sco
     assert (relabelled[~adapt] == 1 - right[~adapt]).all()  # the scored frames' labels changed the score only
 
 
-def test_au_emotion_mistakes_are_one_line_before_any_work(emotion_model_dir, tmp_path, capsys):
+def test_au_emotion_mistakes_are_one_line_before_any_work(emotion_model_dir, tmp_path, capsys, monkeypatch):
     from facslab.cli import main
+
+    monkeypatch.setenv("FACSLAB_MLRUNS", str(tmp_path / "store"))
 
     old = tmp_path / "old.yaml"
     old.write_text(f"data: {{root: {tmp_path}}}\nau_model: null\n")
@@ -113,6 +115,7 @@ def test_au_emotion_mistakes_are_one_line_before_any_work(emotion_model_dir, tmp
         assert main(["au-emotion", "--config.output", str(tmp_path / "out"), *args]) == 2
         said = capsys.readouterr().err.strip().splitlines()
         assert len(said) == 1 and words in said[0], said
+    assert not (tmp_path / "store").exists()  # no store, no experiment opened for a mistake
 
 
 @pytest.mark.slow
