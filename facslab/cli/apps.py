@@ -248,7 +248,7 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
 
 def _add_tracking_arguments(parser: ArgumentParser) -> None:
     """How a video's faces are found: detections every so many frames, tracked in between."""
-    from facslab.live import TRACKERS
+    from facslab.tracking import TRACKERS
 
     parser.add_argument("--tracker", choices=list(TRACKERS), default="auto",
                         help="between detections, follow each face with HOG run again near its last box (nearby, "
