@@ -7,7 +7,6 @@ emotion from the first predictor that decides the 18 AUs."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +16,7 @@ from facslab.errors import ConfigError
 from facslab.faces.align import align_face
 from facslab.faces.detect import MIN_CONFIDENCE, Detection, check_detector, detect_faces, predict_landmarks
 from facslab.faces.eyes import EYE_CLOSED_THRESHOLD, eye_aspect_ratios
+from facslab.timing import StageClock
 
 #: the columns every face's row starts with, whatever the models (OpenFace's names for the eyes)
 EYE_COLUMNS = ("ear_left", "ear_right", "eye_left_closed", "eye_right_closed")
@@ -135,7 +135,7 @@ class FaceAnalyzer:
         let a windowed model slide over each face's frames (kept in ``windows``, one dict per video
         stream); without them a still image is its own window (the frame repeated)."""
         if detections is None:
-            with _Clock(timings)("detection"):
+            with StageClock(timings)("detection"):
                 detections = self.detect(image)
         if not detections:
             return []
@@ -146,7 +146,7 @@ class FaceAnalyzer:
               landmark_image: np.ndarray | None = None, channels: str = "RGB",
               face_ids: list[int] | None = None) -> FrameFaces:
         """The first half of ``analyze``: each face's landmarks, eyes and aligned crops."""
-        clock = _Clock(timings)
+        clock = StageClock(timings)
         # one crop per face for each distinct alignment: models of the same input size share it
         by_spec = {spec: [] for spec in dict.fromkeys(p.alignment for p in self.predictors)}
         ears = []
@@ -164,7 +164,7 @@ class FaceAnalyzer:
                windows: dict | None = None) -> list[list[FaceResult]]:
         """The second half: every model once on the faces of all ``frames`` (in order: a windowed
         model's windows advance frame by frame), then the eyes and the emoji; the results per frame."""
-        clock = _Clock(timings)
+        clock = StageClock(timings)
         windows = self._windows if windows is None else windows
         outputs = []
         for k, predictor in enumerate(self.predictors):
@@ -213,21 +213,3 @@ class FaceAnalyzer:
             for gone in [key for key in windows if key[0] == model and key[1] not in face_ids]:
                 del windows[gone]
         return stacks
-
-
-class _Clock:
-    """Adds the seconds spent in a ``with`` block to ``timings[stage]`` (nothing when None)."""
-
-    def __init__(self, timings: dict | None):
-        self.timings = timings
-
-    def __call__(self, stage: str):
-        self.stage = stage
-        return self
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        if self.timings is not None:
-            self.timings[self.stage] = self.timings.get(self.stage, 0.0) + time.perf_counter() - self.start

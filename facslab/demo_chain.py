@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from facslab.demo_data import DemoSize, describe, generate_demo
 from facslab.report import ReportConfig, make_report
 from facslab.run_records import find_pretraining
 from facslab.sweep.summary import describe_best
+from facslab.timing import StageClock
 from facslab.mlflow_store import default_tracking_uri, setup_tracking
 
 log = logging.getLogger(__name__)
@@ -75,28 +75,6 @@ def runs_page_hint(experiment: str) -> str:
     return f"open the runs with:  .venv/bin/mlflow ui --backend-store-uri {default_tracking_uri()}  (then {page})"
 
 
-class StageClock:
-    """Seconds per stage of a chain (``with clock("sweep"): ...``; a stage run twice adds up), and
-    the table of where the time went."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, stage: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
-
-    def table(self, total: float) -> str:
-        rows = [f"| {stage} | {seconds:.1f} | {100 * seconds / total:.0f} % |" for stage, seconds in self.seconds.items()]
-        rest = total - sum(self.seconds.values())  # reading configs, the store's look-ups, printing
-        return "\n".join(["where the time went:", "| stage | seconds | share |", "|---|---|---|", *rows,
-                          f"| other | {rest:.1f} | {100 * rest / total:.0f} % |", f"| total | {total:.1f} | 100 % |"])
-
-
 def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0, workers: int = 1,
              pretrain_config: str | Path = REPO / "configs/pretrain/demo.yaml",
              sweep_config: str | Path = REPO / "sweeps/demo.yaml",
@@ -121,7 +99,7 @@ def run_demo(out: str = "data/demo", size: DemoSize = DemoSize(), seed: int = 0,
     report = load_config(ReportConfig, report_config, {"output": str(out / "report"), "study": sweep.study,
                                                        "model_name": sweep.register.name, "alias": sweep.register.alias,
                                                        "experiment": sweep.experiment, **overrides.get("report", {})})
-    clock = StageClock()
+    clock = StageClock({})
     with clock("generate"):
         for made in generate_demo(out, size, seed):
             print(describe(made))

@@ -146,7 +146,7 @@ def analyze_video(analyzer: FaceAnalyzer, capture, csv_path: str | Path, setting
 
         def write_oldest() -> None:
             future, frames = pending.popleft()
-            answers = iter(future.result())
+            answers = iter(future.result() if future else [])  # None: a batch without a face
             for index, tracked in frames:
                 results = next(answers) if tracked else []
                 table.writerows(frame_rows(index, index / fps_in, tracked, results, analyzer))
@@ -154,7 +154,7 @@ def analyze_video(analyzer: FaceAnalyzer, capture, csv_path: str | Path, setting
 
         def submit(frames: list, faces: list) -> None:
             pending.append((models.submit(analyzer.answer, faces, False, model_stages, pipeline.windows) if faces
-                            else _done([]), frames))
+                            else None, frames))
             while len(pending) > 1:  # one batch in the models while the next is tracked
                 write_oldest()
 
@@ -185,14 +185,6 @@ def analyze_video(analyzer: FaceAnalyzer, capture, csv_path: str | Path, setting
                 for stage, seconds in timings.items():
                     stages[stage] += seconds
     return stats
-
-
-def _done(value):
-    from concurrent.futures import Future
-
-    future = Future()
-    future.set_result(value)
-    return future
 
 
 def analyze_sources(analyzer: FaceAnalyzer, sources: list[str], out: Path, settings: LiveSettings = FAST,
