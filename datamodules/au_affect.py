@@ -105,9 +105,11 @@ class AUAffectDataModule(AUFaceDataModule):
         report = SkipReport(strict=self.strict)
         for part in made:
             report.extend(part.report)
+        landmarks = [part.landmarks if part.landmarks is not None else np.full((len(part.crops), 68, 2), np.nan, np.float32)
+                     for part in made]
         return CachedCrops(np.concatenate([np.asarray(part.crops) for part in made]),
                            np.concatenate([made[0].index, made[1].index + len(made[0].crops)]), report, made[0].path,
-                           any(part.built for part in made))
+                           any(part.built for part in made), np.concatenate(landmarks))
 
     def assign_roles(self, samples: pd.DataFrame) -> pd.Series:
         au, affect = self.parts

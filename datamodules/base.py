@@ -24,23 +24,35 @@ from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 from facslab.faces.align import AlignmentSpec
 from facslab.faces.cache import CachedCrops, DetectionSettings, build_cache
+from facslab.faces.landmarks import crop_landmarks, unmirror
 
 log = logging.getLogger(__name__)
 
 
 class FaceDataset(Dataset):
-    """Face crops with their labels (18 AU presences, a class number, ...)."""
+    """Face crops with their labels (18 AU presences, a class number, ...): ``(image, label)``, or
+    ``((image, landmarks), label)`` given each crop's 68 landmarks (for models that read face
+    parts), which the transform moves with the image."""
 
-    def __init__(self, crops: np.ndarray, positions: np.ndarray, labels: np.ndarray, transform):
+    def __init__(self, crops: np.ndarray, positions: np.ndarray, labels: np.ndarray, transform,
+                 landmarks: np.ndarray | None = None):
         self.crops, self.positions, self.labels, self.transform = crops, positions, labels, transform
+        self.landmarks = landmarks
 
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, k: int):
         position = self.positions[k]
-        image = self.transform(image=np.asarray(self.crops[position]))["image"]
-        return image, torch.as_tensor(self.labels[position])
+        label = torch.as_tensor(self.labels[position])
+        if self.landmarks is None:
+            return self.transform(image=np.asarray(self.crops[position]))["image"], label
+        if "keypoints" not in self.transform.processors:  # no augmentation: the points stay where they are
+            image, points = self.transform(image=np.asarray(self.crops[position]))["image"], self.landmarks[position]
+        else:
+            out = self.transform(image=np.asarray(self.crops[position]), keypoints=self.landmarks[position])
+            image, points = out["image"], unmirror(np.asarray(out["keypoints"], dtype=np.float32))
+        return (image, torch.from_numpy(np.array(points, dtype=np.float32))), label
 
 
 def _augmentation_generators(transform) -> list:
@@ -108,6 +120,10 @@ class FaceDataModule(L.LightningDataModule):
         strict: raise on the first bad file instead of skipping and reporting it.
         augment: albumentations augmentation of the training split.
         seed: makes the splits deterministic.
+        landmarks: where a model that reads face parts gets each crop's 68 points: ``dlib`` (the
+            predictor run on the crop, as every app and the test evaluation find them) or
+            ``dataset`` (the dataset's own points where it ships 68, carried into the crop; dlib's
+            elsewhere). See docs/explain.md for what the difference cost on generated faces.
     """
 
     def __init__(
@@ -123,8 +139,12 @@ class FaceDataModule(L.LightningDataModule):
         augment: bool = True,
         seed: int = 0,
         progress: bool = True,
+        landmarks: str = "dlib",
     ):
         super().__init__()
+        if landmarks not in ("dlib", "dataset"):
+            raise ConfigError(f"landmarks must be dlib or dataset, not {landmarks!r}")
+        self.landmark_source = landmarks
         self.root = Path(root)
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.preprocess_workers, self.cache_dir, self.detector = preprocess_workers, cache_dir, detector
@@ -137,6 +157,9 @@ class FaceDataModule(L.LightningDataModule):
         self.std: tuple[float, float, float] = (0.25, 0.25, 0.25)
         #: cached frozen-prefix features that train and val batches carry instead of images
         self.features: np.ndarray | None = None
+        #: batches carry each crop's 68 landmarks beside it (set for a model that reads face parts)
+        self.with_landmarks = False
+        self._landmarks: np.ndarray | None = None
 
     #: dtype of the label array: float32 for multi-label AUs, int64 for a class number
     label_dtype = np.float32
@@ -261,13 +284,30 @@ class FaceDataModule(L.LightningDataModule):
 
     def transform(self, role: str):
         """Albumentations pipeline of a split: augmentation (``augment``) for training only."""
-        return (train_transform(self.mean, self.std, self.augment, seed=self.seed) if role == "train"
-                else eval_transform(self.mean, self.std))
+        return (train_transform(self.mean, self.std, self.augment, seed=self.seed, keypoints=self.with_landmarks)
+                if role == "train" else eval_transform(self.mean, self.std))
+
+    def landmarks(self) -> np.ndarray:
+        """(n, 68, 2) landmarks of every crop, in its pixels, indexed like the cache positions:
+        dlib's 68-point predictor on the crop, or (``landmarks: dataset``) the dataset's own 68
+        points where it ships them."""
+        if self._landmarks is None:
+            cached = self.cached.landmarks if self.landmark_source == "dataset" else None
+            points = (np.full((len(self.cached.crops), 68, 2), np.nan, np.float32) if cached is None
+                      else np.array(cached, dtype=np.float32))
+            missing = self.samples.index[self.samples["ok"]].to_numpy()
+            missing = missing[np.isnan(points[missing]).any(axis=(1, 2))]
+            if len(missing):
+                log.info("%s: dlib's landmarks on %d crops", type(self).__name__, len(missing))
+                points[missing] = crop_landmarks(np.asarray(self.cached.crops[missing]))
+            self._landmarks = points
+        return self._landmarks
 
     def dataset(self, role: str) -> FaceDataset | FeatureDataset:
         if self.features is not None and role in ("train", "val"):
             return FeatureDataset(self.features, self.positions(role), self.labels_array())
-        return FaceDataset(self.cached.crops, self.positions(role), self.labels_array(), self.transform(role))
+        return FaceDataset(self.cached.crops, self.positions(role), self.labels_array(), self.transform(role),
+                           self.landmarks() if self.with_landmarks else None)
 
     def _loader(self, role: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -334,6 +374,9 @@ class AUFaceDataModule(FaceDataModule):
             if self.features is not None:
                 raise ConfigError("mix_halves mixes images: it cannot train on cached features; "
                                  "set train.feature_cache: false")
+            if self.with_landmarks:
+                raise ConfigError("mix_halves gives a face another's lower half, whose landmarks it does not "
+                                  "carry: it cannot train a model that reads face parts; set data.mix_halves: 0")
             batch = mix_face_halves(*batch, self.lower_face_row(), self.mix_halves)
         return batch
 

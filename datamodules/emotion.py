@@ -11,6 +11,7 @@ from albumentations.pytorch import ToTensorV2
 
 from datamodules.base import FaceDataModule
 from datamodules.splits import stratified_holdout
+from datamodules.transforms import keypoint_params
 from facslab.badinput import SkipReport
 from facslab.errors import ConfigError
 
@@ -104,7 +105,7 @@ class EmotionDataModule(FaceDataModule):
             steps = [A.HorizontalFlip(p=0.5),
                      A.Affine(scale=(0.9, 1.1), translate_percent=(-0.1, 0.1), rotate=(-10, 10), p=0.8)]
         return A.Compose(steps + [A.Normalize(mean=self.mean, std=self.std, max_pixel_value=255.0), ToTensorV2()],
-                         seed=self.seed)
+                         seed=self.seed, **keypoint_params(self.with_landmarks and bool(steps)))
 
     def class_counts(self, role: str = "train") -> np.ndarray:
         return np.bincount(self.labels_array()[self.positions(role)], minlength=len(self.classes))

@@ -29,18 +29,21 @@ from datamodules.transforms import eval_transform
 
 def code_digest() -> str:
     """A digest of the code that computes features (this module, the backbones, where the cut
-    between frozen and trained stages is made, the freezing callback and the transforms) and of
+    between frozen and trained stages is made, the freezing callback, the transforms and where
+    face parts' landmarks come from) and of
     torch's and torchvision's versions (the backbones are torchvision's): a change to any of them
     is a new cache entry, with no version number to remember to bump."""
     import torchvision
 
     import datamodules.transforms as transforms
+    import facslab.faces.landmarks as landmarks
     import lightning_modules.backbones as backbones
     import lightning_modules.base as base
     import lightning_modules.freezing as freezing
+    import lightning_modules.landmark_patches as landmark_patches
 
     digest = hashlib.sha256(f"{torch.__version__} {torchvision.__version__}".encode())
-    for module in (backbones, base, freezing, transforms):
+    for module in (backbones, base, freezing, transforms, landmark_patches, landmarks):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()
@@ -72,15 +75,16 @@ def feature_shape(model, size: int, channels: int = 3) -> tuple[int, ...]:
             shapes["one"] = value.shape[1:]
 
     compute_features(model, np.zeros((1, size, size, channels), np.uint8), np.array([0]), (0.5,) * channels,
-                     (0.25,) * channels,
-                     _Shape(), progress=False)
+                     (0.25,) * channels, _Shape(), progress=False,
+                     landmarks=np.full((1, 68, 2), size / 2, np.float32) if model.takes_landmarks else None)
     return tuple(shapes["one"])
 
 
 @torch.inference_mode()
 def compute_features(model, crops: np.ndarray, positions: np.ndarray, mean, std, out: np.ndarray,
-                     batch_size: int = 128, progress: bool = True) -> None:
-    """``out[p] = frozen_prefix(normalised crops[p])`` for every position, frozen stages in eval mode."""
+                     batch_size: int = 128, progress: bool = True, landmarks: np.ndarray | None = None) -> None:
+    """``out[p] = frozen_prefix(normalised crops[p])`` for every position, frozen stages in eval
+    mode (with ``landmarks[p]`` beside each crop for a model that reads face parts)."""
     stages = model.frozen_stages()
     modes = [stage.training for stage in stages]
     for stage in stages:
@@ -91,6 +95,8 @@ def compute_features(model, crops: np.ndarray, positions: np.ndarray, mean, std,
         for start in tqdm(range(0, len(positions), batch_size), desc="frozen features", disable=not progress):
             rows = positions[start:start + batch_size]
             x = torch.stack([transform(image=np.asarray(crops[r]))["image"] for r in rows]).to(device)
+            if landmarks is not None:
+                x = (x, torch.from_numpy(np.asarray(landmarks[rows], np.float32)).to(device))
             out[rows] = model.frozen_prefix(x).float().cpu().numpy()
     finally:
         for stage, mode in zip(stages, modes):
@@ -113,7 +119,8 @@ def cached_features(model, dm, roles=("train", "val"), progress: bool = True) ->
                 shape = feature_shape(model, dm.image_size, dm.channels)
                 out = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
                                                 shape=(len(dm.cached.crops), *shape))
-                compute_features(model, dm.cached.crops, positions, dm.mean, dm.std, out, progress=progress)
+                compute_features(model, dm.cached.crops, positions, dm.mean, dm.std, out, progress=progress,
+                                 landmarks=dm.landmarks() if model.takes_landmarks else None)
                 out.flush()
                 del out
                 (tmp / "done").touch()

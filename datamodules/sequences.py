@@ -52,6 +52,8 @@ class SequenceMixin:
     def dataset(self, role: str):
         if self.features is not None:
             raise ConfigError("frame stacks are not feature-cached: set train.feature_cache: false")
+        if self.with_landmarks:
+            raise ConfigError("frame stacks carry no landmarks: a backbone that reads face parts takes single crops")
         return StackDataset(self.cached.crops, self.windows, self.positions(role), self.labels_array(), self.mean, self.std)
 
     def restack(self, part: pd.Series) -> None:

@@ -10,8 +10,15 @@ from albumentations.pytorch import ToTensorV2
 from facslab.au import FACE_HALF_AUS, NUM_AUS
 
 
-def train_transform(mean, std, augment: bool = True, seed: int | None = None) -> A.Compose:
-    """Albumentations keeps its own random state: ``seed`` makes the augmentation repeatable."""
+def keypoint_params(keypoints: bool) -> dict:
+    """``A.Compose`` arguments that move a crop's landmarks with every geometric change of the
+    image (``keypoints=``), keeping points pushed off the crop; none when ``keypoints`` is False."""
+    return {"keypoint_params": A.KeypointParams(format="xy", remove_invisible=False)} if keypoints else {}
+
+
+def train_transform(mean, std, augment: bool = True, seed: int | None = None, keypoints: bool = False) -> A.Compose:
+    """Albumentations keeps its own random state: ``seed`` makes the augmentation repeatable.
+    ``keypoints``: the augmentation also moves a crop's landmarks (``keypoints=``)."""
     steps = []
     if augment:
         # Small geometric jitter on top of alignment, and photometric changes; a horizontal flip
@@ -22,7 +29,8 @@ def train_transform(mean, std, augment: bool = True, seed: int | None = None) ->
             A.RandomBrightnessContrast(0.2, 0.2, p=0.7),
             A.ToGray(p=0.1),
         ]
-    return A.Compose(steps + [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()], seed=seed)
+    return A.Compose(steps + [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()], seed=seed,
+                     **keypoint_params(keypoints and augment))
 
 
 def eval_transform(mean, std) -> A.Compose:

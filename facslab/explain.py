@@ -163,23 +163,24 @@ def attention_rollout(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
         raise RuntimeError(f"{len(weights)} of {len(layers)} attention layers gave their weights")
     tokens = weights[0].shape[-1]
     identity = torch.eye(tokens, device=weights[0].device, dtype=weights[0].dtype)
-    rollout = identity.expand(len(x), tokens, tokens)
+    rollout = identity.expand(weights[0].shape[0], tokens, tokens)
     for w in weights:  # (N, heads, T, T)
         a = 0.5 * w.mean(1) + 0.5 * identity
         rollout = (a / a.sum(-1, keepdim=True)) @ rollout
     return rollout[:, 0, 1:], weights[-1][:, :, 0, 1:]
 
 
-def explain(predictor, crops: np.ndarray, target: str | None = None) -> Explanation:
+def explain(predictor, crops: np.ndarray, target: str | None = None, landmarks: np.ndarray | None = None) -> Explanation:
     """Saliency maps of aligned RGB uint8 crops (N, S, S, 3) for one named output of the model
-    (``target``; None: each face's strongest output)."""
+    (``target``; None: each face's strongest output); ``landmarks``: the crops' 68 points for a
+    model that reads face parts (None: dlib's, found on the crops)."""
     method = method_of(predictor)
     crops = np.asarray(crops)
     if crops.ndim == 3:
         crops = crops[None]
     size = predictor.alignment.size
     model = predictor.model
-    x = torch.from_numpy(predictor._normalise(crops)).to(predictor.device)
+    x = predictor.torch_input(*predictor.inputs(crops, landmarks))
     if method == "grad-cam":
         names = output_names(predictor)
         outputs = predictor.predict_aligned(crops)
@@ -194,8 +195,10 @@ def explain(predictor, crops: np.ndarray, target: str | None = None) -> Explanat
     n, h, tokens = heads.shape
     embedding = token_embedding(model)
     parts = getattr(embedding, "parts", None)
-    return Explanation(method, ["attention"] * n, _unit_maps(embedding.token_map(cls), size),
-                       _unit_maps(embedding.token_map(heads.reshape(n * h, tokens)), size).reshape(n, h, size, size),
+    landmarks = x[1] if isinstance(x, tuple) else None  # where each face's part tokens were cut
+    per_head = None if landmarks is None else landmarks.repeat_interleave(h, 0)
+    return Explanation(method, ["attention"] * n, _unit_maps(embedding.token_map(cls, landmarks), size),
+                       _unit_maps(embedding.token_map(heads.reshape(n * h, tokens), per_head), size).reshape(n, h, size, size),
                        parts, None if parts is None else (cls / cls.sum(1, keepdim=True)).cpu().numpy())
 
 

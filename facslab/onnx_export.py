@@ -20,7 +20,8 @@ class ExportError(RuntimeError):
 
 def export_onnx(model: BackboneModule, path: str | Path, image_size: int, samples: torch.Tensor | None = None,
                 channels: int = 3, input_shape: tuple[int, ...] | None = None) -> float:
-    """Write the network (normalised NCHW float input -> logits, any batch size) to ``path``
+    """Write the network (normalised NCHW float input, and the (N, 68, 2) landmarks for a model
+    that reads face parts -> logits, any batch size) to ``path``
     and return the largest absolute logit difference from PyTorch on ``samples``; above
     ``ONNX_TOLERANCE`` the file is removed and ExportError raised."""
     import onnxruntime as ort
@@ -28,17 +29,24 @@ def export_onnx(model: BackboneModule, path: str | Path, image_size: int, sample
     path = Path(path)
     model = model.eval().cpu()
     input_shape = input_shape or (channels, image_size, image_size)
-    example = torch.zeros(2, *input_shape)
-    with torch.no_grad():  # torch.export-based exporter (onnxscript), any batch size
-        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}}, dynamo=True,
-                          verbose=False)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    generator = torch.Generator().manual_seed(0)
     if samples is None:
-        samples = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
+        samples = torch.randn(4, *input_shape, generator=generator)
+    if model.takes_landmarks:  # a second input: the crops' 68 landmarks (pixels)
+        landmarks = image_size * (0.2 + 0.6 * torch.rand(len(samples), 68, 2, generator=generator))
+        example, inputs, names, dims = (torch.zeros(2, *input_shape), torch.full((2, 68, 2), image_size / 2)), \
+            (samples, landmarks), ["image", "landmarks"], ({0: batch}, {0: batch})
+    else:
+        example, inputs, names, dims = torch.zeros(2, *input_shape), samples, ["image"], {0: batch}
+    with torch.no_grad():  # torch.export-based exporter (onnxscript), any batch size
+        torch.onnx.export(model, (example,), str(path), input_names=names, output_names=["logits"],
+                          dynamic_shapes={"x": dims}, dynamo=True, verbose=False)
     with torch.no_grad():
-        expected = model(samples).numpy()
+        expected = model(inputs).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"image": samples.numpy()})[0]
+    feed = dict(zip(names, [t.numpy() for t in (inputs if model.takes_landmarks else (inputs,))]))
+    got = session.run(None, feed)[0]
     difference = float(np.abs(got - expected).max())
     if not difference <= ONNX_TOLERANCE:
         path.unlink(missing_ok=True)

@@ -91,21 +91,39 @@ class TaskPredictor:
                 f"its {self.outputs_name} on real photographs are not meaningful until it is trained on real data")
 
     @torch.inference_mode()
-    def predict_aligned(self, crops: np.ndarray) -> np.ndarray:
+    def predict_aligned(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         """The task's outputs (AU probabilities, class probabilities) for aligned RGB uint8 crops
-        (N, S, S, 3) (grey models take their luminance)."""
+        (N, S, S, 3) (grey models take their luminance); see ``inputs`` for ``landmarks``."""
+        return self._run(*self.inputs(crops, landmarks))
+
+    def inputs(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(normalised NCHW crops, their (N, 68, 2) landmarks or None): the network's input. A
+        model that reads face parts takes the crops' landmarks, found by dlib on the crops when not
+        given (as every app finds them); other models take none."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
         if crops.shape[1:3] != (self.alignment.size, self.alignment.size):
             raise ValueError(f"crops must be {self.alignment.size}x{self.alignment.size}, got {crops.shape[1:3]}")
-        return self._run(self._normalise(crops))
+        if not self.model.takes_landmarks:
+            return self._normalise(crops), None
+        if landmarks is None:
+            from facslab.faces.landmarks import crop_landmarks  # dlib: only models that read face parts
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+            landmarks = crop_landmarks(crops)
+        return self._normalise(crops), np.asarray(landmarks, np.float32)
+
+    def torch_input(self, x: np.ndarray, landmarks: np.ndarray | None = None):
+        """``inputs`` as the PyTorch model takes them, on its device."""
+        x = torch.from_numpy(x).to(self.device)
+        return x if landmarks is None else (x, torch.from_numpy(landmarks).to(self.device))
+
+    def _run(self, x: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         """The outputs of a normalised input batch, on ONNX Runtime or PyTorch."""
         if self.onnx_session is not None:
-            return self.activate(self.onnx_session.run(None, {"image": x})[0])
-        return self.model.outputs_from_logits(self.model(torch.from_numpy(x).to(self.device))).float().cpu().numpy()
+            feed = {"image": x} if landmarks is None else {"image": x, "landmarks": landmarks}
+            return self.activate(self.onnx_session.run(None, feed)[0])
+        return self.model.outputs_from_logits(self.model(self.torch_input(x, landmarks))).float().cpu().numpy()
 
     # What one face's answer says, declared by each task, so that every app (emoji, live, the web
     # page, the served model) assembles its answer from the models it was given.

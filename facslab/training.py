@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.apply_func import move_data_to_device
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
@@ -220,6 +221,7 @@ def fit(model: BackboneModule, dm: FaceDataModule, config: TrainerConfig, run_id
         limit_val_batches=1.0 if has_val else 0, **config.trainer,
     )
     model.schedule_epochs = config.max_epochs  # fixed ``epochs`` stop early in the same schedule
+    dm.with_landmarks = model.takes_landmarks
     use_cache = config.feature_cache and bool(model.frozen_stages())
     if config.feature_cache and dm.augment:
         raise ValueError("train.feature_cache needs the datamodule's augment: false (cached features are of "
@@ -260,8 +262,8 @@ def predict(model: BackboneModule, loader) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     device = next(model.parameters()).device
     probs, labels = [], []
-    for images, y in loader:
-        probs.append(model.outputs_from_logits(model(images.to(device))).float().cpu().numpy())
+    for inputs, y in loader:
+        probs.append(model.outputs_from_logits(model(move_data_to_device(inputs, device))).float().cpu().numpy())
         labels.append(y.numpy())
     if not probs:
         return np.zeros((0, 18), np.float32), np.zeros((0, 18), np.float32)

@@ -35,6 +35,9 @@ class Backbone:
     #: pooling (and VGG's classifier); running them in order equals ``trunk(x)``, so a frozen
     #: prefix of stages can be computed once and the rest run on its output
     stages: list[nn.Module]
+    #: what the trunk reads: the image, or ``(image, landmarks)`` (the crop's 68 points, pixels)
+    #: for a model that cuts face parts around each face's own landmarks
+    inputs: tuple[str, ...] = ("image",)
 
     def prefix_length(self, unfrozen_blocks: int) -> int:
         """How many stages are frozen: every one, pooling included, when no block trains; with
@@ -197,8 +200,9 @@ class _VitEmbedding(nn.Module):
         x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
         return x + self.pos_embedding
 
-    def token_map(self, weights: torch.Tensor) -> torch.Tensor:
-        """(N, rows, columns) grid of per-patch weights (N, patches), for saliency overlays."""
+    def token_map(self, weights: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, rows, columns) grid of per-patch weights (N, patches), for saliency overlays (the
+        grid is the same for every face: ``landmarks`` are not needed)."""
         side = int(round(weights.shape[1] ** 0.5))
         return weights.reshape(weights.shape[0], side, side)
 
@@ -239,7 +243,7 @@ def landmark_patches(name: str = "landmark_patches_25", weights: str | None = No
     stages = [nn.Sequential(embedding, encoder.dropout)] + list(encoder.layers)
     trunk = nn.Sequential(*stages, pooling)
     _load_weights(trunk, name, weights)
-    return Backbone(trunk, encoder.pos_embedding.shape[-1], blocks, stages + [pooling])
+    return Backbone(trunk, encoder.pos_embedding.shape[-1], blocks, stages + [pooling], inputs=("image", "landmarks"))
 
 
 FAMILIES = {

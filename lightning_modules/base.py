@@ -39,6 +39,9 @@ class BackboneModule(L.LightningModule):
     argument_applies: dict[str, tuple[str, tuple]] = {}
     #: metrics copied into ``history`` at the end of every training epoch
     history_metrics: tuple[str, ...] = ("train_loss", "val_loss")
+    #: the model's input is ``(images, landmarks)``, the crops' 68 points beside them (a backbone
+    #: that reads face parts; ``init_backbone`` says)
+    takes_landmarks: bool = False
 
     def init_backbone(self, backbone: str, weights: str | None, unfrozen_blocks: int, **options):
         """Build the backbone, freeze all but its last ``unfrozen_blocks`` blocks; returns it."""
@@ -49,10 +52,11 @@ class BackboneModule(L.LightningModule):
         self._frozen = freeze_all_but_last(built, unfrozen_blocks)
         self._stages, self._prefix = built.stages, len(self._frozen)
         self.feature_input = False  # True while training on cached frozen-prefix features
+        self.takes_landmarks = "landmarks" in built.inputs
         self.history: list[dict] = []
         return built
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         if self.feature_input:
             return self.from_frozen(x)
         return self.head(self.backbone(x))
@@ -119,17 +123,18 @@ class BackboneModule(L.LightningModule):
         """Metrics over one validation epoch's outputs (``outputs_from_logits``) and labels."""
         raise NotImplementedError
 
+    # a batch is (inputs, labels): inputs are images, (images, landmarks) or cached features
     def training_step(self, batch, batch_idx):
-        images, labels = batch
-        loss = self.loss_from_logits(self(images), labels)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        inputs, labels = batch
+        loss = self.loss_from_logits(self(inputs), labels)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_idx):
-        images, labels = batch
-        logits = self(images)
+        inputs, labels = batch
+        logits = self(inputs)
         self.log("val_loss", self.loss_from_logits(logits, labels), on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(images))
+                 batch_size=len(labels))
         self._val_outputs.append((self.outputs_from_logits(logits).detach(), labels.detach()))
 
     def on_validation_epoch_end(self):

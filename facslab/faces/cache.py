@@ -2,7 +2,8 @@
 
 Decoding a 640x490 PNG and warping it costs far more than reading a 224x224 crop back, and
 every epoch and every trial of a sweep would pay it again. The crops of one list of sources are
-stored as a single ``.npy`` array (memory-mapped when read), keyed by a hash of everything that
+stored as a single ``.npy`` array (memory-mapped when read), beside the 68 landmarks of the sources
+that come with 68 (carried into the crop; NaN for the others), keyed by a hash of everything that
 changes a crop: each file's path, size and modification time, its landmarks, the alignment spec,
 the detector settings and the version of this code. A different key is a different cache entry.
 """
@@ -25,14 +26,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from facslab.badinput import BadInputError, SkipReport
-from facslab.faces.align import AlignmentSpec, align_face
+from facslab.faces.align import AlignmentSpec, align_face, alignment_matrix, eye_centres, transform_points
 from facslab.images import load_rgb
 from facslab.threads import opencv_threads
 
 log = logging.getLogger(__name__)
 
 #: Bump when the crop a source produces changes for the same inputs.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the landmarks beside the crops
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,12 @@ def cache_key(sources: list[FaceSource], spec: AlignmentSpec, detection: Detecti
 
 def crop_source(source: FaceSource, spec: AlignmentSpec, detection: DetectionSettings) -> np.ndarray:
     """Decode and align one source; ``BadInputError`` names the file and the problem."""
+    return crop_with_landmarks(source, spec, detection)[0]
+
+
+def crop_with_landmarks(source: FaceSource, spec: AlignmentSpec,
+                        detection: DetectionSettings) -> tuple[np.ndarray, np.ndarray | None]:
+    """(crop, the source's 68 landmarks in the crop's pixels, or None where it has fewer)."""
     image = load_rgb(source.image)
     if source.landmarks is not None:
         landmarks = np.asarray(source.landmarks, dtype=np.float64).reshape(-1, 2)
@@ -104,19 +111,22 @@ def crop_source(source: FaceSource, spec: AlignmentSpec, detection: DetectionSet
             raise BadInputError(source.image, "no face found")
         landmarks = predict_landmarks(image, found[0], points=5)
     try:
-        return align_face(image, landmarks, spec)
+        crop = align_face(image, landmarks, spec)
     except ValueError as error:
         raise BadInputError(source.landmarks_file or source.image, f"cannot align: {error}") from None
+    if len(landmarks) != 68:
+        return crop, None
+    return crop, transform_points(landmarks, alignment_matrix(eye_centres(landmarks), spec)).astype(np.float32)
 
 
-def _crop_chunk(args) -> list[tuple[int, np.ndarray | None, str | None]]:
+def _crop_chunk(args) -> list[tuple[int, np.ndarray | None, np.ndarray | None, str | None]]:
     chunk, sources, spec, detection = args
     out = []
     for i, source in zip(chunk, sources):
         try:
-            out.append((i, crop_source(source, spec, detection), None))
+            out.append((i, *crop_with_landmarks(source, spec, detection), None))
         except BadInputError as error:
-            out.append((i, None, f"{error.path}\t{error.problem}"))
+            out.append((i, None, None, f"{error.path}\t{error.problem}"))
     return out
 
 
@@ -130,6 +140,8 @@ class CachedCrops:
     report: SkipReport
     path: Path
     built: bool  # False when read back from an earlier run
+    #: (n, 68, 2) float32 landmarks in crop pixels where the source gave 68 (else NaN); None: none kept
+    landmarks: np.ndarray | None = None
 
 
 def build_cache(
@@ -161,7 +173,8 @@ def build_cache(
         report.skip(path, problem)
     crops = np.load(entry / "crops.npy", mmap_mode="r")
     index = table.loc[table["problem"] == "", "position"].to_numpy()
-    return CachedCrops(crops=crops, index=index, report=report, path=entry, built=built)
+    return CachedCrops(crops=crops, index=index, report=report, path=entry, built=built,
+                       landmarks=np.load(entry / "landmarks.npy"))
 
 
 def _compute(entry: Path, sources, spec, detection, workers, progress, desc) -> None:
@@ -176,6 +189,7 @@ def _compute(entry: Path, sources, spec, detection, workers, progress, desc) -> 
     # Crops go straight to disk: a full CelebA does not fit in memory.
     array = np.lib.format.open_memmap(tmp / "crops.npy", mode="w+", dtype=np.uint8,
                                       shape=(n, spec.size, spec.size, 3))
+    landmarks = np.full((n, 68, 2), np.nan, np.float32)
     problems: dict[int, str] = {}
     bar = tqdm(total=n, desc=desc, unit="face", disable=not progress)
     if workers <= 1:
@@ -187,11 +201,13 @@ def _compute(entry: Path, sources, spec, detection, workers, progress, desc) -> 
             outputs = pool.map(_crop_chunk, jobs)  # submits every chunk, so every worker forks here
     try:
         for out in outputs:
-            for i, crop, problem in out:
+            for i, crop, points, problem in out:
                 if crop is None:
                     problems[i] = problem
                 else:
                     array[i] = crop
+                    if points is not None:
+                        landmarks[i] = points
             bar.update(len(out))
     finally:
         bar.close()
@@ -199,6 +215,7 @@ def _compute(entry: Path, sources, spec, detection, workers, progress, desc) -> 
             pool.shutdown()
     array.flush()
     del array
+    np.save(tmp / "landmarks.npy", landmarks)
     pd.DataFrame({"position": range(n), "image": [s.image for s in sources],
                   "problem": [problems.get(i, "") for i in range(n)]}).to_csv(tmp / "index.csv", index=False)
     (tmp / "done").touch()
