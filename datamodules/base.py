@@ -9,6 +9,7 @@ cache; datasets released as pixels (FER-2013) override ``build_crops``.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -295,13 +296,33 @@ class FaceDataModule(L.LightningDataModule):
             cached = self.cached.landmarks if self.landmark_source == "dataset" else None
             points = (np.full((len(self.cached.crops), 68, 2), np.nan, np.float32) if cached is None
                       else np.array(cached, dtype=np.float32))
-            missing = self.samples.index[self.samples["ok"]].to_numpy()
-            missing = missing[np.isnan(points[missing]).any(axis=(1, 2))]
+            used = self.samples.index[self.samples["ok"] & (self.samples["role"] != "unused")].to_numpy()
+            missing = used[np.isnan(points[used]).any(axis=(1, 2))]
             if len(missing):
-                log.info("%s: dlib's landmarks on %d crops", type(self).__name__, len(missing))
-                points[missing] = crop_landmarks(np.asarray(self.cached.crops[missing]))
+                points[missing] = self._dlib_landmarks(missing)
             self._landmarks = points
         return self._landmarks
+
+    def _dlib_landmarks(self, rows: np.ndarray) -> np.ndarray:
+        """dlib's points on the crops of ``rows``, a few hundred crops at a time (a whole CelebA's
+        crops do not fit in memory), kept beside the crop cache entry for the next run."""
+        import hashlib
+
+        from facslab.faces import landmarks as source
+
+        key = hashlib.sha256(Path(source.__file__).read_bytes() + repr(self.cached.crops.shape).encode()
+                             + rows.tobytes()).hexdigest()[:16]
+        kept = Path(self.cached.path) / f"dlib-landmarks-{key}.npy"
+        if kept.exists():
+            return np.load(kept)
+        log.info("%s: dlib's landmarks on %d crops", type(self).__name__, len(rows))
+        points = np.concatenate([crop_landmarks(np.asarray(self.cached.crops[rows[k:k + 256]]))
+                                 for k in range(0, len(rows), 256)])
+        if Path(self.cached.path).is_dir():
+            tmp = kept.with_name(f"{kept.stem}.tmp{os.getpid()}.npy")
+            np.save(tmp, points)
+            tmp.replace(kept)  # atomic: a parallel worker reads a whole file or none
+        return points
 
     def dataset(self, role: str) -> FaceDataset | FeatureDataset:
         if self.features is not None and role in ("train", "val"):

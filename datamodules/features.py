@@ -60,7 +60,10 @@ def prefix_digest(model) -> str:
 
 def feature_key(model, dm, positions: np.ndarray) -> str:
     hp = model.hparams
-    parts = [code_digest(), dm.cached.path.name, hashlib.sha256(positions.tobytes()).hexdigest(),
+    # a model that reads face parts: the prefix's output depends on where the patches were cut
+    points = (hashlib.sha256(np.ascontiguousarray(dm.landmarks()[positions]).tobytes()).hexdigest()
+              if model.takes_landmarks else None)
+    parts = [code_digest(), dm.cached.path.name, hashlib.sha256(positions.tobytes()).hexdigest(), points,
              prefix_digest(model), hp.backbone, len(model.frozen_stages()), dm.image_size,
              [round(v, 8) for v in dm.mean], [round(v, 8) for v in dm.std]]
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]

@@ -249,7 +249,7 @@ def fit(model: BackboneModule, dm: FaceDataModule, config: TrainerConfig, run_id
         # config classes (e.g. a dataset layout) that a weights-only load refuses
         trainer.fit(model, datamodule=dm, ckpt_path=resume_from, weights_only=False if resume_from else None)
     finally:
-        model.feature_input, dm.features = False, None
+        model.feature_input, dm.features, dm.with_landmarks = False, None, False
     if has_val and epochs is None:
         return FitResult(model, keeper.best_epoch, keeper.val_loss, trainer.current_epoch, model.history)
     return FitResult(model, trainer.current_epoch - 1, float("nan"), trainer.current_epoch, model.history)
