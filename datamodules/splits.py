@@ -7,7 +7,7 @@ import logging
 import numpy as np
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
-from facslab.errors import ConfigError
+from facslab.errors import ConfigError, UsersMistake
 
 
 def checked_fold(fold: int | None, n_folds: int) -> int | None:
@@ -29,7 +29,7 @@ def subject_holdout(subjects: np.ndarray, test_fraction: float, seed: int) -> np
     return mask
 
 
-class TooFewSubjectsError(ValueError):
+class TooFewSubjectsError(UsersMistake, ValueError):
     """A split asks for more subject groups than the data has."""
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from facslab.errors import UsersMistake
+
 log = logging.getLogger(__name__)
 
 
-class BadInputError(ValueError):
+class BadInputError(UsersMistake, ValueError):
     """A file that cannot be used, and why."""
 
     def __init__(self, path: str | Path, problem: str):

@@ -20,10 +20,11 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 
+from facslab.errors import UsersMistake
 from facslab.evaluation import per_class_metrics
 
 
-class EnsembleError(ValueError):
+class EnsembleError(UsersMistake, ValueError):
     """Members that cannot be combined (another split, other classes, no stored outputs)."""
 
 

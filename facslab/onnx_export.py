@@ -1,30 +1,40 @@
 """The network of a task model as ONNX: exported with torch's exporter and checked against
 PyTorch when written, and run with ONNX Runtime (several times faster than eager PyTorch for one
-small face on a CPU)."""
+small face on a CPU). The graph gives the logits and the task's outputs (``outputs_from_logits``),
+so a saved model runs on ONNX Runtime without torch being imported (the apps start faster)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import torch
-
-from lightning_modules.base import BackboneModule
 
 ONNX_TOLERANCE = 1e-4  # largest |logit difference| accepted between the export and PyTorch
+#: the graph's outputs: raw logits (checked against PyTorch) and the task's outputs computed from them
+OUTPUT_NAMES = ("logits", "outputs")
 
 
 class ExportError(RuntimeError):
     """The ONNX export does not reproduce the PyTorch model."""
 
 
-def export_onnx(model: BackboneModule, path: str | Path, image_size: int, samples: torch.Tensor | None = None,
-                channels: int = 3, input_shape: tuple[int, ...] | None = None) -> float:
-    """Write the network (normalised NCHW float input, and the (N, 68, 2) landmarks for a model
-    that reads face parts -> logits, any batch size) to ``path``
-    and return the largest absolute logit difference from PyTorch on ``samples``; above
-    ``ONNX_TOLERANCE`` the file is removed and ExportError raised."""
+def export_onnx(model, path: str | Path, image_size: int, samples=None, channels: int = 3,
+                input_shape: tuple[int, ...] | None = None) -> float:
+    """Write the network of a task model (normalised NCHW float input, and the (N, 68, 2) landmarks
+    for a model that reads face parts -> logits and outputs, any batch size) to ``path`` and return
+    the largest absolute logit difference from PyTorch on ``samples``; above ``ONNX_TOLERANCE`` the
+    file is removed and ExportError raised."""
     import onnxruntime as ort
+    import torch
+
+    class _LogitsAndOutputs(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            logits = self.module(x)
+            return logits, self.module.outputs_from_logits(logits)
 
     path = Path(path)
     model = model.eval().cpu()
@@ -40,8 +50,8 @@ def export_onnx(model: BackboneModule, path: str | Path, image_size: int, sample
     else:
         example, inputs, names, dims = torch.zeros(2, *input_shape), samples, ["image"], {0: batch}
     with torch.no_grad():  # torch.export-based exporter (onnxscript), any batch size
-        torch.onnx.export(model, (example,), str(path), input_names=names, output_names=["logits"],
-                          dynamic_shapes={"x": dims}, dynamo=True, verbose=False)
+        torch.onnx.export(_LogitsAndOutputs(model).eval(), (example,), str(path), input_names=names,
+                          output_names=list(OUTPUT_NAMES), dynamic_shapes={"x": dims}, dynamo=True, verbose=False)
     with torch.no_grad():
         expected = model(inputs).numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -55,10 +65,18 @@ def export_onnx(model: BackboneModule, path: str | Path, image_size: int, sample
 
 
 def onnx_session(path: Path, threads: int | None):
-    """An ONNX Runtime session on the CPU with ``threads`` (None: torch's count), one inter-op thread."""
+    """An ONNX Runtime session on the CPU with ``threads`` (None: torch's count where torch is
+    loaded, else ``OMP_NUM_THREADS``, else ONNX Runtime's default: one per physical core, as
+    torch's), one inter-op thread."""
+    import os
+    import sys
+
     import onnxruntime as ort
 
+    if threads is None:  # torch's count without importing torch for it (a second of start-up)
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -10,31 +10,18 @@ eager PyTorch for one small face; ``runtime="torch"`` keeps PyTorch.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from facslab.badinput import BadInputError, MissingInputError
+from facslab.badinput import MissingInputError
 from facslab.au import AU_LABELS, openface_columns
+from facslab.emotions import DIMENSIONS, affect_fields, affect_summary
 from facslab.faces.align import AlignmentSpec
 from facslab import onnx_export
-from facslab.name_tables import class_path, import_class_module, register
-from lightning_modules.au_affect import AUAffectModel
-from lightning_modules.au_detector import AUDetector
-from lightning_modules.au_intensity import AUIntensityRegressor
-from lightning_modules.base import BackboneModule
-from lightning_modules.emotion_classifier import EmotionClassifier
-from lightning_modules.temporal import TemporalAUDetector
-from lightning_modules.valence_arousal import DIMENSIONS, ValenceArousalRegressor
-
-WEIGHTS_FILE, CONFIG_FILE, ONNX_FILE = "model.pt", "config.json", "model.onnx"
-RUNTIMES = ("auto", "torch", "onnx")
-
-
-#: task name -> its predictor class, filled as the classes are defined (``TaskPredictor.__init_subclass__``)
-PREDICTORS: dict[str, type[TaskPredictor]] = {}
+from facslab.model_folder import (CONFIG_FILE, ONNX_FILE, PREDICTORS, RUNTIMES, WEIGHTS_FILE,  # noqa: F401
+                                  build_saved_model, gpu_present, saved_predictor_class, write_folder)
+from facslab.name_tables import register
 
 
 class TaskPredictor:
@@ -47,7 +34,9 @@ class TaskPredictor:
 
     task = "task"
     outputs_name = "outputs"
-    module_class: type[BackboneModule] = BackboneModule
+    #: the task's LightningModule, or its import path (then torch and Lightning load only when a
+    #: PyTorch model is built: a saved model with its ONNX export runs without them)
+    module_class: type | str = "lightning_modules.base.BackboneModule"
     #: frames one input spans: a face's last ``window`` crops (None: one crop)
     window: int | None = None
     #: whether ``decide`` gives the 18 AUs' presence (what the emoji matcher and the AU rules read)
@@ -65,19 +54,43 @@ class TaskPredictor:
         if "task" in cls.__dict__:  # a subclass that keeps its parent's task does not take it over
             register(PREDICTORS, cls.task, cls, cls, "task")
 
-    def __init__(self, model: BackboneModule, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
-                 device: str = "auto", onnx_session=None):
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.model = model.eval().to(self.device)
+    def __init__(self, model=None, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
+                 device: str = "auto", onnx_session=None, saved: Path | None = None):
+        """``model``: the task's LightningModule; or None with ``saved``, a saved folder whose ONNX
+        export gives the outputs (``onnx_session``), the PyTorch model being built from the folder
+        only where something asks for it (``explain``'s gradients and attention)."""
+        if model is None and (saved is None or onnx_session is None):
+            raise ValueError("a predictor needs its model, or a saved folder with an ONNX session")
+        self._device, self._model, self.saved = device, None, saved
         self.onnx_session = onnx_session
         self.provenance = dict(provenance or {})
-        hp = model.hparams
-        self.alignment = alignment or AlignmentSpec(size=hp.image_size)
-        self.mean = np.asarray(hp.mean, np.float32) * 255.0
-        self.std = np.asarray(hp.std, np.float32) * 255.0
-        self.channels = len(hp.mean)
+        if model is not None:
+            self._take(model)
+            self.hparams = dict(model.hparams)
+        else:
+            self.hparams = json.loads((saved / CONFIG_FILE).read_text())["hparams"]
+        hp = self.hparams
+        self.alignment = alignment or AlignmentSpec(size=hp["image_size"])
+        self.mean = np.asarray(hp["mean"], np.float32) * 255.0
+        self.std = np.asarray(hp["std"], np.float32) * 255.0
+        self.channels = len(hp["mean"])
+        #: the network's input is the crops and their 68 landmarks (a backbone that reads face parts)
+        self.takes_landmarks = (model.takes_landmarks if model is not None else
+                                "landmarks" in [i.name for i in onnx_session.get_inputs()])
+
+    def _take(self, model) -> None:
+        import torch
+
+        if self._device == "auto":
+            self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._model = model.eval().to(torch.device(self._device))
+
+    @property
+    def model(self):
+        """The PyTorch model (built from the saved folder the first time it is asked for)."""
+        if self._model is None:
+            self._take(build_saved_model(type(self), self.saved))
+        return self._model
 
     @property
     def trained_only_on_generated(self) -> bool:
@@ -90,7 +103,6 @@ class TaskPredictor:
         return (f"note: this model was trained only on generated faces ({self.provenance.get('datasets', 'facslab data')}); "
                 f"its {self.outputs_name} on real photographs are not meaningful until it is trained on real data")
 
-    @torch.inference_mode()
     def predict_aligned(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         """The task's outputs (AU probabilities, class probabilities) for aligned RGB uint8 crops
         (N, S, S, 3) (grey models take their luminance); see ``inputs`` for ``landmarks``."""
@@ -105,7 +117,7 @@ class TaskPredictor:
             crops = crops[None]
         if crops.shape[1:3] != (self.alignment.size, self.alignment.size):
             raise ValueError(f"crops must be {self.alignment.size}x{self.alignment.size}, got {crops.shape[1:3]}")
-        if not self.model.takes_landmarks:
+        if not self.takes_landmarks:
             return self._normalise(crops), None
         if landmarks is None:
             from facslab.faces.landmarks import crop_landmarks  # dlib: only models that read face parts
@@ -115,15 +127,23 @@ class TaskPredictor:
 
     def torch_input(self, x: np.ndarray, landmarks: np.ndarray | None = None):
         """``inputs`` as the PyTorch model takes them, on its device."""
-        x = torch.from_numpy(x).to(self.device)
-        return x if landmarks is None else (x, torch.from_numpy(landmarks).to(self.device))
+        import torch
+
+        device = self.model.device
+        x = torch.from_numpy(x).to(device)
+        return x if landmarks is None else (x, torch.from_numpy(landmarks).to(device))
 
     def _run(self, x: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         """The outputs of a normalised input batch, on ONNX Runtime or PyTorch."""
         if self.onnx_session is not None:
             feed = {"image": x} if landmarks is None else {"image": x, "landmarks": landmarks}
-            return self.activate(self.onnx_session.run(None, feed)[0])
-        return self.model.outputs_from_logits(self.model(self.torch_input(x, landmarks))).float().cpu().numpy()
+            if "outputs" in [o.name for o in self.onnx_session.get_outputs()]:
+                return self.onnx_session.run(["outputs"], feed)[0]
+            return self.activate(self.onnx_session.run(None, feed)[0])  # an export of logits only (before 2026-12-07)
+        import torch
+
+        with torch.inference_mode():
+            return self.model.outputs_from_logits(self.model(self.torch_input(x, landmarks))).float().cpu().numpy()
 
     # What one face's answer says, declared by each task, so that every app (emoji, live, the web
     # page, the served model) assembles its answer from the models it was given.
@@ -158,6 +178,8 @@ class TaskPredictor:
 
     def activate(self, logits: np.ndarray) -> np.ndarray:
         """The model's ``outputs_from_logits`` on ONNX Runtime's logits."""
+        import torch
+
         return self.model.outputs_from_logits(torch.from_numpy(logits)).numpy()
 
     def _normalise(self, crops: np.ndarray) -> np.ndarray:
@@ -181,23 +203,7 @@ class TaskPredictor:
 
     def save(self, folder: str | Path, onnx: bool = True) -> Path:
         """Weights, config and (``onnx``) the ONNX export, checked against PyTorch on random inputs."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.cpu() for k, v in self.model.state_dict().items()}, folder / WEIGHTS_FILE)
-        hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(self.model.hparams).items()}
-        hparams["weights"] = None  # the saved state holds the weights
-        if type(self).__module__ == "__main__":
-            raise ValueError(f"{type(self).__qualname__} is defined in a script (__main__): another process cannot import "
-                             "it to load the model; define the task in an importable module")
-        config = {"task": self.task, "predictor": class_path(type(self)), "hparams": hparams, "alignment": asdict(self.alignment),
-                  "provenance": self.provenance, **self.outputs_config()}
-        config["hparams"].update(config.pop("hparams_update", {}))
-        if onnx:
-            difference = onnx_export.export_onnx(self.model, folder / ONNX_FILE, self.alignment.size, input_shape=self.input_shape())
-            self.model.to(self.device)
-            config["onnx"] = {"file": ONNX_FILE, "max_abs_logit_difference": difference, "tolerance": onnx_export.ONNX_TOLERANCE}
-        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        return folder
+        return write_folder(self, folder, onnx)
 
     def outputs_config(self) -> dict:
         """What the saved config says about the outputs (and ``hparams_update``: hparams to store)."""
@@ -212,40 +218,19 @@ class TaskPredictor:
              threads: int | None = None) -> TaskPredictor:
         """The predictor of a saved folder, of the task it was saved as. ``runtime``: onnx (needs
         ``model.onnx``), torch, or auto: ONNX Runtime on a CPU when the folder has the export,
-        else PyTorch."""
+        else PyTorch (on ONNX Runtime the PyTorch model is built only when something asks for it)."""
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         folder = Path(folder)
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (folder / name).is_file():
-                raise MissingInputError(folder, f"not a facslab model folder (no {name}): give the folder a model "
-                                                "was saved to, or a models:/ or runs:/ URI")
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text())
-        except (ValueError, UnicodeDecodeError) as error:
-            raise BadInputError(folder / CONFIG_FILE, f"not readable JSON ({error})") from None
-        task = config.get("task", "au")  # folders saved before emotions were a task are AU models
-        saved = config.get("predictor")  # module:class of the predictor that saved it (folders since 2026-12-06)
-        if saved is not None:
-            import_class_module(folder / CONFIG_FILE, saved, required=task not in PREDICTORS)
-        if task not in PREDICTORS:
-            raise BadInputError(folder / CONFIG_FILE, f"unknown task {task!r}; known: {', '.join(PREDICTORS)}")
-        if saved is not None and class_path(PREDICTORS[task]) != saved:
-            raise BadInputError(folder / CONFIG_FILE, f"saved by {saved}, but task {task!r} is "
-                                                      f"{class_path(PREDICTORS[task])} here")
-        if cls is not TaskPredictor and PREDICTORS[task] is not cls:
-            raise BadInputError(folder, f"a {task} model, not a {cls.task} model")
-        cls = PREDICTORS[task]
-        model = cls.module_class(**config["hparams"])
-        model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-        predictor = cls(model, AlignmentSpec(**config["alignment"]), config.get("provenance"), device)
+        config, cls = saved_predictor_class(folder, None if cls is TaskPredictor else cls)
+        alignment, provenance = AlignmentSpec(**config["alignment"]), config.get("provenance")
         has_onnx = (folder / ONNX_FILE).exists()
         if runtime == "onnx" and not has_onnx:
             raise MissingInputError(folder / ONNX_FILE, "this model was saved without its ONNX export; "
                                                         "register it again, or use --runtime torch")
-        if runtime == "onnx" or (runtime == "auto" and has_onnx and predictor.device.type == "cpu"):
-            predictor.onnx_session = onnx_export.onnx_session(folder / ONNX_FILE, threads)
-        return predictor
+        if runtime == "onnx" or (runtime == "auto" and has_onnx and not gpu_present(device)):
+            return cls(None, alignment, provenance, "cpu", onnx_export.onnx_session(folder / ONNX_FILE, threads), folder)
+        return cls(build_saved_model(cls, folder), alignment, provenance, device)
 
 
 class AUPredictor(TaskPredictor):
@@ -253,11 +238,13 @@ class AUPredictor(TaskPredictor):
 
     task = "au"
     outputs_name = "AUs"
-    module_class = AUDetector
+    module_class = "lightning_modules.au_detector.AUDetector"
 
-    def __init__(self, model: AUDetector, *args, **kwargs):
+    def __init__(self, model=None, *args, **kwargs):
         super().__init__(model, *args, **kwargs)
-        self.thresholds = model.thresholds.cpu().numpy().astype(np.float64)
+        # a trained model's thresholds are a buffer the registry sets; a saved one's are in its hparams
+        self.thresholds = (model.thresholds.cpu().numpy() if model is not None
+                           else np.asarray(self.hparams["thresholds"])).astype(np.float64)
         self.au_labels = AU_LABELS
 
     decides_aus = True
@@ -295,14 +282,14 @@ class EmotionPredictor(TaskPredictor):
 
     task = "emotion"
     outputs_name = "emotions"
-    module_class = EmotionClassifier
+    module_class = "lightning_modules.emotion_classifier.EmotionClassifier"
     app_option, app_option_default = "emotion_model", "auto"
     app_option_help = ("emotion model: auto (models:/facslab-emotion@champion when registered in the store of a "
                        "models:/ or runs:/ --model), none, a URI or a folder")
 
-    def __init__(self, model: EmotionClassifier, *args, **kwargs):
+    def __init__(self, model=None, *args, **kwargs):
         super().__init__(model, *args, **kwargs)
-        self.classes = tuple(model.hparams.classes)
+        self.classes = tuple(self.hparams["classes"])
 
     def outputs_config(self) -> dict:
         return {"classes": list(self.classes)}
@@ -329,21 +316,12 @@ class EmotionPredictor(TaskPredictor):
     chart_names = output_names  # every class is followed over time
 
 
-def affect_fields(values: np.ndarray) -> dict:
-    """Valence and arousal as a face's JSON fields."""
-    return {d: round(float(v), 4) for d, v in zip(DIMENSIONS, values)}
-
-
-def affect_summary(values: np.ndarray) -> str:
-    return ", ".join(f"{d} {float(v):+.2f}" for d, v in zip(DIMENSIONS, values))
-
-
 class ValenceArousalPredictor(TaskPredictor):
     """Valence and arousal in [-1, 1]."""
 
     task = "valence_arousal"
     outputs_name = "valence and arousal"
-    module_class = ValenceArousalRegressor
+    module_class = "lightning_modules.valence_arousal.ValenceArousalRegressor"
     app_option = "va_model"
     app_option_help = "a valence/arousal model (URI or folder), e.g. models:/facslab-valence-arousal@champion"
 
@@ -375,7 +353,7 @@ class AUIntensityPredictor(TaskPredictor):
 
     task = "au_intensity"
     outputs_name = "AU intensities"
-    module_class = AUIntensityRegressor
+    module_class = "lightning_modules.au_intensity.AUIntensityRegressor"
     app_option = "intensity_model"
     app_option_help = "an AU intensity model (URI or folder): intensities 0-5, AUxx_r columns in the live CSV"
 
@@ -404,7 +382,7 @@ class TemporalAUPredictor(AUPredictor):
 
     task = "au_temporal"
     outputs_name = "AUs over the last frames"
-    module_class = TemporalAUDetector
+    module_class = "lightning_modules.temporal.TemporalAUDetector"
     app_option = "temporal_model"
     app_option_help = "a temporal AU model (URI or folder): a sliding window over each tracked face (AUxx_tp columns)"
 
@@ -423,12 +401,11 @@ class TemporalAUPredictor(AUPredictor):
 
     @property
     def window(self) -> int:
-        return int(self.model.hparams.window)
+        return int(self.hparams["window"])
 
     def input_shape(self) -> tuple[int, ...]:
         return (self.window, self.channels, self.alignment.size, self.alignment.size)
 
-    @torch.inference_mode()
     def predict_aligned(self, stacks: np.ndarray) -> np.ndarray:
         """(N, 18) for (N, window, S, S, 3) RGB uint8 stacks (one stack: (window, S, S, 3))."""
         stacks = np.asarray(stacks)
@@ -447,7 +424,7 @@ class AUAffectPredictor(AUPredictor):
 
     task = "au_affect"
     outputs_name = "AUs, valence and arousal"
-    module_class = AUAffectModel
+    module_class = "lightning_modules.au_affect.AUAffectModel"
 
     def decide(self, outputs: np.ndarray) -> np.ndarray:
         return outputs[..., :len(self.thresholds)] >= self.thresholds
@@ -466,3 +443,4 @@ class AUAffectPredictor(AUPredictor):
 
     def summary(self, row):
         return f"{super().summary(row)}, {affect_summary(row[len(self.thresholds):])}"
+

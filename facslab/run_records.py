@@ -11,13 +11,14 @@ from mlflow.data.sources import LocalArtifactDatasetSource
 
 from datamodules.base import AUFaceDataModule
 from facslab import plots
+from facslab.errors import UsersMistake
 from facslab.mlflow_store import artifact_dir, git_commit, log_dataset_input, log_figure, log_table
 from lightning_modules.au_detector import AUDetector
 
 log = logging.getLogger(__name__)
 
 
-class MissingPretrainingError(RuntimeError):
+class MissingPretrainingError(UsersMistake, RuntimeError):
     """``init_from: auto`` found no pretraining run to start from."""
 
 

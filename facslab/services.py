@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from facslab.badinput import BadInputError
+from facslab.errors import UsersMistake
 from facslab.listening import check_port
 
 DATABASES = ("optuna", "mlflow")
@@ -39,7 +40,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEBIAN_POSTGRES = Path("/usr/lib/postgresql")  # Debian keeps the server programs off PATH, per version
 
 
-class ServicesError(RuntimeError):
+class ServicesError(UsersMistake, RuntimeError):
     """A service that cannot start or be reached; the message says what to do."""
 
 

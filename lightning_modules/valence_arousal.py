@@ -13,13 +13,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from facslab.emotions import DIMENSIONS  # noqa: F401 (the axes, also imported from here)
 from facslab.errors import ConfigError
 from facslab.metrics import concordance
 from lightning_modules.backbones import SPATIAL_OUTPUT
 from lightning_modules.base import BackboneModule
 
 LOSSES = ("ccc", "mse", "ccc+mse")
-DIMENSIONS = ("valence", "arousal")
 
 
 

@@ -1,6 +1,9 @@
 """The ``facslab`` command: one entry point, one subcommand per job, one module per group of
 commands (``chain``: the experiment chain; ``data``; ``download``; ``apps``; ``services``). A module
-of this package with an ``add_commands(sub)`` function is a group: adding one adds its commands."""
+of this package with an ``add_commands(sub)`` function and the ``COMMANDS`` it adds is a group:
+adding one adds its commands. Only the group of the command being run builds its parsers (building
+them imports what their options name: torch and Lightning for the chain's configs); ``--help``
+builds them all."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import traceback
 
 from jsonargparse import ArgumentParser
 
-from facslab.badinput import BadInputError
+from facslab.errors import ConfigError, UsersMistake
 
 #: the groups listed first in ``--help``; any other module with ``add_commands`` follows
 FIRST_GROUPS = ("chain", "data", "apps")
@@ -25,17 +28,26 @@ def groups() -> list[str]:
     return [g for g in FIRST_GROUPS if g in found] + sorted(set(found) - set(FIRST_GROUPS))
 
 
-def build_parser() -> tuple[ArgumentParser, dict[str, tuple[ArgumentParser, object]]]:
-    """The parser, and every subcommand's (parser, handler)."""
+def build_parser(command: str | None = None) -> tuple[ArgumentParser, dict[str, tuple[ArgumentParser, object]]]:
+    """The parser, and the (parser, handler) of ``command``'s group (of every subcommand when
+    ``command`` is None or no group has it)."""
     import importlib
 
     parser = ArgumentParser(exit_on_error=False, prog="facslab", description="Facial Action Unit detection, experiment-tracked.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subcommands(dest="command")
+    modules = [importlib.import_module(f"facslab.cli.{group}") for group in groups()]
+    chosen = [m for m in modules if command in m.COMMANDS] or modules
     commands = {}
-    for group in groups():
-        commands.update(importlib.import_module(f"facslab.cli.{group}").add_commands(sub))
+    for module in chosen:
+        commands.update(module.add_commands(sub))
     return parser, commands
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand an argument list asks for: its first word that is not an option (the
+    top-level options, -v and -h, take no value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -59,14 +71,8 @@ def quiet_libraries(verbose: bool) -> None:
         warnings.filterwarnings("ignore", message=r"Found .* module\(s\) in eval mode")
 
 def main(argv: list[str] | None = None) -> int:
-    from facslab.config import ConfigError
-    from facslab.ensemble import EnsembleError
-    from facslab.run_records import MissingPretrainingError
-    from facslab.services import ServicesError
-    from datamodules.splits import TooFewSubjectsError
-
-    parser, commands = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    parser, commands = build_parser(command_of(argv))
     command = next((a for a in argv if a in commands), None)
     try:
         try:
@@ -84,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     # the user's own input or setting to fix: one line (-v adds the traceback); anything else is a
     # programming error and keeps its traceback
     except Exception as error:
-        mistake = _users_mistake(error, (BadInputError, ConfigError, EnsembleError, MissingPretrainingError,
-                                         ServicesError, TooFewSubjectsError))
+        mistake = _users_mistake(error)
         if mistake is None:
             raise
         if "-v" in argv or "--verbose" in argv:
@@ -93,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facslab{' ' + command if command else ''}: error: {mistake}", file=sys.stderr)
         return 2
 
-def _users_mistake(error: BaseException, kinds: tuple[type, ...]) -> BaseException | None:
+def _users_mistake(error: BaseException) -> BaseException | None:
     """The user's mistake that ``error`` is or was caused by: jsonargparse wraps what a class
     raises while a config instantiates it (``fold must be in 0..2``) in its own ValueError."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, kinds):
+        if isinstance(error, UsersMistake):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__

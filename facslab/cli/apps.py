@@ -267,6 +267,10 @@ def _tracking(args):
                         tracker=args.tracker)
 
 
+#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
+COMMANDS = ('emoji', 'live', 'analyze', 'serve', 'eyes')
+
+
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     from facslab.faces.detect import DETECTORS

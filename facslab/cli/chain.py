@@ -10,8 +10,6 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from facslab.config import config_from
-
 
 def _demo(args, parser=None) -> int:
     from facslab.demo_data import DemoSize
@@ -55,6 +53,7 @@ def _prepare_demo(args, size) -> int:
     return 0
 
 def _pretrain(args, parser) -> int:
+    from facslab.config import config_from
     from facslab.pretrain import pretrain
 
     run_id = pretrain(config_from(parser, args))
@@ -62,6 +61,7 @@ def _pretrain(args, parser) -> int:
     return 0
 
 def _sweep(args, parser) -> int:
+    from facslab.config import config_from
     from facslab.registry import register_best
     from facslab.sweep import run_sweep
     from facslab.sweep.summary import describe_best
@@ -104,7 +104,7 @@ def _port_fer(args, parser=None) -> int:
 
 def _register(args, parser) -> int:
     from facslab.registry import register_best
-    from facslab.config import ConfigError
+    from facslab.config import ConfigError, config_from
     from facslab.sweep import finished_study
     from facslab.mlflow_store import setup_tracking
 
@@ -116,6 +116,7 @@ def _register(args, parser) -> int:
     return 0
 
 def _au_emotion(args, parser) -> int:
+    from facslab.config import config_from
     from facslab.au_emotion.evaluate import evaluate_au_emotion
 
     config = config_from(parser, args)
@@ -125,11 +126,16 @@ def _au_emotion(args, parser) -> int:
     return 0
 
 def _report(args, parser) -> int:
+    from facslab.config import config_from
     from facslab.report import make_report
 
     folder = make_report(config_from(parser, args))
     print(f"report written to {folder}")
     return 0
+
+
+#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
+COMMANDS = ('demo', 'emotion-demo', 'port-fer', 'pretrain', 'sweep', 'register', 'report', 'au-emotion')
 
 
 def add_commands(sub) -> dict:

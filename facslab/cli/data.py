@@ -69,6 +69,10 @@ def _preprocess(args, parser: ArgumentParser) -> int:
     return 0
 
 
+#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
+COMMANDS = ('generate', 'preprocess')
+
+
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     from datamodules.base import FaceDataModule

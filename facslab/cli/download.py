@@ -25,6 +25,10 @@ def _download(args, parser=None) -> int:
     return 0
 
 
+#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
+COMMANDS = ('download',)
+
+
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     download = ArgumentParser(exit_on_error=False, description="Fetch the images of a dataset released as URLs "

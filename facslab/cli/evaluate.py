@@ -30,6 +30,10 @@ def _evaluate(args, parser=None) -> int:
     return 0
 
 
+#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
+COMMANDS = ('evaluate',)
+
+
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     evaluate = ArgumentParser(exit_on_error=False,

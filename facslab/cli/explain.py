@@ -66,6 +66,10 @@ def _explain(args, parser=None) -> int:
     return _status(failures)
 
 
+#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
+COMMANDS = ('explain',)
+
+
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     from facslab.faces.detect import DETECTORS

@@ -30,6 +30,10 @@ def _services(args, parser=None) -> int:
     return 0
 
 
+#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
+COMMANDS = ('services',)
+
+
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     svc = ArgumentParser(exit_on_error=False, description="Start, stop or check the shared PostgreSQL and MLflow tracking server.")

@@ -149,3 +149,62 @@ train: {{init_from: null, max_epochs: 1, progress: false}}
             f"{LOCAL_RETRIES} retries used up (not run again)") in out.stderr, out.stderr[-2000:]
     states = [t.state for t in optuna.load_study(study_name="out-of-retries", storage=storage).trials]
     assert states == [optuna.trial.TrialState.FAIL] * (LOCAL_RETRIES + 1)  # nothing waits to run it again
+
+
+def test_every_group_declares_the_commands_it_adds_and_a_command_builds_its_group_alone():
+    """The CLI builds only the parsers of the command it runs, finding its group by ``COMMANDS``:
+    each group's declaration must be exactly what its ``add_commands`` adds."""
+    import importlib
+
+    from facslab.cli import build_parser, groups
+
+    for group in groups():
+        module = importlib.import_module(f"facslab.cli.{group}")
+        _, commands = build_parser(module.COMMANDS[0])
+        assert tuple(commands) == module.COMMANDS, group
+    assert len(build_parser(None)[1]) == sum(len(importlib.import_module(f"facslab.cli.{g}").COMMANDS) for g in groups())
+
+
+def test_emoji_on_a_saved_onnx_model_imports_neither_torch_nor_lightning(model_dir, astronaut, tmp_path):
+    """A real process: ``facslab emoji`` on a model folder with its ONNX export answers from the
+    export's own outputs, with the probabilities PyTorch gives (--runtime torch), without loading
+    torch or Lightning (seconds of start-up)."""
+    import json
+    import subprocess
+    import sys
+
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(image)
+    script = ("import json, sys\nfrom facslab.cli import main\n"
+              "code = main(sys.argv[1:])\n"
+              "print(json.dumps({'code': code, 'loaded': sorted(m for m in ('torch', 'lightning') if m in sys.modules)}))")
+    answers = {}
+    for runtime in ("auto", "torch"):
+        done = subprocess.run([sys.executable, "-c", script, "emoji", str(image), "--model", str(model_dir), "--json",
+                               "--runtime", runtime], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        *faces, status = done.stdout.strip().splitlines()
+        answers[runtime] = (json.loads("\n".join(faces)), json.loads(status))
+    assert answers["auto"][1] == {"code": 0, "loaded": []}
+    assert answers["torch"][1]["loaded"] == ["lightning", "torch"]
+    auto, torch_run = answers["auto"][0][0]["probabilities"], answers["torch"][0][0]["probabilities"]
+    assert auto.keys() == torch_run.keys() and all(abs(auto[k] - torch_run[k]) <= 1e-4 for k in auto)
+
+
+def test_weights_that_do_not_fit_the_model_class_are_one_line(model_dir, astronaut, tmp_path):
+    """A folder whose weights another version of the model class wrote (a layer added since): one
+    line naming the weights file, exit 2, no traceback."""
+    import shutil
+
+    import torch
+
+    folder = tmp_path / "old"
+    shutil.copytree(model_dir, folder)
+    state = torch.load(folder / "model.pt", weights_only=True)
+    torch.save({k: v for k, v in state.items() if not k.startswith("head.")}, folder / "model.pt")
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(image)
+    done = run_cli("emoji", str(image), "--model", str(folder), "--runtime", "torch")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    line, = done.stderr.strip().splitlines()
+    assert f"{folder / 'model.pt'}" in line and "do not fit" in line and "Missing key" in line, line
