@@ -1,19 +1,22 @@
-"""Benchmark: `facslab emoji photo.png` from a cold process to its answer, the old path beside the
+"""Benchmark: `facslab emoji photo.png` from a cold process to its answer, the old code beside the
 new, in one run (alternating, the median of ``--runs`` each).
 
-* old: what start-up did before 2026-12-07: every command's parser built (the chain's import
-  torch and Lightning through their configs) and the model loaded with its PyTorch module;
-* new: `facslab emoji`, which builds the apps' parsers alone and answers from the model's ONNX
-  export without importing torch or Lightning.
+* old: the CLI of ``--old`` (a commit before 2026-12-07's start-up change, checked out in a
+  temporary git worktree and run from it): every command's parser built, which imports torch and
+  Lightning through the chain's configs, and the model folder loaded with its PyTorch module before
+  ONNX Runtime answers;
+* new: this tree's `facslab emoji`: the apps' parsers alone, the answer from the ONNX export's
+  outputs, neither torch nor Lightning imported.
 
-The model is an AU model of the demo's size (ResNet-18 at 64 px; weights do not change the cost),
-saved with its ONNX export; the photograph is skimage's astronaut.
-Run: `.venv/bin/python bench/startup.py [--runs 5]`.
+Both run on the same model folder (an AU model of the demo's size, ResNet-18 at 64 px, saved with
+its ONNX export by this tree; the old code reads it) and skimage's astronaut, at ``--runtime auto``.
+Run from the repository: `.venv/bin/python bench/startup.py [--runs 5] [--old f055aaf]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -28,37 +31,47 @@ from PIL import Image
 from facslab.predictor import AUPredictor
 from lightning_modules.au_detector import AUDetector
 
-OLD = ("import sys\nfrom facslab.cli import build_parser, main\nbuild_parser(None)\n"
-       "sys.exit(main(sys.argv[1:] + ['--runtime', 'torch']))")
-NEW = "import sys\nfrom facslab.cli import main\nsys.exit(main(sys.argv[1:]))"
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def seconds(script: str, argv: list[str]) -> float:
+def seconds(argv: list[str], tree: Path) -> float:
+    """Wall time of ``python -m facslab.cli ARGV`` run in ``tree`` (``-m`` puts the working folder
+    first on the path), with its code first on the path."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", script, *argv], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "facslab.cli", *argv], check=True, capture_output=True, cwd=tree,
+                   env={**os.environ, "PYTHONPATH": str(tree)})
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--old", default="f055aaf", help="the commit whose CLI is the old path")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
+        old_tree = Path(folder) / "old"
+        subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "add", "--detach", str(old_tree), args.old],
+                       check=True, capture_output=True)
         torch.manual_seed(0)
         model = Path(folder) / "au_model"
         AUPredictor(AUDetector("resnet18", unfrozen_blocks=-1, hidden_size=64, image_size=64)).save(model)
         image = Path(folder) / "astronaut.png"
         Image.fromarray(skimage.data.astronaut()).save(image)
         argv = ["emoji", str(image), "--model", str(model)]
-        seconds(NEW, argv)  # warm the file cache for both
-        times = {"old": [], "new": []}
-        for _ in range(args.runs):
-            times["old"].append(seconds(OLD, argv))
-            times["new"].append(seconds(NEW, argv))
+        try:
+            for tree in (old_tree, REPOSITORY):  # warm the file cache for both
+                seconds(argv, tree)
+            times = {"old": [], "new": []}
+            for _ in range(args.runs):
+                times["old"].append(seconds(argv, old_tree))
+                times["new"].append(seconds(argv, REPOSITORY))
+        finally:
+            subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "remove", "--force", str(old_tree)],
+                           capture_output=True)
     old, new = statistics.median(times["old"]), statistics.median(times["new"])
     print(f"facslab emoji, cold process to answer (median of {args.runs}):")
-    print(f"  old path (every parser, PyTorch model): {old:5.2f} s")
-    print(f"  new path (the apps' parsers, ONNX only): {new:5.2f} s   ({old / new:.2f}x faster)")
+    print(f"  old ({args.old}: every parser, torch and Lightning imported): {old:5.2f} s")
+    print(f"  new (the apps' parsers, the ONNX export alone):          {new:5.2f} s   ({old / new:.2f}x faster)")
 
 
 if __name__ == "__main__":

@@ -77,8 +77,9 @@ def build_saved_model(cls: type, folder: Path):
     config = json.loads((Path(folder) / CONFIG_FILE).read_text())
     module = cls.module_class if isinstance(cls.module_class, type) else import_path(cls.module_class, "model class")
     model = module(**config["hparams"])
+    state = torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     try:
-        model.load_state_dict(torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        model.load_state_dict(state)
     except RuntimeError as error:  # the model class changed since the folder was saved (a layer added)
         raise BadInputError(Path(folder) / WEIGHTS_FILE, f"the weights do not fit this version's "
                             f"{module.__name__} ({_first_detail(error)}): saved by another "

@@ -10,6 +10,7 @@ eager PyTorch for one small face; ``runtime="torch"`` keeps PyTorch.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ class TaskPredictor:
 
     task = "task"
     outputs_name = "outputs"
+    #: the name the task's models are registered under, where an app's ``auto`` takes its champion
+    registered_name: str | None = None
     #: the task's LightningModule, or its import path (then torch and Lightning load only when a
     #: PyTorch model is built: a saved model with its ONNX export runs without them)
     module_class: type | str = "lightning_modules.base.BackboneModule"
@@ -62,6 +65,7 @@ class TaskPredictor:
         if model is None and (saved is None or onnx_session is None):
             raise ValueError("a predictor needs its model, or a saved folder with an ONNX session")
         self._device, self._model, self.saved = device, None, saved
+        self._building = threading.Lock()  # scoring threads share a predictor: one of them builds the model
         self.onnx_session = onnx_session
         self.provenance = dict(provenance or {})
         if model is not None:
@@ -82,14 +86,16 @@ class TaskPredictor:
         import torch
 
         if self._device == "auto":
-            self._device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._device = "cuda" if gpu_present("auto") else "cpu"
         self._model = model.eval().to(torch.device(self._device))
 
     @property
     def model(self):
         """The PyTorch model (built from the saved folder the first time it is asked for)."""
         if self._model is None:
-            self._take(build_saved_model(type(self), self.saved))
+            with self._building:
+                if self._model is None:
+                    self._take(build_saved_model(type(self), self.saved))
         return self._model
 
     @property
@@ -137,8 +143,9 @@ class TaskPredictor:
         """The outputs of a normalised input batch, on ONNX Runtime or PyTorch."""
         if self.onnx_session is not None:
             feed = {"image": x} if landmarks is None else {"image": x, "landmarks": landmarks}
-            if "outputs" in [o.name for o in self.onnx_session.get_outputs()]:
-                return self.onnx_session.run(["outputs"], feed)[0]
+            outputs = onnx_export.OUTPUT_NAMES[1]
+            if outputs in [o.name for o in self.onnx_session.get_outputs()]:
+                return self.onnx_session.run([outputs], feed)[0]
             return self.activate(self.onnx_session.run(None, feed)[0])  # an export of logits only (before 2026-12-07)
         import torch
 
@@ -284,6 +291,7 @@ class EmotionPredictor(TaskPredictor):
     outputs_name = "emotions"
     module_class = "lightning_modules.emotion_classifier.EmotionClassifier"
     app_option, app_option_default = "emotion_model", "auto"
+    registered_name = "facslab-emotion"  # EmotionTask's
     app_option_help = ("emotion model: auto (models:/facslab-emotion@champion when registered in the store of a "
                        "models:/ or runs:/ --model), none, a URI or a folder")
 

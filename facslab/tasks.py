@@ -197,7 +197,7 @@ class EmotionTask(Task):
     """Multi-class emotions, scored by accuracy (top-2, macro F1 and per-class recall beside it)."""
 
     name, module_class, predictor_class = "emotion", EmotionClassifier, EmotionPredictor
-    default_datamodule, registered_name = "FER2013DataModule", "facslab-emotion"
+    default_datamodule, registered_name = "FER2013DataModule", EmotionPredictor.registered_name
     metric, metric_label = "accuracy", "accuracy"
     derived_model_args = ("image_size", "mean", "std", "channels", "classes", "class_weights")
     searchable_train_keys = ("class_weights",)

@@ -11,12 +11,18 @@ from contextlib import contextmanager
 
 
 def set_threads(threads: int) -> None:
-    """torch (when imported) and OpenCV use ``threads``; ONNX Runtime sessions are given it too."""
+    """torch and OpenCV use ``threads``; ONNX Runtime sessions are given it too. torch not yet
+    imported (the apps on ONNX Runtime import it only where a PyTorch model is built) reads it from
+    ``OMP_NUM_THREADS`` when it loads."""
+    import os
+
     import cv2
 
     cv2.setNumThreads(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 @contextmanager

@@ -37,7 +37,7 @@ def build_parser(command: str | None = None) -> tuple[ArgumentParser, dict[str, 
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subcommands(dest="command")
     modules = [importlib.import_module(f"facslab.cli.{group}") for group in groups()]
-    chosen = [m for m in modules if command in m.COMMANDS] or modules
+    chosen = [m for m in modules if command in getattr(m, "COMMANDS", ())] or modules
     commands = {}
     for module in chosen:
         commands.update(module.add_commands(sub))
@@ -79,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except argparse.ArgumentError as error:  # jsonargparse's, often many lines: the command line's own mistake
             from facslab.class_args import one_line
-            from facslab.config import old_config_shape
+            hint = None
+            if command in ("sweep", "register", "au-emotion"):  # facslab.config imports torch: only for these
+                from facslab.config import old_config_shape
 
-            hint = old_config_shape(argv, command) if command in ("sweep", "register", "au-emotion") else None
+                hint = old_config_shape(argv, command)
             if hint:
                 raise ConfigError(hint) from error
             raise ConfigError(one_line(error)

@@ -118,11 +118,13 @@ def _registered_champion(task: str, args) -> str | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from facslab.tasks import get_task
     from facslab.mlflow_store import setup_tracking
+    from facslab.predictor import PREDICTORS  # not facslab.tasks: it imports torch and Lightning
 
     setup_tracking(args.tracking_uri, args.experiment)
-    name = get_task(task).registered_name
+    name = PREDICTORS[task].registered_name
+    if name is None:
+        return None
     try:
         MlflowClient().get_model_version_by_alias(name, "champion")
     except MlflowException:
@@ -214,6 +216,8 @@ def _serve(args, parser=None) -> int:
 
     check_port(args.host, args.port, f"--host {args.host} --port {args.port}")  # before the model loads
     analyzer = _analyzer(args)
+    for predictor in analyzer.predictors:  # the page explains on PyTorch: a model that cannot be built fails now
+        predictor.model
     print(f"serving on http://{args.host}:{args.port}/")
     serve(analyzer, args.host, args.port)
     return 0

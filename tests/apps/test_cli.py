@@ -170,6 +170,7 @@ def test_emoji_on_a_saved_onnx_model_imports_neither_torch_nor_lightning(model_d
     export's own outputs, with the probabilities PyTorch gives (--runtime torch), without loading
     torch or Lightning (seconds of start-up)."""
     import json
+    import os
     import subprocess
     import sys
 
@@ -177,16 +178,19 @@ def test_emoji_on_a_saved_onnx_model_imports_neither_torch_nor_lightning(model_d
     Image.fromarray(astronaut).save(image)
     script = ("import json, sys\nfrom facslab.cli import main\n"
               "code = main(sys.argv[1:])\n"
-              "print(json.dumps({'code': code, 'loaded': sorted(m for m in ('torch', 'lightning') if m in sys.modules)}))")
+              "torch = sys.modules.get('torch')\n"
+              "print(json.dumps({'code': code, 'loaded': sorted(m for m in ('torch', 'lightning') if m in sys.modules),"
+              " 'threads': torch and torch.get_num_threads()}))")
     answers = {}
-    for runtime in ("auto", "torch"):
+    for runtime in ("auto", "torch"):  # torch loads after --threads was applied: it takes the count too
         done = subprocess.run([sys.executable, "-c", script, "emoji", str(image), "--model", str(model_dir), "--json",
-                               "--runtime", runtime], capture_output=True, text=True, timeout=300)
+                               "--runtime", runtime, "--threads", "1"], capture_output=True, text=True, timeout=300,
+                              env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
         assert done.returncode == 0, done.stderr[-2000:]
         *faces, status = done.stdout.strip().splitlines()
         answers[runtime] = (json.loads("\n".join(faces)), json.loads(status))
-    assert answers["auto"][1] == {"code": 0, "loaded": []}
-    assert answers["torch"][1]["loaded"] == ["lightning", "torch"]
+    assert answers["auto"][1] == {"code": 0, "loaded": [], "threads": None}
+    assert answers["torch"][1] == {"code": 0, "loaded": ["lightning", "torch"], "threads": 1}
     auto, torch_run = answers["auto"][0][0]["probabilities"], answers["torch"][0][0]["probabilities"]
     assert auto.keys() == torch_run.keys() and all(abs(auto[k] - torch_run[k]) <= 1e-4 for k in auto)
 
