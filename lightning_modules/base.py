@@ -42,6 +42,8 @@ class BackboneModule(L.LightningModule):
     #: the model's input is ``(images, landmarks)``, the crops' 68 points beside them (a backbone
     #: that reads face parts; ``init_backbone`` says)
     takes_landmarks: bool = False
+    #: train with images and weights in channels-last memory order (``TrainerConfig.channels_last``)
+    channels_last: bool = False
 
     def init_backbone(self, backbone: str, weights: str | None, unfrozen_blocks: int, **options):
         """Build the backbone, freeze all but its last ``unfrozen_blocks`` blocks; returns it."""
@@ -85,6 +87,30 @@ class BackboneModule(L.LightningModule):
     def configure_callbacks(self):
         return [FrozenBlocks()]
 
+    # the memory order is the fit's alone: the saved weights, the export and the apps keep the default
+    def on_fit_start(self):
+        if self.channels_last:
+            self._order_weights(torch.channels_last)
+
+    def on_fit_end(self):
+        if self.channels_last:
+            self._order_weights(torch.contiguous_format)
+
+    def _order_weights(self, order: torch.memory_format) -> None:
+        """The 4-d weights (2-d convolutions') in ``order``, in place (the optimiser keeps them);
+        3-d convolutions (the temporal model's) have no channels-last order of that name."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=order)
+
+    def _in_memory_order(self, inputs):
+        """The images of a batch (4-d, alone or first of a tuple) in the fit's memory order."""
+        if not self.channels_last:
+            return inputs
+        if isinstance(inputs, (tuple, list)):
+            return (self._in_memory_order(inputs[0]), *inputs[1:])
+        return inputs.contiguous(memory_format=torch.channels_last) if inputs.dim() == 4 else inputs
+
     def on_train_epoch_end(self):
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k in self.history_metrics}
         self.history.append({"epoch": self.current_epoch, **metrics})
@@ -126,13 +152,13 @@ class BackboneModule(L.LightningModule):
     # a batch is (inputs, labels): inputs are images, (images, landmarks) or cached features
     def training_step(self, batch, batch_idx):
         inputs, labels = batch
-        loss = self.loss_from_logits(self(inputs), labels)
+        loss = self.loss_from_logits(self(self._in_memory_order(inputs)), labels)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 
     def validation_step(self, batch, batch_idx):
         inputs, labels = batch
-        logits = self(inputs)
+        logits = self(self._in_memory_order(inputs))
         self.log("val_loss", self.loss_from_logits(logits, labels), on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(labels))
         self._val_outputs.append((self.outputs_from_logits(logits).detach(), labels.detach()))
