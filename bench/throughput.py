@@ -8,8 +8,8 @@ For the pretraining model (ResNet-18 AU detector, every block training, batch 64
   with each CPU lever: channels_last memory format, torch.compile, batch 32 and 128;
 * training through ``facslab.training.fit`` on a generated CelebA (the pretraining datamodule with
   its augmentation, the loader in the main process): training images per second of training-epoch
-  time (validation not counted), in the default memory order (before 2026-12-07) and channels-last
-  (``TrainerConfig.channels_last``, now the default), beside the plain loop.
+  time (validation not counted), in the default memory order and channels-last
+  (``TrainerConfig.channels_last``, off by default: see its comment), beside the plain loop.
 
 Images/s x FLOPs/image gives the GFLOP/s each reaches: the fraction of the matmul's is how close to
 the machine a path runs. Run: `.venv/bin/python bench/throughput.py [--sizes 64 128] [--threads 2]
@@ -135,8 +135,8 @@ def main() -> None:
                     ("plain, batch 128", plain_loop(size, 128, max(3, args.steps // 2)))]
             if args.compile:
                 rows.append(("plain, torch.compile", plain_loop(size, 64, args.steps, compiled=True)))
-            rows += [("fit, default order (before)", through_fit(root, cache, size, 64, args.epochs, False)),
-                     ("fit, channels_last (now)", through_fit(root, cache, size, 64, args.epochs, True))]
+            rows += [("fit, default order", through_fit(root, cache, size, 64, args.epochs, False)),
+                     ("fit, channels_last", through_fit(root, cache, size, 64, args.epochs, True))]
             print(f"\n{size} px: {flops / 1e9:.2f} GFLOP per image (forward + backward)")
             base = rows[0][1]
             for name, rate in rows:
