@@ -115,9 +115,8 @@ class TaskPredictor:
         return self._run(*self.inputs(crops, landmarks))
 
     def inputs(self, crops: np.ndarray, landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """(normalised NCHW crops, their (N, 68, 2) landmarks or None): the network's input. A
-        model that reads face parts takes the crops' landmarks, found by dlib on the crops when not
-        given (as every app finds them); other models take none."""
+        """(normalised NCHW crops, their (N, 68, 2) landmarks or None): the network's input. A model
+        that reads face parts takes the crops' landmarks (not given: dlib's on the crops, as the apps')."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
@@ -135,9 +134,8 @@ class TaskPredictor:
         """``inputs`` as the PyTorch model takes them, on its device."""
         import torch
 
-        device = self.model.device
-        x = torch.from_numpy(x).to(device)
-        return x if landmarks is None else (x, torch.from_numpy(landmarks).to(device))
+        x = torch.from_numpy(x).to(self.model.device)
+        return x if landmarks is None else (x, torch.from_numpy(landmarks).to(x.device))
 
     def _run(self, x: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         """The outputs of a normalised input batch, on ONNX Runtime or PyTorch."""
@@ -146,7 +144,7 @@ class TaskPredictor:
             outputs = onnx_export.OUTPUT_NAMES[1]
             if outputs in [o.name for o in self.onnx_session.get_outputs()]:
                 return self.onnx_session.run([outputs], feed)[0]
-            return self.activate(self.onnx_session.run(None, feed)[0])  # an export of logits only (before 2026-12-07)
+            return self.activate(self.onnx_session.run(None, feed)[0])  # saved before 2026-12-07
         import torch
 
         with torch.inference_mode():
@@ -184,10 +182,10 @@ class TaskPredictor:
         raise NotImplementedError
 
     def activate(self, logits: np.ndarray) -> np.ndarray:
-        """The model's ``outputs_from_logits`` on ONNX Runtime's logits."""
-        import torch
+        """The model's ``outputs_from_logits`` on ONNX Runtime's logits (exports of logits only)."""
+        from torch import from_numpy
 
-        return self.model.outputs_from_logits(torch.from_numpy(logits)).numpy()
+        return self.model.outputs_from_logits(from_numpy(logits)).numpy()
 
     def _normalise(self, crops: np.ndarray) -> np.ndarray:
         """RGB uint8 crops (N, S, S, 3) as the network's normalised NCHW float32 input."""
