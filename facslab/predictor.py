@@ -60,20 +60,19 @@ class TaskPredictor:
     def __init__(self, model=None, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
                  device: str = "auto", onnx_session=None, saved: Path | None = None):
         """``model``: the task's LightningModule; or None with ``saved``, a saved folder whose ONNX
-        export gives the outputs (``onnx_session``), the PyTorch model being built from the folder
-        only where something asks for it (``explain``'s gradients and attention)."""
+        export answers (``onnx_session``), its PyTorch model built only where asked for (explain)."""
         if model is None and (saved is None or onnx_session is None):
             raise ValueError("a predictor needs its model, or a saved folder with an ONNX session")
         self._device, self._model, self.saved = device, None, saved
         self._building = threading.Lock()  # scoring threads share a predictor: one of them builds the model
         self.onnx_session = onnx_session
+        given = {o.name for o in onnx_session.get_outputs()} if onnx_session is not None else set()
+        self._onnx_outputs = onnx_export.OUTPUT_NAMES[1] in given  # exports before 2026-12-07: logits only
         self.provenance = dict(provenance or {})
         if model is not None:
             self._take(model)
-            self.hparams = dict(model.hparams)
-        else:
-            self.hparams = json.loads((saved / CONFIG_FILE).read_text())["hparams"]
-        hp = self.hparams
+        hp = self.hparams = dict(model.hparams) if model is not None else json.loads(
+            (saved / CONFIG_FILE).read_text())["hparams"]
         self.alignment = alignment or AlignmentSpec(size=hp["image_size"])
         self.mean = np.asarray(hp["mean"], np.float32) * 255.0
         self.std = np.asarray(hp["std"], np.float32) * 255.0
@@ -141,10 +140,9 @@ class TaskPredictor:
         """The outputs of a normalised input batch, on ONNX Runtime or PyTorch."""
         if self.onnx_session is not None:
             feed = {"image": x} if landmarks is None else {"image": x, "landmarks": landmarks}
-            outputs = onnx_export.OUTPUT_NAMES[1]
-            if outputs in [o.name for o in self.onnx_session.get_outputs()]:
-                return self.onnx_session.run([outputs], feed)[0]
-            return self.activate(self.onnx_session.run(None, feed)[0])  # saved before 2026-12-07
+            if self._onnx_outputs:
+                return self.onnx_session.run([onnx_export.OUTPUT_NAMES[1]], feed)[0]
+            return self.activate(self.onnx_session.run(None, feed)[0])
         import torch
 
         with torch.inference_mode():
