@@ -1,16 +1,19 @@
 """Benchmark: `facslab emoji photo.png` from a cold process to its answer, the old code beside the
 new, in one run (alternating, the median of ``--runs`` each).
 
-* old: the CLI of ``--old`` (a commit before 2026-12-07's start-up change, checked out in a
-  temporary git worktree and run from it): every command's parser built, which imports torch and
-  Lightning through the chain's configs, and the model folder loaded with its PyTorch module before
-  ONNX Runtime answers;
-* new: this tree's `facslab emoji`: the apps' parsers alone, the answer from the ONNX export's
-  outputs, neither torch nor Lightning imported.
+* old: the CLI of ``--old``, checked out in a temporary git worktree and run from it. The default,
+  b1d1fc2, loaded a registered model through MLflow's ``pyfunc.load_model`` (which checks the model's
+  pip requirements against every installed package) and let the interpreter's exit collect every
+  object; f055aaf, before that, also built every command's parser (torch and Lightning imported)
+  and the PyTorch model beside the ONNX export;
+* new: this tree's `facslab emoji`: a registered model read as files (its ``MLmodel`` names the
+  folder), the interpreter's last collections skipped.
 
-Both run on the same model folder (an AU model of the demo's size, ResNet-18 at 64 px, saved with
-its ONNX export by this tree; the old code reads it) and skimage's astronaut, at ``--runtime auto``.
-Run from the repository: `.venv/bin/python bench/startup.py [--runs 5] [--old f055aaf]`.
+Both run on the same model (an AU model of the demo's size, ResNet-18 at 64 px, saved with its ONNX
+export by this tree; the old code reads it) and skimage's astronaut, at ``--runtime auto``, given
+as a local folder and as the registered ``models:/facslab-au@champion`` of a fresh local store
+(what ``emoji`` loads by default).
+Run from the repository: `.venv/bin/python bench/startup.py [--runs 5] [--old b1d1fc2]`.
 """
 
 from __future__ import annotations
@@ -34,44 +37,63 @@ from lightning_modules.au_detector import AUDetector
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
-def seconds(argv: list[str], tree: Path) -> float:
+def seconds(argv: list[str], tree: Path, store: Path) -> float:
     """Wall time of ``python -m facslab.cli ARGV`` run in ``tree`` (``-m`` puts the working folder
-    first on the path), with its code first on the path."""
+    first on the path), with its code first on the path and ``store`` as the MLflow store."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "facslab.cli", *argv], check=True, capture_output=True, cwd=tree,
-                   env={**os.environ, "PYTHONPATH": str(tree)})
+                   env={**os.environ, "PYTHONPATH": str(tree), "FACSLAB_MLRUNS": str(store)})
     return time.perf_counter() - start
+
+
+def register(predictor: AUPredictor, store: Path) -> str:
+    """Log and register the predictor as the registry does, as ``facslab-au@champion`` in ``store``."""
+    import mlflow
+
+    from facslab.mlflow_store import environment_kept, setup_tracking
+    from facslab.serving import log_predictor
+
+    with environment_kept("FACSLAB_MLRUNS"):
+        os.environ["FACSLAB_MLRUNS"] = str(store)
+        setup_tracking(None)
+        with mlflow.start_run():
+            info = log_predictor(predictor, "facslab-au")
+        mlflow.MlflowClient().set_registered_model_alias("facslab-au", "champion", info.registered_model_version)
+    return "models:/facslab-au@champion"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--old", default="f055aaf", help="the commit whose CLI is the old path")
+    parser.add_argument("--old", default="b1d1fc2", help="the commit whose CLI is the old path")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         old_tree = Path(folder) / "old"
         subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "add", "--detach", str(old_tree), args.old],
                        check=True, capture_output=True)
         torch.manual_seed(0)
-        model = Path(folder) / "au_model"
-        AUPredictor(AUDetector("resnet18", unfrozen_blocks=-1, hidden_size=64, image_size=64)).save(model)
+        model, store = Path(folder) / "au_model", Path(folder) / "store"
+        predictor = AUPredictor(AUDetector("resnet18", unfrozen_blocks=-1, hidden_size=64, image_size=64))
+        predictor.save(model)
+        models = {"model folder": str(model), "models:/ URI": register(predictor, store)}
         image = Path(folder) / "astronaut.png"
         Image.fromarray(skimage.data.astronaut()).save(image)
-        argv = ["emoji", str(image), "--model", str(model)]
+        times = {(kind, path): [] for kind in models for path in ("old", "new")}
         try:
-            for tree in (old_tree, REPOSITORY):  # warm the file cache for both
-                seconds(argv, tree)
-            times = {"old": [], "new": []}
-            for _ in range(args.runs):
-                times["old"].append(seconds(argv, old_tree))
-                times["new"].append(seconds(argv, REPOSITORY))
+            for kind, uri in models.items():
+                argv = ["emoji", str(image), "--model", uri]
+                for tree in (old_tree, REPOSITORY):  # warm the file cache for both
+                    seconds(argv, tree, store)
+                for _ in range(args.runs):
+                    times[kind, "old"].append(seconds(argv, old_tree, store))
+                    times[kind, "new"].append(seconds(argv, REPOSITORY, store))
         finally:
             subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "remove", "--force", str(old_tree)],
                            capture_output=True)
-    old, new = statistics.median(times["old"]), statistics.median(times["new"])
-    print(f"facslab emoji, cold process to answer (median of {args.runs}):")
-    print(f"  old ({args.old}: every parser, torch and Lightning imported): {old:5.2f} s")
-    print(f"  new (the apps' parsers, the ONNX export alone):          {new:5.2f} s   ({old / new:.2f}x faster)")
+    print(f"facslab emoji, cold process to answer (median of {args.runs}), old = {args.old}, new = this tree:")
+    for kind in models:
+        old, new = statistics.median(times[kind, "old"]), statistics.median(times[kind, "new"])
+        print(f"  {kind:13s} old {old:5.2f} s   new {new:5.2f} s   ({old / new:.2f}x faster)")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from facslab.errors import UsersMistake
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ def read_text(path: str | Path) -> str:
 
 def read_csv(path: str | Path, **options) -> pd.DataFrame:
     """``pandas.read_csv`` that names the file: an empty file or an unparsable one is a BadInputError."""
+    import pandas as pd  # here, not at the top: every CLI command imports this module (0.4 s of start-up)
+
     try:
         return pd.read_csv(path, encoding=TEXT_ENCODING, **options)
     except pd.errors.EmptyDataError:
@@ -76,6 +80,8 @@ class SkipReport:
         return len(self.rows)
 
     def to_frame(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(self.rows, columns=["file", "problem"])
 
     def save(self, path: str | Path) -> Path:

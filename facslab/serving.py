@@ -1,6 +1,5 @@
 """Serving a trained model: the MLflow pyfunc flavour of a model of any task (what `mlflow models
-serve` answers with), logging a predictor as one, and loading a predictor back from a URI or a
-folder for the apps."""
+serve` answers with), and logging a predictor as one (``facslab.model_uri`` loads it back for the apps)."""
 
 from __future__ import annotations
 
@@ -13,12 +12,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from PIL import Image
 
-from facslab.badinput import MissingInputError
 from facslab.predictor import CONFIG_FILE, TaskPredictor
 
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "lightning", "mlflow", "dlib-bin",
@@ -56,28 +53,6 @@ class FacePyfuncModel(mlflow.pyfunc.PythonModel):
 
 #: the name models registered before every task was served load their pyfunc class by
 AUPyfuncModel = FacePyfuncModel
-
-
-def load_predictor(uri: str, runtime: str = "auto", threads: int | None = None) -> TaskPredictor:
-    """The predictor (AU or emotion, as saved) of a registered model or run model URI
-    (``models:/facslab-au@champion``), a local MLflow model folder (with ``MLmodel``), or a folder
-    saved by ``TaskPredictor.save``. ``runtime`` and ``threads``: see ``TaskPredictor.load``."""
-    path = Path(uri)
-    if path.is_dir() and not (path / "MLmodel").exists():
-        return TaskPredictor.load(path, runtime=runtime, threads=threads)
-    if not path.exists() and not uri.startswith(("models:/", "runs:/", "mlflow-artifacts:", "file:")):
-        raise MissingInputError(uri, "model not found (give a models:/ or runs:/ URI, or a model folder)")
-    try:
-        model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    except MlflowException as error:
-        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-        # the first line of MLflow's message names what is missing (model, alias, run or artifact)
-        raise MissingInputError(uri, f"not in the MLflow store {mlflow.get_tracking_uri()} "
-                                     f"({str(error.message).splitlines()[0][:200]})") from None
-    if runtime == "auto" and threads is None:
-        return model.predictor
-    return TaskPredictor.load(model.model_dir, runtime=runtime, threads=threads)
 
 
 def log_predictor(predictor: TaskPredictor, registered_name: str | None = None):

@@ -187,7 +187,7 @@ def load_au_model(config: AUEmotionConfig):
     temporal model, single frames otherwise)."""
     from mlflow.exceptions import MlflowException
 
-    from facslab.serving import load_predictor
+    from facslab.model_uri import load_predictor
 
     try:
         predictor = load_predictor(config.au_model)

@@ -70,6 +70,17 @@ def quiet_libraries(verbose: bool) -> None:
         # frozen blocks are in eval mode on purpose (lightning_modules.freezing)
         warnings.filterwarnings("ignore", message=r"Found .* module\(s\) in eval mode")
 
+def console() -> int:
+    """The ``facslab`` console command: ``main``, then ``gc.freeze()`` so that the interpreter's
+    exit skips its last collections over every object (0.6 s after MLflow's 2,400 modules). Objects
+    are still freed as the modules are cleared; cycles are left to the process's end."""
+    import gc
+
+    status = main()
+    gc.freeze()
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser, commands = build_parser(command_of(argv))

@@ -2,6 +2,6 @@
 
 import sys
 
-from facslab.cli import main
+from facslab.cli import console
 
-sys.exit(main())
+sys.exit(console())

@@ -95,7 +95,7 @@ def _optional_tasks() -> list:
 def _task_predictor(uri: str | None, task: str | None, flag: str, args):
     """The model of an option (a model URI or folder), which must be one of ``task`` when that is
     given; None without a URI, or with none."""
-    from facslab.serving import load_predictor
+    from facslab.model_uri import load_predictor
 
     if uri is None or uri == "none":
         return None

@@ -9,7 +9,7 @@ def _evaluate(args, parser=None) -> int:
     from facslab.cross_dataset import check_class_model, evaluate, log_evaluation, own_test, read_datamodule
     from facslab.demo_chain import runs_page_hint
     from facslab.mlflow_store import setup_tracking
-    from facslab.serving import load_predictor
+    from facslab.model_uri import load_predictor
 
     setup_tracking(args.tracking_uri, args.experiment)
     own = own_test(args.model)  # the version the alias names now, before the model is loaded

@@ -17,7 +17,7 @@ def _explain(args, parser=None) -> int:
     from facslab.cli.apps import _images_with_faces, _status
     from facslab.explain import explain, method_of, output_names, overlay, target_index
     from facslab.faces.detect import check_detector
-    from facslab.serving import load_predictor
+    from facslab.model_uri import load_predictor
 
     check_detector(args.detector)
     stems = [Path(image).stem for image in args.images]

@@ -356,7 +356,20 @@ def test_model_arguments_that_are_not_usable_models_are_one_line(model_dir, tmp_
     Image.fromarray(skimage.data.astronaut()).save(image)
     empty = tmp_path / "empty_folder"
     empty.mkdir()
+    # an MLflow model facslab did not log, and a run of the apps' store that logged no model
+    import mlflow
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    mlflow.pyfunc.save_model(tmp_path / "plain_model", python_model=Echo())
+    (tmp_path / "store").mkdir()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    run = client.create_run("0").info.run_id
     cases = [
+        (("--model", str(tmp_path / "plain_model")), ("plain_model", "an MLflow model, but not one facslab logged")),
+        (("--model", f"runs:/{run}/model"), (f"runs:/{run}/model", "not in the MLflow store", "MLmodel")),
         (("--model", str(tmp_path / "nowhere")), ("nowhere", "model not found")),
         (("--model", str(empty)), ("empty_folder", "not a facslab model folder (no")),
         (("--model", "models:/no-such-model@champion"), ("models:/no-such-model@champion", "not in the MLflow store")),

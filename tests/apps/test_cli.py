@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import skimage.data
 from PIL import Image
 
 from facslab.cli import main
@@ -193,6 +194,42 @@ def test_emoji_on_a_saved_onnx_model_imports_neither_torch_nor_lightning(model_d
     assert answers["torch"][1] == {"code": 0, "loaded": ["lightning", "torch"], "threads": 1}
     auto, torch_run = answers["auto"][0][0]["probabilities"], answers["torch"][0][0]["probabilities"]
     assert auto.keys() == torch_run.keys() and all(abs(auto[k] - torch_run[k]) <= 1e-4 for k in auto)
+
+
+@pytest.mark.slow
+def test_emoji_on_a_registered_model_reads_its_folder_without_pyfunc(model_dir, tmp_path):
+    """Real processes on one store: a model registered as the registry does, then ``facslab emoji
+    --model models:/NAME@champion`` answers as the folder does, reading the logged model's files:
+    neither MLflow's pyfunc loader (whose check of every installed package took over a second)
+    nor torch is imported."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(image)
+    env = {**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")}
+    register = ("import sys, mlflow\nfrom facslab.mlflow_store import setup_tracking\n"
+                "from facslab.predictor import TaskPredictor\nfrom facslab.serving import log_predictor\n"
+                "setup_tracking(None)\nwith mlflow.start_run():\n"
+                "    info = log_predictor(TaskPredictor.load(sys.argv[1], runtime='torch'), 'startup-au')\n"
+                "mlflow.MlflowClient().set_registered_model_alias('startup-au', 'champion', info.registered_model_version)")
+    done = subprocess.run([sys.executable, "-c", register, str(model_dir)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    script = ("import json, sys\nfrom facslab.cli import main\ncode = main(sys.argv[1:])\n"
+              "print(json.dumps({'code': code, 'loaded': sorted(m for m in ('torch', 'mlflow.pyfunc') if m in sys.modules)}))")
+    answers = {}
+    for model in ("models:/startup-au@champion", str(model_dir)):
+        done = subprocess.run([sys.executable, "-c", script, "emoji", str(image), "--model", model, "--json"],
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        *faces, status = done.stdout.strip().splitlines()
+        answers[model] = json.loads("\n".join(faces)), json.loads(status)
+    registered, folder = answers["models:/startup-au@champion"], answers[str(model_dir)]
+    assert registered[1] == {"code": 0, "loaded": []}
+    assert registered[0][0]["probabilities"] == folder[0][0]["probabilities"] and registered[0][0]["emoji"]
 
 
 def test_weights_that_do_not_fit_the_model_class_are_one_line(model_dir, astronaut, tmp_path):

@@ -185,7 +185,7 @@ register: {{name: emotion-test}}
     assert "cross-validated" not in again.stdout and "validation accuracy" in again.stdout, again.stdout
     os.environ["FACSLAB_MLRUNS"] = str(store)
     try:
-        from facslab.serving import load_predictor
+        from facslab.model_uri import load_predictor
         from facslab.mlflow_store import setup_tracking
 
         setup_tracking(None, "facslab")

@@ -79,7 +79,7 @@ def _encoded(image: np.ndarray) -> str:
 
 @pytest.mark.parametrize("task", ["au", "emotion", "valence_arousal", "au_affect", "au_intensity", "au_temporal"])
 def test_every_task_is_served_by_load_predictor_and_the_pyfunc_model(store, task):
-    from facslab.serving import load_predictor
+    from facslab.model_uri import load_predictor
 
     mlflow.set_tracking_uri(store)
     mlflow.set_registry_uri(store)

@@ -335,7 +335,7 @@ def test_promotion_compares_cross_validated_scores_on_the_same_split_and_tests_o
     script = f"""
 import json, numpy as np
 from PIL import Image
-from facslab.serving import load_predictor
+from facslab.model_uri import load_predictor
 from facslab.mlflow_store import setup_tracking
 setup_tracking(None, "tests")
 predictor = load_predictor("models:/{name}@{alias}")

@@ -228,7 +228,7 @@ def test_a_name_belongs_to_one_class_and_a_saved_model_to_the_class_that_saved_i
     import json
 
     from facslab.predictor import PREDICTORS, TaskPredictor
-    from facslab.serving import load_predictor
+    from facslab.model_uri import load_predictor
     from facslab.tasks import TASKS, get_task
 
     assert type(TASKS["au"]) is AUTask
