@@ -8,7 +8,9 @@
    1280x960 frames with 0, 1 and 20 faces (astronauts in a 5 x 4 grid, faces about 60 px, so
    both detectors look down to 40 px: upsample 1), with dlib's HOG (the apps' default) beside
    OpenCV's frontal Haar cascade, and HOG with the nearby tracker (``--tracker nearby``), inline
-   and with detections in the background (``--detection background``, a camera's default).
+   and with detections in the background (``--detection background``, a camera's default), then
+   also with the file decoded and the annotated video encoded in threads of their own
+   (``LiveSettings.codec_threads``, the default since 2026-12-07).
 
 Run: `.venv/bin/python bench/emotion.py [--faces 2000] [--frames 300] [--crowd_frames 60]`.
 """
@@ -78,13 +80,17 @@ def main() -> None:
         print(f"live, {label}: {stats.fps:.1f} fps over {stats.frames} frames, annotated video written")
         print("  " + stats.breakdown())
     # the detector, how faces are followed between detections, and where detections run
-    paths = {"hog": ("hog", "correlation", False), "haar": ("haar", "correlation", False),
-             "hog, nearby": ("hog", "nearby", False), "hog, nearby, background": ("hog", "nearby", True)}
+    # (detector, tracker, detections in the background, decoding and encoding in threads of their own)
+    paths = {"hog": ("hog", "correlation", False, False), "haar": ("haar", "correlation", False, False),
+             "hog, nearby": ("hog", "nearby", False, False),
+             "hog, nearby, background": ("hog", "nearby", True, False),
+             "hog, nearby, background, codec threads": ("hog", "nearby", True, True)}
     for faces in (0, 1, 20):
         crowd = write_mp4(work / f"crowd{faces}.mp4", [face_grid(faces)] * args.crowd_frames, fps=30)
-        for name, (detector, tracker, background) in paths.items():
+        for name, (detector, tracker, background, codec) in paths.items():
             analyzer = FaceAnalyzer([EmotionPredictor.load(folder, threads=args.threads)], detector=detector)
-            crowd_settings = replace(FAST, upsample=1, tracker=tracker, detect_in_background=background)
+            crowd_settings = replace(FAST, upsample=1, tracker=tracker, detect_in_background=background,
+                                     codec_threads=codec)
             run_live(analyzer, str(crowd), max_frames=5, draw=False, progress=False, settings=crowd_settings)
             stats = run_live(analyzer, str(crowd), out=str(work / "crowd.mp4"), progress=False, settings=crowd_settings)
             results[f"emotion only, {faces} faces, {name}"] = round(stats.fps, 1)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import queue
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -44,7 +46,9 @@ class LiveSettings:
     (None: no retry); ``idle_every``: while no face is in view, detect only every this many
     frames; ``grey``: detect, track and find landmarks on a grey copy of the frame; ``tracker``:
     how a face is followed between detections (``TRACKERS``); ``detect_in_background``: detections
-    in a thread of their own (``BackgroundFaceTracker``)."""
+    in a thread of their own (``BackgroundFaceTracker``); ``codec_threads``: a video file decoded
+    ahead (``VideoDecoder``; a camera's frames stay read when wanted, for the newest) and the
+    annotated video encoded (``VideoEncoder``) in threads of their own."""
 
     detect_every: int = 10
     upsample: int = 0
@@ -53,12 +57,14 @@ class LiveSettings:
     grey: bool = True
     tracker: str = "auto"
     detect_in_background: bool = False
+    codec_threads: bool = True
 
 
 FAST = LiveSettings()
 #: the path before the levers above: RGB frames, HOG upsampled once, detection on every frame
 #: while no face is in view, the correlation tracker (``bench/live.py`` measures it beside ``FAST``)
-LEGACY = LiveSettings(upsample=1, retry_upsample=None, idle_every=1, grey=False, tracker="correlation")
+LEGACY = LiveSettings(upsample=1, retry_upsample=None, idle_every=1, grey=False, tracker="correlation",
+                      codec_threads=False)
 
 
 class LivePipeline:
@@ -223,6 +229,92 @@ def decoded_frames(capture, timings: dict | None = None):
         position += 1
 
 
+class VideoDecoder(threading.Thread):
+    """``decoded_frames`` of a capture, read ahead in a thread of its own (OpenCV and PIL release
+    the GIL while they decode); iterating yields them in order, and re-raises the reader's error."""
+
+    def __init__(self, capture, ahead: int):
+        super().__init__(daemon=True, name="facslab-decode")
+        self.capture, self.frames, self.stopped = capture, queue.Queue(ahead), threading.Event()
+        self.timings = defaultdict(float)
+        self.waited = 0.0  # the reader's time waiting for frames (the decoding it did not hide)
+
+    def run(self) -> None:
+        try:
+            for item in decoded_frames(self.capture, self.timings):
+                if not self._put(item):
+                    return
+            self._put(None)
+        except BaseException as error:  # noqa: BLE001 (handed to the consumer, which raises it)
+            self._put(error)
+
+    def _put(self, item) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.frames.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self):
+        while True:
+            t0 = time.perf_counter()
+            item = self.frames.get()
+            self.waited += time.perf_counter() - t0
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
+class VideoEncoder:
+    """An annotated video, written in a thread of its own (``background``): OpenCV releases the GIL
+    while it encodes, so the next frame's work goes on beside it. ``write`` waits while ``ahead``
+    frames are queued, and raises the writer's error; ``close`` writes the rest."""
+
+    def __init__(self, path: str, fps: float, size: tuple[int, int], background: bool = True, ahead: int = 4):
+        self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        self.frames, self.error, self.thread = queue.Queue(ahead), None, None
+        if background:
+            self.thread = threading.Thread(target=self._encode, daemon=True, name="facslab-encode")
+            self.thread.start()
+
+    def _encode(self) -> None:
+        try:
+            while (frame := self.frames.get()) is not None:
+                self.writer.write(frame)
+        except BaseException as error:  # noqa: BLE001 (raised in the loop, by write or close)
+            self.error = error
+
+    def write(self, frame: np.ndarray) -> None:
+        """Write or queue a frame; the caller no longer changes it."""
+        if self.thread is None:
+            self.writer.write(frame)
+            return
+        while True:
+            if self.error is not None or not self.thread.is_alive():
+                raise self.error or RuntimeError("the video encoder stopped")
+            try:
+                self.frames.put(frame, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            self.frames.put(None)
+            self.thread.join()
+        self.writer.release()
+        if self.error is not None:
+            raise self.error
+
+
 def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out: str | None = None, csv_path: str | None = None,
              max_frames: int | None = None, show: bool = False, draw: bool = True, progress: bool = True,
              settings: LiveSettings = FAST, chart: str | None = None) -> LiveStats:
@@ -258,9 +350,13 @@ def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out:
         table = csv.writer(handle)
         table.writerow(csv_columns(analyzer))
     bar = tqdm(total=max_frames or total, desc="live", unit="frame", disable=not progress)
+    # a file's frames are decoded a few ahead; a camera's are read when wanted (the newest)
+    decoder = VideoDecoder(capture, ahead=4) if settings.codec_threads and total else None
     start = time.perf_counter()
+    if decoder is not None:
+        decoder.start()
     try:
-        for index, bgr in decoded_frames(capture, stages):
+        for index, bgr in decoded_frames(capture, stages) if decoder is None else decoder:
             if max_frames is not None and stats.frames >= max_frames:
                 break
             skipped = stats.count_skipped(index)
@@ -280,8 +376,7 @@ def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out:
             if timeline is not None:
                 timeline.add(index + 1, timestamp, [face_id for face_id, _ in tracked], results)
             if writer is None and out:
-                fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                writer = cv2.VideoWriter(out, fourcc, fps_in, (bgr.shape[1], bgr.shape[0]))
+                writer = VideoEncoder(out, fps_in, (bgr.shape[1], bgr.shape[0]), settings.codec_threads)
             if draw and (writer is not None or show):
                 t0 = time.perf_counter()
                 fps = stats.frames / (time.perf_counter() - start)
@@ -295,7 +390,7 @@ def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out:
                 t0 = time.perf_counter()
                 if writer is not None:
                     writer.write(shown)
-                stages["encoding"] += time.perf_counter() - t0
+                stages["encoding"] += time.perf_counter() - t0  # the wait for the encoder's queue
                 if show:
                     cv2.imshow("facslab live", shown)
                     if cv2.waitKey(1) & 0xFF == ord("q"):
@@ -306,9 +401,12 @@ def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out:
         stats.seconds = time.perf_counter() - start
         stats.detections = pipeline.tracker.detections_run
         pipeline.tracker.close()
+        if decoder is not None:
+            decoder.stop()
+            stages["decode"] += decoder.waited  # the loop's own wait (the decoding runs beside it)
         capture.release()
         if writer is not None:
-            writer.release()
+            writer.close()
         if handle is not None:
             handle.close()
         if chart and timeline is not None:

@@ -13,8 +13,6 @@ videos already finished and starts again the one that was interrupted.
 from __future__ import annotations
 
 import csv
-import queue
-import threading
 import time
 from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +26,7 @@ from facslab.analysis import FaceAnalyzer
 from facslab.badinput import BadInputError
 from facslab.errors import ConfigError
 from facslab.images import load_rgb
-from facslab.live import (FAST, LivePipeline, LiveSettings, LiveStats, csv_columns, decoded_frames, frame_rows,
+from facslab.live import (FAST, LivePipeline, LiveSettings, LiveStats, VideoDecoder, csv_columns, frame_rows,
                           open_source)
 
 #: the frame rate of a folder of frames (its timestamps): none is stored with the images
@@ -78,44 +76,6 @@ def csv_path_of(source: str, out: Path) -> Path:
     return out / f"{Path(source).stem}.csv"
 
 
-class _Decoder(threading.Thread):
-    """``decoded_frames`` of a capture, read ahead in a thread of its own (OpenCV and PIL release
-    the GIL while they decode); iterating yields them in order, and re-raises the reader's error."""
-
-    def __init__(self, capture, ahead: int = DECODE_AHEAD):
-        super().__init__(daemon=True, name="facslab-decode")
-        self.capture, self.frames, self.stopped = capture, queue.Queue(ahead), threading.Event()
-        self.timings = defaultdict(float)
-
-    def run(self) -> None:
-        try:
-            for item in decoded_frames(self.capture, self.timings):
-                if not self._put(item):
-                    return
-            self._put(None)
-        except BaseException as error:  # noqa: BLE001 (handed to the consumer, which raises it)
-            self._put(error)
-
-    def _put(self, item) -> bool:
-        while not self.stopped.is_set():
-            try:
-                self.frames.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self):
-        while (item := self.frames.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join()
-
-
 def analyze_video(analyzer: FaceAnalyzer, capture, csv_path: str | Path, settings: LiveSettings = FAST,
                   batch_frames: int = BATCH_FRAMES, progress: bool = True) -> LiveStats:
     """One video (or anything ``decoded_frames`` reads) to its CSV, the rows ``run_live`` writes for
@@ -135,7 +95,7 @@ def analyze_video(analyzer: FaceAnalyzer, capture, csv_path: str | Path, setting
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
     stats = LiveStats()
     stages, model_stages = stats.stage_seconds, defaultdict(float)  # one dict per thread
-    decoder, models = _Decoder(capture), ThreadPoolExecutor(1, thread_name_prefix="facslab-models")
+    decoder, models = VideoDecoder(capture, DECODE_AHEAD), ThreadPoolExecutor(1, thread_name_prefix="facslab-models")
     pending = deque()  # (the models' future, the batch's frames), oldest first
     bar = tqdm(total=int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None, desc="analyze", unit="frame",
                disable=not progress)

@@ -96,6 +96,64 @@ def test_the_fast_path_follows_a_face_in_every_frame_with_a_detection_every_tent
     assert gap < 0.05, gap
 
 
+class _Recorded:
+    """An OpenCV capture or writer that records the thread of each read or write, and (writer)
+    fails at write number ``fail_at``."""
+
+    def __init__(self, inner, threads: list, fail_at: int | None = None):
+        self.inner, self.threads, self.fail_at = inner, threads, fail_at
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def read(self):
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        return self.inner.read()
+
+    def write(self, frame):
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        if self.fail_at is not None and len(self.threads) >= self.fail_at:
+            raise OSError("disk full")
+        self.inner.write(frame)
+
+
+def test_codec_threads_decode_and_encode_beside_the_loop_and_change_no_frame(analyzer, tmp_path, monkeypatch):
+    """With ``codec_threads`` a video file's frames are read in the decoder's thread and the annotated
+    video is written in the encoder's; the CSV and every written frame are those of the inline path.
+    The encoder's error reaches the loop's caller."""
+    from dataclasses import replace
+
+    import facslab.live
+
+    video = _video(tmp_path, "astronaut.mp4", photo_frames(skimage.data.astronaut(), 24, (640, 480)))
+    drawn = facslab.live.annotate  # without the measured frame rate, the frames of two runs can be equal
+    monkeypatch.setattr(facslab.live, "annotate", lambda frame, results, fps=None, **options: drawn(frame, results, **options))
+    opened = cv2.VideoWriter
+    threads = {}
+    for codec in (False, True):
+        reads, writes = threads.setdefault(codec, ([], []))
+        monkeypatch.setattr(facslab.live.cv2, "VideoWriter", lambda *a, _w=writes: _Recorded(opened(*a), _w))
+        stats = run_live(analyzer, _Recorded(cv2.VideoCapture(video), reads), out=str(tmp_path / f"{codec}.mp4"),
+                         csv_path=str(tmp_path / f"{codec}.csv"), progress=False,
+                         settings=replace(FAST, codec_threads=codec))
+        assert stats.frames == 24
+    assert set(threads[False][0]) == set(threads[False][1]) == {"MainThread"}
+    assert set(threads[True][0]) == {"facslab-decode"} and set(threads[True][1]) == {"facslab-encode"}
+    assert len(threads[True][1]) == len(threads[False][1]) == 24
+    assert (tmp_path / "True.csv").read_text() == (tmp_path / "False.csv").read_text()
+    written = {codec: cv2.VideoCapture(str(tmp_path / f"{codec}.mp4")) for codec in (False, True)}
+    for _ in range(24):
+        (ok_inline, inline), (ok_threaded, threaded) = written[False].read(), written[True].read()
+        assert ok_inline and ok_threaded and np.array_equal(inline, threaded)
+    monkeypatch.setattr(facslab.live.cv2, "VideoWriter", lambda *a: _Recorded(opened(*a), [], fail_at=5))
+    with pytest.raises(OSError, match="disk full"):
+        run_live(analyzer, video, out=str(tmp_path / "failing.mp4"), progress=False, settings=FAST)
+
+
 def test_a_face_too_small_for_hog_without_upsampling_is_found_by_the_retry(analyzer, tmp_path):
     from facslab.faces.detect import detect_faces
 
