@@ -19,7 +19,7 @@ from facslab.config import PretrainConfig
 from facslab.evaluation import mean_pr_auc, plain_bce
 from facslab.run_records import find_pretraining, fraction_tag, log_curves, log_run_basics, log_weights
 from facslab.mlflow_store import setup_tracking, store_dir
-from facslab.training import LAST_CHECKPOINT, build_model, fit, predict
+from facslab.training import LAST_CHECKPOINT, build_model, check_one_process, fit, predict
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def interrupted_pretraining(config: PretrainConfig, image_size: int):
 
 def pretrain(config: PretrainConfig) -> str:
     """Train on CelebA-noisy; returns the MLflow run id (weights at ``runs:/<id>/weights/model.pt``)."""
+    check_one_process(config.train)  # before the store is touched
     uri = setup_tracking(config.tracking_uri, config.experiment)
     seed = int(config.data.get("seed", 0))
     L.seed_everything(seed, workers=True)

@@ -35,7 +35,7 @@ class TrainerConfig:
     deterministic: bool = True
     threads: int | None = None  # torch threads per process (None: torch's default)
     accelerator: str = "auto"  # auto: a GPU when there is one, else the CPU
-    devices: int | str = "auto"
+    devices: int | str = "auto"  # auto: one device (a run trains in one process: check_one_process)
     precision: str = "32-true"  # e.g. 16-mixed or bf16-mixed on a GPU
     #: images and convolution weights in channels-last memory order while training: on a CPU fit
     #: ran 1.07x as fast at 64 px and 1.13x at 128 px (bench/throughput.py). Off by default: its
@@ -185,6 +185,32 @@ def load_weights(model: BackboneModule, uri: str) -> None:
     log.info("initialised from %s", uri)
 
 
+def check_one_process(config: TrainerConfig, trainer: L.Trainer | None = None) -> None:
+    """Refuse a training Lightning would spread over several processes (DDP: ``train.devices`` 2,
+    or ``auto`` on a machine with several GPUs). A run's MLflow run, its sweep trial, its pruning,
+    its kept epoch and its curves live in the process that calls ``fit``; Lightning's DDP launches
+    the command again in each new process (each would start its own run and trial) or trains in
+    spawned ones (whose kept epoch and curves never come back)."""
+    from facslab.errors import ConfigError
+
+    if trainer is None:  # only to read what Lightning makes of the settings; it trains nothing
+        trainer = L.Trainer(accelerator=config.accelerator, devices=lightning_devices(config), precision=config.precision,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, **config.trainer)
+    if trainer.world_size > 1:
+        cause = (f"train.devices {config.devices!r}" if lightning_devices(config) != 1 else
+                 f"this environment (train.devices 1; strategy {type(trainer.strategy).__name__}, "
+                 f"{trainer.num_nodes} node(s): a cluster launcher's variables?)")
+        raise ConfigError(f"{cause} makes Lightning train in {trainer.world_size} processes; facslab trains a run in "
+                          "one process: set train.devices: 1. A sweep uses several GPUs with one worker per GPU on the "
+                          "shared study (CUDA_VISIBLE_DEVICES=k facslab sweep ..., docs/training.md)")
+
+
+def lightning_devices(config: TrainerConfig) -> int | str:
+    """Lightning's ``devices`` for a config: ``auto`` is one device, not Lightning's every GPU."""
+    return 1 if config.devices == "auto" else config.devices
+
+
 def fit(model: BackboneModule, dm: FaceDataModule, config: TrainerConfig, run_id: str | None = None,
         tracking_uri: str | None = None, prefix: str = "", epochs: int | None = None,
         callbacks: list[Callback] = (), checkpoint_dir: Path | None = None) -> FitResult:
@@ -219,12 +245,13 @@ def fit(model: BackboneModule, dm: FaceDataModule, config: TrainerConfig, run_id
                                                    run_id, prefix))
     trainer = L.Trainer(
         max_epochs=epochs or config.max_epochs, min_epochs=min(config.min_epochs, epochs or config.max_epochs),
-        accelerator=config.accelerator, devices=config.devices, precision=config.precision, logger=logger,
+        accelerator=config.accelerator, devices=lightning_devices(config), precision=config.precision, logger=logger,
         callbacks=callbacks, enable_checkpointing=checkpoint_dir is not None,
         enable_progress_bar=config.progress, enable_model_summary=False, deterministic=config.deterministic,
         num_sanity_val_steps=0, log_every_n_steps=1,
         limit_val_batches=1.0 if has_val else 0, **config.trainer,
     )
+    check_one_process(config, trainer)
     model.schedule_epochs = config.max_epochs  # fixed ``epochs`` stop early in the same schedule
     model.channels_last = config.channels_last
     dm.with_landmarks = model.takes_landmarks

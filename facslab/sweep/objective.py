@@ -120,8 +120,6 @@ class Objective:
                 try:
                     result = fit(model, dm, train_config, run_id=mlflow.active_run().info.run_id,
                                  tracking_uri=self.tracking_uri, prefix=f"fold{fold}", callbacks=pruning)
-                    for callback in pruning:  # under DDP the callback only stops the fit: Optuna's documented check
-                        callback.check_pruned()
                 except optuna.TrialPruned:
                     histories["fold 0"] = model.history
                     log_curves(histories, "plots/training_curves.png", mlflow.active_run().info.run_name)

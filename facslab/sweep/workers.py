@@ -20,6 +20,7 @@ from facslab.sweep.settings import check_data, check_study_settings, resolve_stu
 from facslab.sweep.storage import load_study, on_shared_database, storage_for, storage_url
 from facslab.sweep.summary import log_study
 from facslab.mlflow_store import setup_tracking
+from facslab.training import check_one_process
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def _parent_run_id(config: SweepConfig, study: optuna.Study, wait: float = 120.0
 
 def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
     """Run (or resume) the study until it holds ``n_trials`` finished trials; returns it."""
+    check_one_process(config.train)  # before the study is made, as a dataset to fix
     tracking_uri = setup_tracking(config.tracking_uri, config.experiment)
     check_data(config)  # before the study is made: a dataset to fix leaves nothing behind
     study = load_study(config)

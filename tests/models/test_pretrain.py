@@ -150,3 +150,22 @@ def test_fig4_compares_one_loss_per_backbone_and_image_size(celeba, tmp_path):
     for row in figure.itertuples():
         assert row.best_val_bce == pytest.approx(runs[(str(row.image_size), row.fraction)].data.metrics["best_val_bce"])
     assert (out / "fig4_val_loss_vs_fraction.png").is_file()
+
+
+@pytest.mark.parametrize("command, config", [("pretrain", "configs/pretrain/demo.yaml"), ("sweep", "sweeps/demo.yaml")])
+def test_a_training_lightning_would_spread_over_processes_is_refused_before_the_store_is_touched(command, config, tmp_path):
+    """``train.devices: 2`` (on the CPU, as two GPUs would under ``auto``): Lightning's DDP would
+    run the command again in a second process, with its own MLflow run and sweep trial. One line,
+    exit 2, and no run, study or trial made."""
+    from pathlib import Path
+
+    store = tmp_path / "mlruns"
+    repository = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "facslab.cli", command, "--config", str(repository / config),
+                           "--config.train.accelerator", "cpu", "--config.train.devices", "2"],
+                          env=_env(store), capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    line, = done.stderr.strip().splitlines()
+    assert line.startswith(f"facslab {command}: error: train.devices 2 makes Lightning train in 2 processes"), line
+    assert "set train.devices: 1" in line and "one worker per GPU" in line, line
+    assert not store.exists() or not any(store.rglob("*")), sorted(store.rglob("*"))
