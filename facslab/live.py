@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -280,7 +281,7 @@ class VideoEncoder:
 
     def __init__(self, path: str, fps: float, size: tuple[int, int], background: bool = True, ahead: int = 4):
         self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        self.frames, self.error, self.thread = queue.Queue(ahead), None, None
+        self.frames, self.error, self.thread, self.raised = queue.Queue(ahead), None, None, False
         if background:
             self.thread = threading.Thread(target=self._encode, daemon=True, name="facslab-encode")
             self.thread.start()
@@ -299,6 +300,7 @@ class VideoEncoder:
             return
         while True:
             if self.error is not None or not self.thread.is_alive():
+                self.raised = True
                 raise self.error or RuntimeError("the video encoder stopped")
             try:
                 self.frames.put(frame, timeout=0.1)
@@ -306,12 +308,14 @@ class VideoEncoder:
             except queue.Full:
                 continue
 
-    def close(self) -> None:
+    def close(self, raise_error: bool = True) -> None:
+        """Write the queued frames and release the file; ``raise_error``: raise the writer's error
+        (once: not when ``write`` already did)."""
         if self.thread is not None and self.thread.is_alive():
             self.frames.put(None)
             self.thread.join()
         self.writer.release()
-        if self.error is not None:
+        if self.error is not None and raise_error and not self.raised:
             raise self.error
 
 
@@ -335,7 +339,7 @@ def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out:
         _check_chart_path(Path(chart), csv_path)
     capture = open_source(str(source)) if isinstance(source, (str, Path)) else source  # or anything that reads frames
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    total = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0) or None  # a camera's count is -1 or 0
     stats = LiveStats()
     stages = stats.stage_seconds
     pipeline = LivePipeline(analyzer, settings)
@@ -405,12 +409,14 @@ def run_live(analyzer: FaceAnalyzer, source: str | Path | cv2.VideoCapture, out:
             decoder.stop()
             stages["decode"] += decoder.waited  # the loop's own wait (the decoding runs beside it)
         capture.release()
-        if writer is not None:
-            writer.close()
-        if handle is not None:
-            handle.close()
-        if chart and timeline is not None:
-            _save_chart(timeline, chart)
+        try:
+            if writer is not None:  # its error, unless the loop's own is on its way out
+                writer.close(raise_error=sys.exc_info()[1] is None)
+        finally:
+            if handle is not None:
+                handle.close()
+            if chart and timeline is not None:
+                _save_chart(timeline, chart)
     return stats
 
 
@@ -430,8 +436,6 @@ def _check_chart_path(chart: Path, csv_path: str | None) -> None:
 def _save_chart(timeline, chart: str) -> None:
     """Save the chart; when the loop is already failing, a failure here is logged and the loop's
     own error goes on (a ``finally`` that raised would replace it)."""
-    import sys
-
     if sys.exc_info()[1] is None:
         timeline.save(chart)
         return

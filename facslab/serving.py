@@ -16,6 +16,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 from PIL import Image
 
+from facslab.model_uri import load_predictor  # noqa: F401 (it lived here until 2026-12-07; the apps import it from model_uri)
 from facslab.predictor import CONFIG_FILE, TaskPredictor
 
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "lightning", "mlflow", "dlib-bin",

@@ -366,12 +366,14 @@ def test_model_arguments_that_are_not_usable_models_are_one_line(model_dir, tmp_
     mlflow.pyfunc.save_model(tmp_path / "plain_model", python_model=Echo())
     (tmp_path / "store").mkdir()
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
-    run = client.create_run("0").info.run_id
+    experiment = client.create_experiment("facslab", artifact_location=(tmp_path / "store" / "artifacts").as_uri())
+    run = client.create_run(experiment).info.run_id
     cases = [
         (("--model", str(tmp_path / "plain_model")), ("plain_model", "an MLflow model, but not one facslab logged")),
         (("--model", f"runs:/{run}/model"), (f"runs:/{run}/model", "not in the MLflow store", "MLmodel")),
         (("--model", str(tmp_path / "nowhere")), ("nowhere", "model not found")),
         (("--model", str(empty)), ("empty_folder", "not a facslab model folder (no")),
+        (("--model", str(model_dir / "model.onnx")), ("model.onnx", "a file, not a model")),
         (("--model", "models:/no-such-model@champion"), ("models:/no-such-model@champion", "not in the MLflow store")),
         (("--model", str(model_dir), "--emotion_model", str(model_dir)),
          (str(model_dir), "a model of the au task; --emotion_model takes one of the emotion task")),

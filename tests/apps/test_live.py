@@ -149,9 +149,22 @@ def test_codec_threads_decode_and_encode_beside_the_loop_and_change_no_frame(ana
     for _ in range(24):
         (ok_inline, inline), (ok_threaded, threaded) = written[False].read(), written[True].read()
         assert ok_inline and ok_threaded and np.array_equal(inline, threaded)
-    monkeypatch.setattr(facslab.live.cv2, "VideoWriter", lambda *a: _Recorded(opened(*a), [], fail_at=5))
-    with pytest.raises(OSError, match="disk full"):
-        run_live(analyzer, video, out=str(tmp_path / "failing.mp4"), progress=False, settings=FAST)
+    # a camera (its frame count -1) is read when the loop wants a frame: the newest, not one queued
+    camera_reads = []
+    camera = _Recorded(cv2.VideoCapture(video), camera_reads)
+    camera.get = lambda prop: -1.0 if prop == cv2.CAP_PROP_FRAME_COUNT else camera.inner.get(prop)
+    assert run_live(analyzer, camera, max_frames=6, progress=False, settings=FAST).frames == 6
+    assert set(camera_reads) == {"MainThread"}
+    for capture in written.values():
+        capture.release()
+    # the writer's error reaches the caller once, in either mode, and the CSV written so far is closed
+    for codec in (False, True):
+        monkeypatch.setattr(facslab.live.cv2, "VideoWriter", lambda *a: _Recorded(opened(*a), [], fail_at=5))
+        with pytest.raises(OSError, match="disk full"):
+            run_live(analyzer, video, out=str(tmp_path / "failing.mp4"), csv_path=str(tmp_path / f"failing{codec}.csv"),
+                     progress=False, settings=replace(FAST, codec_threads=codec))
+        rows = (tmp_path / f"failing{codec}.csv").read_text().splitlines()
+        assert rows[0].startswith("frame,face_id") and len(rows) >= 5, rows[:2]
 
 
 def test_a_face_too_small_for_hog_without_upsampling_is_found_by_the_retry(analyzer, tmp_path):
