@@ -230,6 +230,18 @@ def decoded_frames(capture, timings: dict | None = None):
         position += 1
 
 
+def _put(frames: queue.Queue, item, stop) -> bool:
+    """Put ``item`` on a bounded queue, waiting while it is full; False (not put) once ``stop()``
+    says the other side is gone."""
+    while not stop():
+        try:
+            frames.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 class VideoDecoder(threading.Thread):
     """``decoded_frames`` of a capture, read ahead in a thread of its own (OpenCV and PIL release
     the GIL while they decode); iterating yields them in order, and re-raises the reader's error."""
@@ -243,20 +255,11 @@ class VideoDecoder(threading.Thread):
     def run(self) -> None:
         try:
             for item in decoded_frames(self.capture, self.timings):
-                if not self._put(item):
+                if not _put(self.frames, item, self.stopped.is_set):
                     return
-            self._put(None)
+            _put(self.frames, None, self.stopped.is_set)
         except BaseException as error:  # noqa: BLE001 (handed to the consumer, which raises it)
-            self._put(error)
-
-    def _put(self, item) -> bool:
-        while not self.stopped.is_set():
-            try:
-                self.frames.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+            _put(self.frames, error, self.stopped.is_set)
 
     def __iter__(self):
         while True:
@@ -281,7 +284,7 @@ class VideoEncoder:
 
     def __init__(self, path: str, fps: float, size: tuple[int, int], background: bool = True, ahead: int = 4):
         self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        self.frames, self.error, self.thread, self.raised = queue.Queue(ahead), None, None, False
+        self.frames, self.error, self.thread = queue.Queue(ahead), None, None
         if background:
             self.thread = threading.Thread(target=self._encode, daemon=True, name="facslab-encode")
             self.thread.start()
@@ -298,15 +301,9 @@ class VideoEncoder:
         if self.thread is None:
             self.writer.write(frame)
             return
-        while True:
-            if self.error is not None or not self.thread.is_alive():
-                self.raised = True
-                raise self.error or RuntimeError("the video encoder stopped")
-            try:
-                self.frames.put(frame, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        if not _put(self.frames, frame, lambda: self.error is not None or not self.thread.is_alive()):
+            error, self.error = self.error, None  # raised here, once: close does not raise it again
+            raise error or RuntimeError("the video encoder stopped")
 
     def close(self, raise_error: bool = True) -> None:
         """Write the queued frames and release the file; ``raise_error``: raise the writer's error
@@ -315,7 +312,7 @@ class VideoEncoder:
             self.frames.put(None)
             self.thread.join()
         self.writer.release()
-        if self.error is not None and raise_error and not self.raised:
+        if self.error is not None and raise_error:
             raise self.error
 
 

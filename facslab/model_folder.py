@@ -70,13 +70,13 @@ def saved_predictor_class(folder: Path, wanted: type | None = None) -> tuple[dic
     return config, PREDICTORS[task]
 
 
-def build_saved_model(cls: type, folder: Path):
-    """The PyTorch model of a saved folder, with its weights (imports torch and Lightning)."""
+def build_saved_model(cls: type, folder: Path, hparams: dict):
+    """The PyTorch model of a saved folder (its config's ``hparams``), with its weights (imports
+    torch and Lightning)."""
     import torch
 
-    config = json.loads((Path(folder) / CONFIG_FILE).read_text())
     module = cls.module_class if isinstance(cls.module_class, type) else import_path(cls.module_class, "model class")
-    model = module(**config["hparams"])
+    model = module(**hparams)
     state = torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     try:
         model.load_state_dict(state)

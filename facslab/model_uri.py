@@ -15,8 +15,10 @@ from pathlib import Path
 from facslab.badinput import BadInputError, MissingInputError
 from facslab.predictor import TaskPredictor
 
-#: the MLflow model URI schemes (and artifact URIs) a model is fetched from
-MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:", "file:")
+#: the URIs of a model in an MLflow store (the apps point MLflow at the store first)
+STORE_SCHEMES = ("models:/", "runs:/")
+#: every MLflow URI a model is fetched from: the store's, and artifact URIs
+MLFLOW_SCHEMES = (*STORE_SCHEMES, "mlflow-artifacts:", "file:")
 
 
 def load_predictor(uri: str, runtime: str = "auto", threads: int | None = None) -> TaskPredictor:
@@ -52,7 +54,7 @@ def logged_folder(uri: str) -> Path:
         if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
         # the first line of MLflow's message names what is missing (model, alias, run or artifact)
-        where = f"not in the MLflow store {mlflow.get_tracking_uri()}" if uri.startswith(("models:/", "runs:/")) else "not found"
+        where = f"not in the MLflow store {mlflow.get_tracking_uri()}" if uri.startswith(STORE_SCHEMES) else "not found"
         raise MissingInputError(uri, f"{where} ({str(error.message).splitlines()[0][:200]})") from None
 
 

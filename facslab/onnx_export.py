@@ -59,10 +59,11 @@ def export_onnx(model, path: str | Path, image_size: int, samples=None, channels
     feed = dict(zip(names, [t.numpy() for t in (inputs if model.takes_landmarks else (inputs,))]))
     got, got_outputs = session.run(list(OUTPUT_NAMES), feed)
     difference = float(np.abs(got - expected.numpy()).max())
-    if not difference <= ONNX_TOLERANCE or not np.abs(got_outputs - expected_outputs).max() <= ONNX_TOLERANCE:
+    outputs_difference = float(np.abs(got_outputs - expected_outputs).max())
+    if not difference <= ONNX_TOLERANCE or not outputs_difference <= ONNX_TOLERANCE:
         path.unlink(missing_ok=True)
         raise ExportError(f"{path}: ONNX logits differ from PyTorch by {difference:.2e} (> {ONNX_TOLERANCE}), or "
-                          f"its outputs by {float(np.abs(got_outputs - expected_outputs).max()):.2e}")
+                          f"its outputs by {outputs_difference:.2e}")
     return difference
 
 
@@ -70,7 +71,6 @@ def onnx_session(path: Path, threads: int | None):
     """An ONNX Runtime session on the CPU with ``threads`` (None: torch's count where torch is
     loaded, else ``OMP_NUM_THREADS``, else ONNX Runtime's default: one per physical core, as
     torch's), one inter-op thread."""
-    import os
     import sys
 
     import onnxruntime as ort

@@ -9,7 +9,6 @@ eager PyTorch for one small face; ``runtime="torch"`` keeps PyTorch.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -58,11 +57,12 @@ class TaskPredictor:
             register(PREDICTORS, cls.task, cls, cls, "task")
 
     def __init__(self, model=None, alignment: AlignmentSpec | None = None, provenance: dict | None = None,
-                 device: str = "auto", onnx_session=None, saved: Path | None = None):
+                 device: str = "auto", onnx_session=None, saved: Path | None = None, hparams: dict | None = None):
         """``model``: the task's LightningModule; or None with ``saved``, a saved folder whose ONNX
-        export answers (``onnx_session``), its PyTorch model built only where asked for (explain)."""
-        if model is None and (saved is None or onnx_session is None):
-            raise ValueError("a predictor needs its model, or a saved folder with an ONNX session")
+        export answers (``onnx_session``), and its ``hparams``: its PyTorch model is built only where
+        asked for (explain)."""
+        if model is None and (saved is None or onnx_session is None or hparams is None):
+            raise ValueError("a predictor needs its model, or a saved folder with an ONNX session and hparams")
         self._device, self._model, self.saved = device, None, saved
         self._building = threading.Lock()  # scoring threads share a predictor: one of them builds the model
         self.onnx_session = onnx_session
@@ -71,8 +71,7 @@ class TaskPredictor:
         self.provenance = dict(provenance or {})
         if model is not None:
             self._take(model)
-        hp = self.hparams = dict(model.hparams) if model is not None else json.loads(
-            (saved / CONFIG_FILE).read_text())["hparams"]
+        hp = self.hparams = dict(model.hparams if model is not None else hparams)
         self.alignment = alignment or AlignmentSpec(size=hp["image_size"])
         self.mean = np.asarray(hp["mean"], np.float32) * 255.0
         self.std = np.asarray(hp["std"], np.float32) * 255.0
@@ -94,7 +93,7 @@ class TaskPredictor:
         if self._model is None:
             with self._building:
                 if self._model is None:
-                    self._take(build_saved_model(type(self), self.saved))
+                    self._take(build_saved_model(type(self), self.saved, self.hparams))
         return self._model
 
     @property
@@ -232,8 +231,9 @@ class TaskPredictor:
             raise MissingInputError(folder / ONNX_FILE, "this model was saved without its ONNX export; "
                                                         "register it again, or use --runtime torch")
         if runtime == "onnx" or (runtime == "auto" and has_onnx and not gpu_present(device)):
-            return cls(None, alignment, provenance, "cpu", onnx_export.onnx_session(folder / ONNX_FILE, threads), folder)
-        return cls(build_saved_model(cls, folder), alignment, provenance, device)
+            session = onnx_export.onnx_session(folder / ONNX_FILE, threads)
+            return cls(None, alignment, provenance, "cpu", session, folder, config["hparams"])
+        return cls(build_saved_model(cls, folder, config["hparams"]), alignment, provenance, device)
 
 
 class AUPredictor(TaskPredictor):

@@ -95,11 +95,11 @@ def _optional_tasks() -> list:
 def _task_predictor(uri: str | None, task: str | None, flag: str, args):
     """The model of an option (a model URI or folder), which must be one of ``task`` when that is
     given; None without a URI, or with none."""
-    from facslab.model_uri import load_predictor
+    from facslab.model_uri import STORE_SCHEMES, load_predictor
 
     if uri is None or uri == "none":
         return None
-    if uri.startswith(("models:/", "runs:/")):
+    if uri.startswith(STORE_SCHEMES):
         from facslab.mlflow_store import setup_tracking
 
         setup_tracking(args.tracking_uri, args.experiment)
@@ -113,7 +113,9 @@ def _registered_champion(task: str, args) -> str | None:
     """``models:/<the task's registered name>@champion`` when the store the ``--model`` URI comes
     from holds it (as ``facslab port-fer`` registers the emotion model); None beside a local model
     folder, or when the store has no such champion."""
-    if not args.model.startswith(("models:/", "runs:/")):
+    from facslab.model_uri import STORE_SCHEMES
+
+    if not args.model.startswith(STORE_SCHEMES):
         return None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
