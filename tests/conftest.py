@@ -54,6 +54,32 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+@pytest.fixture
+def cli(capfd):
+    """``facslab ARGS`` through the same ``main`` in this worker's process: the commands, their
+    configs and their output are the user's, without a new interpreter importing torch, Lightning
+    and MLflow again (7 s a process). Tests of processes themselves (signals, workers, one stderr
+    line, what a command imports) keep ``run_cli``. ``env`` holds for the one command; the whole
+    environment is put back after it (Lightning's seeding exports variables too)."""
+    from facslab.cli import main
+
+    def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        before = dict(os.environ)
+        os.environ.update(env or {})
+        capfd.readouterr()
+        try:
+            status = main(list(args))
+        except SystemExit as stop:  # --help and argparse's own exits
+            status = stop.code if isinstance(stop.code, int) else 1
+        finally:
+            os.environ.clear()
+            os.environ.update(before)
+        said = capfd.readouterr()
+        return subprocess.CompletedProcess(list(args), status, said.out, said.err)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def ckplus(tmp_path_factory):
     """(root, truth) of a CK+-format dataset: 12 subjects x 2 sequences of 3-4 frames."""

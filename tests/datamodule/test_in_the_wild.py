@@ -50,29 +50,29 @@ def test_each_part_keeps_its_own_split_and_the_other_half_is_unknown(copies, tmp
         assert set(datasets[dm.positions(role)]) == {"EmotioNet", "AffWild2"}
 
 
-def _sweep(config: str, study: str, data: dict, store: Path, *more: str):
+def _sweep(cli, config: str, study: str, data: dict, store: Path, *more: str):
     args = ["sweep", "--config", str(SWEEPS / config), "--config.study", study, "--config.n_trials", "1",
             "--config.search", "{backbone: {choices: [resnet18]}}", "--config.enqueue", "[]",
             "--config.train.max_epochs", "1", "--config.train.progress", "false", *more]
     for key, value in data.items():
         args += [f"--config.datamodule.{key}", str(value)]
-    out = run_cli(*args, env={"FACSLAB_MLRUNS": str(store)})
+    out = cli(*args, env={"FACSLAB_MLRUNS": str(store)})
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
 
 @pytest.mark.slow
-def test_the_joint_model_is_compared_with_single_task_models_on_the_same_test_rows(copies, tmp_path):
+def test_the_joint_model_is_compared_with_single_task_models_on_the_same_test_rows(copies, tmp_path, cli):
     """The demo's three configs (joint, EmotioNet AUs alone, Aff-Wild2 valence/arousal alone), one
     ResNet-18 trial each, then the report's comparison of the three registered models."""
     emotionet, affwild2 = copies
     store, common = tmp_path / "store", {"image_size": 32, "cache_dir": tmp_path / "cache"}
-    out = _sweep("in_the_wild_demo.yaml", "wild-test", {"root": emotionet, "affectnet_root": affwild2, **common}, store)
+    out = _sweep(cli, "in_the_wild_demo.yaml", "wild-test", {"root": emotionet, "affectnet_root": affwild2, **common}, store)
     assert "facslab-au-affect-in-the-wild version 1" in out.stdout and "AU PR-AUC" in out.stdout, out.stdout
-    _sweep("emotionet_au_demo.yaml", "emotionet-test", {"root": emotionet, **common}, store)
-    _sweep("affwild2_va_demo.yaml", "affwild2-test", {"root": affwild2, **common}, store)
+    _sweep(cli, "emotionet_au_demo.yaml", "emotionet-test", {"root": emotionet, **common}, store)
+    _sweep(cli, "affwild2_va_demo.yaml", "affwild2-test", {"root": affwild2, **common}, store)
     models = ["facslab-au-affect-in-the-wild/1", "facslab-au-emotionet/1", "facslab-va-affwild2/1"]
-    report = run_cli("report", "--config.output", str(tmp_path / "report"), "--config.compare", json.dumps(models),
+    report = cli("report", "--config.output", str(tmp_path / "report"), "--config.compare", json.dumps(models),
                      env={"FACSLAB_MLRUNS": str(store)})
     assert report.returncode == 0, report.stderr[-3000:]
 
@@ -103,12 +103,13 @@ def test_the_joint_model_is_compared_with_single_task_models_on_the_same_test_ro
     assert (tmp_path / "report" / "comparison_pr_auc.png").stat().st_size > 5000
 
     # a model tested on other rows (another seed draws another EmotioNet test split) is refused, in one line
-    _sweep("emotionet_au_demo.yaml", "emotionet-other-split", {"root": emotionet, **common, "seed": 5}, store)
+    _sweep(cli, "emotionet_au_demo.yaml", "emotionet-other-split", {"root": emotionet, **common, "seed": 5}, store)
+    # a user's mistake: one line on stderr, as a real process writes it
     other = run_cli("report", "--config.output", str(tmp_path / "other"), "--config.compare",
                     json.dumps([models[0], "facslab-au-emotionet/2"]), env={"FACSLAB_MLRUNS": str(store)})
     assert other.returncode == 2 and "Traceback" not in other.stderr, other.stderr[-2000:]
     assert len(other.stderr.strip().splitlines()) == 1 and "other AU rows" in other.stderr, other.stderr
     # a version and its alias are one model, not two columns
-    twice = run_cli("report", "--config.output", str(tmp_path / "twice"), "--config.compare",
+    twice = cli("report", "--config.output", str(tmp_path / "twice"), "--config.compare",
                     json.dumps([models[0], "facslab-au-affect-in-the-wild@champion"]), env={"FACSLAB_MLRUNS": str(store)})
     assert twice.returncode == 2 and "given twice" in twice.stderr, twice.stderr[-2000:]
