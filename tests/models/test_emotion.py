@@ -24,8 +24,6 @@ from facslab.synth.emotion_datasets import write_fer2013
 from lightning_modules.emotion_classifier import EmotionClassifier, classification_loss
 from lightning_modules.mini_xception import ConvClassifierHead, MiniXceptionTrunk
 
-from conftest import run_cli
-
 
 def test_the_reader_takes_both_csv_layouts_quoted_or_not_and_reports_broken_rows(fer2013, tmp_path):
     text = (fer2013 / "fer2013.csv").read_text().splitlines()
@@ -154,7 +152,7 @@ def test_frozen_mini_xception_blocks_stay_bit_identical_through_trainer_fit(fer2
 
 
 @pytest.mark.slow
-def test_an_emotion_sweep_runs_through_the_same_command_and_registers(fer2013, ckplus, tmp_path):
+def test_an_emotion_sweep_runs_through_the_same_command_and_registers(fer2013, ckplus, tmp_path, cli):
     """``facslab sweep`` with ``task: emotion``: nested MLflow trials scored by validation accuracy,
     the final model tested once on PrivateTest and registered; it loads as an emotion model."""
     store = tmp_path / "store"
@@ -172,12 +170,12 @@ search:
   lr: {{low: 1.0e-3, high: 1.0e-2, log: true}}
 register: {{name: emotion-test}}
 """)
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(store)})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(store)})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "validation accuracy" in out.stdout and "registered emotion-test version 1" in out.stdout
     assert "top-2" in out.stdout and "95% CI" in out.stdout
     # a second study's model meets the champion: one validation split is not called cross-validated
-    again = run_cli("sweep", "--config", str(config), "--config.study", "fer-test-again", "--config.n_trials", "1",
+    again = cli("sweep", "--config", str(config), "--config.study", "fer-test-again", "--config.n_trials", "1",
                     env={"FACSLAB_MLRUNS": str(store)})
     assert again.returncode == 0, again.stderr[-3000:]
     assert "registered emotion-test version 2" in again.stdout and "beat the champion's" in again.stdout.replace(
@@ -222,10 +220,10 @@ register: {{name: emotion-test}}
     data.write_text(yaml.safe_dump({"class_path": "datamodules.CKPlusEmotionDataModule",
                                     "init_args": {"root": str(ckplus[0]), "cache_dir": str(tmp_path / "cache"),
                                                   "test_fraction": 0.5, "progress": False}}))
-    scored = run_cli("evaluate", "--model", "models:/emotion-test@champion", "--data", str(data),
+    scored = cli("evaluate", "--model", "models:/emotion-test@champion", "--data", str(data),
                      env={"FACSLAB_MLRUNS": str(store)})
     assert scored.returncode == 0, scored.stderr[-3000:]
-    report = run_cli("report", "--config.output", str(tmp_path / "report"), "--config.model_name", "emotion-test",
+    report = cli("report", "--config.output", str(tmp_path / "report"), "--config.model_name", "emotion-test",
                      env={"FACSLAB_MLRUNS": str(store)})
     assert report.returncode == 0, report.stderr[-3000:]
     table = pd.read_csv(tmp_path / "report" / "cross_dataset.csv").set_index("test_split")
@@ -256,7 +254,7 @@ def test_an_emotion_task_setting_that_changes_nothing_is_refused(fer2013, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_searched_parameter_that_changes_nothing_for_some_searched_values_is_refused(fer2013, tmp_path):
+def test_a_searched_parameter_that_changes_nothing_for_some_searched_values_is_refused(fer2013, tmp_path, cli):
     """Class weights and label smoothing change only the cross-entropy loss: searched beside a loss
     that can be mse they would make trials that differ in name only (or raise inside them)."""
     def sweep(search: str, model: str = "{backbone: mini_xception}"):
@@ -264,7 +262,7 @@ def test_a_searched_parameter_that_changes_nothing_for_some_searched_values_is_r
         config.write_text(f"study: space\ntask: emotion\ndatamodule: {{class_path: FER2013DataModule, init_args: {{root: {fer2013}}}}}\n"
                           f"model: {{class_path: EmotionClassifier, init_args: {model}}}\n"
                           f"train: {{init_from: null}}\nsearch:\n{search}")
-        return run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")}, timeout=120)
+        return cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
 
     refused = sweep("  loss: {choices: [cross_entropy, mse, squared_hinge]}\n  class_weights: {choices: [false, true]}\n")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
@@ -288,14 +286,14 @@ def test_a_searched_parameter_that_changes_nothing_for_some_searched_values_is_r
 
 
 @pytest.mark.slow
-def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir, tmp_path):
+def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir, tmp_path, cli):
     """`facslab port-fer` registers the real FER-2013 network with its provenance; `facslab emoji`
     then shows its emotion beside the AUs: the smiling astronaut is happy."""
     store = {"FACSLAB_MLRUNS": str(tmp_path / "store")}
-    out = run_cli("port-fer", "--astronaut", env=store)
+    out = cli("port-fer", "--astronaut", env=store)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "facslab-emotion version 1 registered" in out.stdout and "astronaut face 0: happy" in out.stdout
-    again = run_cli("port-fer", env=store)
+    again = cli("port-fer", env=store)
     assert "version 1 already registered" in again.stdout
     os.environ["FACSLAB_MLRUNS"] = store["FACSLAB_MLRUNS"]
     try:
@@ -311,7 +309,7 @@ def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir,
         client.set_registered_model_alias("facslab-emotion", "champion", trained.version)
     finally:
         os.environ.pop("FACSLAB_MLRUNS")
-    third = run_cli("port-fer", env=store)
+    third = cli("port-fer", env=store)
     assert third.returncode == 0, third.stderr[-3000:]
     assert f"alias champion kept by trained version {trained.version}" in third.stdout
     os.environ["FACSLAB_MLRUNS"] = store["FACSLAB_MLRUNS"]
@@ -324,7 +322,7 @@ def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir,
     import skimage.data
 
     Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astronaut.png")
-    shown = run_cli("emoji", str(tmp_path / "astronaut.png"), "--model", str(model_dir), "--emotion_model",
+    shown = cli("emoji", str(tmp_path / "astronaut.png"), "--model", str(model_dir), "--emotion_model",
                     "models:/facslab-emotion@champion", "--json", env=store)
     assert shown.returncode == 0, shown.stderr[-3000:]
     face = json.loads(shown.stdout)[0]
@@ -333,7 +331,7 @@ def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir,
 
 
 @pytest.mark.slow
-def test_live_csv_gains_emotion_columns(model_dir, tmp_path):
+def test_live_csv_gains_emotion_columns(model_dir, tmp_path, cli):
     import skimage.data
 
     from facslab.predictor import EmotionPredictor
@@ -342,7 +340,7 @@ def test_live_csv_gains_emotion_columns(model_dir, tmp_path):
     folder = EmotionPredictor(EmotionClassifier(weights="fer"),
                               provenance={"trained_on": "real", "datasets": "FER-2013"}).save(tmp_path / "emotion")
     video = write_mp4(tmp_path / "astronaut.mp4", photo_frames(skimage.data.astronaut(), 6, (320, 320)))
-    out = run_cli("live", "--source", str(video), "--model", str(model_dir), "--emotion_model", str(folder),
+    out = cli("live", "--source", str(video), "--model", str(model_dir), "--emotion_model", str(folder),
                   "--csv", str(tmp_path / "live.csv"), "--quiet")
     assert out.returncode == 0, out.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "live.csv")))
