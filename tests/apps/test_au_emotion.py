@@ -3,8 +3,6 @@ the learned co-occurrence table (threshold swept on training folds), logistic re
 personalised table, through `facslab au-emotion`."""
 
 import os
-import subprocess
-import sys
 
 import mlflow
 import numpy as np
@@ -15,8 +13,6 @@ from facslab.au import AU_INDEX
 from facslab.badinput import BadInputError
 from facslab.au_emotion import RuleTable, au_frequencies, personalised
 from facslab.au_emotion.evaluate import first_halves, personal_accuracy
-
-from conftest import run_cli
 
 
 def test_rule_table_matches_prototypes_and_names_bad_rows(tmp_path):
@@ -119,15 +115,14 @@ def test_au_emotion_mistakes_are_one_line_before_any_work(emotion_model_dir, tmp
 
 
 @pytest.mark.slow
-def test_au_emotion_command_reports_three_methods_on_true_and_predicted_aus(ckplus, model_dir, tmp_path):
+def test_au_emotion_command_reports_three_methods_on_true_and_predicted_aus(ckplus, model_dir, tmp_path, cli):
     root, _ = ckplus
     out = tmp_path / "out"
-    env = {**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")}
+    env = {"FACSLAB_MLRUNS": str(tmp_path / "store")}
     data = (f"{{class_path: CKPlusEmotionDataModule, init_args: {{root: {root}, image_size: 32, cache_dir: "
             f"{tmp_path / 'cache'}, n_folds: 2, test_fraction: 0.3, progress: false, preprocess_workers: 0}}}}")
-    done = subprocess.run([sys.executable, "-m", "facslab.cli", "au-emotion", "--config.datamodule", data,
-                           "--config.au_model", str(model_dir), "--config.output", str(out),
-                           "--config.threshold_steps", "5"], capture_output=True, text=True, timeout=600, env=env)
+    done = cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(model_dir), "--config.output",
+               str(out), "--config.threshold_steps", "5", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(out / "au_emotion.csv")
     assert len(table) == 6 and set(table["aus"]) == {"ground-truth AUs", "predicted AUs"}
@@ -152,7 +147,7 @@ def test_au_emotion_command_reports_three_methods_on_true_and_predicted_aus(ckpl
 
 
 @pytest.mark.slow
-def test_bp4d_induced_emotions_from_true_aus_and_a_temporal_model_with_personal_tables(model_dir, tmp_path):
+def test_bp4d_induced_emotions_from_true_aus_and_a_temporal_model_with_personal_tables(model_dir, tmp_path, cli):
     import torch
 
     from facslab.predictor import TemporalAUPredictor
@@ -168,7 +163,7 @@ def test_bp4d_induced_emotions_from_true_aus_and_a_temporal_model_with_personal_
             f"{tmp_path / 'cache'}, n_folds: 2, test_fraction: 0.25, drop_classes: [skepticism], progress: false, "
             "preprocess_workers: 0}}")
     out = tmp_path / "out"
-    done = run_cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(temporal),
+    done = cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(temporal),
                    "--config.output", str(out), "--config.threshold_steps", "3", env=store)
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(out / "au_emotion.csv")
@@ -194,9 +189,9 @@ def test_bp4d_induced_emotions_from_true_aus_and_a_temporal_model_with_personal_
     # a frame model cannot read the stacks, and a rule table must name every class: one line, exit 2
     rules = tmp_path / "rules.csv"
     rules.write_text("emotion,aus\nhappy,6+12\n")
-    missing = run_cli("au-emotion", "--config.datamodule", data, "--config.au_model", "null", "--config.rules", str(rules),
+    missing = cli("au-emotion", "--config.datamodule", data, "--config.au_model", "null", "--config.rules", str(rules),
                       "--config.output", str(tmp_path / "wrong"), env=store)
     assert missing.returncode == 2 and "has no row for sadness, surprise" in missing.stderr
-    wrong = run_cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(model_dir),
+    wrong = cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(model_dir),
                     "--config.output", str(tmp_path / "wrong"), "--config.threshold_steps", "3", env=store)
     assert wrong.returncode == 2 and "reads one frame" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -14,8 +14,6 @@ from facslab.evaluation import icc_3_1, per_au_metrics
 from facslab.formats import bp4d
 from facslab.synth.au_video_datasets import envelope, write_bp4d, write_disfa
 
-from conftest import run_cli
-
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
@@ -136,7 +134,7 @@ def test_unknown_labels_change_no_metric():
 
 
 @pytest.mark.slow
-def test_au_detection_on_bp4d_trains_with_unknowns_masked(videos, tmp_path):
+def test_au_detection_on_bp4d_trains_with_unknowns_masked(videos, tmp_path, cli):
     """Through `facslab sweep`: BP4D frames with 9s train the AU task; the per-AU table has no
     value for the AUs BP4D does not code."""
     config = tmp_path / "bp4d.yaml"
@@ -150,7 +148,7 @@ train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{lr: {{choices: [1.0e-3]}}}}
 register: {{name: bp4d-au}}
 """)
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered bp4d-au version 1: cross-validated PR-AUC" in out.stdout
     dm = BP4DDataModule(str(videos / "bp4d"), n_folds=2, image_size=32, cache_dir=str(tmp_path / "cache"),
@@ -182,7 +180,7 @@ def test_ckplus_intensity_target_leaves_ungraded_aus_unknown(ckplus, tmp_path):
 
 
 @pytest.mark.slow
-def test_au_intensity_sweep_on_disfa_and_the_live_csv_intensity_columns(videos, model_dir, tmp_path):
+def test_au_intensity_sweep_on_disfa_and_the_live_csv_intensity_columns(videos, model_dir, tmp_path, cli):
     store = {"FACSLAB_MLRUNS": str(tmp_path / "store")}
     config = tmp_path / "disfa.yaml"
     config.write_text(f"""study: disfa-intensity
@@ -195,7 +193,7 @@ model: {{class_path: AUIntensityRegressor, init_args: {{backbone: resnet18, unfr
 train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{loss: {{choices: [mse]}}}}
 """)
-    out = run_cli("sweep", "--config", str(config), env=store)
+    out = cli("sweep", "--config", str(config), env=store)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered facslab-au-intensity version 1: cross-validated ICC(3,1)" in out.stdout and "MAE" in out.stdout
     import skimage.data
@@ -203,7 +201,7 @@ search: {{loss: {{choices: [mse]}}}}
     from facslab.synth.video import photo_frames, write_mp4
 
     video = write_mp4(tmp_path / "astronaut.mp4", photo_frames(skimage.data.astronaut(), 5, (320, 320)))
-    live = run_cli("live", "--source", str(video), "--model", str(model_dir), "--intensity_model",
+    live = cli("live", "--source", str(video), "--model", str(model_dir), "--intensity_model",
                    "models:/facslab-au-intensity@champion", "--csv", str(tmp_path / "live.csv"), "--quiet", env=store)
     assert live.returncode == 0, live.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "live.csv")))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 from PIL import Image
 
 from facslab.au import AU_INDEX, NUM_AUS
@@ -166,7 +165,7 @@ def test_explain_writes_an_overlay_and_a_map_per_face_and_refuses_what_it_cannot
 
 
 @pytest.mark.slow
-def test_a_vit_model_gets_attention_rollout_and_its_last_layers_heads(astronaut, tmp_path):
+def test_a_vit_model_gets_attention_rollout_and_its_last_layers_heads(astronaut, tmp_path, cli):
     """ViT: rollout (one map whatever the output) and the last layer's class-token attention per head."""
     from facslab.analysis import FaceAnalyzer
     from facslab.explain import explain
@@ -177,7 +176,7 @@ def test_a_vit_model_gets_attention_rollout_and_its_last_layers_heads(astronaut,
     AUPredictor(AUDetector("vit_b_16", unfrozen_blocks=0, hidden_size=16, image_size=64)).save(tmp_path / "vit")
     image = tmp_path / "astronaut.png"
     Image.fromarray(astronaut).save(image)
-    done = run_cli("explain", str(image), "--model", str(tmp_path / "vit"), "--out", str(tmp_path / "out"))
+    done = cli("explain", str(image), "--model", str(tmp_path / "vit"), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr
     heads = np.asarray(Image.open(tmp_path / "out" / "astronaut_face0_attention_heads.png"))
     assert heads.shape == (64, 12 * 64, 3)
@@ -194,7 +193,7 @@ def test_a_vit_model_gets_attention_rollout_and_its_last_layers_heads(astronaut,
 
 
 @pytest.mark.slow
-def test_the_landmark_patch_transformer_is_a_backbone_the_apps_and_onnx_take_as_any_other(astronaut, tmp_path):
+def test_the_landmark_patch_transformer_is_a_backbone_the_apps_and_onnx_take_as_any_other(astronaut, tmp_path, cli):
     """An AU model on the landmark-patch transformer: saved with its ONNX export (parity checked),
     run by ``facslab emoji`` on ONNX Runtime, and explained per face part by ``facslab explain``."""
     import json
@@ -211,10 +210,10 @@ def test_the_landmark_patch_transformer_is_a_backbone_the_apps_and_onnx_take_as_
     assert TaskPredictor.load(tmp_path / "lpt").runtime == "onnx"
     image = tmp_path / "astronaut.png"
     Image.fromarray(astronaut).save(image)
-    emoji = run_cli("emoji", str(image), "--model", str(tmp_path / "lpt"), "--json")
+    emoji = cli("emoji", str(image), "--model", str(tmp_path / "lpt"), "--json")
     assert emoji.returncode == 0, emoji.stderr[-2000:]
     assert len(json.loads(emoji.stdout)) == 1
-    done = run_cli("explain", str(image), "--model", str(tmp_path / "lpt"), "--out", str(tmp_path / "out"))
+    done = cli("explain", str(image), "--model", str(tmp_path / "lpt"), "--out", str(tmp_path / "out"))
     assert done.returncode == 0, done.stderr[-2000:]
     said = done.stdout.split("attention rollout on ")[1].split(" (")[0]  # "mouth_centre 0.10, nose 0.09, ..."
     shares = {part: float(share) for part, share in (item.split() for item in said.split(", "))}

@@ -10,8 +10,6 @@ import torch
 from datamodules import BP4DSequenceDataModule, CKPlusSequenceDataModule
 from facslab.synth.au_video_datasets import write_bp4d
 
-from conftest import run_cli
-
 
 @pytest.fixture(scope="module")
 def bp4d_root(tmp_path_factory):
@@ -65,7 +63,7 @@ def test_the_temporal_model_trains_on_ckplus_sequences_through_trainer_fit(ckplu
 
 
 @pytest.mark.slow
-def test_both_architectures_sweep_register_and_slide_over_a_live_video(bp4d_root, model_dir, tmp_path):
+def test_both_architectures_sweep_register_and_slide_over_a_live_video(bp4d_root, model_dir, tmp_path, cli):
     store = {"FACSLAB_MLRUNS": str(tmp_path / "store")}
     config = tmp_path / "temporal.yaml"
     config.write_text(f"""study: temporal
@@ -79,7 +77,7 @@ train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{architecture: {{choices: [mobilenet3d, frames_gru]}}}}
 enqueue: [{{architecture: mobilenet3d}}, {{architecture: frames_gru}}]
 """)
-    out = run_cli("sweep", "--config", str(config), env=store)
+    out = cli("sweep", "--config", str(config), env=store)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 complete" in out.stdout and "registered facslab-au-temporal version 1" in out.stdout
     import skimage.data
@@ -97,14 +95,14 @@ enqueue: [{{architecture: mobilenet3d}}, {{architecture: frames_gru}}]
             parameter.normal_(0, 0.5)
     folder = TemporalAUPredictor(network).save(tmp_path / "temporal_model")
     video = write_mp4(tmp_path / "astronaut.mp4", photo_frames(skimage.data.astronaut(), 8, (320, 320)))
-    live = run_cli("live", "--source", str(video), "--model", str(model_dir), "--temporal_model", str(folder),
+    live = cli("live", "--source", str(video), "--model", str(model_dir), "--temporal_model", str(folder),
                    "--csv", str(tmp_path / "live.csv"), "--quiet")
     assert live.returncode == 0, live.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "live.csv")))
     values = [[float(r[c]) for c in r if c.endswith("_tp")] for r in rows]
     assert len(values) == 8 and len(values[0]) == 18
     assert not np.allclose(values[0], values[3])  # the window moved on from the first frame repeated
-    registered = run_cli("live", "--source", str(video), "--model", str(model_dir), "--temporal_model",
+    registered = cli("live", "--source", str(video), "--model", str(model_dir), "--temporal_model",
                          "models:/facslab-au-temporal@champion", "--max_frames", "3", "--quiet", env=store)
     assert registered.returncode == 0, registered.stderr[-3000:]
     # BP4D's induced emotions from the registered model's AUs: on its own held-out participants,
@@ -114,7 +112,7 @@ enqueue: [{{architecture: mobilenet3d}}, {{architecture: frames_gru}}]
         data = (f"{{class_path: BP4DEmotionSequenceDataModule, init_args: {{root: {bp4d_root}, n_folds: 2, "
                 f"test_fraction: {fraction}, cache_dir: {tmp_path / 'c'}, drop_classes: {others}, progress: false, "
                 "preprocess_workers: 0}}")
-        mapped = run_cli("au-emotion", "--config.datamodule", data, "--config.au_model",
+        mapped = cli("au-emotion", "--config.datamodule", data, "--config.au_model",
                          "models:/facslab-au-temporal@champion", "--config.threshold_steps", "3",
                          "--config.output", str(tmp_path / f"emotions{fraction}"), env=store)
         assert mapped.returncode == expected, mapped.stderr[-3000:]
