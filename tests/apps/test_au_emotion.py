@@ -164,7 +164,7 @@ def test_bp4d_induced_emotions_from_true_aus_and_a_temporal_model_with_personal_
             "preprocess_workers: 0}}")
     out = tmp_path / "out"
     done = cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(temporal),
-                   "--config.output", str(out), "--config.threshold_steps", "3", env=store)
+               "--config.output", str(out), "--config.threshold_steps", "3", env=store)
     assert done.returncode == 0, done.stderr[-3000:]
     table = pd.read_csv(out / "au_emotion.csv")
     assert len(table) == 10 and set(table["aus"]) == {"ground-truth AUs", "predicted AUs"}
@@ -190,8 +190,8 @@ def test_bp4d_induced_emotions_from_true_aus_and_a_temporal_model_with_personal_
     rules = tmp_path / "rules.csv"
     rules.write_text("emotion,aus\nhappy,6+12\n")
     missing = cli("au-emotion", "--config.datamodule", data, "--config.au_model", "null", "--config.rules", str(rules),
-                      "--config.output", str(tmp_path / "wrong"), env=store)
+                  "--config.output", str(tmp_path / "wrong"), env=store)
     assert missing.returncode == 2 and "has no row for sadness, surprise" in missing.stderr
     wrong = cli("au-emotion", "--config.datamodule", data, "--config.au_model", str(model_dir),
-                    "--config.output", str(tmp_path / "wrong"), "--config.threshold_steps", "3", env=store)
+                "--config.output", str(tmp_path / "wrong"), "--config.threshold_steps", "3", env=store)
     assert wrong.returncode == 2 and "reads one frame" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -11,8 +11,6 @@ from facslab.badinput import BadInputError
 from facslab.formats.affwild2 import ANNOTATIONS, read_affwild2, read_va_file
 from facslab.synth.affwild2 import write_affwild2
 
-from conftest import run_cli
-
 
 @pytest.fixture(scope="module")
 def affwild2(tmp_path_factory):
@@ -56,7 +54,7 @@ def test_the_split_is_by_video_and_the_official_validation_set_is_the_test_split
 
 
 @pytest.mark.slow
-def test_the_valence_arousal_task_trains_on_affwild2_through_the_sweep(affwild2, tmp_path):
+def test_the_valence_arousal_task_trains_on_affwild2_through_the_sweep(affwild2, tmp_path, cli):
     root, _ = affwild2
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: affwild2
@@ -69,6 +67,6 @@ model: {{class_path: ValenceArousalRegressor, init_args: {{backbone: resnet18, u
 train: {{max_epochs: 1, patience: 1, init_from: null, progress: false}}
 register: {{name: affwild2-va}}
 """)
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "affwild2-va version 1" in out.stdout and "CCC" in out.stdout, out.stdout

@@ -202,7 +202,7 @@ search: {{loss: {{choices: [mse]}}}}
 
     video = write_mp4(tmp_path / "astronaut.mp4", photo_frames(skimage.data.astronaut(), 5, (320, 320)))
     live = cli("live", "--source", str(video), "--model", str(model_dir), "--intensity_model",
-                   "models:/facslab-au-intensity@champion", "--csv", str(tmp_path / "live.csv"), "--quiet", env=store)
+               "models:/facslab-au-intensity@champion", "--csv", str(tmp_path / "live.csv"), "--quiet", env=store)
     assert live.returncode == 0, live.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "live.csv")))
     assert rows and {"AU01_r", "AU12_r", "AU45_r"} <= set(rows[0]) and 0 <= float(rows[0]["AU12_r"]) <= 5

@@ -15,8 +15,6 @@ from facslab.badinput import SkipReport
 from facslab.formats import affectnet, rafdb
 from facslab.synth.emotion_datasets import write_affectnet, write_rafdb
 
-from conftest import run_cli
-
 
 @pytest.fixture(scope="module")
 def affectnet_root(tmp_path_factory):
@@ -165,7 +163,7 @@ def test_ckplus_emotion_labels_with_subject_exclusive_folds(ckplus, tmp_path):
 
 
 @pytest.mark.slow
-def test_valence_arousal_sweep_and_the_ensemble_table(affectnet_root, tmp_path):
+def test_valence_arousal_sweep_and_the_ensemble_table(affectnet_root, tmp_path, cli):
     """A valence/arousal sweep and a per-backbone emotion sweep through `facslab sweep`, then the
     ensemble table through `facslab report`, from the registered models' stored test outputs."""
     store = {"FACSLAB_MLRUNS": str(tmp_path / "store")}
@@ -181,7 +179,7 @@ model: {{class_path: ValenceArousalRegressor, init_args: {{backbone: resnet18, u
 train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{loss: {{choices: [ccc, mse]}}}}
 """)
-    out = run_cli("sweep", "--config", str(va), env=store)
+    out = cli("sweep", "--config", str(va), env=store)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered facslab-valence-arousal version 1: validation CCC" in out.stdout and "SAGR" in out.stdout
     # the final model's split is its trial's (the carved validation rows train it): promotion compares like ids
@@ -207,11 +205,11 @@ search: {{backbone: {{choices: [resnet18, shufflenet_v2_x1_0]}}}}
 enqueue: [{{backbone: resnet18}}, {{backbone: shufflenet_v2_x1_0}}]
 register: {{name: ens, per_backbone: true}}
 """)
-    out = run_cli("sweep", "--config", str(backbones), env=store)
+    out = cli("sweep", "--config", str(backbones), env=store)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered ens version 1" in out.stdout and "registered ens version 2" in out.stdout
     report = tmp_path / "report"
-    out = run_cli("report", "--config.output", str(report), "--config.ensemble", "[ens/1, ens/2]", env=store)
+    out = cli("report", "--config.output", str(report), "--config.ensemble", "[ens/1, ens/2]", env=store)
     assert out.returncode == 0, out.stderr[-3000:]
     table = pd.read_csv(report / "ensemble.csv")
     assert list(table["model"])[-2:] == ["average", "weighted vote"]
@@ -219,13 +217,13 @@ register: {{name: ens, per_backbone: true}}
     assert table[["top1_mean", "top2_mean", "top1_var"]].notna().all().all()
     assert (table["top2_mean"] >= table["top1_mean"]).all()
     assert "weighted vote" in (report / "report.md").read_text()
-    out = run_cli("report", "--config.output", str(report), "--config.ensemble", "[ens/1, facslab-valence-arousal/1]",
-                  env=store)
+    out = cli("report", "--config.output", str(report), "--config.ensemble", "[ens/1, facslab-valence-arousal/1]",
+              env=store)
     assert out.returncode != 0 and "cv_accuracy" in out.stderr  # not an emotion model: a clear error
 
 
 @pytest.mark.slow
-def test_au_and_valence_arousal_multitask_from_two_datasets(ckplus, affectnet_root, tmp_path):
+def test_au_and_valence_arousal_multitask_from_two_datasets(ckplus, affectnet_root, tmp_path, cli):
     """CK+ gives AUs, AffectNet valence/arousal; each half is NaN where a dataset does not
     annotate it, and `facslab sweep` trains and registers the multi-task model on the mix."""
     from datamodules import AUAffectDataModule
@@ -251,7 +249,7 @@ model: {{class_path: AUAffectModel, init_args: {{backbone: resnet18, unfrozen_bl
 train: {{max_epochs: 2, progress: false, init_from: null}}
 search: {{affect_weight: {{choices: [0.5]}}}}
 """)
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "registered facslab-au-affect version 1" in out.stdout and "AU PR-AUC" in out.stdout and "CCC" in out.stdout
     # the combined score has an interval of its own quantity (it printed "95% CI nan-nan")

@@ -11,8 +11,6 @@ from datamodules import EmotioNetDataModule
 from facslab.formats.emotionet import ERRORS, IMAGES, MAPPING, SHEET, read_sheet
 from facslab.synth.emotionet import write_emotionet
 
-from conftest import run_cli
-
 
 @pytest.fixture(scope="module")
 def emotionet(tmp_path_factory):
@@ -58,7 +56,7 @@ def test_the_copy_is_what_a_download_leaves_and_the_datamodule_reads_it(emotione
 
 
 @pytest.mark.slow
-def test_the_au_task_trains_on_emotionet_through_the_sweep_and_registry(emotionet, tmp_path):
+def test_the_au_task_trains_on_emotionet_through_the_sweep_and_registry(emotionet, tmp_path, cli):
     root, _ = emotionet
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: emotionet
@@ -70,7 +68,7 @@ model: {{class_path: AUDetector, init_args: {{backbone: resnet18, unfrozen_block
 train: {{max_epochs: 1, patience: 1, init_from: null, progress: false}}
 register: {{name: emotionet-au}}
 """)
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "emotionet-au version 1" in out.stdout and "PR-AUC" in out.stdout, out.stdout
     roles = [set(pd.read_csv(p)["role"]) for p in (tmp_path / "store").rglob("data/split.csv")]

@@ -73,7 +73,7 @@ def test_the_joint_model_is_compared_with_single_task_models_on_the_same_test_ro
     _sweep(cli, "affwild2_va_demo.yaml", "affwild2-test", {"root": affwild2, **common}, store)
     models = ["facslab-au-affect-in-the-wild/1", "facslab-au-emotionet/1", "facslab-va-affwild2/1"]
     report = cli("report", "--config.output", str(tmp_path / "report"), "--config.compare", json.dumps(models),
-                     env={"FACSLAB_MLRUNS": str(store)})
+                 env={"FACSLAB_MLRUNS": str(store)})
     assert report.returncode == 0, report.stderr[-3000:]
 
     # every cell is the figure the model logged at its own test look
@@ -111,5 +111,5 @@ def test_the_joint_model_is_compared_with_single_task_models_on_the_same_test_ro
     assert len(other.stderr.strip().splitlines()) == 1 and "other AU rows" in other.stderr, other.stderr
     # a version and its alias are one model, not two columns
     twice = cli("report", "--config.output", str(tmp_path / "twice"), "--config.compare",
-                    json.dumps([models[0], "facslab-au-affect-in-the-wild@champion"]), env={"FACSLAB_MLRUNS": str(store)})
+                json.dumps([models[0], "facslab-au-affect-in-the-wild@champion"]), env={"FACSLAB_MLRUNS": str(store)})
     assert twice.returncode == 2 and "given twice" in twice.stderr, twice.stderr[-2000:]

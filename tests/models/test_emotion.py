@@ -176,7 +176,7 @@ register: {{name: emotion-test}}
     assert "top-2" in out.stdout and "95% CI" in out.stdout
     # a second study's model meets the champion: one validation split is not called cross-validated
     again = cli("sweep", "--config", str(config), "--config.study", "fer-test-again", "--config.n_trials", "1",
-                    env={"FACSLAB_MLRUNS": str(store)})
+                env={"FACSLAB_MLRUNS": str(store)})
     assert again.returncode == 0, again.stderr[-3000:]
     assert "registered emotion-test version 2" in again.stdout and "beat the champion's" in again.stdout.replace(
         "beats the champion's", "beat the champion's"), again.stdout
@@ -221,10 +221,10 @@ register: {{name: emotion-test}}
                                     "init_args": {"root": str(ckplus[0]), "cache_dir": str(tmp_path / "cache"),
                                                   "test_fraction": 0.5, "progress": False}}))
     scored = cli("evaluate", "--model", "models:/emotion-test@champion", "--data", str(data),
-                     env={"FACSLAB_MLRUNS": str(store)})
+                 env={"FACSLAB_MLRUNS": str(store)})
     assert scored.returncode == 0, scored.stderr[-3000:]
     report = cli("report", "--config.output", str(tmp_path / "report"), "--config.model_name", "emotion-test",
-                     env={"FACSLAB_MLRUNS": str(store)})
+                 env={"FACSLAB_MLRUNS": str(store)})
     assert report.returncode == 0, report.stderr[-3000:]
     table = pd.read_csv(tmp_path / "report" / "cross_dataset.csv").set_index("test_split")
     assert list(table["model"].unique()) == [f"emotion-test/{version.version}"], table
@@ -323,7 +323,7 @@ def test_port_fer_registers_the_real_model_and_the_astronaut_is_happy(model_dir,
 
     Image.fromarray(skimage.data.astronaut()).save(tmp_path / "astronaut.png")
     shown = cli("emoji", str(tmp_path / "astronaut.png"), "--model", str(model_dir), "--emotion_model",
-                    "models:/facslab-emotion@champion", "--json", env=store)
+                "models:/facslab-emotion@champion", "--json", env=store)
     assert shown.returncode == 0, shown.stderr[-3000:]
     face = json.loads(shown.stdout)[0]
     assert face["emotion"]["label"] == "happy" and face["emotion"]["probabilities"]["happy"] > 0.9
@@ -341,7 +341,7 @@ def test_live_csv_gains_emotion_columns(model_dir, tmp_path, cli):
                               provenance={"trained_on": "real", "datasets": "FER-2013"}).save(tmp_path / "emotion")
     video = write_mp4(tmp_path / "astronaut.mp4", photo_frames(skimage.data.astronaut(), 6, (320, 320)))
     out = cli("live", "--source", str(video), "--model", str(model_dir), "--emotion_model", str(folder),
-                  "--csv", str(tmp_path / "live.csv"), "--quiet")
+              "--csv", str(tmp_path / "live.csv"), "--quiet")
     assert out.returncode == 0, out.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "live.csv")))
     assert rows and rows[0]["emotion"] == "happy" and float(rows[0]["emotion_happy"]) > 0.5

@@ -96,14 +96,14 @@ enqueue: [{{architecture: mobilenet3d}}, {{architecture: frames_gru}}]
     folder = TemporalAUPredictor(network).save(tmp_path / "temporal_model")
     video = write_mp4(tmp_path / "astronaut.mp4", photo_frames(skimage.data.astronaut(), 8, (320, 320)))
     live = cli("live", "--source", str(video), "--model", str(model_dir), "--temporal_model", str(folder),
-                   "--csv", str(tmp_path / "live.csv"), "--quiet")
+               "--csv", str(tmp_path / "live.csv"), "--quiet")
     assert live.returncode == 0, live.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "live.csv")))
     values = [[float(r[c]) for c in r if c.endswith("_tp")] for r in rows]
     assert len(values) == 8 and len(values[0]) == 18
     assert not np.allclose(values[0], values[3])  # the window moved on from the first frame repeated
     registered = cli("live", "--source", str(video), "--model", str(model_dir), "--temporal_model",
-                         "models:/facslab-au-temporal@champion", "--max_frames", "3", "--quiet", env=store)
+                     "models:/facslab-au-temporal@champion", "--max_frames", "3", "--quiet", env=store)
     assert registered.returncode == 0, registered.stderr[-3000:]
     # BP4D's induced emotions from the registered model's AUs: on its own held-out participants,
     # and refused on a split where it may have trained on the test frames
@@ -113,8 +113,8 @@ enqueue: [{{architecture: mobilenet3d}}, {{architecture: frames_gru}}]
                 f"test_fraction: {fraction}, cache_dir: {tmp_path / 'c'}, drop_classes: {others}, progress: false, "
                 "preprocess_workers: 0}}")
         mapped = cli("au-emotion", "--config.datamodule", data, "--config.au_model",
-                         "models:/facslab-au-temporal@champion", "--config.threshold_steps", "3",
-                         "--config.output", str(tmp_path / f"emotions{fraction}"), env=store)
+                     "models:/facslab-au-temporal@champion", "--config.threshold_steps", "3",
+                     "--config.output", str(tmp_path / f"emotions{fraction}"), env=store)
         assert mapped.returncode == expected, mapped.stderr[-3000:]
     assert "test frames here were not in its test split" in mapped.stderr
     assert "predicted AUs" in (tmp_path / "emotions0.2" / "au_emotion.md").read_text()

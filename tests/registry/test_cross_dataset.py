@@ -8,7 +8,6 @@ import yaml
 
 from facslab.cli import main
 
-from conftest import run_cli
 
 CK_SHARED_WITH_FER = {"anger", "disgust", "fear", "happy", "sadness", "surprise"}
 
@@ -21,13 +20,13 @@ def _config(path, ckplus_root, tmp_path, **extra):
 
 
 @pytest.mark.slow
-def test_the_fer_port_is_scored_on_ckplus_with_contempt_left_out_as_its_own_run(ckplus, emotion_model_dir, tmp_path):
+def test_the_fer_port_is_scored_on_ckplus_with_contempt_left_out_as_its_own_run(ckplus, emotion_model_dir, tmp_path, cli):
     from datamodules import CKPlusEmotionDataModule
 
     store = tmp_path / "mlruns"
     config = _config(tmp_path / "ckplus_emotion.yaml", ckplus[0], tmp_path)
-    done = run_cli("evaluate", "--model", str(emotion_model_dir), "--data", str(config),
-                   env={"FACSLAB_MLRUNS": str(store)})
+    done = cli("evaluate", "--model", str(emotion_model_dir), "--data", str(config),
+               env={"FACSLAB_MLRUNS": str(store)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "angry->anger" in done.stdout and "sad->sadness" in done.stdout and "left out of the data: contempt" in done.stdout
 

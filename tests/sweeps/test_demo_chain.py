@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_the_demo_runs_its_chain_and_says_where_its_time_went(tmp_path):
+def test_the_demo_runs_its_chain_and_says_where_its_time_went(tmp_path, cli):
     pretrain = yaml.safe_load((REPO / "configs/pretrain/demo.yaml").read_text())
     pretrain["data"].update(image_size=32, batch_size=32)
     pretrain["train"].update(max_epochs=1)
@@ -24,10 +23,10 @@ def test_the_demo_runs_its_chain_and_says_where_its_time_went(tmp_path):
     sweep.update(n_trials=1, pruner="none")
     for name, config in (("pretrain.yaml", pretrain), ("sweep.yaml", sweep)):
         (tmp_path / name).write_text(yaml.safe_dump(config))
-    done = run_cli("demo", "--out", str(tmp_path / "demo"), "--ckplus_subjects", "10", "--sequences", "30",
-                   "--celeba_images", "120", "--pretrain_fractions", "1.0", "--pretrain_config",
-                   str(tmp_path / "pretrain.yaml"), "--sweep_config", str(tmp_path / "sweep.yaml"),
-                   env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    done = cli("demo", "--out", str(tmp_path / "demo"), "--ckplus_subjects", "10", "--sequences", "30",
+               "--celeba_images", "120", "--pretrain_fractions", "1.0", "--pretrain_config",
+               str(tmp_path / "pretrain.yaml"), "--sweep_config", str(tmp_path / "sweep.yaml"),
+               env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "demo" / "report" / "table1.md").is_file()
     lines = done.stdout.splitlines()
