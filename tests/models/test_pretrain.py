@@ -90,7 +90,7 @@ def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(ce
 
 
 @pytest.mark.slow
-def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_path):
+def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_path, cli, monkeypatch):
     from facslab.config import PretrainConfig
     from facslab.demo_chain import load_config
     from facslab.run_records import find_pretraining, same_settings
@@ -99,8 +99,8 @@ def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_p
     root, _, _ = celeba
     store = tmp_path / "mlruns"
     config_file = _config(root, tmp_path, epochs=1)
-    done = subprocess.run(_pretrain_command(config_file), env=_env(store),
-                          capture_output=True, text=True, timeout=600)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store by FACSLAB_MLRUNS alone
+    done = cli("pretrain", "--config", str(config_file), env={"FACSLAB_MLRUNS": str(store)})
     assert done.returncode == 0, done.stderr
     (run,) = _runs(store)
     config = load_config(PretrainConfig, config_file)
@@ -122,7 +122,7 @@ def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("subprocess")
-def test_fig4_compares_one_loss_per_backbone_and_image_size(celeba, tmp_path):
+def test_fig4_compares_one_loss_per_backbone_and_image_size(celeba, tmp_path, cli, monkeypatch):
     """Three real pretrainings (32 px on all and on half of the data, 48 px on all) and the report:
     Fig. 4's points are the runs' unweighted validation BCE, and the 48 px run is its own line, not
     pooled with the 32 px run of its fraction."""
@@ -130,20 +130,20 @@ def test_fig4_compares_one_loss_per_backbone_and_image_size(celeba, tmp_path):
 
     root, _, _ = celeba
     store = tmp_path / "mlruns"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store by FACSLAB_MLRUNS alone
     for size, fraction in ((32, 1.0), (32, 0.5), (48, 1.0)):
         folder = tmp_path / f"{size}-{fraction}"
         folder.mkdir()
         config = _config(root, folder, epochs=1)
         config.write_text(config.read_text().replace("image_size: 32,", f"image_size: {size}, fraction: {fraction},"))
-        done = subprocess.run(_pretrain_command(config), env=_env(store), capture_output=True, text=True, timeout=600)
+        done = cli("pretrain", "--config", str(config), env={"FACSLAB_MLRUNS": str(store)})
         assert done.returncode == 0, done.stderr[-2000:]
     runs = {(r.data.tags["image_size"], float(r.data.tags["fraction"])): r for r in _runs(store)}
     assert len(runs) == 3
     for run in runs.values():  # with pos_weight the training loss is another quantity
         assert run.data.metrics["best_val_bce"] != pytest.approx(run.data.metrics["best_val_loss"], rel=1e-3)
     out = tmp_path / "report"
-    report = subprocess.run([sys.executable, "-m", "facslab.cli", "report", "--config.output", str(out)],
-                            env=_env(store), capture_output=True, text=True, timeout=600)
+    report = cli("report", "--config.output", str(out), env={"FACSLAB_MLRUNS": str(store)})
     assert report.returncode == 0, report.stderr[-2000:]
     figure = pd.read_csv(out / "fig4.csv")
     assert sorted(zip(figure["image_size"], figure["fraction"])) == [(32, 0.5), (32, 1.0), (48, 1.0)]
