@@ -291,14 +291,13 @@ def test_the_mlflow_server_restarted_mid_sweep_loses_nothing(services, ckplus, t
     assert all("val_pr_auc" in r.data.metrics for r in trial_runs)
 
 
-def test_registry_alias_and_champion_loading_work_through_the_server(services, ckplus, tmp_path, astronaut):
+def test_registry_alias_and_champion_loading_work_through_the_server(services, ckplus, tmp_path, astronaut, cli):
     import cv2
 
     started, _ = services
     config = _config(tmp_path, ckplus, "registered", n_trials=1)
     env = _env(started, tmp_path / "store")
-    swept = subprocess.run([FACSLAB, "sweep", "--config", str(config)], env=env, capture_output=True, text=True,
-                           timeout=600)
+    swept = cli("sweep", "--config", str(config), env=env)
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     # the registry URI too: another test in this process may have pointed MLflow's global one elsewhere
     client = MlflowClient(started.tracking_uri, registry_uri=started.tracking_uri)
@@ -306,9 +305,8 @@ def test_registry_alias_and_champion_loading_work_through_the_server(services, c
     assert champion.tags["trained_on"] == "generated"
     image = tmp_path / "astronaut.png"
     cv2.imwrite(str(image), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
-    emoji = subprocess.run([FACSLAB, "emoji", str(image), "--json", "--model", "models:/registered-model@champion",
-                            "--tracking_uri", started.tracking_uri], env=env, capture_output=True, text=True,
-                           timeout=300)
+    emoji = cli("emoji", str(image), "--json", "--model", "models:/registered-model@champion", "--tracking_uri",
+                started.tracking_uri, env=env)
     assert emoji.returncode == 0, emoji.stderr[-3000:]
     faces = json.loads(emoji.stdout)
     assert len(faces) == 1 and len(faces[0]["probabilities"]) == 18
