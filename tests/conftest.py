@@ -58,22 +58,37 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
 def cli(capfd):
     """``facslab ARGS`` through the same ``main`` in this worker's process: the commands, their
     configs and their output are the user's, without a new interpreter importing torch, Lightning
-    and MLflow again (7 s a process). Tests of processes themselves (signals, workers, one stderr
-    line, what a command imports) keep ``run_cli``. ``env`` holds for the one command; the whole
-    environment is put back after it (Lightning's seeding exports variables too)."""
+    and MLflow again (7 s a process). Its stderr is what a process's would be: warnings printed
+    under Python's default filters and log records through logging's last-resort handler, not
+    pytest's. Tests of what only a process shows (signals, workers, FFmpeg's log level, what a
+    command imports) keep ``run_cli``. ``env`` holds for the one command; the whole environment is
+    put back after it (Lightning's seeding exports variables too)."""
+    import logging
+    import warnings
+
     from facslab.cli import main
 
+    def printed(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
     def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-        before = dict(os.environ)
+        before, root = dict(os.environ), logging.getLogger()
+        handlers, root.handlers = root.handlers, []
         os.environ.update(env or {})
         capfd.readouterr()
         try:
-            status = main(list(args))
+            with warnings.catch_warnings():
+                warnings.resetwarnings()
+                for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                    warnings.simplefilter("ignore", category)
+                warnings.showwarning = printed
+                status = main(list(args))
         except SystemExit as stop:  # --help and argparse's own exits
             status = stop.code if isinstance(stop.code, int) else 1
         finally:
             os.environ.clear()
             os.environ.update(before)
+            root.handlers = handlers
         said = capfd.readouterr()
         return subprocess.CompletedProcess(list(args), status, said.out, said.err)
 

@@ -5,30 +5,29 @@ and listed."""
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from facslab.synth.au_video_datasets import write_bp4d
 from facslab.synth.emotion_datasets import write_fer2013
 
+from conftest import run_cli
+
 BOM = "\ufeff"
 
 
-def preprocess(datamodule: str, root, tmp_path, *extra: str, verbose: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "facslab.cli", *(["-v"] if verbose else []), "preprocess", "--data", f"datamodules.{datamodule}",
-         "--data.init_args.root", str(root), "--data.init_args.cache_dir", str(tmp_path / "cache"),
-         "--data.init_args.progress", "false", *extra, "--report", str(tmp_path / "skipped.csv")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")})
+def preprocess(run, datamodule: str, root, tmp_path, *extra: str, verbose: bool = False) -> subprocess.CompletedProcess:
+    """``facslab preprocess`` by ``run``: the ``cli`` fixture (in this process) or ``run_cli`` (a process)."""
+    return run(*(["-v"] if verbose else []), "preprocess", "--data", f"datamodules.{datamodule}",
+               "--data.init_args.root", str(root), "--data.init_args.cache_dir", str(tmp_path / "cache"),
+               "--data.init_args.progress", "false", *extra, "--report", str(tmp_path / "skipped.csv"),
+               env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
 
 
-def facslab(*args: str, tmp_path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")})
+def facslab(run, *args: str, tmp_path) -> subprocess.CompletedProcess:
+    return run(*args, env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
 
 
 def refused(out: subprocess.CompletedProcess, *words: str, command: str = "preprocess") -> str:
@@ -57,50 +56,50 @@ def bp4d_tree(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_tree_without_its_label_folder_is_one_line_naming_it(bp4d_tree, tmp_path):
+def test_a_tree_without_its_label_folder_is_one_line_naming_it(bp4d_tree, tmp_path, cli):
     broken = tmp_path / "bp4d"
     shutil.copytree(bp4d_tree, broken)
     shutil.rmtree(broken / "AUCoding" / "AU_OCC")
-    refused(preprocess("BP4DDataModule", broken, tmp_path), "AU_OCC", "no AU_OCC CSV files")
-    verbose = preprocess("BP4DDataModule", broken, tmp_path, verbose=True)
+    refused(preprocess(cli, "BP4DDataModule", broken, tmp_path), "AU_OCC", "no AU_OCC CSV files")
+    verbose = preprocess(cli, "BP4DDataModule", broken, tmp_path, verbose=True)
     assert verbose.returncode == 2 and "Traceback" in verbose.stderr  # -v adds the traceback
 
 
 @pytest.mark.slow
-def test_an_empty_label_file_is_skipped_and_listed(bp4d_tree, tmp_path):
+def test_an_empty_label_file_is_skipped_and_listed(bp4d_tree, tmp_path, cli):
     tree = tmp_path / "bp4d"
     shutil.copytree(bp4d_tree, tree)
     empty = sorted((tree / "AUCoding" / "AU_OCC").glob("*.csv"))[0]
     empty.write_bytes(b"")
-    out = preprocess("BP4DDataModule", tree, tmp_path)
+    out = preprocess(cli, "BP4DDataModule", tree, tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     skipped = (tmp_path / "skipped.csv").read_text()
     assert f"{empty},empty file" in skipped
 
 
 @pytest.mark.slow
-def test_a_byte_order_mark_is_read_as_if_absent(fer_tree, tmp_path):
-    plain = preprocess("FER2013DataModule", fer_tree, tmp_path / "plain")
+def test_a_byte_order_mark_is_read_as_if_absent(fer_tree, tmp_path, cli):
+    plain = preprocess(cli, "FER2013DataModule", fer_tree, tmp_path / "plain")
     assert plain.returncode == 0, plain.stderr[-2000:]
     marked = tmp_path / "marked"
     shutil.copytree(fer_tree, marked)
     for name in ("fer2013.csv", "fer2013new.csv"):
         path = marked / name
         path.write_text(BOM + path.read_text(), encoding="utf-8")
-    out = preprocess("FER2013DataModule", marked, tmp_path / "bom")
+    out = preprocess(cli, "FER2013DataModule", marked, tmp_path / "bom")
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split("; cache at")[0] == plain.stdout.split("; cache at")[0]  # the same images and classes
-    ferplus = preprocess("FER2013DataModule", marked, tmp_path / "bom+", "--data.init_args.labels", "ferplus")
+    ferplus = preprocess(cli, "FER2013DataModule", marked, tmp_path / "bom+", "--data.init_args.labels", "ferplus")
     assert ferplus.returncode == 0, ferplus.stderr[-2000:]
 
 
 @pytest.mark.slow
-def test_ferplus_votes_of_another_length_or_usage_are_refused_naming_both_files(fer_tree, tmp_path):
+def test_ferplus_votes_of_another_length_or_usage_are_refused_naming_both_files(fer_tree, tmp_path, cli):
     short = tmp_path / "short"
     shutil.copytree(fer_tree, short)
     lines = (short / "fer2013.csv").read_text().splitlines(keepends=True)
     (short / "fer2013.csv").write_text("".join(lines[:33]))  # 32 data rows against 60 rows of votes
-    refused(preprocess("FER2013DataModule", short, tmp_path / "a", "--data.init_args.labels", "ferplus"),
+    refused(preprocess(cli, "FER2013DataModule", short, tmp_path / "a", "--data.init_args.labels", "ferplus"),
             "fer2013new.csv", "60 rows of votes", "32 data rows", str(short / "fer2013.csv"))
     swapped = tmp_path / "swapped"
     shutil.copytree(fer_tree, swapped)
@@ -109,16 +108,16 @@ def test_ferplus_votes_of_another_length_or_usage_are_refused_naming_both_files(
     other = "PrivateTest" if first[0] != "PrivateTest" else "Training"
     votes[1] = f"{other},{first[1]}"
     (swapped / "fer2013new.csv").write_text("".join(votes))
-    refused(preprocess("FER2013DataModule", swapped, tmp_path / "b", "--data.init_args.labels", "ferplus"),
+    refused(preprocess(cli, "FER2013DataModule", swapped, tmp_path / "b", "--data.init_args.labels", "ferplus"),
             "fer2013new.csv", "disagree", "data row 1")
 
 
 @pytest.mark.slow
-def test_an_empty_votes_file_is_one_line(fer_tree, tmp_path):
+def test_an_empty_votes_file_is_one_line(fer_tree, tmp_path, cli):
     tree = tmp_path / "fer"
     shutil.copytree(fer_tree, tree)
     (tree / "fer2013new.csv").write_bytes(b"")
-    refused(preprocess("FER2013DataModule", tree, tmp_path, "--data.init_args.labels", "ferplus"),
+    refused(preprocess(cli, "FER2013DataModule", tree, tmp_path, "--data.init_args.labels", "ferplus"),
             "fer2013new.csv: empty file")
 
 
@@ -162,14 +161,14 @@ def _spreadsheet_save(root) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("datamodule", ["FER2013DataModule", "RAFDBDataModule", "AffectNetDataModule", "BP4DDataModule",
                                         "DISFADataModule", "CKPlusDataModule", "CelebANoisyDataModule"])
-def test_a_spreadsheet_saved_copy_reads_label_for_label_as_the_original(datamodule, tmp_path):
+def test_a_spreadsheet_saved_copy_reads_label_for_label_as_the_original(datamodule, tmp_path, cli):
     plain = _generated(datamodule, tmp_path / "plain")
     saved = tmp_path / "saved"
     shutil.copytree(plain, saved)
     assert _spreadsheet_save(saved)
     runs = {}
     for name, root in (("plain", plain), ("saved", saved)):
-        out = preprocess(datamodule, root, tmp_path / name, *_SMALL.get(datamodule, ()),
+        out = preprocess(cli, datamodule, root, tmp_path / name, *_SMALL.get(datamodule, ()),
                          "--split", str(tmp_path / name / "split.csv"))
         assert out.returncode == 0, out.stderr[-2000:]
         split = (tmp_path / name / "split.csv").read_text().replace(str(root), "<root>")
@@ -205,7 +204,7 @@ def test_videos_and_cameras_that_cannot_be_opened_are_one_line(model_dir, tmp_pa
     for source, words in ((str(tmp_path / "missing.mp4"), ("missing.mp4", "no such video file")),
                           (str(text), ("notes.mp4", "not a video OpenCV can decode")),
                           ("7", ("camera 7", "no camera with this index"))):
-        out = facslab("live", "--source", source, "--model", str(model_dir), "--quiet", tmp_path=tmp_path)
+        out = facslab(run_cli, "live", "--source", source, "--model", str(model_dir), "--quiet", tmp_path=tmp_path)
         refused(out, *words, command="live")
 
 
@@ -215,7 +214,7 @@ def test_a_corrupt_frame_in_the_middle_is_skipped_counted_and_the_rest_kept(mode
 
     video = _mjpeg_video(tmp_path / "in.avi", 16, corrupt=7)
     out, table = tmp_path / "out.mp4", tmp_path / "frames.csv"
-    run = facslab("live", "--source", str(video), "--model", str(model_dir), "--out", str(out), "--csv", str(table),
+    run = facslab(run_cli, "live", "--source", str(video), "--model", str(model_dir), "--out", str(out), "--csv", str(table),
                   "--quiet", tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "15 frames, 15 faces" in run.stdout
@@ -304,25 +303,25 @@ BAD_TREES = [
 @pytest.mark.slow
 @pytest.mark.parametrize(("datamodule", "broken", "breaking", "words", "extra"), BAD_TREES,
                          ids=[f"{case[0]}: {case[1]}" for case in BAD_TREES])
-def test_a_bad_tree_is_one_line_naming_its_file(datamodule, broken, breaking, words, extra, tmp_path):
+def test_a_bad_tree_is_one_line_naming_its_file(datamodule, broken, breaking, words, extra, tmp_path, cli):
     root = _generated(datamodule, tmp_path / "tree")
     path = breaking(root)
-    line = refused(preprocess(datamodule, root, tmp_path, *extra), *words)
+    line = refused(preprocess(cli, datamodule, root, tmp_path, *extra), *words)
     assert str(path) in line, line
 
 
 @pytest.mark.slow
-def test_an_emotion_keeps_its_label_when_the_facs_file_beside_it_is_empty(tmp_path):
+def test_an_emotion_keeps_its_label_when_the_facs_file_beside_it_is_empty(tmp_path, cli):
     root = _generated("CKPlusDataModule", tmp_path / "tree")
-    before = preprocess("CKPlusEmotionDataModule", root, tmp_path / "before", "--data.init_args.n_folds", "2")
+    before = preprocess(cli, "CKPlusEmotionDataModule", root, tmp_path / "before", "--data.init_args.n_folds", "2")
     assert before.returncode == 0, before.stderr[-2000:]
     emotion = _first(root, "*_emotion.txt")
     facs = _first(root / "FACS", f"{emotion.stem.removesuffix('_emotion')}_facs.txt")
     _empty(facs)
-    after = preprocess("CKPlusEmotionDataModule", root, tmp_path / "after", "--data.init_args.n_folds", "2")
+    after = preprocess(cli, "CKPlusEmotionDataModule", root, tmp_path / "after", "--data.init_args.n_folds", "2")
     assert after.returncode == 0, after.stderr[-2000:]
     assert after.stdout.split("; cache at")[0] == before.stdout.split("; cache at")[0]  # the same labelled images
-    aus = preprocess("CKPlusDataModule", root, tmp_path / "aus", "--data.init_args.n_folds", "2")
+    aus = preprocess(cli, "CKPlusDataModule", root, tmp_path / "aus", "--data.init_args.n_folds", "2")
     assert aus.returncode == 0 and str(facs) in (tmp_path / "aus" / "skipped.csv").read_text()  # the AU task skips and lists it
 
 
@@ -337,10 +336,10 @@ SKIPPED_FILES = [
 @pytest.mark.slow
 @pytest.mark.parametrize(("datamodule", "broken", "breaking", "problem"), SKIPPED_FILES,
                          ids=[f"{case[0]}: {case[1]}" for case in SKIPPED_FILES])
-def test_a_bad_file_a_dataset_can_do_without_is_skipped_and_listed(datamodule, broken, breaking, problem, tmp_path):
+def test_a_bad_file_a_dataset_can_do_without_is_skipped_and_listed(datamodule, broken, breaking, problem, tmp_path, cli):
     root = _generated(datamodule, tmp_path / "tree")
     path = breaking(root)
-    out = preprocess(datamodule, root, tmp_path, *_SMALL[datamodule])
+    out = preprocess(cli, datamodule, root, tmp_path, *_SMALL[datamodule])
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Traceback" not in out.stderr and "Warning" not in out.stderr, out.stderr  # nor numpy's "no data"
     with open(tmp_path / "skipped.csv", newline="", encoding="utf-8") as handle:
@@ -348,7 +347,7 @@ def test_a_bad_file_a_dataset_can_do_without_is_skipped_and_listed(datamodule, b
 
 
 @pytest.mark.slow
-def test_model_arguments_that_are_not_usable_models_are_one_line(model_dir, tmp_path):
+def test_model_arguments_that_are_not_usable_models_are_one_line(model_dir, tmp_path, cli):
     image = tmp_path / "face.png"
     import skimage.data
     from PIL import Image
@@ -381,11 +380,11 @@ def test_model_arguments_that_are_not_usable_models_are_one_line(model_dir, tmp_
          (str(model_dir), "a model of the au task; --va_model takes one of the valence_arousal task")),
     ]
     for arguments, words in cases:
-        refused(facslab("emoji", str(image), *arguments, tmp_path=tmp_path), *words, command="emoji")
+        refused(facslab(cli, "emoji", str(image), *arguments, tmp_path=tmp_path), *words, command="emoji")
 
 
 @pytest.mark.slow
-def test_an_unreadable_image_among_good_ones_is_named_and_the_others_still_answered(model_dir, tmp_path):
+def test_an_unreadable_image_among_good_ones_is_named_and_the_others_still_answered(model_dir, tmp_path, cli):
     import skimage.data
     from PIL import Image
 
@@ -394,7 +393,7 @@ def test_an_unreadable_image_among_good_ones_is_named_and_the_others_still_answe
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(good.read_bytes()[:200])
     for command, extra in (("emoji", ("--model", str(model_dir))), ("eyes", ())):
-        out = facslab(command, str(tmp_path / "missing.png"), str(good), str(broken), *extra, tmp_path=tmp_path)
+        out = facslab(cli, command, str(tmp_path / "missing.png"), str(good), str(broken), *extra, tmp_path=tmp_path)
         assert out.returncode == 2, out.stderr[-2000:]
         assert "Traceback" not in out.stderr, out.stderr[-2000:]
         assert f"{good} face 0:" in out.stdout  # what could be done was done
@@ -414,60 +413,60 @@ def _sweep_config(tmp_path, root, **lines: str):
 
 
 @pytest.mark.slow
-def test_a_sweep_on_a_missing_dataset_is_one_line_before_any_trial(tmp_path):
+def test_a_sweep_on_a_missing_dataset_is_one_line_before_any_trial(tmp_path, cli):
     config = _sweep_config(tmp_path, tmp_path / "no-such-ckplus")
-    line = refused(facslab("sweep", "--config", str(config), tmp_path=tmp_path), command="sweep")
+    line = refused(facslab(cli, "sweep", "--config", str(config), tmp_path=tmp_path), command="sweep")
     assert f"{tmp_path / 'no-such-ckplus' / 'cohn-kanade-images'}: CK+ image folder not found" in line
     assert not (tmp_path / "store" / "optuna" / "bad-input.journal").exists()  # no study, no trial was made
 
 
 @pytest.mark.slow
-def test_register_and_report_without_anything_to_use_are_one_line(ckplus, tmp_path):
+def test_register_and_report_without_anything_to_use_are_one_line(ckplus, tmp_path, cli):
     config = _sweep_config(tmp_path, ckplus[0], study="never-run", register="{name: facslab-au, alias: champion}")
-    refused(facslab("register", "--config", str(config), tmp_path=tmp_path), "no study never-run at",
+    refused(facslab(cli, "register", "--config", str(config), tmp_path=tmp_path), "no study never-run at",
             "run `facslab sweep` with this config first", command="register")
     unregistered = _sweep_config(tmp_path, ckplus[0], register="null")
-    refused(facslab("register", "--config", str(unregistered), tmp_path=tmp_path), "register: null", command="register")
-    refused(facslab("report", "--config.experiment", "nothing-here", "--config.output", str(tmp_path / "report"),
+    refused(facslab(cli, "register", "--config", str(unregistered), tmp_path=tmp_path), "register: null", command="register")
+    refused(facslab(cli, "report", "--config.experiment", "nothing-here", "--config.output", str(tmp_path / "report"),
                     tmp_path=tmp_path), "experiment 'nothing-here'", "has no runs", command="report")
 
 
 @pytest.mark.slow
-def test_serve_and_services_on_a_port_in_use_and_generate_into_a_file_are_one_line(model_dir, tmp_path):
+def test_serve_and_services_on_a_port_in_use_and_generate_into_a_file_are_one_line(model_dir, tmp_path, cli):
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        refused(facslab("serve", "--model", str(model_dir), "--port", str(port), tmp_path=tmp_path),
+        refused(facslab(cli, "serve", "--model", str(model_dir), "--port", str(port), tmp_path=tmp_path),
                 f"--port {port}: cannot listen on 127.0.0.1:{port}", command="serve")
         # before PostgreSQL is initialised: nothing is made in the services' folder
-        refused(facslab("services", "up", "--folder", str(tmp_path / "services"), "--mlflow_port", str(port),
+        refused(facslab(cli, "services", "up", "--folder", str(tmp_path / "services"), "--mlflow_port", str(port),
                         tmp_path=tmp_path), f"--mlflow_port {port}: cannot listen on 127.0.0.1:{port}", command="services")
-        refused(facslab("services", "up", "--folder", str(tmp_path / "services"), "--postgres_port", str(port),
+        refused(facslab(cli, "services", "up", "--folder", str(tmp_path / "services"), "--postgres_port", str(port),
                         tmp_path=tmp_path), f"--postgres_port {port}: cannot listen on 127.0.0.1:{port}", command="services")
         assert not (tmp_path / "services").exists()
     target = tmp_path / "a-file"
     target.write_text("")
-    refused(facslab("generate", "ckplus", str(target), tmp_path=tmp_path), str(target), "a file, not a folder",
+    refused(facslab(cli, "generate", "ckplus", str(target), tmp_path=tmp_path), str(target), "a file, not a folder",
             command="generate")
-    refused(facslab("services", "up", "--folder", str(target), tmp_path=tmp_path), str(target), "a file, not a folder",
+    refused(facslab(cli, "services", "up", "--folder", str(target), tmp_path=tmp_path), str(target), "a file, not a folder",
             command="services")
 
 
 @pytest.mark.slow
-def test_pretrain_and_au_emotion_on_a_missing_dataset_are_one_line(tmp_path):
+def test_pretrain_and_au_emotion_on_a_missing_dataset_are_one_line(tmp_path, cli):
     missing = tmp_path / "no-such-dataset"
     pretrain = tmp_path / "pretrain.yaml"
     pretrain.write_text(f"data: {{root: {missing}, image_size: 32, cache_dir: {tmp_path / 'cache'}, progress: false}}\n"
                         "model: {backbone: resnet18}\ntrain: {max_epochs: 1, progress: false, init_from: null}\n")
-    refused(facslab("pretrain", "--config", str(pretrain), tmp_path=tmp_path),
+    refused(facslab(cli, "pretrain", "--config", str(pretrain), tmp_path=tmp_path),
             f"{missing / 'list_landmarks_align_celeba.txt'}: file not found", command="pretrain")
     mapping = tmp_path / "au_emotion.yaml"
     mapping.write_text(f"datamodule: {{class_path: CKPlusEmotionDataModule, init_args: {{root: {missing}, image_size: 32, "
                        f"cache_dir: {tmp_path / 'cache'}, progress: false}}}}\nau_model: null\noutput: {tmp_path / 'out'}\n")
-    refused(facslab("au-emotion", "--config", str(mapping), tmp_path=tmp_path),
+    refused(facslab(cli, "au-emotion", "--config", str(mapping), tmp_path=tmp_path),
             f"{missing / 'cohn-kanade-images'}: CK+ image folder not found", command="au-emotion")
 
 
@@ -496,15 +495,15 @@ def _pretrain_config(tmp_path, root, *lines: str):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command, arguments, words", BAD_SETTINGS, ids=[f"{c}-{w[0][:20]}" for c, _, w in BAD_SETTINGS])
-def test_a_setting_a_datamodule_or_task_refuses_is_one_line(ckplus, celeba, tmp_path, command, arguments, words):
+def test_a_setting_a_datamodule_or_task_refuses_is_one_line(ckplus, celeba, tmp_path, command, arguments, words, cli):
     """What a class raises while jsonargparse or a command builds it reaches the user as one line."""
-    out = facslab(command, *arguments(ckplus[0], celeba[0], tmp_path), tmp_path=tmp_path)
+    out = facslab(cli, command, *arguments(ckplus[0], celeba[0], tmp_path), tmp_path=tmp_path)
     refused(out, *words, command=command)
     assert not (tmp_path / "store" / "optuna" / "bad-input.journal").exists()  # a sweep made no study
 
 
 @pytest.mark.slow
-def test_the_demo_and_config_files_a_user_names_are_one_line_before_any_data_is_made(tmp_path):
+def test_the_demo_and_config_files_a_user_names_are_one_line_before_any_data_is_made(tmp_path, cli):
     """facslab demo reads every config and checks its folder and fractions before it generates
     anything; a config jsonargparse cannot load, an unknown option or a missing argument is one
     line too, not jsonargparse's usage screen."""
@@ -513,16 +512,18 @@ def test_the_demo_and_config_files_a_user_names_are_one_line_before_any_data_is_
     broken = tmp_path / "broken.yaml"
     broken.write_text("study: [\n")
     out = tmp_path / "demo"
-    refused(facslab("demo", "--out", str(a_file), tmp_path=tmp_path), str(a_file), "a file, not a folder", command="demo")
-    refused(facslab("demo", "--out", str(out), "--sweep_config", str(tmp_path / "no.yaml"), tmp_path=tmp_path),
+    # two of them in a real process: nothing a fresh interpreter prints on its own stderr either
+    refused(facslab(run_cli, "demo", "--out", str(a_file), tmp_path=tmp_path), str(a_file), "a file, not a folder",
+            command="demo")
+    refused(facslab(cli, "demo", "--out", str(out), "--sweep_config", str(tmp_path / "no.yaml"), tmp_path=tmp_path),
             f"{tmp_path / 'no.yaml'}: config file not found", command="demo")
-    refused(facslab("demo", "--out", str(out), "--sweep_config", str(broken),
+    refused(facslab(cli, "demo", "--out", str(out), "--sweep_config", str(broken),
                     tmp_path=tmp_path), f"{broken}: not valid YAML", command="demo")
-    refused(facslab("demo", "--out", str(out), "--pretrain_fractions", "1.5", "0.3", tmp_path=tmp_path),
+    refused(facslab(cli, "demo", "--out", str(out), "--pretrain_fractions", "1.5", "0.3", tmp_path=tmp_path),
             "--pretrain_fractions: 1.5 not in (0, 1]", command="demo")
     assert not out.exists()  # nothing was generated
-    refused(facslab("sweep", "--config", str(tmp_path / "no.yaml"), tmp_path=tmp_path), "no.yaml",
+    refused(facslab(cli, "sweep", "--config", str(tmp_path / "no.yaml"), tmp_path=tmp_path), "no.yaml",
             "--help lists the options", command="sweep")
-    refused(facslab("sweep", "--config", str(broken), tmp_path=tmp_path), "broken.yaml", "while parsing", command="sweep")
-    refused(facslab("sweep", "--bogus", "1", tmp_path=tmp_path), "unrecognized arguments: --bogus 1", command="sweep")
-    refused(facslab("emoji", tmp_path=tmp_path), "the following arguments are required", command="emoji")
+    refused(facslab(cli, "sweep", "--config", str(broken), tmp_path=tmp_path), "broken.yaml", "while parsing", command="sweep")
+    refused(facslab(run_cli, "sweep", "--bogus", "1", tmp_path=tmp_path), "unrecognized arguments: --bogus 1", command="sweep")
+    refused(facslab(cli, "emoji", tmp_path=tmp_path), "the following arguments are required", command="emoji")
