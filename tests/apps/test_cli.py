@@ -7,8 +7,6 @@ from PIL import Image
 
 from facslab.cli import main
 
-from conftest import run_cli
-
 
 def test_demo_generates_both_datasets_and_reuses_the_cache(tmp_path, capsys):
     args = ["demo", "--prepare_only", "--out", str(tmp_path), "--ckplus_subjects", "4", "--sequences", "5",
@@ -61,8 +59,8 @@ def test_eyes_on_a_real_photo_and_on_an_image_without_a_face(astronaut, tmp_path
 
 
 @pytest.mark.slow
-def test_help_gives_a_one_line_summary_of_every_subcommand():
-    out = run_cli("--help", env={"COLUMNS": "300"}).stdout
+def test_help_gives_a_one_line_summary_of_every_subcommand(cli):
+    out = cli("--help", env={"COLUMNS": "300"}).stdout
     for command, words in (("demo", "whole chain"), ("sweep", "Optuna sweep"), ("register", "test it once"),
                            ("pretrain", "Pretrain"), ("emoji", "emoji"), ("serve", "web page")):
         line = next(line for line in out.splitlines() if line.strip().startswith(command))
@@ -70,7 +68,7 @@ def test_help_gives_a_one_line_summary_of_every_subcommand():
 
 
 @pytest.mark.slow
-def test_a_misspelt_sweep_key_fails_before_any_trial_naming_the_key(ckplus, tmp_path):
+def test_a_misspelt_sweep_key_fails_before_any_trial_naming_the_key(ckplus, tmp_path, cli):
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: typo
 n_trials: 2
@@ -78,18 +76,18 @@ datamodule: {{class_path: CKPlusDataModule, init_args: {{root: {ckplus[0]}, imag
 model: {{class_path: AUDetector, init_args: {{backbone: resnet18}}}}
 train: {{init_from: null}}
 """)
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1 and "batch_sise" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "store" / "optuna").exists()
     config.write_text(config.read_text().replace("batch_sise", "batch_size")
                       + "search: {threshold_policy: {choices: [fixed, f1]}}\n")
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 2 and "threshold_policy does not change the objective" in out.stderr
 
 
 @pytest.mark.slow
-def test_auto_init_without_a_pretraining_run_says_what_to_run(ckplus, tmp_path):
+def test_auto_init_without_a_pretraining_run_says_what_to_run(ckplus, tmp_path, cli):
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: no-pretraining
 n_trials: 1
@@ -97,14 +95,14 @@ datamodule: {{class_path: CKPlusDataModule, init_args: {{root: {ckplus[0]}, imag
 search: {{backbone: {{choices: [resnet18, alexnet]}}}}
 train: {{init_from: auto}}
 """)
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 2
     assert "no finished pretraining run of resnet18 at 32 px on 100% of the pretraining data" in out.stderr
     assert "facslab pretrain --config configs/pretrain/demo.yaml --config.model.backbone resnet18" in out.stderr
 
 
 @pytest.mark.slow
-def test_a_sweep_whose_every_trial_failed_is_an_error_not_a_quiet_success(ckplus, tmp_path):
+def test_a_sweep_whose_every_trial_failed_is_an_error_not_a_quiet_success(ckplus, tmp_path, cli):
     config = tmp_path / "sweep.yaml"
     config.write_text(f"""study: all-failed
 n_trials: 1
@@ -113,13 +111,13 @@ datamodule: {{class_path: CKPlusDataModule, init_args: {{root: {ckplus[0]}, imag
 model: {{class_path: AUDetector, init_args: {{backbone: resnet18, dropout: 2.0}}}}
 train: {{init_from: null, max_epochs: 1, progress: false}}
 """)
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(tmp_path / "store")})
     assert out.returncode == 1, out.stderr[-2000:]
     assert "no trial of study all-failed completed (1 fail)" in out.stderr and "error.txt" in out.stderr
 
 
 @pytest.mark.slow
-def test_an_interrupted_trial_out_of_retries_is_said_not_run_again(ckplus, tmp_path):
+def test_an_interrupted_trial_out_of_retries_is_said_not_run_again(ckplus, tmp_path, cli):
     import optuna
 
     from facslab.sweep import LOCAL_RETRIES
@@ -145,7 +143,7 @@ datamodule: {{class_path: CKPlusDataModule, init_args: {{root: {ckplus[0]}, imag
 model: {{class_path: AUDetector, init_args: {{backbone: resnet18}}}}
 train: {{init_from: null, max_epochs: 1, progress: false}}
 """)
-    out = run_cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(store)})
+    out = cli("sweep", "--config", str(config), env={"FACSLAB_MLRUNS": str(store)})
     assert (f"1 interrupted trial(s) marked failed, 0 enqueued again (finished folds are reused), 1 with its "
             f"{LOCAL_RETRIES} retries used up (not run again)") in out.stderr, out.stderr[-2000:]
     states = [t.state for t in optuna.load_study(study_name="out-of-retries", storage=storage).trials]
@@ -232,7 +230,7 @@ def test_emoji_on_a_registered_model_reads_its_folder_without_pyfunc(model_dir, 
     assert registered[0][0]["probabilities"] == folder[0][0]["probabilities"] and registered[0][0]["emoji"]
 
 
-def test_weights_that_do_not_fit_the_model_class_are_one_line(model_dir, astronaut, tmp_path):
+def test_weights_that_do_not_fit_the_model_class_are_one_line(model_dir, astronaut, tmp_path, cli):
     """A folder whose weights another version of the model class wrote (a layer added since): one
     line naming the weights file, exit 2, no traceback."""
     import shutil
@@ -245,7 +243,7 @@ def test_weights_that_do_not_fit_the_model_class_are_one_line(model_dir, astrona
     torch.save({k: v for k, v in state.items() if not k.startswith("head.")}, folder / "model.pt")
     image = tmp_path / "astronaut.png"
     Image.fromarray(astronaut).save(image)
-    done = run_cli("emoji", str(image), "--model", str(folder), "--runtime", "torch")
+    done = cli("emoji", str(image), "--model", str(folder), "--runtime", "torch")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     line, = done.stderr.strip().splitlines()
     assert f"{folder / 'model.pt'}" in line and "do not fit" in line and "Missing key" in line, line
