@@ -33,19 +33,40 @@ def _process_state_restored():
 
     * torch's and OpenCV's thread counts (an in-process CLI run with ``--threads``): kernels
       chosen per thread count round differently, so results would depend on test order;
-    * ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI``, which ``mlflow.set_tracking_uri`` and
-      ``set_registry_uri`` export: every later subprocess of the worker would log there instead of
-      its own ``FACSLAB_MLRUNS`` store (a sweep test then never saw its fold files)."""
+    * ``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI`` and ``MLFLOW_EXPERIMENT_ID``, which
+      ``mlflow.set_tracking_uri``, ``set_registry_uri`` and ``set_experiment`` export: every later
+      subprocess of the worker would log there instead of its own ``FACSLAB_MLRUNS`` store (a sweep
+      test then never saw its fold files);
+    * MLflow's own tracking URI, registry URI and active experiment, module globals that win over
+      the environment: after an in-process command on the services' server a later test would
+      reach a server that is down."""
     import cv2
     import torch
 
     from facslab.mlflow_store import MLFLOW_URI_VARIABLES, environment_kept
 
     torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
-    with environment_kept(*MLFLOW_URI_VARIABLES):
+    mlflow_globals = _mlflow_globals()
+    with environment_kept(*MLFLOW_URI_VARIABLES, "MLFLOW_EXPERIMENT_ID"):
         yield
     torch.set_num_threads(torch_threads)
     cv2.setNumThreads(cv2_threads)
+    if "mlflow" in sys.modules:
+        _mlflow_globals(mlflow_globals or (None, None, None))
+
+
+def _mlflow_globals(restore: tuple | None = None) -> tuple | None:
+    """MLflow's tracking URI, registry URI and active experiment id (None before MLflow is
+    imported); with ``restore``, set them back to those values."""
+    if "mlflow" not in sys.modules:
+        return None
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    if restore is not None:
+        tracking._tracking_uri, registry._registry_uri, fluent._active_experiment_id = restore
+    return tracking._tracking_uri, registry._registry_uri, fluent._active_experiment_id
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -58,11 +79,14 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
 def cli(capfd):
     """``facslab ARGS`` through the same ``main`` in this worker's process: the commands, their
     configs and their output are the user's, without a new interpreter importing torch, Lightning
-    and MLflow again (7 s a process). Its stderr is what a process's would be: warnings printed
-    under Python's default filters and log records through logging's last-resort handler, not
-    pytest's. Tests of what only a process shows (signals, workers, FFmpeg's log level, what a
-    command imports) keep ``run_cli``. ``env`` holds for the one command; the whole environment is
-    put back after it (Lightning's seeding exports variables too)."""
+    and MLflow again (7 s a process). Its stderr is close to a process's: warnings printed under
+    Python's default filters, log records through logging's last resort rather than pytest's
+    handlers, and Optuna's handler (made at its import) writing to this command's stderr. What a process prints once, at its start (import-time warnings), only the tests kept
+    as processes can see: they are those of signals, workers, FFmpeg's log level, what a command
+    imports, and one config mistake of each kind (``run_cli``). ``env`` holds for the one command;
+    the whole environment is put back after it (Lightning's seeding exports variables too). A
+    command still running after ``timeout`` seconds ends the worker with every thread's stack."""
+    import faulthandler
     import logging
     import warnings
 
@@ -71,26 +95,37 @@ def cli(capfd):
     def printed(message, category, filename, lineno, file=None, line=None):
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
-    def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    def run(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
         before, root = dict(os.environ), logging.getLogger()
-        handlers, root.handlers = root.handlers, []
-        os.environ.update(env or {})
+        handlers, level = root.handlers, root.level
+        # Optuna's handler holds the stderr of its import (pytest's capture of the whole run)
+        streams = {h: h.stream for h in logging.getLogger("optuna").handlers if type(h) is logging.StreamHandler}
         capfd.readouterr()
+        faulthandler.dump_traceback_later(timeout, exit=True)
         try:
+            root.handlers = []
+            os.environ.update({key: str(value) for key, value in (env or {}).items()})
+            for handler in streams:
+                handler.setStream(sys.stderr)
             with warnings.catch_warnings():
                 warnings.resetwarnings()
                 for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
                     warnings.simplefilter("ignore", category)
                 warnings.showwarning = printed
                 status = main(list(args))
-        except SystemExit as stop:  # --help and argparse's own exits
-            status = stop.code if isinstance(stop.code, int) else 1
+        except SystemExit as stop:  # --help and argparse's own exits, as the interpreter ends them
+            if stop.code is not None and not isinstance(stop.code, int):
+                print(stop.code, file=sys.stderr)
+            status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
         finally:
+            faulthandler.cancel_dump_traceback_later()
+            for handler, stream in streams.items():
+                handler.setStream(stream)
             os.environ.clear()
             os.environ.update(before)
-            root.handlers = handlers
+            root.handlers, root.level = handlers, level
         said = capfd.readouterr()
-        return subprocess.CompletedProcess(list(args), status, said.out, said.err)
+        return subprocess.CompletedProcess(list(args), 0 if status is None else status, said.out, said.err)
 
     return run
 

@@ -306,7 +306,9 @@ BAD_TREES = [
 def test_a_bad_tree_is_one_line_naming_its_file(datamodule, broken, breaking, words, extra, tmp_path, cli):
     root = _generated(datamodule, tmp_path / "tree")
     path = breaking(root)
-    line = refused(preprocess(cli, datamodule, root, tmp_path, *extra), *words)
+    # the first case in a real process: nothing a fresh interpreter prints while it reads a tree either
+    run = run_cli if (datamodule, broken) == BAD_TREES[0][:2] else cli
+    line = refused(preprocess(run, datamodule, root, tmp_path, *extra), *words)
     assert str(path) in line, line
 
 

@@ -121,7 +121,6 @@ def test_a_pretraining_is_found_again_only_under_the_same_settings(celeba, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("subprocess")
 def test_fig4_compares_one_loss_per_backbone_and_image_size(celeba, tmp_path, cli, monkeypatch):
     """Three real pretrainings (32 px on all and on half of the data, 48 px on all) and the report:
     Fig. 4's points are the runs' unweighted validation BCE, and the 48 px run is its own line, not
