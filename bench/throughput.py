@@ -12,8 +12,10 @@ For the pretraining model (ResNet-18 AU detector, every block training, batch 64
   (``TrainerConfig.channels_last``, off by default: see its comment), beside the plain loop.
 
 Images/s x FLOPs/image gives the GFLOP/s each reaches: the fraction of the matmul's is how close to
-the machine a path runs. Run: `.venv/bin/python bench/throughput.py [--sizes 64 128] [--threads 2]
-[--compile]` (torch.compile takes a minute or more to compile on a CPU; off unless asked).
+the machine a path runs. Then ``--pairs`` times the plain loop and ``fit`` back to back: the
+median of their ratios is the comparison that drift between minutes does not move. Run:
+`.venv/bin/python bench/throughput.py [--sizes 64 128] [--threads 2] [--compile] [--pairs 3]`
+(torch.compile takes a minute or more to compile on a CPU; off unless asked).
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="steps of each plain loop")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--pairs", type=int, default=3, help="plain loop and fit run back to back, this many times")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     limit = matmul_gflops()
@@ -142,6 +145,16 @@ def main() -> None:
             for name, rate in rows:
                 print(f"  {name:<30} {rate:7.1f} images/s  {rate * flops / 1e9:6.1f} GFLOP/s "
                       f"({rate * flops / 1e9 / limit:5.1%} of the matmul)  {rate / base:5.2f}x the plain loop")
+            if args.pairs:
+                # the shared machine's speed drifts by 20 % within minutes: fit against the plain loop
+                # is read from pairs run back to back, each pair's own ratio
+                ratios = []
+                for k in range(args.pairs):
+                    plain = plain_loop(size, 64, args.steps)
+                    fitted = through_fit(root, cache, size, 64, args.epochs, False)
+                    ratios.append(fitted / plain)
+                    print(f"  pair {k + 1}: plain loop {plain:7.1f}, fit {fitted:7.1f} images/s: {fitted / plain:5.2f}x")
+                print(f"  fit against the plain loop, median of {args.pairs} pairs: {np.median(ratios):5.2f}x")
 
 
 if __name__ == "__main__":
