@@ -26,6 +26,16 @@ from facslab.synth.openface import write_openface
 
 CK_SUBJECTS = 12
 
+#: modules of minutes (the services' group runs as one unit on one worker, about 4 min; the
+#: Grad-CAM test trains for 2 min): first, so that at the end the short tests keep both workers busy
+#: instead of one worker finishing a long module alone
+FIRST = ("tests/sweeps/test_services.py", "tests/models/test_explain.py")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture scope; a module stays in one piece
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in FIRST)
+
 
 @pytest.fixture(autouse=True)
 def _process_state_restored():
