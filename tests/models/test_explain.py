@@ -64,6 +64,7 @@ def single_region_ckplus(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("single-region")  # one worker makes the faces for both
 def test_grad_cam_mass_lies_in_the_region_of_the_active_au_and_moves_with_it(single_region_ckplus, tmp_path):
     """A ResNet-18 trained (Trainer.fit) on generated CK+ whose only AUs are AU12 (mouth) and AU1+2
     (brows), independently: Grad-CAM of AU12 on AU12-only faces lies mostly below the nose, of AU2
@@ -98,6 +99,7 @@ def test_grad_cam_mass_lies_in_the_region_of_the_active_au_and_moves_with_it(sin
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("single-region")  # one worker makes the faces for both
 def test_attention_rollout_follows_the_active_region(single_region_ckplus, tmp_path):
     """The landmark-patch transformer trained from scratch (Trainer.fit) on the same faces, its
     patches cut at each face's own landmarks (the renderer's, which CK+'s files carry, in training
