@@ -17,6 +17,7 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     set_threads(_share)
 
 import numpy as np
+import optuna  # noqa: F401  its log handler is made now, on the run's stderr, not on one test's (see cli)
 import pytest
 import skimage.data
 
@@ -25,16 +26,6 @@ from facslab.synth.ckplus import write_ckplus
 from facslab.synth.openface import write_openface
 
 CK_SUBJECTS = 12
-
-#: modules of minutes (the services' group runs as one unit on one worker, about 4 min; the
-#: Grad-CAM test trains for 2 min): first, so that at the end the short tests keep both workers busy
-#: instead of one worker finishing a long module alone
-FIRST = ("tests/sweeps/test_services.py", "tests/models/test_explain.py")
-
-
-@pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture scope; a module stays in one piece
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in FIRST)
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +77,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
 
 
 @pytest.fixture
-def cli(capfd):
+def cli(capfd, request):
     """``facslab ARGS`` through the same ``main`` in this worker's process: the commands, their
     configs and their output are the user's, without a new interpreter importing torch, Lightning
     and MLflow again (7 s a process). Its stderr is close to a process's: warnings printed under
@@ -95,10 +86,13 @@ def cli(capfd):
     as processes can see: they are those of signals, workers, FFmpeg's log level, what a command
     imports, and one config mistake of each kind (``run_cli``). ``env`` holds for the one command;
     the whole environment is put back after it (Lightning's seeding exports variables too). A
-    command still running after ``timeout`` seconds ends the worker with every thread's stack."""
+    command still running after ``timeout`` seconds ends the worker (xdist names the test) and
+    prints every thread's stack where pytest's own faulthandler writes."""
     import faulthandler
     import logging
     import warnings
+
+    from _pytest.faulthandler import fault_handler_stderr_fd_key
 
     from facslab.cli import main
 
@@ -108,15 +102,16 @@ def cli(capfd):
     def run(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
         before, root = dict(os.environ), logging.getLogger()
         handlers, level = root.handlers, root.level
-        # Optuna's handler holds the stderr of its import (pytest's capture of the whole run)
-        streams = {h: h.stream for h in logging.getLogger("optuna").handlers if type(h) is logging.StreamHandler}
+        # Optuna's handler (and its colour formatter) hold the stderr of its import, above
+        streams = [(o, o.stream) for h in logging.getLogger("optuna").handlers if type(h) is logging.StreamHandler
+                   for o in (h, h.formatter) if hasattr(o, "stream")]
         capfd.readouterr()
-        faulthandler.dump_traceback_later(timeout, exit=True)
+        faulthandler.dump_traceback_later(timeout, exit=True, file=request.config.stash[fault_handler_stderr_fd_key])
         try:
             root.handlers = []
             os.environ.update({key: str(value) for key, value in (env or {}).items()})
-            for handler in streams:
-                handler.setStream(sys.stderr)
+            for holder, _ in streams:
+                holder.stream = sys.stderr
             with warnings.catch_warnings():
                 warnings.resetwarnings()
                 for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
@@ -129,8 +124,8 @@ def cli(capfd):
             status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
         finally:
             faulthandler.cancel_dump_traceback_later()
-            for handler, stream in streams.items():
-                handler.setStream(stream)
+            for holder, stream in streams:
+                holder.stream = stream
             os.environ.clear()
             os.environ.update(before)
             root.handlers, root.level = handlers, level
