@@ -187,10 +187,10 @@ def load_weights(model: BackboneModule, uri: str) -> None:
 
 def check_one_process(config: TrainerConfig, trainer: L.Trainer | None = None) -> None:
     """Refuse a training Lightning would spread over several processes (DDP: ``train.devices`` 2 or
-    -1 on several GPUs, or a cluster launcher's environment; ``auto`` is one device). A run's MLflow run, its sweep trial, its pruning,
-    its kept epoch and its curves live in the process that calls ``fit``; Lightning's DDP launches
-    the command again in each new process (each would start its own run and trial) or trains in
-    spawned ones (whose kept epoch and curves never come back)."""
+    -1 on several GPUs, or a cluster launcher's environment; ``auto`` is one device). A run's MLflow
+    run, its sweep trial, its pruning, its kept epoch and its curves live in the process that calls
+    ``fit``; Lightning's DDP launches the command again in each new process (each would start its
+    own run and trial) or trains in spawned ones (whose kept epoch and curves never come back)."""
     from facslab.errors import ConfigError
 
     if trainer is None:  # only to read what Lightning makes of the settings; it trains nothing

@@ -82,9 +82,10 @@ def cli(capfd, request):
     configs and their output are the user's, without a new interpreter importing torch, Lightning
     and MLflow again (7 s a process). Its stderr is close to a process's: warnings printed under
     Python's default filters, log records through logging's last resort rather than pytest's
-    handlers, and Optuna's handler (made at its import) writing to this command's stderr. What a process prints once, at its start (import-time warnings), only the tests kept
-    as processes can see: they are those of signals, workers, FFmpeg's log level, what a command
-    imports, and one config mistake of each kind (``run_cli``). ``env`` holds for the one command;
+    handlers, and Optuna's handler (made at its import) writing to this command's stderr. What a
+    process prints once, at its start (import-time warnings), only the tests kept as processes can
+    see: they are those of signals, workers, FFmpeg's log level, what a command imports, and one
+    config mistake of each kind (``run_cli``). ``env`` holds for the one command;
     the whole environment is put back after it (Lightning's seeding exports variables too). A
     command still running after ``timeout`` seconds ends the worker (xdist names the test) and
     prints every thread's stack where pytest's own faulthandler writes."""
