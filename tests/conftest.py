@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
+import types
 
 # pytest-xdist's workers share the cores: each gets its share of threads, it and every process it
 # starts (torch reads OMP_NUM_THREADS when imported). Two workers of two threads each on two cores
@@ -26,6 +28,19 @@ from facslab.synth.ckplus import write_ckplus
 from facslab.synth.openface import write_openface
 
 CK_SUBJECTS = 12
+
+
+def pytest_configure(config):
+    """``--dist loadgroup`` sends the tests of one ``xdist_group`` to one worker by writing a
+    suffix into their ids (``item._nodeid``). From pytest 9.2 on an id no longer reads that field:
+    the groups are split without a word, and their shared fixtures (the services, the generated
+    faces) are made on both workers. Refuse such a run (pytest-dev/pytest-xdist#1386)."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    probe = types.SimpleNamespace(_nodeid="test@group", _id="test")
+    if inspect.getattr_static(pytest.Item, "nodeid").fget(probe) != "test@group":
+        raise pytest.UsageError(f"pytest {pytest.__version__} ignores the test groups of pytest-xdist's --dist "
+                                "loadgroup (pytest-dev/pytest-xdist#1386): install the dev extra's pytest (<9.2)")
 
 
 @pytest.fixture(autouse=True)
