@@ -68,7 +68,12 @@ def single_region_ckplus(tmp_path_factory):
 def test_grad_cam_mass_lies_in_the_region_of_the_active_au_and_moves_with_it(single_region_ckplus, tmp_path):
     """A ResNet-18 trained (Trainer.fit) on generated CK+ whose only AUs are AU12 (mouth) and AU1+2
     (brows), independently: Grad-CAM of AU12 on AU12-only faces lies mostly below the nose, of AU2
-    on AU1+2-only faces mostly above the eyes, and the map's centre moves between the two."""
+    on AU1+2-only faces mostly above the eyes, and the map's centre moves between the two.
+
+    Its last two blocks and the head train on the cached features of its frozen first stages (as
+    a fine-tuning does; here they keep their random start), at half the cost of training them all.
+    Over seeds 0-2: 0.70-0.82 of AU12's mass below the nose, 0.74-0.88 of AU2's above the eyes. At
+    96 px, with 12 epochs or with three blocks trained, AU12's map spread over the face."""
     from datamodules import CKPlusDataModule
     from facslab.explain import explain, region_mass
     from facslab.predictor import AUPredictor
@@ -77,10 +82,10 @@ def test_grad_cam_mass_lies_in_the_region_of_the_active_au_and_moves_with_it(sin
     root = single_region_ckplus
     torch.manual_seed(0)
     dm = CKPlusDataModule(str(root), batch_size=16, cache_dir=str(tmp_path / "cache"), preprocess_workers=0,
-                          progress=False, image_size=112, fold=0)
+                          progress=False, image_size=112, fold=0, augment=False)
     dm.setup("fit")
-    model = build_model(dict(backbone="resnet18", unfrozen_blocks=-1, hidden_size=32, lr=1e-3), dm)
-    result = fit(model, dm, TrainerConfig(max_epochs=20, patience=20, progress=False))
+    model = build_model(dict(backbone="resnet18", unfrozen_blocks=2, hidden_size=32, lr=1e-3), dm)
+    result = fit(model, dm, TrainerConfig(max_epochs=20, patience=20, progress=False, feature_cache=True))
     predictor = AUPredictor(result.model, dm.spec)
     centres, masses, au2 = {}, {}, {}
     for region, target in (("lower", "AU12"), ("upper", "AU2")):
