@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 # pytest-xdist's workers share the cores: each gets its share of threads, it and every process it
 # starts (torch reads OMP_NUM_THREADS when imported). Two workers of two threads each on two cores
@@ -93,6 +94,25 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 900) -> subpro
     """``python -m facslab.cli ARGS`` as a user runs it: a real process, with this environment and ``env``."""
     return subprocess.run([sys.executable, "-m", "facslab.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def tiny_sweep_config(path: Path, root, study: str, n_trials: int, epochs: int, experiment: str,
+                      *lines: str) -> Path:
+    """A sweep config at ``path`` for real processes: a tiny study on the generated CK+ at ``root``
+    (ResNet-18 at 32 px, its last block trained, one learning rate searched, no pruning); ``lines``
+    add or set top-level keys."""
+    path.write_text(f"""study: {study}
+n_trials: {n_trials}
+experiment: {experiment}
+pruner: none
+datamodule:
+  class_path: CKPlusDataModule
+  init_args: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {path.parent / 'cache'}, preprocess_workers: 0, progress: false}}
+model: {{class_path: AUDetector, init_args: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}}}
+train: {{max_epochs: {epochs}, patience: {epochs}, progress: false, init_from: null}}
+search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
+""" + "".join(f"{line}\n" for line in lines))
+    return path
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from optuna.trial import TrialState
 
 from facslab import services as svc
 
+from conftest import tiny_sweep_config
+
 pytestmark = [pytest.mark.xdist_group("services"), pytest.mark.slow]
 FACSLAB = os.path.join(os.path.dirname(sys.executable), "facslab")
 
@@ -73,24 +75,9 @@ def _env(services: svc.Services, store: Path) -> dict:
 
 def _config(tmp_path: Path, ckplus, study: str, n_trials: int, epochs: int = 1, **extra) -> Path:
     root, _ = ckplus
-    lines = "\n".join(f"{k}: {v}" for k, v in extra.items())
-    path = tmp_path / f"{study}.yaml"
-    path.write_text(f"""study: {study}
-n_trials: {n_trials}
-experiment: services
-pruner: none
-heartbeat_interval: 1
-heartbeat_grace: 5
-datamodule:
-  class_path: CKPlusDataModule
-  init_args: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
-model: {{class_path: AUDetector, init_args: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}}}
-train: {{max_epochs: {epochs}, patience: {epochs}, progress: false, init_from: null}}
-search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
-register: {{name: {study}-model}}
-{lines}
-""")
-    return path
+    return tiny_sweep_config(tmp_path / f"{study}.yaml", root, study, n_trials, epochs, "services",
+                             "heartbeat_interval: 1", "heartbeat_grace: 5", f"register: {{name: {study}-model}}",
+                             *(f"{k}: {v}" for k, v in extra.items()))
 
 
 def _sweep(config: Path, env: dict) -> subprocess.Popen:

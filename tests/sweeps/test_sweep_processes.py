@@ -9,6 +9,8 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from conftest import tiny_sweep_config
+
 
 @pytest.mark.slow
 def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_orphans(ckplus, tmp_path):
@@ -164,18 +166,7 @@ def test_a_second_sweep_on_the_journal_leaves_the_live_trial_of_another_alone(ck
 
 def _sweep_command(tmp_path, root, study: str, n_trials: int, epochs: int) -> list[str]:
     """`facslab sweep` of a tiny study (one learning rate searched, no pruning), for real processes."""
-    config = tmp_path / "sweep.yaml"
-    config.write_text(f"""study: {study}
-n_trials: {n_trials}
-experiment: tests
-pruner: none
-datamodule:
-  class_path: CKPlusDataModule
-  init_args: {{root: {root}, image_size: 32, batch_size: 16, cache_dir: {tmp_path / 'cache'}, preprocess_workers: 0, progress: false}}
-model: {{class_path: AUDetector, init_args: {{backbone: resnet18, unfrozen_blocks: 1, hidden_size: 16}}}}
-train: {{max_epochs: {epochs}, patience: {epochs}, progress: false, init_from: null}}
-search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
-""")
+    config = tiny_sweep_config(tmp_path / "sweep.yaml", root, study, n_trials, epochs, "tests")
     return [os.path.join(os.path.dirname(sys.executable), "facslab"), "sweep", "--config", str(config), "--no_register"]
 
 
