@@ -100,7 +100,7 @@ def tiny_sweep_config(path: Path, root, study: str, n_trials: int, epochs: int, 
                       *lines: str) -> Path:
     """A sweep config at ``path`` for real processes: a tiny study on the generated CK+ at ``root``
     (ResNet-18 at 32 px, its last block trained, one learning rate searched, no pruning); ``lines``
-    add or set top-level keys."""
+    add top-level keys (YAML would let a repeated key override silently)."""
     path.write_text(f"""study: {study}
 n_trials: {n_trials}
 experiment: {experiment}
