@@ -67,7 +67,7 @@ class TaskPredictor:
         self._building = threading.Lock()  # scoring threads share a predictor: one of them builds the model
         self.onnx_session = onnx_session
         given = {o.name for o in onnx_session.get_outputs()} if onnx_session is not None else set()
-        self._onnx_outputs = onnx_export.OUTPUT_NAMES[1] in given  # exports before 2026-12-07: logits only
+        self.onnx_gives_outputs = onnx_export.OUTPUT_NAMES[1] in given  # exports before 23e337f: logits only
         self.provenance = dict(provenance or {})
         if model is not None:
             self._take(model)
@@ -139,7 +139,7 @@ class TaskPredictor:
         """The outputs of a normalised input batch, on ONNX Runtime or PyTorch."""
         if self.onnx_session is not None:
             feed = {"image": x} if landmarks is None else {"image": x, "landmarks": landmarks}
-            if self._onnx_outputs:
+            if self.onnx_gives_outputs:
                 return self.onnx_session.run([onnx_export.OUTPUT_NAMES[1]], feed)[0]
             return self.activate(self.onnx_session.run(None, feed)[0])
         import torch

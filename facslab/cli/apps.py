@@ -106,6 +106,10 @@ def _task_predictor(uri: str | None, task: str | None, flag: str, args):
     model = load_predictor(uri, args.runtime, args.threads)
     if task is not None and model.task != task:
         raise BadInputError(uri, f"a model of the {model.task} task; {flag} takes one of the {task} task")
+    if model.onnx_session is not None and not model.onnx_gives_outputs:  # said, not slowed down silently
+        print(f"note: {uri}: its ONNX export gives logits only (saved before facslab 23e337f), so PyTorch is "
+              f"loaded to compute its {model.outputs_name} (seconds more before the first answer); a model "
+              "saved or registered since then starts without it", file=sys.stderr)
     return model
 
 

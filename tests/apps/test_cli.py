@@ -197,6 +197,38 @@ def test_emoji_on_a_saved_onnx_model_imports_neither_torch_nor_lightning(model_d
     assert auto.keys() == torch_run.keys() and all(abs(auto[k] - torch_run[k]) <= 1e-4 for k in auto)
 
 
+def test_an_export_of_logits_only_is_said_once_and_answers_as_the_new_export(model_dir, astronaut, tmp_path, cli):
+    """A model folder saved before facslab 23e337f has an ONNX export of the logits only: the apps
+    then load PyTorch to compute the outputs, and ``emoji`` says so in one note (not a silent
+    slowdown), with the probabilities the folder's new export gives."""
+    import json
+    import shutil
+
+    import onnx
+
+    from facslab.model_folder import ONNX_FILE
+
+    old = tmp_path / "old_model"
+    shutil.copytree(model_dir, old)
+    graph = onnx.load(old / ONNX_FILE)
+    kept = [output for output in graph.graph.output if output.name == "logits"]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    onnx.save(graph, old / ONNX_FILE)
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(image)
+    answers, notes = {}, {}
+    for name, folder in (("old", old), ("new", model_dir)):
+        done = cli("emoji", str(image), "--model", str(folder), "--emotion_model", "none", "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        answers[name] = json.loads(done.stdout)[0]["probabilities"]
+        notes[name] = [line for line in done.stderr.splitlines() if "ONNX export gives logits only" in line]
+    assert notes["new"] == [] and len(notes["old"]) == 1, notes
+    assert notes["old"][0].startswith(f"note: {old}: ") and "PyTorch is loaded to compute its AUs" in notes["old"][0]
+    assert answers["old"].keys() == answers["new"].keys()
+    assert all(abs(answers["old"][k] - answers["new"][k]) <= 1e-4 for k in answers["new"])
+
+
 @pytest.mark.slow
 def test_emoji_on_a_registered_model_reads_its_folder_without_pyfunc(model_dir, tmp_path):
     """Real processes on one store: a model registered as the registry does, then ``facslab emoji
