@@ -161,14 +161,11 @@ def main() -> None:
             if args.pairs:
                 # the shared machine's speed drifts by 20 % within minutes: fit against the plain loop
                 # is read from pairs run back to back, each pair's own ratio, the order alternating
-                ratios = []
+                ratios, paths = [], {"plain": lambda: plain_loop(size, 64, args.steps),
+                                     "fit": lambda: through_fit(root, cache, size, 64, args.epochs, False)}
                 for k in range(args.pairs):
-                    if k % 2:
-                        fitted = through_fit(root, cache, size, 64, args.epochs, False)
-                        plain = plain_loop(size, 64, args.steps)
-                    else:
-                        plain = plain_loop(size, 64, args.steps)
-                        fitted = through_fit(root, cache, size, 64, args.epochs, False)
+                    rates = {name: paths[name]() for name in (("plain", "fit"), ("fit", "plain"))[k % 2]}
+                    plain, fitted = rates["plain"], rates["fit"]
                     ratios.append(fitted / plain)
                     print(f"  pair {k + 1}: plain loop {plain:7.1f}, fit {fitted:7.1f} images/s: {fitted / plain:5.2f}x")
                 print(f"  fit against the plain loop, median of {args.pairs} pairs: {np.median(ratios):5.2f}x")

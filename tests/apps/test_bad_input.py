@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
 
 import pytest
 
@@ -13,9 +14,17 @@ from facslab.synth.au_video_datasets import write_bp4d
 from facslab.synth.emotion_datasets import write_fer2013
 
 from conftest import run_cli
-from refusals import preprocess, refused
+from refusals import facslab, refused
 
 BOM = "\ufeff"
+
+
+def preprocess(run, datamodule: str, root, tmp_path, *extra: str, verbose: bool = False) -> subprocess.CompletedProcess:
+    """``facslab preprocess`` by ``run``: the ``cli`` fixture (in this process) or ``run_cli`` (a process)."""
+    return facslab(run, *(["-v"] if verbose else []), "preprocess", "--data", f"datamodules.{datamodule}",
+                   "--data.init_args.root", str(root), "--data.init_args.cache_dir", str(tmp_path / "cache"),
+                   "--data.init_args.progress", "false", *extra, "--report", str(tmp_path / "skipped.csv"),
+                   tmp_path=tmp_path)
 
 
 @pytest.fixture(scope="module")
