@@ -44,7 +44,7 @@ def _runs(store):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("subprocess")
-def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(celeba, tmp_path):
+def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(celeba, tmp_path, cli):
     root, _, _ = celeba
     store = tmp_path / "mlruns"
     env = _env(store)
@@ -78,9 +78,8 @@ def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(ce
     assert os.path.getsize(curves) > 0
     assert not checkpoint.parent.exists(), "a finished run's checkpoint is left behind"
     # the resumed epochs drew the batches, augmentations and dropout the uninterrupted run draws
-    whole_store = tmp_path / "uninterrupted"
-    whole = subprocess.run(_pretrain_command(config), env=_env(whole_store), capture_output=True, text=True,
-                           timeout=600)
+    whole_store = tmp_path / "uninterrupted"  # the reference: no signal, so no process of its own
+    whole = cli(*_pretrain_command(config)[3:], env={"FACSLAB_MLRUNS": str(whole_store)})
     assert whole.returncode == 0, whole.stderr
     (uninterrupted,) = _runs(whole_store)
     for metric in ("train_loss", "val_loss"):

@@ -13,7 +13,7 @@ from conftest import tiny_sweep_config
 
 
 @pytest.mark.slow
-def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_orphans(ckplus, tmp_path):
+def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_orphans(ckplus, tmp_path, cli):
     """Real processes: `facslab sweep --workers 2`, SIGKILL to one worker mid-trial, then a resume."""
     import signal
     import time
@@ -43,7 +43,7 @@ def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_or
     os.kill(victim, signal.SIGKILL)
     out, _ = parent.communicate(timeout=600)
     assert "died" in out.decode(), out.decode()[-2000:]
-    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    resumed = cli(*command[1:], env={"FACSLAB_MLRUNS": str(store)})  # the resume itself needs no process
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     study = optuna.load_study(study_name="killed", storage=journal)
     states = [t.state for t in study.trials]
@@ -61,7 +61,7 @@ def test_kill_9_of_one_of_two_workers_then_resume_finishes_without_repeats_or_or
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
-def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_never_stopped(ckplus, tmp_path, stop):
+def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_never_stopped(ckplus, tmp_path, stop, cli):
     """Real processes: `facslab sweep` killed (SIGKILL) or interrupted (Ctrl-C's SIGINT) once its
     trial has finished fold 0, then the same command again. The trial runs again with its
     parameters, fold 0 is not trained again, and the study ends with the value an uninterrupted
@@ -103,8 +103,8 @@ def test_a_sweep_stopped_mid_trial_reuses_the_finished_folds_and_scores_as_if_ne
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "fold 0: reused from the interrupted run" in resumed.stderr, resumed.stderr[-2000:]
 
-    uninterrupted_store = tmp_path / "uninterrupted"
-    out = subprocess.run(command, env=env(uninterrupted_store), capture_output=True, text=True, timeout=600)
+    uninterrupted_store = tmp_path / "uninterrupted"  # the reference: no signal, so no process of its own
+    out = cli(*command[1:], env={"FACSLAB_MLRUNS": str(uninterrupted_store)})
     assert out.returncode == 0, out.stderr[-2000:]
     killed, reference = study_of(killed_store), study_of(uninterrupted_store)
     assert [t.state for t in killed.trials] == [TrialState.FAIL, TrialState.COMPLETE]
