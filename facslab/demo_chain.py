@@ -23,7 +23,8 @@ from facslab.report import ReportConfig, make_report
 from facslab.run_records import find_pretraining
 from facslab.sweep.summary import describe_best
 from facslab.timing import StageClock
-from facslab.mlflow_store import default_tracking_uri, setup_tracking
+from facslab.local_store import default_tracking_uri
+from facslab.mlflow_store import setup_tracking
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]

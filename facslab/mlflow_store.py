@@ -18,18 +18,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from facslab.local_store import default_tracking_uri
+
 DEFAULT_EXPERIMENT = "facslab"
-
-
-def store_dir() -> Path:
-    """The local store folder: ``$FACSLAB_MLRUNS`` or ``mlruns`` in the working directory."""
-    return Path(os.environ.get("FACSLAB_MLRUNS", "mlruns"))
-
-
-def default_tracking_uri() -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{(store_dir() / 'mlflow.db').resolve()}"
 
 
 #: what ``mlflow.set_tracking_uri`` and ``set_registry_uri`` also write into the environment

@@ -18,7 +18,8 @@ from datamodules import CelebANoisyDataModule
 from facslab.config import PretrainConfig
 from facslab.evaluation import mean_pr_auc, plain_bce
 from facslab.run_records import find_pretraining, fraction_tag, log_curves, log_run_basics, log_weights
-from facslab.mlflow_store import setup_tracking, store_dir
+from facslab.local_store import store_dir
+from facslab.mlflow_store import setup_tracking
 from facslab.training import LAST_CHECKPOINT, build_model, check_one_process, fit, predict
 
 log = logging.getLogger(__name__)

@@ -64,6 +64,10 @@ def _analyzer(args):
         from facslab.threads import set_threads
 
         set_threads(args.threads)
+    from facslab.local_store import StoreLookups, default_tracking_uri
+
+    # what the store answered before, while its database is unchanged: no MLflow to import
+    args.lookups = StoreLookups(args.tracking_uri or default_tracking_uri())
     main_model = _task_predictor(args.model, None, "--model", args)
     also = [_task_predictor(uri, None, "--also", args) for uri in args.also or []]
     # each task's own option (--emotion_model, --va_model, ...) checks that its model is one of the
@@ -77,6 +81,7 @@ def _analyzer(args):
         if uri == "auto":
             uri = None if any(m.task == cls.task for m in given) else _registered_champion(cls.task, args)
         optional.append(_task_predictor(uri, cls.task, f"--{cls.app_option}", args))
+    args.lookups.save()
     analyzer = FaceAnalyzer([main_model, *optional, *also], load_emojis(args.emojis), metric=args.metric,
                             eye_threshold=args.eye_threshold, detector=args.detector)
     for note in analyzer.provenance_notes():  # said once, before any result
@@ -95,15 +100,21 @@ def _optional_tasks() -> list:
 def _task_predictor(uri: str | None, task: str | None, flag: str, args):
     """The model of an option (a model URI or folder), which must be one of ``task`` when that is
     given; None without a URI, or with none."""
-    from facslab.model_uri import STORE_SCHEMES, load_predictor
+    from facslab.local_store import UNKNOWN
+    from facslab.model_uri import load_predictor
 
     if uri is None or uri == "none":
         return None
-    if uri.startswith(STORE_SCHEMES):
-        from facslab.mlflow_store import setup_tracking
+    folder = args.lookups.known(uri) if uri.startswith("models:/") else UNKNOWN  # runs:/ is copied
+    if folder is UNKNOWN and uri.startswith("models:/"):
+        from facslab.model_uri import logged_folder
 
-        setup_tracking(args.tracking_uri, args.experiment)
-    model = load_predictor(uri, args.runtime, args.threads)
+        _ask_the_store(args)
+        folder = logged_folder(uri)
+        args.lookups.remember(uri, folder)
+    elif folder is UNKNOWN and uri.startswith("runs:/"):
+        _ask_the_store(args)
+    model = load_predictor(uri if folder is UNKNOWN else str(folder), args.runtime, args.threads)
     if task is not None and model.task != task:
         raise BadInputError(uri, f"a model of the {model.task} task; {flag} takes one of the {task} task")
     if model.onnx_session is not None and not model.onnx_gives_outputs:  # said, not slowed down silently
@@ -121,21 +132,35 @@ def _registered_champion(task: str, args) -> str | None:
 
     if not args.model.startswith(STORE_SCHEMES):
         return None
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from facslab.mlflow_store import setup_tracking
+    from facslab.local_store import UNKNOWN
     from facslab.predictor import PREDICTORS  # not facslab.tasks: it imports torch and Lightning
 
-    setup_tracking(args.tracking_uri, args.experiment)
     name = PREDICTORS[task].registered_name
     if name is None:
         return None
-    try:
-        MlflowClient().get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        return None
-    return f"models:/{name}@champion"
+    uri = f"models:/{name}@champion"
+    known = args.lookups.known(uri)
+    if known is UNKNOWN:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        _ask_the_store(args)
+        try:
+            MlflowClient().get_model_version_by_alias(name, "champion")
+        except MlflowException:
+            args.lookups.remember(uri, None)
+            return None
+        return uri
+    return None if known is None else uri
+
+
+def _ask_the_store(args) -> None:
+    """Point MLflow at the apps' store, once per app, before asking it about a model URI."""
+    from facslab.mlflow_store import setup_tracking
+
+    if not args.lookups.asked:
+        setup_tracking(args.tracking_uri, args.experiment)
+        args.lookups.watch()
 
 
 def _emoji(args, parser=None) -> int:

@@ -19,7 +19,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryCallback
 from optuna.trial import TrialState
 
 from facslab.config import SweepConfig
-from facslab.mlflow_store import store_dir
+from facslab.local_store import store_dir
 
 log = logging.getLogger(__name__)
 # Optuna 4.9 renamed RetryFailedTrialCallback to this and still marks it experimental; it is used as documented

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from facslab.config import ConfigError, SweepConfig
 from facslab.sweep.recovery import RetryAndCloseRun
 from facslab.sweep.summary import make_pruner
-from facslab.mlflow_store import store_dir
+from facslab.local_store import store_dir
 
 
 def storage_url(config: SweepConfig) -> str | None:

@@ -230,39 +230,67 @@ def test_an_export_of_logits_only_is_said_once_and_answers_as_the_new_export(mod
 
 
 @pytest.mark.slow
-def test_emoji_on_a_registered_model_reads_its_folder_without_pyfunc(model_dir, tmp_path):
+def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after_the_store_changed(model_dir,
+                                                                                                      tmp_path):
     """Real processes on one store: a model registered as the registry does, then ``facslab emoji
     --model models:/NAME@champion`` answers as the folder does, reading the logged model's files:
     neither MLflow's pyfunc loader (whose check of every installed package took over a second)
-    nor torch is imported."""
+    nor torch is imported. Started again on the unchanged store, it does not import MLflow at all
+    (half its start-up); once the alias has moved to another version it answers with that one, and
+    once the alias is gone it says so, as MLflow would: no answer of an older store is used."""
     import json
     import os
     import subprocess
     import sys
 
+    import torch
+
+    from facslab.predictor import AUPredictor
+    from lightning_modules.au_detector import AUDetector
+
     image = tmp_path / "astronaut.png"
     Image.fromarray(skimage.data.astronaut()).save(image)
-    env = {**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")}
+    store = tmp_path / "store"
+    env = {**os.environ, "FACSLAB_MLRUNS": str(store)}
     register = ("import sys, mlflow\nfrom facslab.mlflow_store import setup_tracking\n"
                 "from facslab.predictor import TaskPredictor\nfrom facslab.serving import log_predictor\n"
                 "setup_tracking(None)\nwith mlflow.start_run():\n"
                 "    info = log_predictor(TaskPredictor.load(sys.argv[1], runtime='torch'), 'startup-au')\n"
                 "mlflow.MlflowClient().set_registered_model_alias('startup-au', 'champion', info.registered_model_version)")
-    done = subprocess.run([sys.executable, "-c", register, str(model_dir)], capture_output=True, text=True,
-                          timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    script = ("import json, sys\nfrom facslab.cli import main\ncode = main(sys.argv[1:])\n"
-              "print(json.dumps({'code': code, 'loaded': sorted(m for m in ('torch', 'mlflow.pyfunc') if m in sys.modules)}))")
-    answers = {}
-    for model in ("models:/startup-au@champion", str(model_dir)):
+    script = ("import json, sys\nfrom facslab.cli import main\ncode = main(sys.argv[1:])\nprint(json.dumps({'code': code, "
+              "'loaded': sorted(m for m in ('torch', 'mlflow', 'mlflow.pyfunc') if m in sys.modules)}))")
+
+    def registered(folder):
+        done = subprocess.run([sys.executable, "-c", register, str(folder)], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    def emoji(model):
         done = subprocess.run([sys.executable, "-c", script, "emoji", str(image), "--model", model, "--json"],
                               capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
         *faces, status = done.stdout.strip().splitlines()
-        answers[model] = json.loads("\n".join(faces)), json.loads(status)
-    registered, folder = answers["models:/startup-au@champion"], answers[str(model_dir)]
-    assert registered[1] == {"code": 0, "loaded": []}
-    assert registered[0][0]["probabilities"] == folder[0][0]["probabilities"] and registered[0][0]["emoji"]
+        if json.loads(status)["code"]:
+            return json.loads(status)["code"], done.stderr
+        return json.loads(status)["loaded"], json.loads("\n".join(faces))[0]["probabilities"]
+
+    champion = "models:/startup-au@champion"
+    registered(model_dir)
+    first, again, folder = emoji(champion), emoji(champion), emoji(str(model_dir))
+    assert first[0] == ["mlflow"] and again[0] == [] and folder[0] == []  # neither pyfunc nor torch, then not MLflow
+    assert first[1] == again[1] == folder[1]
+    torch.manual_seed(1)
+    other = tmp_path / "other"
+    AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32),
+                provenance={"trained_on": "generated", "datasets": "CKPlus (generated)"}).save(other)
+    registered(other)  # version 2, and the alias moved to it
+    moved = emoji(champion)
+    assert moved[0] == ["mlflow"] and moved[1] != first[1] and moved[1] == emoji(str(other))[1]
+    from mlflow import MlflowClient
+
+    MlflowClient(f"sqlite:///{store / 'mlflow.db'}").delete_registered_model_alias("startup-au", "champion")
+    status, said = emoji(champion)
+    assert status == 2 and "startup-au" in said and "Traceback" not in said, said
 
 
 def test_weights_that_do_not_fit_the_model_class_are_one_line(model_dir, astronaut, tmp_path, cli):

@@ -1,0 +1,116 @@
+"""The local MLflow store seen as files: where it is, and what it answered about model URIs while
+its database has not changed since.
+
+An app given ``models:/facslab-au@champion`` spends about half its start-up importing MLflow and
+its SQLAlchemy store to learn one folder. ``StoreLookups`` keeps the answers (the facslab folder an
+alias or version gives, or that the store has no such model) in ``model-lookups.json`` beside an
+SQLite database, with the sizes and modification times of the database's files when they were
+read. They are used only while those are the same: any write to the store (a version registered,
+an alias moved or deleted, a run logged) sends the next app to MLflow again. A server's store
+(``http://``, ``postgresql://``) cannot be watched from here: there MLflow is always asked.
+
+This module imports neither MLflow nor torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+#: the answers' file, in the folder of the store's database
+LOOKUPS_FILE = "model-lookups.json"
+#: ``StoreLookups.known``'s answer when MLflow must be asked
+UNKNOWN = object()
+
+
+def store_dir() -> Path:
+    """The local store folder: ``$FACSLAB_MLRUNS`` or ``mlruns`` in the working directory."""
+    return Path(os.environ.get("FACSLAB_MLRUNS", "mlruns"))
+
+
+def default_tracking_uri() -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(store_dir() / 'mlflow.db').resolve()}"
+
+
+def database_state(tracking_uri: str) -> list | None:
+    """The size, modification time and header of an SQLite store's database and of its journal
+    files; None for any other store. The header holds SQLite's change counter, which every commit
+    in rollback mode increments (a modification time may be a second coarse); a write-ahead log's
+    takes commits before the database does, growing it or starting it again under new salts."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    state = []
+    for path, header in ((database, 100), (database.with_name(database.name + "-wal"), 32),
+                         (database.with_name(database.name + "-journal"), 0)):
+        try:
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                state.append([stat.st_size, stat.st_mtime_ns, handle.read(header).hex()])
+        except OSError:
+            state.append(None)
+    return state if state[0] is not None else None
+
+
+class StoreLookups:
+    """Model URIs -> facslab folders (or None: not in the store), as a local store answered them
+    while its database is as it is now. ``known`` answers from the file; after asking MLflow,
+    ``watch`` (before the questions) and ``remember`` (each answer), then ``save``."""
+
+    def __init__(self, tracking_uri: str):
+        self.tracking_uri = tracking_uri
+        self.answers: dict[str, str | None] = {}
+        self.asked = False  # whether MLflow was asked (``watch``)
+        self.asked_from: list | None = None  # the database's state then
+        self.path = None
+        self.read_state = state = database_state(tracking_uri)
+        if state is None:
+            return
+        self.database = str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+        self.path = Path(self.database).parent / LOOKUPS_FILE
+        try:
+            kept = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(kept, dict) and kept.get("database") == self.database and kept.get("state") == state and \
+                isinstance(kept.get("answers"), dict):
+            self.answers = kept["answers"]
+
+    def known(self, uri: str):
+        """The folder (a Path) or None (no such model) the store gave for ``uri`` while its database
+        was as it is now, or ``UNKNOWN`` (MLflow must be asked)."""
+        answer = self.answers.get(uri, UNKNOWN)
+        if answer is UNKNOWN or (answer is not None and not Path(answer).is_dir()):
+            return UNKNOWN
+        return None if answer is None else Path(answer)
+
+    def watch(self) -> None:
+        """Note the database's state before MLflow is asked (after this process's own writes, such as
+        the experiment ``setup_tracking`` makes); answers read for another state are dropped."""
+        if self.asked:
+            return
+        self.asked = True
+        if self.path is not None:
+            self.asked_from = database_state(self.tracking_uri)
+            if self.asked_from != self.read_state:
+                self.answers = {}
+
+    def remember(self, uri: str, folder: Path | None) -> None:
+        self.answers[uri] = None if folder is None else str(Path(folder).resolve())
+
+    def save(self) -> None:
+        """Keep the answers, unless the database changed while MLflow was asked (an answer may be
+        older than the state) or nothing was asked. A store that cannot be written to keeps none:
+        the next app asks MLflow again."""
+        if self.path is None or self.asked_from is None or database_state(self.tracking_uri) != self.asked_from:
+            return
+        temporary = self.path.with_name(f".{LOOKUPS_FILE}.{os.getpid()}")
+        try:
+            temporary.write_text(json.dumps({"database": self.database, "state": self.asked_from,
+                                             "answers": self.answers}), encoding="utf-8")
+            os.replace(temporary, self.path)  # whole or not at all, for an app starting beside this one
+        except OSError:
+            temporary.unlink(missing_ok=True)
