@@ -4,7 +4,7 @@ its database has not changed since.
 An app given ``models:/facslab-au@champion`` spends about half its start-up importing MLflow and
 its SQLAlchemy store to learn one folder. ``StoreLookups`` keeps the answers (the facslab folder an
 alias or version gives, or that the store has no such model) in ``model-lookups.json`` beside an
-SQLite database, with the sizes and modification times of the database's files when they were
+SQLite database, with the database file's size, modification time and header when they were
 read. They are used only while those are the same: any write to the store (a version registered,
 an alias moved or deleted, a run logged) sends the next app to MLflow again. A server's store
 (``http://``, ``postgresql://``) cannot be watched from here: there MLflow is always asked.
@@ -36,23 +36,29 @@ def default_tracking_uri() -> str:
 
 
 def database_state(tracking_uri: str) -> list | None:
-    """The size, modification time and header of an SQLite store's database and of its journal
-    files; None for any other store. The header holds SQLite's change counter, which every commit
-    in rollback mode increments (a modification time may be a second coarse); a write-ahead log's
-    takes commits before the database does, growing it or starting it again under new salts."""
+    """The size, modification time and header of an SQLite store's database; None for any other
+    store, and while a journal is not empty (a write under way, or a write-ahead log, whose commits
+    can leave the database file as it was). The header holds SQLite's change counter, which every
+    commit in rollback mode (MLflow's) increments: a modification time may be a tick coarse."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
     database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
-    state = []
-    for path, header in ((database, 100), (database.with_name(database.name + "-wal"), 32),
-                         (database.with_name(database.name + "-journal"), 0)):
+    for journal in (database.with_name(database.name + end) for end in ("-wal", "-journal")):
         try:
-            with open(path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
-                state.append([stat.st_size, stat.st_mtime_ns, handle.read(header).hex()])
+            if journal.stat().st_size:
+                return None
         except OSError:
-            state.append(None)
-    return state if state[0] is not None else None
+            pass
+    try:
+        with open(database, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            return [stat.st_size, stat.st_mtime_ns, handle.read(100).hex()]
+    except OSError:
+        return None
+
+
+#: what else chooses the answers of one database: MLflow's workspaces
+WORKSPACE_VARIABLES = ("MLFLOW_ENABLE_WORKSPACES", "MLFLOW_WORKSPACE")
 
 
 class StoreLookups:
@@ -70,13 +76,14 @@ class StoreLookups:
         if state is None:
             return
         self.database = str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+        self.workspace = [os.environ.get(name) for name in WORKSPACE_VARIABLES]
         self.path = Path(self.database).parent / LOOKUPS_FILE
         try:
             kept = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
         if isinstance(kept, dict) and kept.get("database") == self.database and kept.get("state") == state and \
-                isinstance(kept.get("answers"), dict):
+                kept.get("workspace") == self.workspace and isinstance(kept.get("answers"), dict):
             self.answers = kept["answers"]
 
     def known(self, uri: str):
@@ -99,7 +106,12 @@ class StoreLookups:
                 self.answers = {}
 
     def remember(self, uri: str, folder: Path | None) -> None:
-        self.answers[uri] = None if folder is None else str(Path(folder).resolve())
+        """Keep ``folder`` (None: no such model) as the answer for ``uri``, if it is the store's own:
+        a copy MLflow made elsewhere (from remote artifacts) may be gone or replaced later."""
+        if folder is None:
+            self.answers[uri] = None
+        elif self.path is not None and Path(folder).resolve().is_relative_to(self.path.parent):
+            self.answers[uri] = str(Path(folder).resolve())
 
     def save(self) -> None:
         """Keep the answers, unless the database changed while MLflow was asked (an answer may be
@@ -109,8 +121,8 @@ class StoreLookups:
             return
         temporary = self.path.with_name(f".{LOOKUPS_FILE}.{os.getpid()}")
         try:
-            temporary.write_text(json.dumps({"database": self.database, "state": self.asked_from,
-                                             "answers": self.answers}), encoding="utf-8")
+            temporary.write_text(json.dumps({"database": self.database, "workspace": self.workspace,
+                                             "state": self.asked_from, "answers": self.answers}), encoding="utf-8")
             os.replace(temporary, self.path)  # whole or not at all, for an app starting beside this one
         except OSError:
             temporary.unlink(missing_ok=True)

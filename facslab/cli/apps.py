@@ -106,6 +106,8 @@ def _task_predictor(uri: str | None, task: str | None, flag: str, args):
     if uri is None or uri == "none":
         return None
     folder = args.lookups.known(uri) if uri.startswith("models:/") else UNKNOWN  # runs:/ is copied
+    if folder is None:  # kept as no such champion; a model asked for by name gets MLflow's own error
+        folder = UNKNOWN
     if folder is UNKNOWN and uri.startswith("models:/"):
         from facslab.model_uri import logged_folder
 
@@ -147,8 +149,9 @@ def _registered_champion(task: str, args) -> str | None:
         _ask_the_store(args)
         try:
             MlflowClient().get_model_version_by_alias(name, "champion")
-        except MlflowException:
-            args.lookups.remember(uri, None)
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no model, no alias
+                args.lookups.remember(uri, None)
             return None
         return uri
     return None if known is None else uri

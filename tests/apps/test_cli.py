@@ -252,21 +252,17 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
     Image.fromarray(skimage.data.astronaut()).save(image)
     store = tmp_path / "store"
     env = {**os.environ, "FACSLAB_MLRUNS": str(store)}
+    # versions 1 and 2 (the folders given), the alias on the first
     register = ("import sys, mlflow\nfrom facslab.mlflow_store import setup_tracking\n"
                 "from facslab.predictor import TaskPredictor\nfrom facslab.serving import log_predictor\n"
-                "setup_tracking(None)\nwith mlflow.start_run():\n"
-                "    info = log_predictor(TaskPredictor.load(sys.argv[1], runtime='torch'), 'startup-au')\n"
-                "mlflow.MlflowClient().set_registered_model_alias('startup-au', 'champion', info.registered_model_version)")
+                "setup_tracking(None)\nfor folder in sys.argv[1:]:\n    with mlflow.start_run():\n"
+                "        log_predictor(TaskPredictor.load(folder, runtime='torch'), 'startup-au')\n"
+                "mlflow.MlflowClient().set_registered_model_alias('startup-au', 'champion', 1)")
     script = ("import json, sys\nfrom facslab.cli import main\ncode = main(sys.argv[1:])\nprint(json.dumps({'code': code, "
               "'loaded': sorted(m for m in ('torch', 'mlflow', 'mlflow.pyfunc') if m in sys.modules)}))")
 
-    def registered(folder):
-        done = subprocess.run([sys.executable, "-c", register, str(folder)], capture_output=True, text=True,
-                              timeout=300, env=env)
-        assert done.returncode == 0, done.stderr[-2000:]
-
-    def emoji(model):
-        done = subprocess.run([sys.executable, "-c", script, "emoji", str(image), "--model", model, "--json"],
+    def emoji(model, *more):
+        done = subprocess.run([sys.executable, "-c", script, "emoji", str(image), "--model", model, "--json", *more],
                               capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
         *faces, status = done.stdout.strip().splitlines()
@@ -274,21 +270,28 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
             return json.loads(status)["code"], done.stderr
         return json.loads(status)["loaded"], json.loads("\n".join(faces))[0]["probabilities"]
 
-    champion = "models:/startup-au@champion"
-    registered(model_dir)
-    first, again, folder = emoji(champion), emoji(champion), emoji(str(model_dir))
-    assert first[0] == ["mlflow"] and again[0] == [] and folder[0] == []  # neither pyfunc nor torch, then not MLflow
-    assert first[1] == again[1] == folder[1]
     torch.manual_seed(1)
     other = tmp_path / "other"
     AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32),
                 provenance={"trained_on": "generated", "datasets": "CKPlus (generated)"}).save(other)
-    registered(other)  # version 2, and the alias moved to it
-    moved = emoji(champion)
-    assert moved[0] == ["mlflow"] and moved[1] != first[1] and moved[1] == emoji(str(other))[1]
+    done = subprocess.run([sys.executable, "-c", register, str(model_dir), str(other)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    champion = "models:/startup-au@champion"
+    first, again, folder = emoji(champion), emoji(champion), emoji(str(model_dir))
+    assert first[0] == ["mlflow"] and again[0] == [] and folder[0] == []  # neither pyfunc nor torch, then not MLflow
+    assert first[1] == again[1] == folder[1]
+    # the store has no emotion champion (kept as such for the apps' default): asked for by name, it is
+    # MLflow's one line, not a folder called None
+    status, said = emoji(champion, "--emotion_model", "models:/facslab-emotion@champion")
+    assert status == 2 and "models:/facslab-emotion@champion: not in the MLflow store" in said, said
     from mlflow import MlflowClient
 
-    MlflowClient(f"sqlite:///{store / 'mlflow.db'}").delete_registered_model_alias("startup-au", "champion")
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")  # the store's own, not this process's global one
+    client.set_registered_model_alias("startup-au", "champion", 2)
+    moved = emoji(champion)
+    assert moved[0] == ["mlflow"] and moved[1] != first[1] and moved[1] == emoji(str(other))[1]
+    client.delete_registered_model_alias("startup-au", "champion")
     status, said = emoji(champion)
     assert status == 2 and "startup-au" in said and "Traceback" not in said, said
 
