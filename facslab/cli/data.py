@@ -69,15 +69,19 @@ def _preprocess(args, parser: ArgumentParser) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
-COMMANDS = ('generate', 'preprocess')
+#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
+#: group's parsers: only the group of the command being run builds its own)
+COMMANDS = {
+    'generate': 'Generate one dataset in its real on-disk layout.',
+    'preprocess': 'Read a dataset and build its aligned-crop cache.',
+}
 
 
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     from datamodules.base import FaceDataModule
 
-    gen = ArgumentParser(exit_on_error=False, description="Generate one dataset in its real on-disk layout.")
+    gen = ArgumentParser(exit_on_error=False, description=COMMANDS["generate"])
     gen.add_argument("dataset", choices=["ckplus", "celeba", "fer2013", "affectnet", "rafdb", "bp4d", "bp4d+", "disfa",
                                         "emotionet", "affwild2"])
     gen.add_argument("root")
@@ -89,7 +93,7 @@ def add_commands(sub) -> dict:
     gen.add_argument("--release", choices=["csv", "2021"], default="csv", help="AffectNet's release layout")
     sub.add_subcommand("generate", gen, help=gen.description)
 
-    pre = ArgumentParser(exit_on_error=False, description="Read a dataset and build its aligned-crop cache.")
+    pre = ArgumentParser(exit_on_error=False, description=COMMANDS["preprocess"])
     pre.add_argument("--config", action=ActionConfigFile)
     pre.add_subclass_arguments(FaceDataModule, "data", help="a datamodule: class_path and init_args, or a YAML file")
     pre.add_argument("--report", type=str | None, default=None, help="CSV of skipped files")

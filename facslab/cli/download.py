@@ -25,14 +25,16 @@ def _download(args, parser=None) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
-COMMANDS = ('download',)
+#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
+#: group's parsers: only the group of the command being run builds its own)
+COMMANDS = {
+    'download': 'Fetch the images of a dataset released as URLs (resumable: a rerun fetches only what is missing).',
+}
 
 
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
-    download = ArgumentParser(exit_on_error=False, description="Fetch the images of a dataset released as URLs "
-                                                               "(resumable: a rerun fetches only what is missing).")
+    download = ArgumentParser(exit_on_error=False, description=COMMANDS["download"])
     download.add_argument("dataset", choices=["emotionet"])
     download.add_argument("sheet", help="the release's sheet (EmotioNet_FACS_aws_2020_24600.csv or .xlsx)")
     download.add_argument("out", help="the folder of the copy: images/, mapping.csv, errors.csv and the sheet")

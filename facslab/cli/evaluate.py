@@ -30,14 +30,17 @@ def _evaluate(args, parser=None) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
-COMMANDS = ('evaluate',)
+#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
+#: group's parsers: only the group of the command being run builds its own)
+COMMANDS = {
+    'evaluate': "Score an emotion model on another dataset's test split (cross-dataset).",
+}
 
 
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     evaluate = ArgumentParser(exit_on_error=False,
-                              description="Score an emotion model on another dataset's test split (cross-dataset).")
+                              description=COMMANDS["evaluate"])
     evaluate.add_argument("--model", required=True,
                           help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder")
     evaluate.add_argument("--data", required=True,

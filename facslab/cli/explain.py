@@ -66,16 +66,18 @@ def _explain(args, parser=None) -> int:
     return _status(failures)
 
 
-#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
-COMMANDS = ('explain',)
+#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
+#: group's parsers: only the group of the command being run builds its own)
+COMMANDS = {
+    'explain': 'Saliency overlays per face: Grad-CAM for convolutional models, attention rollout for transformers.',
+}
 
 
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
     from facslab.faces.detect import DETECTORS
 
-    parser = ArgumentParser(exit_on_error=False, description="Saliency overlays per face: Grad-CAM for convolutional "
-                                                            "models, attention rollout for transformers.")
+    parser = ArgumentParser(exit_on_error=False, description=COMMANDS["explain"])
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--model", required=True,
                         help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder")

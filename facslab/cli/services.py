@@ -30,13 +30,16 @@ def _services(args, parser=None) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds (the CLI builds only the group of the command it runs)
-COMMANDS = ('services',)
+#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
+#: group's parsers: only the group of the command being run builds its own)
+COMMANDS = {
+    'services': 'Start, stop or check the shared PostgreSQL and MLflow tracking server.',
+}
 
 
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
-    svc = ArgumentParser(exit_on_error=False, description="Start, stop or check the shared PostgreSQL and MLflow tracking server.")
+    svc = ArgumentParser(exit_on_error=False, description=COMMANDS["services"])
     svc.add_argument("action", choices=["up", "down", "status"])
     svc.add_argument("--folder", default="mlruns/services", help="data, logs and the password of the services")
     svc.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0: workers on other machines)")

@@ -20,7 +20,7 @@ SWEEPS = sorted((Path(__file__).resolve().parents[2] / "sweeps").glob("*.yaml"))
 
 
 def _read(*argv: str):
-    parser, commands = build_parser()
+    parser, commands = build_parser("sweep")
     args = parser.parse_args(["sweep", *argv])
     return config_from(commands["sweep"][0], args["sweep"])
 
