@@ -11,10 +11,12 @@ new, in one run (alternating, the median of ``--runs`` each).
   folder comes from the store's ``model-lookups.json``, without importing MLflow, and after a
   write to the store (the third row: the file removed before each run) MLflow is asked again.
 
-Both run on the same model (an AU model of the demo's size, ResNet-18 at 64 px, saved with its ONNX
-export by this tree; the old code reads it) and skimage's astronaut, at ``--runtime auto``, given
-as a local folder and as the registered ``models:/facslab-au@champion`` of a fresh local store
-(what ``emoji`` loads by default).
+Both run on the same model (an AU model of the demo's size, ResNet-18 at 64 px, saved with its
+ONNX export by this tree; the old code reads it) and skimage's astronaut, at ``--runtime auto``,
+given as a local folder and as the registered ``models:/facslab-au@champion`` of a fresh local
+store (what ``emoji`` loads by default). The last row is ``facslab --help``, which lists the
+commands (before 0d83551 it built every command's parser, the chain's importing torch and
+Lightning).
 Run from the repository: `.venv/bin/python bench/startup.py [--runs 5] [--old b1d1fc2]`.
 """
 
@@ -79,15 +81,16 @@ def main() -> None:
         predictor = AUPredictor(AUDetector("resnet18", unfrozen_blocks=-1, hidden_size=64, image_size=64))
         predictor.save(model)
         registered = register(predictor, store)
-        # (URI, whether the store's answers are gone before each run, as after a write to the store)
-        models = {"model folder": (str(model), False), "models:/ URI": (registered, False),
-                  "models:/, store written": (registered, True)}
         image = Path(folder) / "astronaut.png"
         Image.fromarray(skimage.data.astronaut()).save(image)
+        # (the command, whether the store's answers are gone before each run, as after a write to the store)
+        models = {"model folder": (["emoji", str(image), "--model", str(model)], False),
+                  "models:/ URI": (["emoji", str(image), "--model", registered], False),
+                  "models:/, store written": (["emoji", str(image), "--model", registered], True),
+                  "facslab --help": (["--help"], False)}
         times = {(kind, path): [] for kind in models for path in ("old", "new")}
         try:
-            for kind, (uri, written) in models.items():
-                argv = ["emoji", str(image), "--model", uri]
+            for kind, (argv, written) in models.items():
                 for tree in (old_tree, REPOSITORY):  # warm the file cache for both
                     seconds(argv, tree, store)
                 for _ in range(args.runs):
@@ -98,7 +101,8 @@ def main() -> None:
         finally:
             subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "remove", "--force", str(old_tree)],
                            capture_output=True)
-    print(f"facslab emoji, cold process to answer (median of {args.runs}), old = {args.old}, new = this tree:")
+    print(f"facslab emoji (and --help), cold process to answer (median of {args.runs}), old = {args.old}, "
+          "new = this tree:")
     for kind in models:
         old, new = statistics.median(times[kind, "old"]), statistics.median(times[kind, "new"])
         print(f"  {kind:23s} old {old:5.2f} s   new {new:5.2f} s   ({old / new:.2f}x faster)")
