@@ -105,16 +105,16 @@ def _task_predictor(uri: str | None, task: str | None, flag: str, args):
 
     if uri is None or uri == "none":
         return None
-    folder = args.lookups.known(uri) if uri.startswith("models:/") else UNKNOWN  # runs:/ is copied
-    if folder is None:  # kept as no such champion; a model asked for by name gets MLflow's own error
-        folder = UNKNOWN
-    if folder is UNKNOWN and uri.startswith("models:/"):
-        from facslab.model_uri import logged_folder
+    folder = UNKNOWN
+    if uri.startswith("models:/"):
+        folder = args.lookups.known(uri)
+        if folder is None or folder is UNKNOWN:  # None: kept as no such champion; named, MLflow's own error
+            from facslab.model_uri import logged_folder
 
-        _ask_the_store(args)
-        folder = logged_folder(uri)
-        args.lookups.remember(uri, folder)
-    elif folder is UNKNOWN and uri.startswith("runs:/"):
+            _ask_the_store(args)
+            folder = logged_folder(uri)
+            args.lookups.remember(uri, folder)
+    elif uri.startswith("runs:/"):  # a copy of the run's artifacts each time, as MLflow makes it
         _ask_the_store(args)
     model = load_predictor(uri if folder is UNKNOWN else str(folder), args.runtime, args.threads)
     if task is not None and model.task != task:
