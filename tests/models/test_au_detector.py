@@ -327,7 +327,7 @@ def test_unfrozen_blocks_mean_the_same_with_and_without_the_feature_cache(tiny_c
             losses.append(result.history[-1]["val_loss"])
             large = sum(p.numel() for p in model.parameters()) > 50_000_000
             del model, result, dm
-            if large:  # VGG's and AlexNet's classifiers: GBs a fit, with Adam's state (a collection: 0.4 s)
+            if large:  # VGG, AlexNet, ViT-B: GBs a fit, with Adam's state (a collection: about 0.4 s)
                 gc.collect()
         assert losses[0] == pytest.approx(losses[1], abs=1e-4), (backbone, unfrozen, losses)
 

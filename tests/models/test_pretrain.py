@@ -44,7 +44,7 @@ def _runs(store):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("subprocess")
-def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(celeba, tmp_path, cli):
+def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(celeba, tmp_path, cli, monkeypatch):
     root, _, _ = celeba
     store = tmp_path / "mlruns"
     env = _env(store)
@@ -79,6 +79,7 @@ def test_a_killed_pretraining_continues_its_run_after_the_last_finished_epoch(ce
     assert not checkpoint.parent.exists(), "a finished run's checkpoint is left behind"
     # the resumed epochs drew the batches, augmentations and dropout the uninterrupted run draws
     whole_store = tmp_path / "uninterrupted"  # the reference: no signal, so no process of its own
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # as _env: the store by FACSLAB_MLRUNS alone
     whole = cli(*_pretrain_command(config)[3:], env={"FACSLAB_MLRUNS": str(whole_store)})
     assert whole.returncode == 0, whole.stderr
     (uninterrupted,) = _runs(whole_store)
