@@ -35,14 +35,19 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{(store_dir() / 'mlflow.db').resolve()}"
 
 
+def _database(tracking_uri: str) -> Path | None:
+    """The database file of an SQLite store's URI; None for any other store."""
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve() if tracking_uri.startswith("sqlite:///") else None
+
+
 def database_state(tracking_uri: str) -> list | None:
     """The size, modification time and header of an SQLite store's database; None for any other
     store, and while a journal is not empty (a write under way, or a write-ahead log, whose commits
     can leave the database file as it was). The header holds SQLite's change counter, which every
     commit in rollback mode (MLflow's) increments: a modification time may be a tick coarse."""
-    if not tracking_uri.startswith("sqlite:///"):
+    database = _database(tracking_uri)
+    if database is None:
         return None
-    database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
     for journal in (database.with_name(database.name + end) for end in ("-wal", "-journal")):
         try:
             if journal.stat().st_size:
@@ -63,8 +68,8 @@ WORKSPACE_VARIABLES = ("MLFLOW_ENABLE_WORKSPACES", "MLFLOW_WORKSPACE")
 
 class StoreLookups:
     """Model URIs -> facslab folders (or None: not in the store), as a local store answered them
-    while its database is as it is now. ``known`` answers from the file; after asking MLflow,
-    ``watch`` (before the questions) and ``remember`` (each answer), then ``save``."""
+    while its database is as it is now. ``known`` and ``absent`` answer from the file; after asking
+    MLflow, ``watch`` (before the questions) and ``remember`` (each answer), then ``save``."""
 
     def __init__(self, tracking_uri: str):
         self.tracking_uri = tracking_uri
@@ -75,7 +80,7 @@ class StoreLookups:
         self.read_state = state = database_state(tracking_uri)
         if state is None:
             return
-        self.database = str(Path(tracking_uri.removeprefix("sqlite:///")).resolve())
+        self.database = str(_database(tracking_uri))
         self.workspace = [os.environ.get(name) for name in WORKSPACE_VARIABLES]
         self.path = Path(self.database).parent / LOOKUPS_FILE
         try:
@@ -87,12 +92,14 @@ class StoreLookups:
             self.answers = kept["answers"]
 
     def known(self, uri: str):
-        """The folder (a Path) or None (no such model) the store gave for ``uri`` while its database
-        was as it is now, or ``UNKNOWN`` (MLflow must be asked)."""
-        answer = self.answers.get(uri, UNKNOWN)
-        if answer is UNKNOWN or (answer is not None and not Path(answer).is_dir()):
-            return UNKNOWN
-        return None if answer is None else Path(answer)
+        """The folder (a Path) the store gave for ``uri`` while its database was as it is now, or
+        ``UNKNOWN`` (MLflow must be asked, also where the store had no such model: its error says so)."""
+        answer = self.answers.get(uri)
+        return Path(answer) if answer is not None and Path(answer).is_dir() else UNKNOWN
+
+    def absent(self, uri: str) -> bool:
+        """Whether the store had no model at ``uri`` while its database was as it is now."""
+        return uri in self.answers and self.answers[uri] is None
 
     def watch(self) -> None:
         """Note the database's state before MLflow is asked (after this process's own writes, such as

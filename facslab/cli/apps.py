@@ -108,7 +108,7 @@ def _task_predictor(uri: str | None, task: str | None, flag: str, args):
     folder = UNKNOWN
     if uri.startswith("models:/"):
         folder = args.lookups.known(uri)
-        if folder is None or folder is UNKNOWN:  # None: kept as no such champion; named, MLflow's own error
+        if folder is UNKNOWN:
             from facslab.model_uri import logged_folder
 
             _ask_the_store(args)
@@ -141,8 +141,9 @@ def _registered_champion(task: str, args) -> str | None:
     if name is None:
         return None
     uri = f"models:/{name}@champion"
-    known = args.lookups.known(uri)
-    if known is UNKNOWN:
+    if args.lookups.absent(uri):
+        return None
+    if args.lookups.known(uri) is UNKNOWN:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
@@ -153,8 +154,7 @@ def _registered_champion(task: str, args) -> str | None:
             if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no model, no alias
                 args.lookups.remember(uri, None)
             return None
-        return uri
-    return None if known is None else uri
+    return uri
 
 
 def _ask_the_store(args) -> None:
