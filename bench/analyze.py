@@ -23,7 +23,8 @@ import skimage.data
 import torch
 
 from facslab.analysis import FaceAnalyzer
-from facslab.live import FAST, open_source, run_live
+from facslab.live import FAST, run_live
+from facslab.video_io import open_source
 from facslab.offline import BATCH_FRAMES, analyze_video
 from facslab.predictor import AUPredictor, EmotionPredictor
 from facslab.synth.video import photo_frames, write_mp4

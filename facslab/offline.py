@@ -26,8 +26,8 @@ from facslab.analysis import FaceAnalyzer
 from facslab.badinput import BadInputError
 from facslab.errors import ConfigError
 from facslab.images import load_rgb
-from facslab.live import (FAST, LivePipeline, LiveSettings, LiveStats, VideoDecoder, csv_columns, frame_rows,
-                          open_source)
+from facslab.live import FAST, LivePipeline, LiveSettings, LiveStats, csv_columns, frame_rows
+from facslab.video_io import VideoDecoder, open_source
 
 #: the frame rate of a folder of frames (its timestamps): none is stored with the images
 FOLDER_FPS = 30.0

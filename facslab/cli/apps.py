@@ -203,7 +203,8 @@ def _emoji(args, parser=None) -> int:
 def _live(args, parser=None) -> int:
     from dataclasses import replace
 
-    from facslab.live import open_source, run_live
+    from facslab.live import run_live
+    from facslab.video_io import open_source
 
     settings = _tracking(args)
     # a camera's frames come at their own pace: no frame waits for a detection there; a file's rows

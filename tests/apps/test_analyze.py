@@ -110,7 +110,8 @@ def test_analyze_refuses_background_detection(model_dir, tmp_path):
 
     from facslab.analysis import FaceAnalyzer
     from facslab.errors import ConfigError
-    from facslab.live import FAST, open_source
+    from facslab.live import FAST
+    from facslab.video_io import open_source
     from facslab.offline import analyze_video
     from facslab.predictor import AUPredictor
 

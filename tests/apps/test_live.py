@@ -128,6 +128,7 @@ def test_codec_threads_decode_and_encode_beside_the_loop_and_change_no_frame(ana
     from dataclasses import replace
 
     import facslab.live
+    import facslab.video_io
 
     video = _video(tmp_path, "astronaut.mp4", photo_frames(skimage.data.astronaut(), 24, (640, 480)))
     drawn = facslab.live.annotate  # without the measured frame rate, the frames of two runs can be equal
@@ -136,7 +137,7 @@ def test_codec_threads_decode_and_encode_beside_the_loop_and_change_no_frame(ana
     threads = {}
     for codec in (False, True):
         reads, writes = threads.setdefault(codec, ([], []))
-        monkeypatch.setattr(facslab.live.cv2, "VideoWriter", lambda *a, _w=writes: _Recorded(opened(*a), _w))
+        monkeypatch.setattr(facslab.video_io.cv2, "VideoWriter", lambda *a, _w=writes: _Recorded(opened(*a), _w))
         stats = run_live(analyzer, _Recorded(cv2.VideoCapture(video), reads), out=str(tmp_path / f"{codec}.mp4"),
                          csv_path=str(tmp_path / f"{codec}.csv"), progress=False,
                          settings=replace(FAST, codec_threads=codec))
@@ -159,7 +160,7 @@ def test_codec_threads_decode_and_encode_beside_the_loop_and_change_no_frame(ana
         capture.release()
     # the writer's error reaches the caller once, in either mode, and the CSV written so far is closed
     for codec in (False, True):
-        monkeypatch.setattr(facslab.live.cv2, "VideoWriter", lambda *a: _Recorded(opened(*a), [], fail_at=5))
+        monkeypatch.setattr(facslab.video_io.cv2, "VideoWriter", lambda *a: _Recorded(opened(*a), [], fail_at=5))
         with pytest.raises(OSError, match="disk full"):
             run_live(analyzer, video, out=str(tmp_path / "failing.mp4"), csv_path=str(tmp_path / f"failing{codec}.csv"),
                      progress=False, settings=replace(FAST, codec_threads=codec))
