@@ -50,6 +50,74 @@ def test_an_export_that_differs_from_pytorch_is_refused_and_removed(tmp_path, mo
     assert not (tmp_path / "model" / ONNX_FILE).exists()
 
 
+def _exports(monkeypatch) -> list:
+    """Every call of torch's ONNX exporter from here on (the export that writes a model's file)."""
+    calls, export = [], torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: calls.append(1) or export(*a, **k))
+    return calls
+
+
+def _onnx_outputs(folder, crops: np.ndarray) -> np.ndarray:
+    return AUPredictor.load(folder, runtime="onnx", threads=1).predict_aligned(crops)
+
+
+def test_a_model_of_an_exported_structure_is_written_from_its_graph_as_a_fresh_export_would_be(tmp_path, monkeypatch):
+    """Saving a second model of the same structure (the next version a registry registers) does
+    not export again: the graph kept from the first takes its weights. ONNX Runtime then gives the
+    outputs of a fresh export of that model to the last bit, and the PyTorch parity is recorded."""
+    import facslab.onnx_export as onnx_export
+
+    calls = _exports(monkeypatch)
+    monkeypatch.setattr(onnx_export, "_kept_graph", {})
+    _predictor().save(tmp_path / "first")
+    torch.manual_seed(2)
+    second = AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32))
+    second.save(tmp_path / "kept")
+    assert len(calls) == 1  # the second model took the first's graph
+    onnx_export._kept_graph.clear()
+    second.save(tmp_path / "fresh")
+    assert len(calls) == 2
+    crops = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    kept, fresh = _onnx_outputs(tmp_path / "kept", crops), _onnx_outputs(tmp_path / "fresh", crops)
+    assert np.array_equal(kept, fresh) and not np.allclose(kept, _onnx_outputs(tmp_path / "first", crops), atol=1e-3)
+    recorded = [json.loads((tmp_path / f / CONFIG_FILE).read_text())["onnx"]["max_abs_logit_difference"]
+                for f in ("kept", "fresh")]
+    assert recorded[0] == recorded[1] <= ONNX_TOLERANCE
+    # another structure (a wider head) is exported for itself
+    torch.manual_seed(2)
+    AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=32, image_size=32)).save(tmp_path / "wider")
+    assert len(calls) == 3
+
+
+class _ShiftedAUDetector(AUDetector):
+    """Outputs moved by a constant its code reads (set after construction, not an argument)."""
+
+    shift = 0.0
+
+    def outputs_from_logits(self, logits):
+        return torch.sigmoid(logits + self.shift)
+
+
+def test_a_kept_graph_that_does_not_give_the_models_outputs_is_not_used(tmp_path, monkeypatch):
+    """Two models of one structure whose outputs differ by a constant outside their weights: the
+    second, written from the first's graph, would give the first's outputs; its check against
+    PyTorch fails and it is exported for itself, passing the same check."""
+    import facslab.onnx_export as onnx_export
+
+    calls = _exports(monkeypatch)
+    monkeypatch.setattr(onnx_export, "_kept_graph", {})
+    models = []
+    for shift in (0.0, 2.0):
+        torch.manual_seed(1)
+        models.append(_ShiftedAUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32))
+        models[-1].shift = shift
+        AUPredictor(models[-1]).save(tmp_path / f"shift{shift}")
+    assert len(calls) == 2
+    crops = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    shifted = AUPredictor(models[1])
+    assert np.abs(_onnx_outputs(tmp_path / "shift2.0", crops) - shifted.predict_aligned(crops)).max() <= ONNX_TOLERANCE
+
+
 def test_onnx_runtime_asked_for_a_model_without_export_says_what_to_do(tmp_path):
     folder = _predictor().save(tmp_path / "model", onnx=False)
     with pytest.raises(FileNotFoundError, match="--runtime torch"):
