@@ -81,7 +81,7 @@ def export_onnx(model, path: str | Path, image_size: int, samples=None, channels
         if not reused:
             break
         # the kept graph held something of another model beyond its weights (a constant its code
-        # reads, not a layer's setting): this model is exported for itself, and checked again
+        # reads, not a constructor argument): this model is exported for itself, and checked again
         _kept_graph.clear()
     raise ExportError(f"{path}: ONNX logits differ from PyTorch by {difference:.2e} (> {ONNX_TOLERANCE}), or "
                       f"its outputs by {outputs_difference:.2e}")
@@ -95,10 +95,8 @@ def _program(wrapper, example, dims, reuse: bool):
 
     state = wrapper.state_dict()
     module = wrapper.module
-    # the structure: the class, its layers and their settings, its weights' shapes, the input's; not
-    # the training's hyperparameters (trials differing in learning rate share a graph)
     key = repr((type(module).__module__, type(module).__qualname__, repr(module),
-                [(k, tuple(v.shape), str(v.dtype)) for k, v in state.items()],
+                repr(dict(getattr(module, "hparams", {}))), [(k, tuple(v.shape), str(v.dtype)) for k, v in state.items()],
                 [tuple(e.shape) for e in (example if isinstance(example, tuple) else (example,))]))
     if reuse and key in _kept_graph:
         program = torch.onnx.ONNXProgram(ir.serde.deserialize_model(_kept_graph[key]), None)
