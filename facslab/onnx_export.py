@@ -18,14 +18,6 @@ class ExportError(RuntimeError):
     """The ONNX export does not reproduce the PyTorch model."""
 
 
-#: the last graph exported whose every weight is one of its model's, unoptimised and without the
-#: weights' values, by its model's structure: the next model of that structure (the next version a
-#: registry registers, a refit) is written from it with its own weights. Measured: ResNet-18 0.35 s
-#: where an export took 3.5 s, the mini-Xception 0.2 s for 2.2, ViT-B 4.4 s for 10.3 (its
-#: optimisation stays), and the same ONNX Runtime outputs to the last bit as a fresh export.
-_kept_graph: dict = {}
-
-
 def export_onnx(model, path: str | Path, image_size: int, samples=None, channels: int = 3,
                 input_shape: tuple[int, ...] | None = None) -> float:
     """Write the network of a task model (normalised NCHW float input, and the (N, 68, 2) landmarks
@@ -57,61 +49,22 @@ def export_onnx(model, path: str | Path, image_size: int, samples=None, channels
             (samples, landmarks), ["image", "landmarks"], ({0: batch}, {0: batch})
     else:
         example, inputs, names, dims = torch.zeros(2, *input_shape), samples, ["image"], {0: batch}
-    wrapper = _LogitsAndOutputs(model).eval()
+    with torch.no_grad():  # torch.export-based exporter (onnxscript), any batch size
+        torch.onnx.export(_LogitsAndOutputs(model).eval(), (example,), str(path), input_names=names,
+                          output_names=list(OUTPUT_NAMES), dynamic_shapes={"x": dims}, dynamo=True, verbose=False)
     with torch.no_grad():
         expected = model(inputs)
         expected_outputs = model.outputs_from_logits(expected).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = dict(zip(names, [t.numpy() for t in (inputs if model.takes_landmarks else (inputs,))]))
-    for reuse in (True, False):
-        program, reused = _program(wrapper, example, dims, reuse)
-        program.optimize()
-        # named after the optimisation, as torch's exporter does: an output that is another one's
-        # value (logits as outputs) keeps a name of its own
-        for values, given in ((program.model.graph.inputs, names), (program.model.graph.outputs, OUTPUT_NAMES)):
-            for value, name in zip(values, given):
-                value.name = name
-        program.save(str(path))
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got, got_outputs = session.run(list(OUTPUT_NAMES), feed)
-        difference = float(np.abs(got - expected.numpy()).max())
-        outputs_difference = float(np.abs(got_outputs - expected_outputs).max())
-        if difference <= ONNX_TOLERANCE and outputs_difference <= ONNX_TOLERANCE:
-            return difference
+    got, got_outputs = session.run(list(OUTPUT_NAMES), feed)
+    difference = float(np.abs(got - expected.numpy()).max())
+    outputs_difference = float(np.abs(got_outputs - expected_outputs).max())
+    if not difference <= ONNX_TOLERANCE or not outputs_difference <= ONNX_TOLERANCE:
         path.unlink(missing_ok=True)
-        if not reused:
-            break
-        # the kept graph held something of another model beyond its weights (a constant its code
-        # reads, not a constructor argument): this model is exported for itself, and checked again
-        _kept_graph.clear()
-    raise ExportError(f"{path}: ONNX logits differ from PyTorch by {difference:.2e} (> {ONNX_TOLERANCE}), or "
-                      f"its outputs by {outputs_difference:.2e}")
-
-
-def _program(wrapper, example, dims, reuse: bool):
-    """(the unoptimised ONNX program of ``wrapper`` with its weights, whether it came from the kept
-    graph of its structure)."""
-    import onnx_ir as ir
-    import torch
-
-    state = wrapper.state_dict()
-    module = wrapper.module
-    key = repr((type(module).__module__, type(module).__qualname__, repr(module),
-                repr(dict(getattr(module, "hparams", {}))), [(k, tuple(v.shape), str(v.dtype)) for k, v in state.items()],
-                [tuple(e.shape) for e in (example if isinstance(example, tuple) else (example,))]))
-    if reuse and key in _kept_graph:
-        program = torch.onnx.ONNXProgram(ir.serde.deserialize_model(_kept_graph[key]), None)
-        program.apply_weights({name: state[name] for name in program.model.graph.initializers})
-        return program, True
-    with torch.no_grad():  # torch.export-based exporter (onnxscript), any batch size
-        program = torch.onnx.export(wrapper, (example,), None, dynamic_shapes={"x": dims}, dynamo=True,
-                                    optimize=False, verbose=False)
-    if set(program.model.graph.initializers) <= set(state):  # every weight can be swapped for another model's
-        graph = ir.serde.serialize_model(program.model)
-        for tensor in graph.graph.initializer:  # the structure is kept, not this model's values
-            tensor.ClearField("raw_data")
-        _kept_graph.clear()  # one graph: a VGG's would otherwise stay in memory beside the next model
-        _kept_graph[key] = graph
-    return program, False
+        raise ExportError(f"{path}: ONNX logits differ from PyTorch by {difference:.2e} (> {ONNX_TOLERANCE}), or "
+                          f"its outputs by {outputs_difference:.2e}")
+    return difference
 
 
 def onnx_session(path: Path, threads: int | None):
