@@ -14,9 +14,11 @@ new, in one run (alternating, the median of ``--runs`` each).
 Both run on the same model (an AU model of the demo's size, ResNet-18 at 64 px, saved with its
 ONNX export by this tree; the old code reads it) and skimage's astronaut, at ``--runtime auto``,
 given as a local folder and as the registered ``models:/facslab-au@champion`` of a fresh local
-store (what ``emoji`` loads by default). The last row is ``facslab --help``, which lists the
-commands (before 0d83551 it built every command's parser, the chain's importing torch and
-Lightning).
+store (what ``emoji`` loads by default). Then ``facslab --help``, which lists the commands (before
+0d83551 it built every command's parser, the chain's importing torch and Lightning), and
+``facslab sweep --help``, whose parser imports torch, Lightning and MLflow (with the cyclic garbage
+collector off while a command starts, ``facslab.cli.console``, since 2026-12-07 22:00; compare with
+``--old 37eca7a``).
 Run from the repository: `.venv/bin/python bench/startup.py [--runs 5] [--old b1d1fc2]`.
 """
 
@@ -87,7 +89,8 @@ def main() -> None:
         models = {"model folder": (["emoji", str(image), "--model", str(model)], False),
                   "models:/ URI": (["emoji", str(image), "--model", registered], False),
                   "models:/, store written": (["emoji", str(image), "--model", registered], True),
-                  "facslab --help": (["--help"], False)}
+                  "facslab --help": (["--help"], False),
+                  "facslab sweep --help": (["sweep", "--help"], False)}
         times = {(kind, path): [] for kind in models for path in ("old", "new")}
         try:
             for kind, (argv, written) in models.items():

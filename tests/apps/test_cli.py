@@ -90,6 +90,31 @@ def test_help_gives_a_one_line_summary_of_every_subcommand_without_importing_tor
     assert "invalid choice: 'swep'" in misspelt.stderr and "'sweep'" in misspelt.stderr, misspelt.stderr
 
 
+def test_a_command_starts_with_the_collector_off_and_does_its_work_with_it_on():
+    """A real process, ``facslab sweep`` through the console entry: building its parser imports
+    torch, Lightning and MLflow without one full garbage collection (the collector is off), and the
+    command's work (here a stand-in for the sweep) runs with the collector on again, what the
+    start-up made frozen out of its way."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = ("import gc, json, sys\nimport facslab.cli.chain as chain\nseen = {}\n"
+              "def work(args, parser=None):\n"
+              "    seen.update(enabled=gc.isenabled(), full=gc.get_stats()[2]['collections'],\n"
+              "                frozen=gc.get_freeze_count(), torch='torch' in sys.modules)\n"
+              "    return 0\n"
+              "chain._sweep = work\nsys.argv = ['facslab', 'sweep', '--config', sys.argv[1]]\n"
+              "from facslab.cli import console\nseen['code'] = console()\nprint(json.dumps(seen))")
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "sweeps", "demo.yaml")
+    done = subprocess.run([sys.executable, "-c", script, config], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["code"] == 0 and seen["torch"] and seen["enabled"], seen
+    assert seen["full"] == 0 and seen["frozen"] > 100_000, seen
+
+
 @pytest.mark.slow
 def test_a_misspelt_sweep_key_fails_before_any_trial_naming_the_key(ckplus, tmp_path, cli):
     config = tmp_path / "sweep.yaml"
