@@ -106,7 +106,8 @@ def test_a_command_starts_with_the_collector_off_and_does_its_work_with_it_on():
               "                frozen=gc.get_freeze_count(), torch='torch' in sys.modules)\n"
               "    return 0\n"
               "chain._sweep = work\nsys.argv = ['facslab', 'sweep', '--config', sys.argv[1]]\n"
-              "from facslab.cli import console\nseen['code'] = console()\nprint(json.dumps(seen))")
+              "from facslab.cli import console\nbefore = gc.get_stats()[2]['collections']\n"
+              "seen['code'] = console()\nseen['full'] -= before\nprint(json.dumps(seen))")
     config = os.path.join(os.path.dirname(__file__), "..", "..", "sweeps", "demo.yaml")
     done = subprocess.run([sys.executable, "-c", script, config], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
