@@ -306,8 +306,7 @@ def _tracking(args):
                         tracker=args.tracker)
 
 
-#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
-#: group's parsers: only the group of the command being run builds its own)
+#: the commands ``add_commands`` adds -> each one's line in ``facslab --help`` (see ``facslab.cli``)
 COMMANDS = {
     'emoji': 'Detect every face, predict its AUs and eyes, and match an emoji.',
     'live': 'Face to emoji in real time on a camera (0) or a video file.',

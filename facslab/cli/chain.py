@@ -134,8 +134,7 @@ def _report(args, parser) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
-#: group's parsers: only the group of the command being run builds its own)
+#: the commands ``add_commands`` adds -> each one's line in ``facslab --help`` (see ``facslab.cli``)
 COMMANDS = {
     'demo': 'The whole chain on generated data: generate, pretrain, sweep, register, report.',
     'emotion-demo': 'The emotion and valence/arousal chain on generated data, and the real FER-2013 model.',

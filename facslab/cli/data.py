@@ -69,8 +69,7 @@ def _preprocess(args, parser: ArgumentParser) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
-#: group's parsers: only the group of the command being run builds its own)
+#: the commands ``add_commands`` adds -> each one's line in ``facslab --help`` (see ``facslab.cli``)
 COMMANDS = {
     'generate': 'Generate one dataset in its real on-disk layout.',
     'preprocess': 'Read a dataset and build its aligned-crop cache.',

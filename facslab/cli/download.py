@@ -25,8 +25,7 @@ def _download(args, parser=None) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
-#: group's parsers: only the group of the command being run builds its own)
+#: the commands ``add_commands`` adds -> each one's line in ``facslab --help`` (see ``facslab.cli``)
 COMMANDS = {
     'download': 'Fetch the images of a dataset released as URLs (resumable: a rerun fetches only what is missing).',
 }

@@ -30,8 +30,7 @@ def _evaluate(args, parser=None) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
-#: group's parsers: only the group of the command being run builds its own)
+#: the commands ``add_commands`` adds -> each one's line in ``facslab --help`` (see ``facslab.cli``)
 COMMANDS = {
     'evaluate': "Score an emotion model on another dataset's test split (cross-dataset).",
 }
@@ -39,8 +38,7 @@ COMMANDS = {
 
 def add_commands(sub) -> dict:
     """The group's subcommands on ``sub``: name -> (parser, handler)."""
-    evaluate = ArgumentParser(exit_on_error=False,
-                              description=COMMANDS["evaluate"])
+    evaluate = ArgumentParser(exit_on_error=False, description=COMMANDS["evaluate"])
     evaluate.add_argument("--model", required=True,
                           help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder")
     evaluate.add_argument("--data", required=True,

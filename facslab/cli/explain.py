@@ -66,8 +66,7 @@ def _explain(args, parser=None) -> int:
     return _status(failures)
 
 
-#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
-#: group's parsers: only the group of the command being run builds its own)
+#: the commands ``add_commands`` adds -> each one's line in ``facslab --help`` (see ``facslab.cli``)
 COMMANDS = {
     'explain': 'Saliency overlays per face: Grad-CAM for convolutional models, attention rollout for transformers.',
 }

@@ -30,8 +30,7 @@ def _services(args, parser=None) -> int:
     return 0
 
 
-#: the commands ``add_commands`` adds, with the line ``facslab --help`` gives each (which builds no
-#: group's parsers: only the group of the command being run builds its own)
+#: the commands ``add_commands`` adds -> each one's line in ``facslab --help`` (see ``facslab.cli``)
 COMMANDS = {
     'services': 'Start, stop or check the shared PostgreSQL and MLflow tracking server.',
 }
