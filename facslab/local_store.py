@@ -6,8 +6,10 @@ its SQLAlchemy store to learn one folder. ``StoreLookups`` keeps the answers (th
 alias or version gives, or that the store has no such model) in ``model-lookups.json`` beside an
 SQLite database, with the database file's size, modification time and header when they were
 read. They are used only while those are the same: any write to the store (a version registered,
-an alias moved or deleted, a run logged) sends the next app to MLflow again. A server's store
-(``http://``, ``postgresql://``) cannot be watched from here: there MLflow is always asked.
+an alias moved or deleted, a run logged) sends the next app to MLflow again, unless a ``facslab``
+command made it: before it exits, it answers the apps' questions for the store as it left it
+(``facslab.cli.apps.answer_ahead``). A server's store (``http://``, ``postgresql://``) cannot be
+watched from here: there MLflow is always asked.
 
 This module imports neither MLflow nor torch.
 """
@@ -74,6 +76,8 @@ class StoreLookups:
     def __init__(self, tracking_uri: str):
         self.tracking_uri = tracking_uri
         self.answers: dict[str, str | None] = {}
+        self.earlier: list[str] = []  # the URIs of the file's answers, for whatever state they were
+        self.fresh = False  # whether the file's answers are for the database as it is now
         self.asked = False  # whether MLflow was asked (``watch``)
         self.asked_from: list | None = None  # the database's state then
         self.path = None
@@ -87,9 +91,11 @@ class StoreLookups:
             kept = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return
-        if isinstance(kept, dict) and kept.get("database") == self.database and kept.get("state") == state and \
-                kept.get("workspace") == self.workspace and isinstance(kept.get("answers"), dict):
-            self.answers = kept["answers"]
+        if not (isinstance(kept, dict) and kept.get("database") == self.database and isinstance(kept.get("answers"), dict)):
+            return
+        self.earlier = list(kept["answers"])
+        if kept.get("state") == state and kept.get("workspace") == self.workspace:
+            self.answers, self.fresh = kept["answers"], True
 
     def known(self, uri: str):
         """The folder (a Path) the store gave for ``uri`` while its database was as it is now, or

@@ -21,6 +21,8 @@ import pandas as pd
 from facslab.local_store import default_tracking_uri
 
 DEFAULT_EXPERIMENT = "facslab"
+#: the store ``setup_tracking`` last pointed MLflow at, until ``written_store`` takes it
+_pointed_at: str | None = None
 
 
 #: what ``mlflow.set_tracking_uri`` and ``set_registry_uri`` also write into the environment
@@ -43,7 +45,8 @@ def environment_kept(*names: str):
 
 def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> str:
     """Point MLflow at the store and select (or create) the experiment; returns the tracking URI."""
-    uri = tracking_uri or default_tracking_uri()
+    global _pointed_at
+    uri = _pointed_at = tracking_uri or default_tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     # MLflow also writes the URIs into the environment, where they would outrank FACSLAB_MLRUNS for
@@ -70,6 +73,14 @@ def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EX
             if mlflow.get_experiment(found.experiment_id).tags.get("mlflow.experimentKind") != "custom_model_development":
                 raise
     return uri
+
+
+def written_store() -> str | None:
+    """The store this process pointed MLflow at (and may have written to) since the last call, if
+    MLflow still points there; then forgotten."""
+    global _pointed_at
+    uri, _pointed_at = _pointed_at, None
+    return uri if uri is not None and uri == mlflow.get_tracking_uri() else None
 
 
 def log_dataset_input(dataset, context: str, attempts: int = 3) -> None:

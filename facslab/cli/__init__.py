@@ -159,4 +159,17 @@ def _run(args, commands) -> int:
     quiet_libraries(args.verbose)
     parser, handler = commands[args.command]
     _resume_collector()
-    return handler(args[args.command], parser)
+    code = handler(args[args.command], parser)
+    _answer_the_apps_ahead()
+    return code
+
+
+def _answer_the_apps_ahead() -> None:
+    """After a command that pointed MLflow at a local store (a write there sends the next app to
+    MLflow again), the apps' questions answered for the store as it is now (``apps.answer_ahead``)."""
+    store = sys.modules.get("facslab.mlflow_store")
+    uri = store.written_store() if store is not None else None
+    if uri is not None:
+        from facslab.cli.apps import answer_ahead
+
+        answer_ahead(uri)

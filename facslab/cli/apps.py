@@ -11,6 +11,9 @@ from jsonargparse import ArgumentParser
 from facslab.badinput import BadInputError
 from facslab.errors import ConfigError
 
+#: the model the apps load without --model
+DEFAULT_MODEL = "models:/facslab-au@champion"
+
 
 def _images_with_faces(paths, find, failures: list, command: str):
     """(path, image, faces) for every readable image with a face; the others get a line each on
@@ -144,17 +147,70 @@ def _registered_champion(task: str, args) -> str | None:
     if args.lookups.absent(uri):
         return None
     if args.lookups.known(uri) is UNKNOWN:
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         _ask_the_store(args)
         try:
-            MlflowClient().get_model_version_by_alias(name, "champion")
-        except MlflowException as error:
-            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no model, no alias
+            if not _store_holds(uri):
                 args.lookups.remember(uri, None)
+                return None
+        except MlflowException:
             return None
     return uri
+
+
+def _store_holds(uri: str) -> bool | None:
+    """Whether the store MLflow points at holds the version a ``models:/NAME@ALIAS`` or
+    ``models:/NAME/VERSION`` URI names (no model, alias or version: False); None for other URIs.
+    MLflow's other errors are raised."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name, _, rest = uri.removeprefix("models:/").partition("/")
+    try:
+        if "@" in name:
+            MlflowClient().get_model_version_by_alias(*name.split("@", 1))
+        elif rest.split("/")[0].isdigit():
+            MlflowClient().get_model_version(name, rest.split("/")[0])
+        else:
+            return None
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return False
+        raise
+    return True
+
+
+def default_questions() -> list[str]:
+    """The store URIs an app asks about with its default options: its model, and the champion of
+    each task whose option is auto."""
+    return [DEFAULT_MODEL] + [f"models:/{cls.registered_name}@champion" for cls in _optional_tasks()
+                              if cls.app_option_default == "auto" and cls.registered_name]
+
+
+def answer_ahead(tracking_uri: str) -> None:
+    """The apps' questions to a local store (those they asked before, and their defaults) answered
+    for the store as it is now, by a command that pointed MLflow at it (and may have written to it):
+    the next app answers from the store's ``model-lookups.json`` without importing MLflow (1.5 s of
+    its start-up). A URI the store cannot answer now is left to the app, which says why."""
+    from mlflow.exceptions import MlflowException
+
+    from facslab.errors import UsersMistake
+    from facslab.local_store import StoreLookups
+    from facslab.model_uri import logged_folder
+
+    lookups = StoreLookups(tracking_uri)
+    if lookups.path is None or lookups.fresh:
+        return
+    lookups.watch()
+    for uri in dict.fromkeys([*lookups.earlier, *default_questions()]):
+        try:
+            held = _store_holds(uri)
+            if held is not None:
+                lookups.remember(uri, logged_folder(uri) if held else None)
+        except (MlflowException, UsersMistake, OSError):
+            continue
+    lookups.save()
 
 
 def _ask_the_store(args) -> None:
@@ -263,7 +319,7 @@ def _add_model_arguments(parser: ArgumentParser) -> None:
     from facslab.faces.detect import DETECTORS
     from facslab.faces.eyes import EYE_CLOSED_THRESHOLD
 
-    parser.add_argument("--model", default="models:/facslab-au@champion",
+    parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="model URI (models:/NAME@ALIAS, runs:/ID/model) or a local model folder, of any task "
                              "(an AU model adds the emoji)")
     for cls in _optional_tasks():  # each task that declares one: --emotion_model, --va_model, ...

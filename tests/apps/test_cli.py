@@ -276,6 +276,39 @@ def test_an_export_of_logits_only_is_said_once_and_answers_as_the_new_export(mod
     assert all(abs(answers["old"][k] - answers["new"][k]) <= 1e-4 for k in answers["new"])
 
 
+def _register_outside_facslab_commands(env: dict, name: str, *folders) -> None:
+    """Versions 1, 2, ... of ``name`` (the folders given), logged as the registry logs them, the alias
+    champion on the first: a real process writing to the store with MLflow itself."""
+    import subprocess
+    import sys
+
+    script = ("import sys, mlflow\nfrom facslab.mlflow_store import setup_tracking\n"
+              "from facslab.predictor import TaskPredictor\nfrom facslab.serving import log_predictor\n"
+              "setup_tracking(None)\nfor folder in sys.argv[2:]:\n    with mlflow.start_run():\n"
+              "        log_predictor(TaskPredictor.load(folder, runtime='torch'), sys.argv[1])\n"
+              "mlflow.MlflowClient().set_registered_model_alias(sys.argv[1], 'champion', 1)")
+    done = subprocess.run([sys.executable, "-c", script, name, *map(str, folders)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _emoji_process(image, env: dict, *options: str) -> tuple[int, list[str], object]:
+    """``facslab emoji IMAGE --json OPTIONS`` as a real process: its exit status, which of torch,
+    MLflow and MLflow's pyfunc loader it imported, and its faces (its stderr when it failed)."""
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys\nfrom facslab.cli import main\ncode = main(sys.argv[1:])\nprint(json.dumps({'code': code, "
+              "'loaded': sorted(m for m in ('torch', 'mlflow', 'mlflow.pyfunc') if m in sys.modules)}))")
+    done = subprocess.run([sys.executable, "-c", script, "emoji", str(image), "--json", *options],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    *faces, status = done.stdout.strip().splitlines()
+    status = json.loads(status)
+    return status["code"], status["loaded"], done.stderr if status["code"] else json.loads("\n".join(faces))
+
+
 @pytest.mark.slow
 def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after_the_store_changed(model_dir,
                                                                                                       tmp_path):
@@ -285,10 +318,7 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
     nor torch is imported. Started again on the unchanged store, it does not import MLflow at all
     (half its start-up); once the alias has moved to another version it answers with that one, and
     once the alias is gone it says so, as MLflow would: no answer of an older store is used."""
-    import json
     import os
-    import subprocess
-    import sys
 
     import torch
 
@@ -299,31 +329,16 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
     Image.fromarray(skimage.data.astronaut()).save(image)
     store = tmp_path / "store"
     env = {**os.environ, "FACSLAB_MLRUNS": str(store)}
-    # versions 1 and 2 (the folders given), the alias on the first
-    register = ("import sys, mlflow\nfrom facslab.mlflow_store import setup_tracking\n"
-                "from facslab.predictor import TaskPredictor\nfrom facslab.serving import log_predictor\n"
-                "setup_tracking(None)\nfor folder in sys.argv[1:]:\n    with mlflow.start_run():\n"
-                "        log_predictor(TaskPredictor.load(folder, runtime='torch'), 'startup-au')\n"
-                "mlflow.MlflowClient().set_registered_model_alias('startup-au', 'champion', 1)")
-    script = ("import json, sys\nfrom facslab.cli import main\ncode = main(sys.argv[1:])\nprint(json.dumps({'code': code, "
-              "'loaded': sorted(m for m in ('torch', 'mlflow', 'mlflow.pyfunc') if m in sys.modules)}))")
 
     def emoji(model, *more):
-        done = subprocess.run([sys.executable, "-c", script, "emoji", str(image), "--model", model, "--json", *more],
-                              capture_output=True, text=True, timeout=300, env=env)
-        assert done.returncode == 0, done.stderr[-2000:]
-        *faces, status = done.stdout.strip().splitlines()
-        if json.loads(status)["code"]:
-            return json.loads(status)["code"], done.stderr
-        return json.loads(status)["loaded"], json.loads("\n".join(faces))[0]["probabilities"]
+        code, loaded, said = _emoji_process(image, env, "--model", model, *more)
+        return (code, said) if code else (loaded, said[0]["probabilities"])
 
     torch.manual_seed(1)
     other = tmp_path / "other"
     AUPredictor(AUDetector("resnet18", unfrozen_blocks=0, hidden_size=16, image_size=32),
                 provenance={"trained_on": "generated", "datasets": "CKPlus (generated)"}).save(other)
-    done = subprocess.run([sys.executable, "-c", register, str(model_dir), str(other)], capture_output=True,
-                          text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _register_outside_facslab_commands(env, "startup-au", model_dir, other)
     champion = "models:/startup-au@champion"
     first, again, folder = emoji(champion), emoji(champion), emoji(str(model_dir))
     assert first[0] == ["mlflow"] and again[0] == [] and folder[0] == []  # neither pyfunc nor torch, then not MLflow
@@ -341,6 +356,35 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
     client.delete_registered_model_alias("startup-au", "champion")
     status, said = emoji(champion)
     assert status == 2 and "startup-au" in said and "Traceback" not in said, said
+
+
+@pytest.mark.slow
+def test_a_facslab_command_that_wrote_to_the_store_answers_the_apps_for_it_before_it_exits(model_dir, tmp_path,
+                                                                                            cli):
+    """A store whose AU champion was registered outside facslab's commands; an app asked it for
+    version 1 by URI (MLflow imported). ``facslab port-fer`` (the command, in process) then writes
+    to it, and before it exits answers the apps' questions for the store as it now is: what they
+    asked before and their defaults. ``facslab emoji`` (real processes) then answers with the
+    default options (the AU champion and the new emotion champion) and with version 1 without
+    importing MLflow. After a write from outside facslab's commands, the next app asks MLflow."""
+    import os
+
+    from mlflow import MlflowClient
+
+    image = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(image)
+    env = {**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")}
+    _register_outside_facslab_commands(env, "facslab-au", model_dir)
+    code, loaded, by_version = _emoji_process(image, env, "--model", "models:/facslab-au/1")
+    assert code == 0 and loaded == ["mlflow"] and "emotion" not in by_version[0]
+    assert cli("port-fer", env={"FACSLAB_MLRUNS": env["FACSLAB_MLRUNS"]}).returncode == 0
+    code, loaded, by_default = _emoji_process(image, env)
+    assert code == 0 and loaded == [], loaded
+    assert by_default[0]["probabilities"] == by_version[0]["probabilities"]
+    assert by_default[0]["emotion"]["label"] == "happy"  # the ported FER-2013 model, the emotion champion
+    assert _emoji_process(image, env, "--model", "models:/facslab-au/1")[:2] == (0, [])
+    MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}").set_registered_model_tag("facslab-au", "note", "elsewhere")
+    assert _emoji_process(image, env)[:2] == (0, ["mlflow"])
 
 
 def test_weights_that_do_not_fit_the_model_class_are_one_line(model_dir, astronaut, tmp_path, cli):
