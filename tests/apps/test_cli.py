@@ -349,7 +349,8 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
     assert status == 2 and "models:/facslab-emotion@champion: not in the MLflow store" in said, said
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")  # the store's own, not this process's global one
+    # the store's own, for runs and models: not this worker's global registry (a module's sweep fixture sets it)
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}", registry_uri=f"sqlite:///{store / 'mlflow.db'}")
     client.set_registered_model_alias("startup-au", "champion", 2)
     moved = emoji(champion)
     assert moved[0] == ["mlflow"] and moved[1] != first[1] and moved[1] == emoji(str(other))[1]
@@ -383,7 +384,8 @@ def test_a_facslab_command_that_wrote_to_the_store_answers_the_apps_for_it_befor
     assert by_default[0]["probabilities"] == by_version[0]["probabilities"]
     assert by_default[0]["emotion"]["label"] == "happy"  # the ported FER-2013 model, the emotion champion
     assert _emoji_process(image, env, "--model", "models:/facslab-au/1")[:2] == (0, [])
-    MlflowClient(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}").set_registered_model_tag("facslab-au", "note", "elsewhere")
+    database = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"  # not this worker's global registry
+    MlflowClient(database, registry_uri=database).set_registered_model_tag("facslab-au", "note", "elsewhere")
     assert _emoji_process(image, env)[:2] == (0, ["mlflow"])
 
 
