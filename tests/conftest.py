@@ -132,6 +132,18 @@ search: {{lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}}}
     return path
 
 
+def collector_report(config, parent_run_id, tracking_uri, threads, worker=0, budget=None) -> None:
+    """A stand-in for a sweep's local worker (``facslab.sweep.workers._worker``), run in the spawned
+    process: what the garbage collector did while the process imported, written to
+    ``$FACSLAB_COLLECTOR_REPORT/<worker>.json``."""
+    import gc
+    import json
+
+    Path(os.environ["FACSLAB_COLLECTOR_REPORT"], f"{worker}.json").write_text(json.dumps(
+        {"enabled": gc.isenabled(), "full": gc.get_stats()[2]["collections"], "frozen": gc.get_freeze_count(),
+         "torch": "torch" in sys.modules, "budget": budget}))
+
+
 @pytest.fixture
 def cli(capfd, request):
     """``facslab ARGS`` through the same ``main`` in this worker's process: the commands, their

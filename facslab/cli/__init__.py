@@ -74,41 +74,21 @@ def quiet_libraries(verbose: bool) -> None:
         # frozen blocks are in eval mode on purpose (lightning_modules.freezing)
         warnings.filterwarnings("ignore", message=r"Found .* module\(s\) in eval mode")
 
-#: the cyclic garbage collector is off while a ``facslab`` process starts (``console``)
-_collector_deferred = False
-
-
 def console() -> int:
     """The ``facslab`` console command: ``main`` with the cyclic garbage collector off until the
-    command's work starts, then ``gc.freeze()`` so that the interpreter's exit skips its last
+    command's work starts (``facslab.collector``: ``facslab sweep --help`` 8.02 -> 6.38 s, medians
+    of 3 in bench/startup.py), then ``gc.freeze()`` so that the interpreter's exit skips its last
     collections over every object (0.6 s after MLflow's 2,400 modules). Objects are still freed as
     the modules are cleared; cycles are left to the process's end."""
     import gc
 
-    global _collector_deferred
-    gc.disable()
-    _collector_deferred = True
+    from facslab import collector
+
+    collector.defer()
     try:
         return main()
     finally:  # --help and argparse's own exits leave through here too
         gc.freeze()
-
-
-def _resume_collector() -> None:
-    """The collector on again, for the command's own work, with what the start-up made frozen out
-    of its way: a command's parser imports torch, Lightning and MLflow (about 600,000 objects), and
-    the collections those imports set off walked them over and over (``facslab sweep --help``:
-    8.02 s with the collector on, 6.38 s off, medians of 3 in bench/startup.py). The reference
-    cycles the imports and the parsing left while it was off stay with the process (``import
-    torch`` alone leaves about 7,000 unreachable objects): a one-off few megabytes, where a
-    collection to free them would cost a third of the gain."""
-    import gc
-
-    global _collector_deferred
-    if _collector_deferred:
-        _collector_deferred = False
-        gc.freeze()
-        gc.enable()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,7 +138,9 @@ def _run(args, commands) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     quiet_libraries(args.verbose)
     parser, handler = commands[args.command]
-    _resume_collector()
+    from facslab import collector
+
+    collector.resume()  # the command's work: the collector on, what the start-up made frozen
     code = handler(args[args.command], parser)
     _answer_the_apps_ahead()
     return code

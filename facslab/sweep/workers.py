@@ -12,6 +12,7 @@ import mlflow
 import optuna
 from optuna.trial import TrialState
 
+from facslab.collector import spawned
 from facslab.config import ConfigError, SweepConfig
 from facslab.sweep.objective import Objective
 from facslab.sweep.recovery import (FINISHED, LOCAL_RETRIES, close_orphan_runs, coordinator_lock, fail_interrupted_trials,
@@ -156,8 +157,8 @@ def run_sweep(config: SweepConfig, workers: int = 1) -> optuna.Study:
                     threads = max(1, (os.cpu_count() or 1) // workers)
                     # the remaining trials split between the local workers: exactly n_trials in all
                     budgets = [remaining // workers + (k < remaining % workers) for k in range(workers)]
-                    processes = [context.Process(target=_worker,
-                                                 args=(config, parent.info.run_id, tracking_uri, threads, k, budgets[k]))
+                    # each imports torch, Lightning and MLflow with the collector off (facslab.collector)
+                    processes = [spawned(context, _worker, config, parent.info.run_id, tracking_uri, threads, k, budgets[k])
                                  for k in range(workers) if budgets[k] > 0]
                     for p in processes:
                         p.start()

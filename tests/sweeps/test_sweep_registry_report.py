@@ -406,6 +406,24 @@ def test_local_worker_processes_share_one_study(ckplus, store):
     assert parents == {study.user_attrs["mlflow_parent_run_id"]}
 
 
+@pytest.mark.slow
+def test_local_workers_import_with_the_collector_off_and_work_with_it_on(ckplus, store, tmp_path, monkeypatch):
+    """run_sweep's local worker processes (spawned) import torch, Lightning and MLflow, for their
+    function and its arguments, without one full garbage collection, and work with the collector
+    on and those imports frozen out of its way. The work is a stand-in that reports (conftest)."""
+    import json
+
+    from conftest import collector_report
+    from facslab.sweep import run_sweep, workers
+
+    monkeypatch.setattr(workers, "_worker", collector_report)
+    monkeypatch.setenv("FACSLAB_COLLECTOR_REPORT", str(tmp_path))
+    run_sweep(make_config(ckplus, store, "collector", n_trials=2), workers=2)
+    reports = [json.loads((tmp_path / f"{k}.json").read_text()) for k in range(2)]
+    assert sorted(r["budget"] for r in reports) == [1, 1]
+    for report in reports:
+        assert report["torch"] and report["enabled"] and report["full"] == 0 and report["frozen"] > 100_000, report
+
 def test_fig7_compares_au_trials_that_have_a_pr_auc(tmp_path, monkeypatch):
     from facslab.au import AU_LABELS
 
