@@ -7,9 +7,11 @@ alias or version gives, or that the store has no such model) in ``model-lookups.
 SQLite database, with the database file's size, modification time and header when they were
 read. They are used only while those are the same: any write to the store (a version registered,
 an alias moved or deleted, a run logged) sends the next app to MLflow again, unless a ``facslab``
-command made it: before it exits, it answers the apps' questions for the store as it left it
-(``facslab.cli.apps.answer_ahead``). A server's store (``http://``, ``postgresql://``) cannot be
-watched from here: there MLflow is always asked.
+command made it and ended without an error: before it exits, it answers the apps' questions (every
+URI they asked about, kept in the file as ``questions``, and their defaults) for the store as it
+left it, where their files are in the store's folder (``facslab.cli.apps.answer_ahead``). A
+server's store (``http://``, ``postgresql://``) cannot be watched from here: there MLflow is
+always asked.
 
 This module imports neither MLflow nor torch.
 """
@@ -76,7 +78,7 @@ class StoreLookups:
     def __init__(self, tracking_uri: str):
         self.tracking_uri = tracking_uri
         self.answers: dict[str, str | None] = {}
-        self.earlier: list[str] = []  # the URIs of the file's answers, for whatever state they were
+        self.earlier: list[str] = []  # every URI apps asked about, answered for this state or not
         self.fresh = False  # whether the file's answers are for the database as it is now
         self.asked = False  # whether MLflow was asked (``watch``)
         self.asked_from: list | None = None  # the database's state then
@@ -93,7 +95,7 @@ class StoreLookups:
             return
         if not (isinstance(kept, dict) and kept.get("database") == self.database and isinstance(kept.get("answers"), dict)):
             return
-        self.earlier = list(kept["answers"])
+        self.earlier = [u for u in kept.get("questions", []) if isinstance(u, str)] or list(kept["answers"])
         if kept.get("state") == state and kept.get("workspace") == self.workspace:
             self.answers, self.fresh = kept["answers"], True
 
@@ -135,7 +137,9 @@ class StoreLookups:
         temporary = self.path.with_name(f".{LOOKUPS_FILE}.{os.getpid()}")
         try:
             temporary.write_text(json.dumps({"database": self.database, "workspace": self.workspace,
-                                             "state": self.asked_from, "answers": self.answers}), encoding="utf-8")
+                                             "state": self.asked_from, "answers": self.answers,
+                                             "questions": list(dict.fromkeys([*self.earlier, *self.answers]))}),
+                                 encoding="utf-8")
             os.replace(temporary, self.path)  # whole or not at all, for an app starting beside this one
         except OSError:
             temporary.unlink(missing_ok=True)

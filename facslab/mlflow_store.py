@@ -77,10 +77,10 @@ def setup_tracking(tracking_uri: str | None = None, experiment: str = DEFAULT_EX
 
 def written_store() -> str | None:
     """The store this process pointed MLflow at (and may have written to) since the last call, if
-    MLflow still points there; then forgotten."""
+    MLflow's tracking and registry still point there; then forgotten."""
     global _pointed_at
     uri, _pointed_at = _pointed_at, None
-    return uri if uri is not None and uri == mlflow.get_tracking_uri() else None
+    return uri if uri is not None and uri == mlflow.get_tracking_uri() == mlflow.get_registry_uri() else None
 
 
 def log_dataset_input(dataset, context: str, attempts: int = 3) -> None:

@@ -141,6 +141,9 @@ def _run(args, commands) -> int:
     from facslab import collector
 
     collector.resume()  # the command's work: the collector on, what the start-up made frozen
+    stores = sys.modules.get("facslab.mlflow_store")
+    if stores is not None:
+        stores.written_store()  # a store an earlier command of this process used is not this one's
     code = handler(args[args.command], parser)
     _answer_the_apps_ahead()
     return code
@@ -148,10 +151,22 @@ def _run(args, commands) -> int:
 
 def _answer_the_apps_ahead() -> None:
     """After a command that pointed MLflow at a local store (a write there sends the next app to
-    MLflow again), the apps' questions answered for the store as it is now (``apps.answer_ahead``)."""
-    store = sys.modules.get("facslab.mlflow_store")
-    uri = store.written_store() if store is not None else None
-    if uri is not None:
-        from facslab.cli.apps import answer_ahead
+    MLflow again), the apps' questions answered for the store as it is now (``apps.answer_ahead``).
+    Only a saving: where it fails (a database locked, an artifact store out of reach), the next app
+    asks MLflow, as it did before; ``-v`` says why."""
+    stores = sys.modules.get("facslab.mlflow_store")
+    uri = stores.written_store() if stores is not None else None
+    if uri is None:
+        return
+    from facslab.cli.apps import answer_ahead
 
+    database = logging.getLogger("mlflow.store.db.utils")  # logs a locked database's traceback itself
+    level = database.level
+    database.setLevel(logging.CRITICAL)
+    try:
         answer_ahead(uri)
+    except Exception as error:
+        logging.getLogger(__name__).info("the apps' answers for %s not kept (%s): the next app asks MLflow",
+                                         uri, str(error).splitlines()[0] if str(error) else type(error).__name__)
+    finally:
+        database.setLevel(level)

@@ -151,7 +151,7 @@ def _registered_champion(task: str, args) -> str | None:
 
         _ask_the_store(args)
         try:
-            if not _store_holds(uri):
+            if _store_version(uri) is None:
                 args.lookups.remember(uri, None)
                 return None
         except MlflowException:
@@ -159,26 +159,25 @@ def _registered_champion(task: str, args) -> str | None:
     return uri
 
 
-def _store_holds(uri: str) -> bool | None:
-    """Whether the store MLflow points at holds the version a ``models:/NAME@ALIAS`` or
-    ``models:/NAME/VERSION`` URI names (no model, alias or version: False); None for other URIs.
-    MLflow's other errors are raised."""
+def _store_version(uri: str):
+    """The model version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names in the store
+    MLflow points at; None where the store has no such model, alias or version. A ValueError for
+    other URIs (stages, ``latest``); MLflow's other errors are raised."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     name, _, rest = uri.removeprefix("models:/").partition("/")
+    version = rest.split("/")[0]
+    if "@" not in name and not version.isdigit():
+        raise ValueError(f"{uri}: neither an alias nor a version number")
     try:
         if "@" in name:
-            MlflowClient().get_model_version_by_alias(*name.split("@", 1))
-        elif rest.split("/")[0].isdigit():
-            MlflowClient().get_model_version(name, rest.split("/")[0])
-        else:
-            return None
+            return MlflowClient().get_model_version_by_alias(*name.split("@", 1))
+        return MlflowClient().get_model_version(name, version)
     except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            return False
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no model, alias or version
+            return None
         raise
-    return True
 
 
 def default_questions() -> list[str]:
@@ -192,23 +191,40 @@ def answer_ahead(tracking_uri: str) -> None:
     """The apps' questions to a local store (those they asked before, and their defaults) answered
     for the store as it is now, by a command that pointed MLflow at it (and may have written to it):
     the next app answers from the store's ``model-lookups.json`` without importing MLflow (1.5 s of
-    its start-up). A URI the store cannot answer now is left to the app, which says why."""
-    from mlflow.exceptions import MlflowException
+    its start-up). Left to the app, which asks MLflow itself: a URI the store cannot answer now, a
+    model whose files are not in the store's folder (MLflow would copy them), and every URI while
+    another process writes to the store (its answers could not be kept)."""
+    import os
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    from mlflow import MlflowClient
 
     from facslab.errors import UsersMistake
-    from facslab.local_store import StoreLookups
+    from facslab.local_store import StoreLookups, database_state
     from facslab.model_uri import logged_folder
 
     lookups = StoreLookups(tracking_uri)
-    if lookups.path is None or lookups.fresh:
+    if lookups.path is None or lookups.fresh or not os.access(lookups.path.parent, os.W_OK):
         return
     lookups.watch()
     for uri in dict.fromkeys([*lookups.earlier, *default_questions()]):
+        if lookups.asked_from is None or database_state(tracking_uri) != lookups.asked_from:
+            return  # a write under way or made since: save() would keep nothing
         try:
-            held = _store_holds(uri)
-            if held is not None:
-                lookups.remember(uri, logged_folder(uri) if held else None)
-        except (MlflowException, UsersMistake, OSError):
+            version = _store_version(uri)
+        except ValueError:
+            continue
+        if version is None:
+            lookups.remember(uri, None)
+            continue
+        location = urlparse(MlflowClient().get_model_version_download_uri(version.name, version.version))
+        if location.scheme != "file" or not Path(url2pathname(location.path)).resolve().is_relative_to(
+                lookups.path.parent.resolve()):
+            continue
+        try:
+            lookups.remember(uri, logged_folder(uri))
+        except UsersMistake:  # no MLmodel, or not a model facslab logged: the app says so
             continue
     lookups.save()
 

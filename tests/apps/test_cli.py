@@ -367,7 +367,8 @@ def test_a_facslab_command_that_wrote_to_the_store_answers_the_apps_for_it_befor
     to it, and before it exits answers the apps' questions for the store as it now is: what they
     asked before and their defaults. ``facslab emoji`` (real processes) then answers with the
     default options (the AU champion and the new emotion champion) and with version 1 without
-    importing MLflow. After a write from outside facslab's commands, the next app asks MLflow."""
+    importing MLflow. After a write from outside facslab's commands, the next app asks MLflow; the
+    questions it did not ask stay in the store's file for the next command to answer."""
     import os
 
     from mlflow import MlflowClient
@@ -385,8 +386,13 @@ def test_a_facslab_command_that_wrote_to_the_store_answers_the_apps_for_it_befor
     assert by_default[0]["emotion"]["label"] == "happy"  # the ported FER-2013 model, the emotion champion
     assert _emoji_process(image, env, "--model", "models:/facslab-au/1")[:2] == (0, [])
     database = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"  # not this worker's global registry
-    MlflowClient(database, registry_uri=database).set_registered_model_tag("facslab-au", "note", "elsewhere")
+    client = MlflowClient(database, registry_uri=database)
+    client.set_registered_model_tag("facslab-au", "note", "elsewhere")
     assert _emoji_process(image, env)[:2] == (0, ["mlflow"])
+    # that app kept only its own answers, and every question: version 1 is answered ahead again
+    client.set_registered_model_tag("facslab-au", "note", "elsewhere again")
+    assert cli("port-fer", env={"FACSLAB_MLRUNS": env["FACSLAB_MLRUNS"]}).returncode == 0
+    assert _emoji_process(image, env, "--model", "models:/facslab-au/1")[:2] == (0, [])
 
 
 def test_weights_that_do_not_fit_the_model_class_are_one_line(model_dir, astronaut, tmp_path, cli):
