@@ -6,8 +6,10 @@ collector off, then frozen), alternating, in one run.
 
 The child imports what a worker's function and arguments need (``facslab.sweep.workers``:
 torch, Lightning, Optuna, MLflow; the sweep's config, here ``sweeps/demo.yaml``), does nothing
-else, and exits. Also printed: the child's full collections and one collection's time after the
-imports (what Optuna's collection after every trial costs on top of the trial's own objects).
+else, and exits: the time to its work (the imports) and from its work to its exit (the
+interpreter's last collections), the child's full collections while importing, and one
+collection's time right after the imports (what Optuna's collection after a trial costs on top
+of the objects the trials make, and of modules they import later).
 Run from the repository: `.venv/bin/python bench/workers.py [--runs 5]`.
 """
 
@@ -27,14 +29,15 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def report(path: str, config, function) -> None:
-    """The child's work: its full collections so far, and the time of one collection now, to ``path``."""
+    """The child's work: when it starts (the clock of the machine), its full collections so far, and
+    the time of one collection right after the imports, to ``path``."""
     import gc
     import json
 
-    full = gc.get_stats()[2]["collections"]
+    started, full = time.time(), gc.get_stats()[2]["collections"]
     start = time.perf_counter()
     gc.collect()
-    Path(path).write_text(json.dumps([full, time.perf_counter() - start]))
+    Path(path).write_text(json.dumps([started, full, time.perf_counter() - start]))
 
 
 def main() -> None:
@@ -54,17 +57,19 @@ def main() -> None:
                  "new": lambda: spawned(context, report, said, config, _worker)}
         for _ in range(args.runs):
             for path, process in paths.items():
-                start = time.perf_counter()
+                start = time.time()
                 child = process()
                 child.start()
                 child.join()
-                wall = time.perf_counter() - start
-                seen[path].append((wall, *json.loads(Path(said).read_text())))
-    print(f"a sweep worker's process, start to exit without trials (median of {args.runs}):")
+                ended = time.time()
+                started, full, collection = json.loads(Path(said).read_text())
+                seen[path].append((started - start, ended - started, ended - start, full, collection))
+    print(f"a sweep worker's process without trials (median of {args.runs}): start to its work (the imports), "
+          "its work to its exit, in all:")
     for path, runs in seen.items():
-        wall, full, collection = (statistics.median(r[k] for r in runs) for k in range(3))
-        print(f"  {path}: {wall:5.2f} s   full collections while importing {full:.0f}   "
-              f"one collection after the imports {collection * 1000:6.1f} ms")
+        imports, leaving, wall, full, collection = (statistics.median(r[k] for r in runs) for k in range(5))
+        print(f"  {path}: {imports:5.2f} s + {leaving:5.2f} s = {wall:5.2f} s   full collections while importing "
+              f"{full:.0f}   one collection right after the imports {collection * 1000:6.1f} ms")
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ alias or version gives, or that the store has no such model) in ``model-lookups.
 SQLite database, with the database file's size, modification time and header when they were
 read. They are used only while those are the same: any write to the store (a version registered,
 an alias moved or deleted, a run logged) sends the next app to MLflow again, unless a ``facslab``
-command made it and ended without an error: before it exits, it answers the apps' questions (every
-URI they asked about, kept in the file as ``questions``, and their defaults) for the store as it
-left it, where their files are in the store's folder (``facslab.cli.apps.answer_ahead``). A
-server's store (``http://``, ``postgresql://``) cannot be watched from here: there MLflow is
-always asked.
+command made it and ran to its end (not stopped by an exception): before it exits, it answers the
+apps' questions (their defaults, and the latest URIs they asked about, kept as ``questions``) for
+the store as it left it, where their files are in the store's folder
+(``facslab.cli.apps.answer_ahead``). A server's store (``http://``, ``postgresql://``) cannot be
+watched from here: there MLflow is always asked.
 
 This module imports neither MLflow nor torch.
 """
@@ -24,6 +24,8 @@ from pathlib import Path
 
 #: the answers' file, in the folder of the store's database
 LOOKUPS_FILE = "model-lookups.json"
+#: the URIs apps asked about that the file keeps for commands to answer ahead: the latest so many
+QUESTIONS = 16
 #: ``StoreLookups.known``'s answer when MLflow must be asked
 UNKNOWN = object()
 
@@ -138,7 +140,7 @@ class StoreLookups:
         try:
             temporary.write_text(json.dumps({"database": self.database, "workspace": self.workspace,
                                              "state": self.asked_from, "answers": self.answers,
-                                             "questions": list(dict.fromkeys([*self.earlier, *self.answers]))}),
+                                             "questions": list(dict.fromkeys([*self.answers, *self.earlier]))[:QUESTIONS]}),
                                  encoding="utf-8")
             os.replace(temporary, self.path)  # whole or not at all, for an app starting beside this one
         except OSError:

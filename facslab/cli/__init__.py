@@ -152,12 +152,17 @@ def _run(args, commands) -> int:
 def _answer_the_apps_ahead() -> None:
     """After a command that pointed MLflow at a local store (a write there sends the next app to
     MLflow again), the apps' questions answered for the store as it is now (``apps.answer_ahead``).
-    Only a saving: where it fails (a database locked, an artifact store out of reach), the next app
-    asks MLflow, as it did before; ``-v`` says why."""
+    Only a saving: where the store fails it (a database locked, an artifact store out of reach), the
+    next app asks MLflow, as it did before; ``-v`` says why."""
     stores = sys.modules.get("facslab.mlflow_store")
     uri = stores.written_store() if stores is not None else None
     if uri is None:
         return
+    import sqlite3
+
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
     from facslab.cli.apps import answer_ahead
 
     database = logging.getLogger("mlflow.store.db.utils")  # logs a locked database's traceback itself
@@ -165,7 +170,7 @@ def _answer_the_apps_ahead() -> None:
     database.setLevel(logging.CRITICAL)
     try:
         answer_ahead(uri)
-    except Exception as error:
+    except (MlflowException, SQLAlchemyError, sqlite3.Error, OSError) as error:  # the store's, not the code's
         logging.getLogger(__name__).info("the apps' answers for %s not kept (%s): the next app asks MLflow",
                                          uri, str(error).splitlines()[0] if str(error) else type(error).__name__)
     finally:

@@ -188,44 +188,47 @@ def default_questions() -> list[str]:
 
 
 def answer_ahead(tracking_uri: str) -> None:
-    """The apps' questions to a local store (those they asked before, and their defaults) answered
-    for the store as it is now, by a command that pointed MLflow at it (and may have written to it):
-    the next app answers from the store's ``model-lookups.json`` without importing MLflow (1.5 s of
-    its start-up). Left to the app, which asks MLflow itself: a URI the store cannot answer now, a
-    model whose files are not in the store's folder (MLflow would copy them), and every URI while
-    another process writes to the store (its answers could not be kept)."""
+    """The apps' questions to a local store (their defaults first, then the URIs they asked about)
+    answered for the store as it is now, by a command that pointed MLflow at it (and may have
+    written to it): the next app answers from the store's ``model-lookups.json`` without importing
+    MLflow (1.5 s of its start-up). Left to the app, which asks MLflow itself: a URI the store cannot
+    answer now, a model whose files are not in the store's folder (MLflow would copy them), and
+    every URI once another process writes to the store (the answers could not be kept)."""
     import os
     from urllib.parse import urlparse
-    from urllib.request import url2pathname
 
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.file_utils import local_file_uri_to_path
 
     from facslab.errors import UsersMistake
     from facslab.local_store import StoreLookups, database_state
-    from facslab.model_uri import logged_folder
 
     lookups = StoreLookups(tracking_uri)
-    if lookups.path is None or lookups.fresh or not os.access(lookups.path.parent, os.W_OK):
+    questions = [u for u in dict.fromkeys([*default_questions(), *lookups.earlier]) if u not in lookups.answers]
+    if lookups.path is None or not questions or not os.access(lookups.path.parent, os.W_OK):
         return
-    lookups.watch()
-    for uri in dict.fromkeys([*lookups.earlier, *default_questions()]):
+    lookups.watch()  # keeps the answers read when the store has not changed since
+    from facslab.model_uri import logged_folder
+
+    for uri in questions:
         if lookups.asked_from is None or database_state(tracking_uri) != lookups.asked_from:
             return  # a write under way or made since: save() would keep nothing
         try:
             version = _store_version(uri)
-        except ValueError:
-            continue
-        if version is None:
-            lookups.remember(uri, None)
-            continue
-        location = urlparse(MlflowClient().get_model_version_download_uri(version.name, version.version))
-        if location.scheme != "file" or not Path(url2pathname(location.path)).resolve().is_relative_to(
-                lookups.path.parent.resolve()):
-            continue
-        try:
+            if version is None:
+                lookups.remember(uri, None)
+                continue
+            location = MlflowClient().get_model_version_download_uri(version.name, version.version)
+            if urlparse(location).scheme not in ("", "file") or not Path(local_file_uri_to_path(location)).resolve(
+                    ).is_relative_to(lookups.path.parent.resolve()):
+                continue
             lookups.remember(uri, logged_folder(uri))
-        except UsersMistake:  # no MLmodel, or not a model facslab logged: the app says so
+        except (ValueError, UsersMistake):  # a stage or ``latest``; no MLmodel or not facslab's: the app says
             continue
+        except MlflowException as error:
+            if error.error_code == "TEMPORARILY_UNAVAILABLE":  # a locked database: the rest would wait too
+                break
     lookups.save()
 
 
