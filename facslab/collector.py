@@ -5,9 +5,9 @@ on, those imports set off 8 full collections, each walking everything made so fa
 full collection walks them again (0.3 s, and Optuna collects after every trial). So a process
 imports with the collector off, and turns it on with what the imports made frozen (``gc.freeze``)
 when its work starts: later collections walk only what the work makes (bench/workers.py times a
-sweep worker's process both ways). The reference cycles the imports left stay with the process (``import
-torch`` alone leaves about 7,000 unreachable objects): a one-off few megabytes, where a collection
-to free them would cost a third of the gain.
+sweep worker's process both ways). The reference cycles the imports left stay with the process
+(``import torch`` alone leaves about 7,000 unreachable objects): a one-off few megabytes, where a
+collection to free them would cost a third of the gain.
 
 Used by the ``facslab`` console command (``facslab.cli.console``) and by the processes a command
 spawns (``spawned``: the sweep's local workers). This module imports nothing heavy.

@@ -81,7 +81,6 @@ class StoreLookups:
         self.tracking_uri = tracking_uri
         self.answers: dict[str, str | None] = {}
         self.earlier: list[str] = []  # every URI apps asked about, answered for this state or not
-        self.fresh = False  # whether the file's answers are for the database as it is now
         self.asked = False  # whether MLflow was asked (``watch``)
         self.asked_from: list | None = None  # the database's state then
         self.path = None
@@ -99,7 +98,7 @@ class StoreLookups:
             return
         self.earlier = [u for u in kept.get("questions", []) if isinstance(u, str)] or list(kept["answers"])
         if kept.get("state") == state and kept.get("workspace") == self.workspace:
-            self.answers, self.fresh = kept["answers"], True
+            self.answers = kept["answers"]
 
     def known(self, uri: str):
         """The folder (a Path) the store gave for ``uri`` while its database was as it is now, or

@@ -203,14 +203,13 @@ def answer_ahead(tracking_uri: str) -> None:
 
     from facslab.errors import UsersMistake
     from facslab.local_store import StoreLookups, database_state
+    from facslab.model_uri import logged_folder
 
     lookups = StoreLookups(tracking_uri)
     questions = [u for u in dict.fromkeys([*default_questions(), *lookups.earlier]) if u not in lookups.answers]
     if lookups.path is None or not questions or not os.access(lookups.path.parent, os.W_OK):
         return
     lookups.watch()  # keeps the answers read when the store has not changed since
-    from facslab.model_uri import logged_folder
-
     for uri in questions:
         if lookups.asked_from is None or database_state(tracking_uri) != lookups.asked_from:
             return  # a write under way or made since: save() would keep nothing
