@@ -222,7 +222,8 @@ def answer_ahead(tracking_uri: str) -> None:
             if urlparse(location).scheme not in ("", "file") or not Path(local_file_uri_to_path(location)).resolve(
                     ).is_relative_to(lookups.path.parent.resolve()):
                 continue
-            lookups.remember(uri, logged_folder(uri))
+            # the version just checked, by number: its alias is not looked up again
+            lookups.remember(uri, logged_folder(f"models:/{version.name}/{version.version}"))
         except (ValueError, UsersMistake):  # a stage or ``latest``; no MLmodel or not facslab's: the app says
             continue
         except MlflowException as error:
