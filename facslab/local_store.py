@@ -10,8 +10,8 @@ an alias moved or deleted, a run logged) sends the next app to MLflow again, unl
 command made it and ran to its end (not stopped by an exception): before it exits, it answers the
 apps' questions (their defaults, and the latest URIs they asked about, kept as ``questions``) for
 the store as it left it, where their files are in the store's folder
-(``facslab.cli.apps.answer_ahead``). A server's store (``http://``, ``postgresql://``) cannot be
-watched from here: there MLflow is always asked.
+(``facslab.store_answers.answer_ahead``). A server's store (``http://``, ``postgresql://``)
+cannot be watched from here: there MLflow is always asked.
 
 This module imports neither MLflow nor torch.
 """

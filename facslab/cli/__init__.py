@@ -151,9 +151,10 @@ def _run(args, commands) -> int:
 
 def _answer_the_apps_ahead() -> None:
     """After a command that pointed MLflow at a local store (a write there sends the next app to
-    MLflow again), the apps' questions answered for the store as it is now (``apps.answer_ahead``).
-    Only a saving: where the store fails it (a database locked, an artifact store out of reach), the
-    next app asks MLflow, as it did before; ``-v`` says why."""
+    MLflow again), the apps' questions answered for the store as it is now
+    (``facslab.store_answers.answer_ahead``). Only a saving: where the store fails it (a database
+    locked, an artifact store out of reach), the next app asks MLflow, as it did before; ``-v``
+    says why."""
     stores = sys.modules.get("facslab.mlflow_store")
     uri = stores.written_store() if stores is not None else None
     if uri is None:
@@ -163,7 +164,7 @@ def _answer_the_apps_ahead() -> None:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    from facslab.cli.apps import answer_ahead
+    from facslab.store_answers import answer_ahead
 
     database = logging.getLogger("mlflow.store.db.utils")  # logs a locked database's traceback itself
     level = database.level
