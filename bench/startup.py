@@ -9,9 +9,11 @@ new, in one run (alternating, the median of ``--runs`` each).
 * new: this tree's `facslab emoji`: a registered model read as files (its ``MLmodel`` names the
   folder), the interpreter's last collections skipped; on a store unchanged since the last app the
   folder comes from the store's ``model-lookups.json``, without importing MLflow, and after a
-  write to the store (the third row: the file removed before each run) MLflow is asked again,
-  unless a facslab command (the fourth row: ``facslab port-fer`` after the file was removed)
-  answered the apps' questions before it exited (since 2026-12-07 23:30; ``--old eead999``).
+  write to the store (the third row: the file removed before each run) MLflow is asked again, in a
+  forked process while the app loads the face detector, the landmark model and ONNX Runtime (since
+  2026-12-08 02:10, ``--old 49ee2ab``; before, in the app's own process), unless a facslab command
+  (the fourth row: ``facslab port-fer`` after the file was removed) answered the apps' questions
+  before it exited (since 2026-12-07 23:30; ``--old eead999``).
 
 Both run on the same model (an AU model of the demo's size, ResNet-18 at 64 px, saved with its
 ONNX export by this tree; the old code reads it) and skimage's astronaut, at ``--runtime auto``,

@@ -10,8 +10,9 @@ an alias moved or deleted, a run logged) sends the next app to MLflow again, unl
 command made it and ran to its end (not stopped by an exception): before it exits, it answers the
 apps' questions (their defaults, and the latest URIs they asked about, kept as ``questions``) for
 the store as it left it, where their files are in the store's folder
-(``facslab.store_answers.answer_ahead``). A server's store (``http://``, ``postgresql://``)
-cannot be watched from here: there MLflow is always asked.
+(``facslab.store_answers.answer_ahead``); otherwise the app has its questions answered into the
+file by a forked process (``facslab.store_answers.ask_aside``). A server's store (``http://``,
+``postgresql://``) cannot be watched from here: there MLflow is always asked.
 
 This module imports neither MLflow nor torch.
 """

@@ -159,20 +159,6 @@ def _answer_the_apps_ahead() -> None:
     uri = stores.written_store() if stores is not None else None
     if uri is None:
         return
-    import sqlite3
+    from facslab.store_answers import answer_quietly
 
-    from mlflow.exceptions import MlflowException
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from facslab.store_answers import answer_ahead
-
-    database = logging.getLogger("mlflow.store.db.utils")  # logs a locked database's traceback itself
-    level = database.level
-    database.setLevel(logging.CRITICAL)
-    try:
-        answer_ahead(uri)
-    except (MlflowException, SQLAlchemyError, sqlite3.Error, OSError) as error:  # the store's, not the code's
-        logging.getLogger(__name__).info("the apps' answers for %s not kept (%s): the next app asks MLflow",
-                                         uri, str(error).splitlines()[0] if str(error) else type(error).__name__)
-    finally:
-        database.setLevel(level)
+    answer_quietly(uri)

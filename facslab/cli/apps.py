@@ -57,6 +57,13 @@ def _eyes(args, parser=None) -> int:
 
 
 def _analyzer(args):
+    from facslab.local_store import StoreLookups, default_tracking_uri
+    from facslab.store_answers import answers_from_aside, ask_aside
+
+    # what the store answered before, while its database is unchanged: no MLflow to import; what it
+    # did not, asked aside while this process loads what every model needs
+    args.lookups = StoreLookups(args.tracking_uri or default_tracking_uri())
+    aside = ask_aside(args.lookups, _store_questions(args))
     from facslab.analysis import FaceAnalyzer
     from facslab.emoji import load_emojis
 
@@ -64,10 +71,13 @@ def _analyzer(args):
         from facslab.threads import set_threads
 
         set_threads(args.threads)
-    from facslab.local_store import StoreLookups, default_tracking_uri
+    if aside is not None:
+        from facslab.faces.detect import load_detector
 
-    # what the store answered before, while its database is unchanged: no MLflow to import
-    args.lookups = StoreLookups(args.tracking_uri or default_tracking_uri())
+        load_detector(args.detector)
+        if args.runtime != "torch":
+            import onnxruntime  # noqa: F401 (its import, beside the store's answers)
+    args.lookups = answers_from_aside(aside, args.lookups)
     main_model = _task_predictor(args.model, None, "--model", args)
     also = [_task_predictor(uri, None, "--also", args) for uri in args.also or []]
     # each task's own option (--emotion_model, --va_model, ...) checks that its model is one of the
@@ -118,22 +128,33 @@ def _task_predictor(uri: str | None, task: str | None, flag: str, args):
     return model
 
 
-def _registered_champion(task: str, args) -> str | None:
-    """``models:/<the task's registered name>@champion`` when the store the ``--model`` URI comes
-    from holds it (as ``facslab port-fer`` registers the emotion model); None beside a local model
-    folder, or when the store has no such champion."""
+def _champion_uri(task: str, args) -> str | None:
+    """``models:/<the task's registered name>@champion`` where the ``--model`` URI names a store;
+    None beside a local model folder, or for a task without a registered name."""
     from facslab.model_uri import STORE_SCHEMES
-
-    if not args.model.startswith(STORE_SCHEMES):
-        return None
-    from facslab.local_store import UNKNOWN
     from facslab.predictor import PREDICTORS  # not facslab.tasks: it imports torch and Lightning
 
     name = PREDICTORS[task].registered_name
-    if name is None:
-        return None
-    uri = f"models:/{name}@champion"
-    if args.lookups.absent(uri):
+    return f"models:/{name}@champion" if args.model.startswith(STORE_SCHEMES) and name is not None else None
+
+
+def _store_questions(args) -> list[str]:
+    """The URIs this app may ask the store about: its models', and the champions of the tasks whose
+    option is auto."""
+    uris = [args.model, *(args.also or [])]
+    for cls in optional_tasks():
+        uri = getattr(args, cls.app_option, None)
+        uris.append(_champion_uri(cls.task, args) if uri == "auto" else uri)
+    return [uri for uri in uris if uri is not None]
+
+
+def _registered_champion(task: str, args) -> str | None:
+    """The task's champion (``_champion_uri``) when the store holds it (as ``facslab port-fer``
+    registers the emotion model); None otherwise."""
+    from facslab.local_store import UNKNOWN
+
+    uri = _champion_uri(task, args)
+    if uri is None or args.lookups.absent(uri):
         return None
     if args.lookups.known(uri) is UNKNOWN:
         from mlflow.exceptions import MlflowException
@@ -153,6 +174,9 @@ def _ask_the_store(args) -> None:
     from facslab.mlflow_store import setup_tracking
 
     if not args.lookups.asked:
+        import logging
+
+        logging.getLogger(__name__).info("asking the MLflow store %s in this process", args.lookups.tracking_uri)
         setup_tracking(args.tracking_uri, args.experiment)
         args.lookups.watch()
 

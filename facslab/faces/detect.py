@@ -82,6 +82,17 @@ def check_detector(method: str) -> None:
         _cascade(method)
 
 
+def load_detector(method: str) -> None:
+    """The detector's model and the 68-point landmark model loaded now, not at the first image (an
+    app loads them while its store is asked about its models)."""
+    check_detector(method)
+    if method == "hog":
+        _hog()
+    elif method == "mmod":
+        _mmod()
+    _predictor(68)
+
+
 def _haar(image: np.ndarray, method: str, upsample: int) -> list[Detection]:
     """Haar cascade detections; the confidence is the cascade's level weight, at least
     ``HAAR_MIN_WEIGHT``. ``upsample`` lowers

@@ -292,21 +292,26 @@ def _register_outside_facslab_commands(env: dict, name: str, *folders) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def _emoji_process(image, env: dict, *options: str) -> tuple[int, list[str], object]:
-    """``facslab emoji IMAGE --json OPTIONS`` as a real process: its exit status, which of torch,
-    MLflow and MLflow's pyfunc loader it imported, and its faces (its stderr when it failed)."""
+def _emoji_process(image, env: dict, *options: str, verbose: bool = True) -> tuple[int, list[str], list[str], object]:
+    """``facslab -v emoji IMAGE --json OPTIONS`` as a real process: its exit status, which of torch,
+    MLflow and MLflow's pyfunc loader it imported, where it asked the store about its models
+    ("aside": a forked process; "here": itself; neither: the store's file answered; only said with
+    ``verbose``, -v, which also shows a mistake's traceback) and its faces (its stderr when it
+    failed)."""
     import json
     import subprocess
     import sys
 
     script = ("import json, sys\nfrom facslab.cli import main\ncode = main(sys.argv[1:])\nprint(json.dumps({'code': code, "
               "'loaded': sorted(m for m in ('torch', 'mlflow', 'mlflow.pyfunc') if m in sys.modules)}))")
-    done = subprocess.run([sys.executable, "-c", script, "emoji", str(image), "--json", *options],
+    done = subprocess.run([sys.executable, "-c", script, *["-v"][:verbose], "emoji", str(image), "--json", *options],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     *faces, status = done.stdout.strip().splitlines()
     status = json.loads(status)
-    return status["code"], status["loaded"], done.stderr if status["code"] else json.loads("\n".join(faces))
+    asked = [where for where, said in (("aside", "asked aside (process"), ("here", "asking the MLflow store"))
+             if said in done.stderr]
+    return status["code"], status["loaded"], asked, done.stderr if status["code"] else json.loads("\n".join(faces))
 
 
 @pytest.mark.slow
@@ -315,9 +320,12 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
     """Real processes on one store: a model registered as the registry does, then ``facslab emoji
     --model models:/NAME@champion`` answers as the folder does, reading the logged model's files:
     neither MLflow's pyfunc loader (whose check of every installed package took over a second)
-    nor torch is imported. Started again on the unchanged store, it does not import MLflow at all
-    (half its start-up); once the alias has moved to another version it answers with that one, and
-    once the alias is gone it says so, as MLflow would: no answer of an older store is used."""
+    nor torch is imported. The store was written outside facslab's commands, so its file does not
+    answer: a forked process asks MLflow aside, and the app itself never imports MLflow (1.7 s of
+    its start-up). Started again on the unchanged store, nothing is asked; once the alias has moved
+    to another version it answers with that one (asked aside again), and once the alias is gone it
+    says so, as MLflow would: no answer of an older store is used. A URI the file knows the store
+    lacks is asked in the app's own process, whose error names it."""
     import os
 
     import torch
@@ -330,9 +338,9 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
     store = tmp_path / "store"
     env = {**os.environ, "FACSLAB_MLRUNS": str(store)}
 
-    def emoji(model, *more):
-        code, loaded, said = _emoji_process(image, env, "--model", model, *more)
-        return (code, said) if code else (loaded, said[0]["probabilities"])
+    def emoji(model, *more, verbose=True):
+        code, loaded, asked, said = _emoji_process(image, env, "--model", model, *more, verbose=verbose)
+        return code, (loaded, asked), said if code else said[0]["probabilities"]
 
     torch.manual_seed(1)
     other = tmp_path / "other"
@@ -341,21 +349,23 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
     _register_outside_facslab_commands(env, "startup-au", model_dir, other)
     champion = "models:/startup-au@champion"
     first, again, folder = emoji(champion), emoji(champion), emoji(str(model_dir))
-    assert first[0] == ["mlflow"] and again[0] == [] and folder[0] == []  # neither pyfunc nor torch, then not MLflow
-    assert first[1] == again[1] == folder[1]
+    # neither pyfunc nor torch nor MLflow in the app; asked aside, then not at all
+    assert first[:2] == (0, ([], ["aside"])) and again[:2] == (0, ([], [])) and folder[:2] == (0, ([], []))
+    assert first[2] == again[2] == folder[2]
     # the store has no emotion champion (kept as such for the apps' default): asked for by name, it is
     # MLflow's one line, not a folder called None
-    status, said = emoji(champion, "--emotion_model", "models:/facslab-emotion@champion")
+    status, (_, asked), said = emoji(champion, "--emotion_model", "models:/facslab-emotion@champion")
     assert status == 2 and "models:/facslab-emotion@champion: not in the MLflow store" in said, said
+    assert asked == ["here"], said
     from mlflow import MlflowClient
 
     # the store's own, for runs and models: not this worker's global registry (a module's sweep fixture sets it)
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}", registry_uri=f"sqlite:///{store / 'mlflow.db'}")
     client.set_registered_model_alias("startup-au", "champion", 2)
     moved = emoji(champion)
-    assert moved[0] == ["mlflow"] and moved[1] != first[1] and moved[1] == emoji(str(other))[1]
+    assert moved[:2] == (0, ([], ["aside"])) and moved[2] != first[2] and moved[2] == emoji(str(other))[2]
     client.delete_registered_model_alias("startup-au", "champion")
-    status, said = emoji(champion)
+    status, _, said = emoji(champion, verbose=False)
     assert status == 2 and "startup-au" in said and "Traceback" not in said, said
 
 
@@ -363,12 +373,13 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
 def test_a_facslab_command_that_wrote_to_the_store_answers_the_apps_for_it_before_it_exits(model_dir, tmp_path,
                                                                                             cli):
     """A store whose AU champion was registered outside facslab's commands; an app asked it for
-    version 1 by URI (MLflow imported). ``facslab port-fer`` (the command, in process) then writes
+    version 1 by URI (asked aside: the file had no answers). ``facslab port-fer`` (the command, in process) then writes
     to it, and before it exits answers the apps' questions for the store as it now is: what they
     asked before and their defaults. ``facslab emoji`` (real processes) then answers with the
     default options (the AU champion and the new emotion champion) and with version 1 without
-    importing MLflow. After a write from outside facslab's commands, the next app asks MLflow; the
-    questions it did not ask stay in the store's file for the next command to answer."""
+    asking the store at all. After a write from outside facslab's commands, the next app asks it
+    again (aside); the questions it did not ask stay in the store's file for the next command to
+    answer."""
     import os
 
     from mlflow import MlflowClient
@@ -377,22 +388,22 @@ def test_a_facslab_command_that_wrote_to_the_store_answers_the_apps_for_it_befor
     Image.fromarray(skimage.data.astronaut()).save(image)
     env = {**os.environ, "FACSLAB_MLRUNS": str(tmp_path / "store")}
     _register_outside_facslab_commands(env, "facslab-au", model_dir)
-    code, loaded, by_version = _emoji_process(image, env, "--model", "models:/facslab-au/1")
-    assert code == 0 and loaded == ["mlflow"] and "emotion" not in by_version[0]
+    code, loaded, asked, by_version = _emoji_process(image, env, "--model", "models:/facslab-au/1")
+    assert (code, loaded, asked) == (0, [], ["aside"]) and "emotion" not in by_version[0]
     assert cli("port-fer", env={"FACSLAB_MLRUNS": env["FACSLAB_MLRUNS"]}).returncode == 0
-    code, loaded, by_default = _emoji_process(image, env)
-    assert code == 0 and loaded == [], loaded
+    code, loaded, asked, by_default = _emoji_process(image, env)
+    assert (code, loaded, asked) == (0, [], []), (loaded, asked)
     assert by_default[0]["probabilities"] == by_version[0]["probabilities"]
     assert by_default[0]["emotion"]["label"] == "happy"  # the ported FER-2013 model, the emotion champion
-    assert _emoji_process(image, env, "--model", "models:/facslab-au/1")[:2] == (0, [])
+    assert _emoji_process(image, env, "--model", "models:/facslab-au/1")[:3] == (0, [], [])
     database = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"  # not this worker's global registry
     client = MlflowClient(database, registry_uri=database)
     client.set_registered_model_tag("facslab-au", "note", "elsewhere")
-    assert _emoji_process(image, env)[:2] == (0, ["mlflow"])
+    assert _emoji_process(image, env)[:3] == (0, [], ["aside"])
     # that app kept only its own answers, and every question: version 1 is answered ahead again
     client.set_registered_model_tag("facslab-au", "note", "elsewhere again")
     assert cli("port-fer", env={"FACSLAB_MLRUNS": env["FACSLAB_MLRUNS"]}).returncode == 0
-    assert _emoji_process(image, env, "--model", "models:/facslab-au/1")[:2] == (0, [])
+    assert _emoji_process(image, env, "--model", "models:/facslab-au/1")[:3] == (0, [], [])
 
 
 def test_weights_that_do_not_fit_the_model_class_are_one_line(model_dir, astronaut, tmp_path, cli):
