@@ -197,13 +197,16 @@ def test_two_independent_workers_complete_one_study(services, ckplus, tmp_path):
     config = _config(tmp_path, ckplus, "together", n_trials=4)
     env = _env(started, tmp_path / "store")
     workers = [_sweep(config, env) for _ in range(2)]
-    for worker in workers:
-        _finish(worker)
+    outputs = [_finish(worker) for worker in workers]
     study = optuna.load_study(study_name="together", storage=started.optuna_storage)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4, _failures(started, study)
-    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
-    assert len({t.params["lr"] for t in study.trials}) == 4
-    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # both workers ran trials
+    # which worker ran what, when: the last assertion depends on both starting before the study is done
+    trials = "\n".join(f"trial {t.number} {t.state.name} {t.user_attrs.get('worker')} lr {t.params.get('lr')} "
+                       f"{t.datetime_start} -> {t.datetime_complete}" for t in study.trials)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4, trials + "\n" + _failures(started, study)
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3], trials
+    assert len({t.params["lr"] for t in study.trials}) == 4, trials
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2, (  # both workers ran trials
+        f"{trials}\nworkers {[w.pid for w in workers]}:\n" + "\n".join(out[-1500:] for out in outputs))
     runs = _runs(started)
     trial_runs = [r for r in runs if r.data.tags.get("study") == "together" and "trial" in r.data.tags]
     assert len(trial_runs) == 4 and all(r.info.status == "FINISHED" for r in trial_runs)
