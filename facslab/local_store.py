@@ -11,7 +11,8 @@ command made it and ran to its end (not stopped by an exception): before it exit
 apps' questions (their defaults, and the latest URIs they asked about, kept as ``questions``) for
 the store as it left it, where their files are in the store's folder
 (``facslab.store_answers.answer_ahead``); otherwise the app has its questions answered into the
-file by a forked process (``facslab.store_answers.ask_aside``). A server's store (``http://``,
+file by a forked process, on Linux, beside no other Python thread, where the store's folder can
+be written to (``facslab.store_answers.AsideAnswers``). A server's store (``http://``,
 ``postgresql://``) cannot be watched from here: there MLflow is always asked.
 
 This module imports neither MLflow nor torch.

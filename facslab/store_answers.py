@@ -5,10 +5,10 @@ database as it was when they were read:
 
 * ``answer_ahead``: a ``facslab`` command that pointed MLflow at the store answers, before it exits,
   the apps' defaults and the URIs they asked about before;
-* ``ask_aside``: an app whose questions the file does not answer (the store was written since, from
-  outside facslab's commands) forks a process that answers them, while the app itself imports its
-  libraries and loads the face detector and landmark model (0.8 s); ``answers_from_aside`` waits
-  for it and reads the file again.
+* ``AsideAnswers``: an app whose questions the file does not answer (the store was written since,
+  from outside facslab's commands) forks a process that answers them, while the app itself imports
+  its libraries and loads the landmark model and ONNX Runtime (0.8 s); then it waits for the
+  process and reads the file again.
 
 Either is only a saving: what the file does not answer, the app asks MLflow itself.
 
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-#: how long an app waits for the answers asked aside before asking MLflow itself (a locked
-#: database makes MLflow's SQLite store wait too)
-ASIDE_TIMEOUT = 60.0
+#: how long an app waits for the answers asked aside before asking MLflow itself: longer than
+#: MLflow's SQLite store waits for a locked database (20 s)
+ASIDE_TIMEOUT = 30.0
 
 #: the model the apps load without --model
 DEFAULT_MODEL = "models:/facslab-au@champion"
@@ -39,17 +39,30 @@ def optional_tasks() -> list:
     return [cls for cls in PREDICTORS.values() if cls.__dict__.get("app_option")]
 
 
+def champion_uri(name: str) -> str:
+    """The URI of a registered model's champion."""
+    return f"models:/{name}@champion"
+
+
+def names_a_version(uri: str) -> bool:
+    """Whether ``uri`` is ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, nothing after: the URIs
+    whose answer is one version's model (not a stage, ``latest``, nor a path inside a model)."""
+    if not uri.startswith("models:/"):
+        return False
+    name, _, rest = uri.removeprefix("models:/").rstrip("/").partition("/")
+    return bool(name) and (rest == "" if "@" in name else rest.isdigit())
+
+
 def store_version(uri: str):
     """The model version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names in the store
     MLflow points at; None where the store has no such model, alias or version. A ValueError for
-    other URIs (stages, ``latest``); MLflow's other errors are raised."""
+    other URIs (stages, ``latest``, a path inside a model); MLflow's other errors are raised."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    name, _, rest = uri.removeprefix("models:/").partition("/")
-    version = rest.split("/")[0]
-    if "@" not in name and not version.isdigit():
-        raise ValueError(f"{uri}: neither an alias nor a version number")
+    if not names_a_version(uri):
+        raise ValueError(f"{uri}: neither an alias nor a version number, or a path inside a model")
+    name, _, version = uri.removeprefix("models:/").rstrip("/").partition("/")
     try:
         if "@" in name:
             return MlflowClient().get_model_version_by_alias(*name.split("@", 1))
@@ -63,7 +76,7 @@ def store_version(uri: str):
 def default_questions() -> list[str]:
     """The store URIs an app asks about with its default options: its model, and the champion of
     each task whose option is auto."""
-    return [DEFAULT_MODEL] + [f"models:/{cls.registered_name}@champion" for cls in optional_tasks()
+    return [DEFAULT_MODEL] + [champion_uri(cls.registered_name) for cls in optional_tasks()
                               if cls.app_option_default == "auto" and cls.registered_name]
 
 
@@ -86,12 +99,12 @@ def answer_ahead(tracking_uri: str, questions: list[str] | None = None) -> None:
     from facslab.model_uri import logged_folder
 
     lookups = StoreLookups(tracking_uri)
-    asked = [*default_questions(), *lookups.earlier] if questions is None else questions
-    questions = [u for u in dict.fromkeys(asked) if u not in lookups.answers]
-    if lookups.path is None or not questions or not os.access(lookups.path.parent, os.W_OK):
+    given = [*default_questions(), *lookups.earlier] if questions is None else questions
+    open_ones = [u for u in dict.fromkeys(given) if u not in lookups.answers]
+    if lookups.path is None or not open_ones or not os.access(lookups.path.parent, os.W_OK):
         return
     lookups.watch()  # keeps the answers read when the store has not changed since
-    for uri in questions:
+    for uri in open_ones:
         if lookups.asked_from is None or database_state(tracking_uri) != lookups.asked_from:
             return  # a write under way or made since: save() would keep nothing
         try:
@@ -105,7 +118,7 @@ def answer_ahead(tracking_uri: str, questions: list[str] | None = None) -> None:
                 continue
             # the version just checked, by number: its alias is not looked up again
             lookups.remember(uri, logged_folder(f"models:/{version.name}/{version.version}"))
-        except (ValueError, UsersMistake):  # a stage or ``latest``; no MLmodel or not facslab's: the app says
+        except (ValueError, UsersMistake):  # a stage, ``latest``, a path; no MLmodel or not facslab's: the app says
             continue
         except MlflowException as error:
             if error.error_code == "TEMPORARILY_UNAVAILABLE":  # a locked database: the rest would wait too
@@ -134,62 +147,92 @@ def answer_quietly(tracking_uri: str, questions: list[str] | None = None) -> Non
         database.setLevel(level)
 
 
-def ask_aside(lookups, questions: list[str]):
-    """A forked process (started) answering those of ``questions`` (``models:/`` URIs) that
-    ``lookups`` (a local store's ``StoreLookups``) does not, into the store's file; None when all
-    are answered, or where no process is forked: a store that is not a local SQLite database or
-    whose folder cannot be written to, a system other than Linux (fork is Linux's safe default),
-    and a process with other Python threads (a server's, a test runner's: a lock one of them holds
-    would stay held in the child). Then the app asks MLflow itself, as it did before."""
-    import os
-    import threading
+class AsideAnswers:
+    """``with AsideAnswers(lookups, questions) as aside:`` forks a process that answers, into the
+    store's file, those of ``questions`` that ``lookups`` (a local store's ``StoreLookups``) does
+    not, while the block loads what the app needs whatever its models; after the block,
+    ``aside.lookups`` holds the file's answers, read again once the process has ended (or
+    ``lookups`` where none was forked). A block that raises ends the process first.
 
-    from facslab.local_store import UNKNOWN
+    No process is forked (the app asks MLflow itself, as before, ``-v`` says so) where it could not
+    spare the app MLflow's import: a question the file could never keep (a ``runs:/`` URI, a stage,
+    ``latest``, a path inside a model: the app would import MLflow for it anyway), a store that is
+    not a local SQLite database or whose folder cannot be written to. Nor on a system other than
+    Linux (macOS's libraries are not safe in a forked child), nor beside other Python threads (a
+    test runner's: a lock one of them holds would stay held in the child). A model whose files
+    lie outside the store's folder is not kept either: such an app forks each time, then asks."""
 
-    unknown = [u for u in dict.fromkeys(questions)
-               if u.startswith("models:/") and lookups.known(u) is UNKNOWN and not lookups.absent(u)]
-    if not unknown or lookups.path is None or not os.access(lookups.path.parent, os.W_OK):
-        return None
-    if not sys.platform.startswith("linux") or threading.active_count() > 1:
-        log.info("%s: not answered in the store's file; asked in this process", ", ".join(unknown))
-        return None
-    import multiprocessing
+    def __init__(self, lookups, questions: list[str]):
+        from facslab.local_store import UNKNOWN
+        from facslab.model_uri import STORE_SCHEMES
 
-    for stream in (sys.stdout, sys.stderr):  # the child must not write out what this process had buffered
-        stream.flush()
-    process = multiprocessing.get_context("fork").Process(target=_answer_aside, args=(lookups.tracking_uri, unknown),
-                                                          daemon=True)
-    process.start()
-    process.started_at = time.perf_counter()
-    log.info("%s: not answered in the store's file; asked aside (process %d)", ", ".join(unknown), process.pid)
-    return process
+        self.lookups, self.process = lookups, None
+        self.open = [u for u in dict.fromkeys(questions)
+                     if u.startswith(STORE_SCHEMES) and lookups.known(u) is UNKNOWN and not lookups.absent(u)]
+
+    def _forkable(self) -> bool:
+        import os
+        import threading
+
+        if not self.open or self.lookups.path is None or not os.access(self.lookups.path.parent, os.W_OK):
+            return False
+        if all(names_a_version(u) for u in self.open) and sys.platform.startswith("linux") \
+                and threading.active_count() == 1:
+            return True
+        log.info("%s: not answered in the store's file; asked in this process", ", ".join(self.open))
+        return False
+
+    def __enter__(self):
+        if not self._forkable():
+            return self
+        import multiprocessing
+        import signal
+        import warnings
+
+        for stream in (sys.stdout, sys.stderr):  # the child must not write out what this process had buffered
+            stream.flush()
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child's from its first instruction:
+        try:                                                      # a Ctrl-C is the app's, which ends it
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of any other thread; here they are numpy's and OpenCV's pools,
+                # which the child (MLflow's import, SQLite) never uses
+                warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+                self.process = multiprocessing.get_context("fork").Process(
+                    target=_answer_aside, args=(self.lookups.tracking_uri, self.open), daemon=True)
+                self.process.start()
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
+        self.started = time.perf_counter()
+        log.info("%s: not answered in the store's file; asked aside (process %d)", ", ".join(self.open),
+                 self.process.pid)
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if self.process is None:
+            return
+        from facslab.local_store import LOOKUPS_FILE, StoreLookups
+
+        if kind is None:
+            self.process.join(ASIDE_TIMEOUT)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+            (self.lookups.path.parent / f".{LOOKUPS_FILE}.{self.process.pid}").unlink(missing_ok=True)  # its save's
+            if kind is None:
+                log.warning("the MLflow store %s did not answer in %.0f s (a locked database?); asking it here",
+                            self.lookups.tracking_uri, ASIDE_TIMEOUT)
+        elif kind is None:
+            log.info("asked aside: %.2f s, exit status %s", time.perf_counter() - self.started, self.process.exitcode)
+        if kind is None:
+            self.lookups = StoreLookups(self.lookups.tracking_uri)
 
 
 def _answer_aside(tracking_uri: str, questions: list[str]) -> None:
     import gc
-    import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the app's, which ends this process with it
     gc.disable()  # a short life: MLflow's import without the collector's passes
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     answer_quietly(tracking_uri, questions)
-
-
-def answers_from_aside(process, lookups):
-    """The store's answers once ``process`` (``ask_aside``'s) has ended: the lookups read again,
-    or ``lookups`` as they are without a process."""
-    if process is None:
-        return lookups
-    from facslab.local_store import StoreLookups
-
-    process.join(ASIDE_TIMEOUT)
-    if process.is_alive():
-        process.terminate()
-        process.join()
-        log.info("the store's answers were not ready in %.0f s: asked in this process", ASIDE_TIMEOUT)
-    else:
-        log.info("asked aside: %.2f s (exit status %s)", time.perf_counter() - process.started_at, process.exitcode)
-    return StoreLookups(lookups.tracking_uri)

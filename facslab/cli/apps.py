@@ -9,8 +9,9 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 
 from facslab.badinput import BadInputError
-from facslab.store_answers import DEFAULT_MODEL, optional_tasks, store_version
 from facslab.errors import ConfigError
+from facslab.store_answers import DEFAULT_MODEL, champion_uri, optional_tasks, store_version
+
 
 def _images_with_faces(paths, find, failures: list, command: str):
     """(path, image, faces) for every readable image with a face; the others get a line each on
@@ -58,26 +59,25 @@ def _eyes(args, parser=None) -> int:
 
 def _analyzer(args):
     from facslab.local_store import StoreLookups, default_tracking_uri
-    from facslab.store_answers import answers_from_aside, ask_aside
+    from facslab.store_answers import AsideAnswers
 
     # what the store answered before, while its database is unchanged: no MLflow to import; what it
     # did not, asked aside while this process loads what every model needs
-    args.lookups = StoreLookups(args.tracking_uri or default_tracking_uri())
-    aside = ask_aside(args.lookups, _store_questions(args))
-    from facslab.analysis import FaceAnalyzer
-    from facslab.emoji import load_emojis
+    with AsideAnswers(StoreLookups(args.tracking_uri or default_tracking_uri()), _store_questions(args)) as aside:
+        from facslab.analysis import FaceAnalyzer
+        from facslab.emoji import load_emojis
 
-    if args.threads:
-        from facslab.threads import set_threads
+        if args.threads:
+            from facslab.threads import set_threads
 
-        set_threads(args.threads)
-    if aside is not None:
-        from facslab.faces.detect import load_detector
+            set_threads(args.threads)
+        if aside.process is not None:
+            from facslab.faces.detect import preload
 
-        load_detector(args.detector)
-        if args.runtime != "torch":
-            import onnxruntime  # noqa: F401 (its import, beside the store's answers)
-    args.lookups = answers_from_aside(aside, args.lookups)
+            preload(args.detector)
+            if args.runtime != "torch":
+                import onnxruntime  # noqa: F401 (its import, beside the store's answers)
+    args.lookups = aside.lookups
     main_model = _task_predictor(args.model, None, "--model", args)
     also = [_task_predictor(uri, None, "--also", args) for uri in args.also or []]
     # each task's own option (--emotion_model, --va_model, ...) checks that its model is one of the
@@ -135,12 +135,13 @@ def _champion_uri(task: str, args) -> str | None:
     from facslab.predictor import PREDICTORS  # not facslab.tasks: it imports torch and Lightning
 
     name = PREDICTORS[task].registered_name
-    return f"models:/{name}@champion" if args.model.startswith(STORE_SCHEMES) and name is not None else None
+    return champion_uri(name) if args.model.startswith(STORE_SCHEMES) and name is not None else None
 
 
 def _store_questions(args) -> list[str]:
     """The URIs this app may ask the store about: its models', and the champions of the tasks whose
-    option is auto."""
+    option is auto (also where a model given covers the task: which task a model is, only its
+    folder says)."""
     uris = [args.model, *(args.also or [])]
     for cls in optional_tasks():
         uri = getattr(args, cls.app_option, None)

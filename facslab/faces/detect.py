@@ -82,15 +82,24 @@ def check_detector(method: str) -> None:
         _cascade(method)
 
 
-def load_detector(method: str) -> None:
-    """The detector's model and the 68-point landmark model loaded now, not at the first image (an
-    app loads them while its store is asked about its models)."""
-    check_detector(method)
-    if method == "hog":
-        _hog()
-    elif method == "mmod":
-        _mmod()
-    _predictor(68)
+def preload(method: str) -> None:
+    """The detector's model (HOG's 0.3 s, for this thread: a detector is one per thread) and the
+    68-point landmark model (100 MB, 0.46 s) loaded now, not at the first image (an app loads them
+    while its store is asked about its models). A missing or unreadable file, or a detector that
+    cannot run here, is left to the first image or ``check_detector``, where it is said as before
+    (after the models' own mistakes)."""
+    from facslab.errors import ConfigError
+
+    try:
+        if method == "hog":
+            _hog()
+        elif method == "mmod":
+            _mmod()
+        elif method in HAAR_CASCADES:
+            _cascade(method)
+        _predictor(68)
+    except (OSError, RuntimeError, ConfigError):  # RuntimeError: dlib's, for a file it cannot read
+        pass
 
 
 def _haar(image: np.ndarray, method: str, upsample: int) -> list[Detection]:

@@ -311,6 +311,8 @@ def _emoji_process(image, env: dict, *options: str, verbose: bool = True) -> tup
     status = json.loads(status)
     asked = [where for where, said in (("aside", "asked aside (process"), ("here", "asking the MLflow store"))
              if said in done.stderr]
+    if "aside" in asked:  # the forked process ended well, and within the time the app gives it
+        assert "exit status 0" in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
     return status["code"], status["loaded"], asked, done.stderr if status["code"] else json.loads("\n".join(faces))
 
 
@@ -357,6 +359,9 @@ def test_emoji_on_a_registered_model_reads_its_folder_and_asks_mlflow_only_after
     status, (_, asked), said = emoji(champion, "--emotion_model", "models:/facslab-emotion@champion")
     assert status == 2 and "models:/facslab-emotion@champion: not in the MLflow store" in said, said
     assert asked == ["here"], said
+    # a path inside the model: not the champion's folder (the file never answers it), MLflow's answer
+    status, (_, asked), said = emoji(f"{champion}/facslab")
+    assert status == 2 and "No such artifact: 'facslab/MLmodel'" in said and asked == ["here"], said
     from mlflow import MlflowClient
 
     # the store's own, for runs and models: not this worker's global registry (a module's sweep fixture sets it)
