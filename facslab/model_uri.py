@@ -68,7 +68,7 @@ def _pinned(uri: str) -> str:
         return uri
     import mlflow
 
-    name, alias = name.split("@", 1)
+    name, alias = name.rsplit("@", 1)  # as MLflow splits it: a name may hold "@", an alias may not
     version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
     return f"models:/{name}/{version}" + (f"/{rest}" if rest else "")
 

@@ -65,7 +65,7 @@ def store_version(uri: str):
     name, _, version = uri.removeprefix("models:/").rstrip("/").partition("/")
     try:
         if "@" in name:
-            return MlflowClient().get_model_version_by_alias(*name.split("@", 1))
+            return MlflowClient().get_model_version_by_alias(*name.rsplit("@", 1))  # MLflow's split
         return MlflowClient().get_model_version(name, version)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no model, alias or version
@@ -171,13 +171,16 @@ class AsideAnswers:
                      if u.startswith(STORE_SCHEMES) and lookups.known(u) is UNKNOWN and not lookups.absent(u)]
 
     def _forkable(self) -> bool:
+        import multiprocessing
         import os
         import threading
 
         if not self.open or self.lookups.path is None or not os.access(self.lookups.path.parent, os.W_OK):
             return False
+        # a daemonic process may not have children; signal handlers are the main thread's
         if all(names_a_version(u) for u in self.open) and sys.platform.startswith("linux") \
-                and threading.active_count() == 1:
+                and threading.active_count() == 1 and threading.current_thread() is threading.main_thread() \
+                and not multiprocessing.current_process().daemon:
             return True
         log.info("%s: not answered in the store's file; asked in this process", ", ".join(self.open))
         return False
@@ -197,27 +200,32 @@ class AsideAnswers:
                 # Python 3.12+ warns of any other thread; here they are numpy's and OpenCV's pools,
                 # which the child (MLflow's import, SQLite) never uses
                 warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
-                self.process = multiprocessing.get_context("fork").Process(
+                process = multiprocessing.get_context("fork").Process(
                     target=_answer_aside, args=(self.lookups.tracking_uri, self.open), daemon=True)
-                self.process.start()
+                process.start()
+        except OSError as error:  # no process to be had (a process limit, memory): the app asks itself
+            log.info("%s: not answered in the store's file; asked in this process (no fork: %s)",
+                     ", ".join(self.open), error)
+            return self
         finally:
             signal.signal(signal.SIGINT, interrupt)
-        self.started = time.perf_counter()
-        log.info("%s: not answered in the store's file; asked aside (process %d)", ", ".join(self.open),
-                 self.process.pid)
+        self.process, self.started = process, time.perf_counter()
+        log.info("%s: not answered in the store's file; asked aside (process %d)", ", ".join(self.open), process.pid)
         return self
 
     def __exit__(self, kind, error, trace) -> None:
         if self.process is None:
             return
-        from facslab.local_store import LOOKUPS_FILE, StoreLookups
+        from facslab.local_store import StoreLookups
 
         if kind is None:
-            self.process.join(ASIDE_TIMEOUT)
+            try:
+                self.process.join(ASIDE_TIMEOUT)
+            except BaseException:  # a Ctrl-C while waiting
+                self._end()
+                raise
         if self.process.is_alive():
-            self.process.terminate()
-            self.process.join()
-            (self.lookups.path.parent / f".{LOOKUPS_FILE}.{self.process.pid}").unlink(missing_ok=True)  # its save's
+            self._end()
             if kind is None:
                 log.warning("the MLflow store %s did not answer in %.0f s (a locked database?); asking it here",
                             self.lookups.tracking_uri, ASIDE_TIMEOUT)
@@ -225,6 +233,17 @@ class AsideAnswers:
             log.info("asked aside: %.2f s, exit status %s", time.perf_counter() - self.started, self.process.exitcode)
         if kind is None:
             self.lookups = StoreLookups(self.lookups.tracking_uri)
+
+    def _end(self) -> None:
+        """The process ended (killed if a terminate does not end it), and its half-written file gone."""
+        from facslab.local_store import LOOKUPS_FILE
+
+        self.process.terminate()
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        (self.lookups.path.parent / f".{LOOKUPS_FILE}.{self.process.pid}").unlink(missing_ok=True)
 
 
 def _answer_aside(tracking_uri: str, questions: list[str]) -> None:
