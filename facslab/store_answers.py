@@ -39,11 +39,6 @@ def optional_tasks() -> list:
     return [cls for cls in PREDICTORS.values() if cls.__dict__.get("app_option")]
 
 
-def champion_uri(name: str) -> str:
-    """The URI of a registered model's champion."""
-    return f"models:/{name}@champion"
-
-
 def names_a_version(uri: str) -> bool:
     """Whether ``uri`` is ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``, nothing after: the URIs
     whose answer is one version's model (not a stage, ``latest``, nor a path inside a model)."""
@@ -73,11 +68,33 @@ def store_version(uri: str):
         raise
 
 
+def auto_champion(cls, model: str) -> str | None:
+    """What an optional task's option ``auto`` asks for (``cls`` a predictor class of
+    ``optional_tasks``): the task's registered champion where ``--model`` names a store; None beside
+    a local model folder, or for a task without a registered name."""
+    from facslab.model_uri import STORE_SCHEMES
+
+    if model.startswith(STORE_SCHEMES) and cls.registered_name:
+        return f"models:/{cls.registered_name}@champion"
+    return None
+
+
+def app_questions(model: str, also: list[str] = (), options: dict | None = None) -> list[str]:
+    """The store URIs an app may ask about: its models' (``--model``, ``--also``), and each optional
+    task's (its option in ``options``, by name, else its default; ``auto``: ``auto_champion``, also
+    where a model given covers the task: which task a model is, only its folder says)."""
+    from facslab.model_uri import STORE_SCHEMES
+
+    uris = [model, *also]
+    for cls in optional_tasks():
+        value = (options or {}).get(cls.app_option, cls.app_option_default)
+        uris.append(auto_champion(cls, model) if value == "auto" else value)
+    return [uri for uri in uris if uri is not None and uri.startswith(STORE_SCHEMES)]
+
+
 def default_questions() -> list[str]:
-    """The store URIs an app asks about with its default options: its model, and the champion of
-    each task whose option is auto."""
-    return [DEFAULT_MODEL] + [champion_uri(cls.registered_name) for cls in optional_tasks()
-                              if cls.app_option_default == "auto" and cls.registered_name]
+    """The store URIs an app asks about with its default options."""
+    return app_questions(DEFAULT_MODEL)
 
 
 def answer_ahead(tracking_uri: str, questions: list[str] | None = None) -> None:

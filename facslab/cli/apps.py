@@ -10,7 +10,7 @@ from jsonargparse import ArgumentParser
 
 from facslab.badinput import BadInputError
 from facslab.errors import ConfigError
-from facslab.store_answers import DEFAULT_MODEL, champion_uri, optional_tasks, store_version
+from facslab.store_answers import DEFAULT_MODEL, app_questions, auto_champion, optional_tasks, store_version
 
 
 def _images_with_faces(paths, find, failures: list, command: str):
@@ -128,33 +128,20 @@ def _task_predictor(uri: str | None, task: str | None, flag: str, args):
     return model
 
 
-def _champion_uri(task: str, args) -> str | None:
-    """``models:/<the task's registered name>@champion`` where the ``--model`` URI names a store;
-    None beside a local model folder, or for a task without a registered name."""
-    from facslab.model_uri import STORE_SCHEMES
-    from facslab.predictor import PREDICTORS  # not facslab.tasks: it imports torch and Lightning
-
-    name = PREDICTORS[task].registered_name
-    return champion_uri(name) if args.model.startswith(STORE_SCHEMES) and name is not None else None
-
-
 def _store_questions(args) -> list[str]:
-    """The URIs this app may ask the store about: its models', and the champions of the tasks whose
-    option is auto (also where a model given covers the task: which task a model is, only its
-    folder says)."""
-    uris = [args.model, *(args.also or [])]
-    for cls in optional_tasks():
-        uri = getattr(args, cls.app_option, None)
-        uris.append(_champion_uri(cls.task, args) if uri == "auto" else uri)
-    return [uri for uri in uris if uri is not None]
+    """The store URIs this app may ask about (``app_questions``): a task imported after the parser
+    was built has no option here (``--also`` takes it)."""
+    return app_questions(args.model, args.also or [],
+                         {cls.app_option: getattr(args, cls.app_option, None) for cls in optional_tasks()})
 
 
 def _registered_champion(task: str, args) -> str | None:
-    """The task's champion (``_champion_uri``) when the store holds it (as ``facslab port-fer``
+    """The task's champion (``auto_champion``) when the store holds it (as ``facslab port-fer``
     registers the emotion model); None otherwise."""
     from facslab.local_store import UNKNOWN
+    from facslab.predictor import PREDICTORS  # not facslab.tasks: it imports torch and Lightning
 
-    uri = _champion_uri(task, args)
+    uri = auto_champion(PREDICTORS[task], args.model)
     if uri is None or args.lookups.absent(uri):
         return None
     if args.lookups.known(uri) is UNKNOWN:
