@@ -83,17 +83,35 @@ def written_store() -> str | None:
     return uri if uri is not None and uri == mlflow.get_tracking_uri() == mlflow.get_registry_uri() else None
 
 
+def _unanswered(error: BaseException) -> bool:
+    """The request was sent and the connection closed before an answer came: the server may or
+    may not have carried it out (a tracking server stopping for a restart resets what it has not
+    answered)."""
+    from urllib3.exceptions import ProtocolError
+
+    seen = error
+    while seen is not None:
+        if isinstance(seen, ProtocolError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def log_dataset_input(dataset, context: str, attempts: int = 3) -> None:
-    """``mlflow.log_input`` that survives a concurrent worker logging the same dataset: the server
-    checks for the (name, digest) row and then inserts it, so two runs logging a new dataset at
-    the same moment make one fail on the unique key. Once the row exists, a retry links to it."""
+    """``mlflow.log_input`` that survives what sending it once more mends:
+    - a concurrent worker logging the same dataset: the server checks for the (name, digest) row
+      and then inserts it, so two runs logging a new dataset at the same moment make one fail on
+      the unique key;
+    - a request left unanswered, which MLflow does not resend because LogInputs is not idempotent
+      in general. The server links a run to a dataset once, however often it is asked.
+    """
     for attempt in range(attempts):
         try:
             mlflow.log_input(dataset, context=context)
             return
         except mlflow.exceptions.MlflowException as error:
             duplicate = "INSERT INTO datasets" in str(error)  # the failed statement, on any database
-            if not duplicate or attempt == attempts - 1:
+            if not (duplicate or _unanswered(error)) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -161,6 +164,70 @@ print("ok")
     assert len(runs) == 24 and all(len(r.inputs.dataset_inputs) == 1 for r in runs)
 
 
+class _UnansweringProxy:
+    """A TCP relay to the tracking server that, once, forwards a request whose first line names
+    ``endpoint``, waits for the server's answer and then resets the client's connection instead of
+    passing the answer on: a request the server carried out and the client never heard back from,
+    as when a server stops for a restart."""
+
+    def __init__(self, upstream: tuple[str, int], endpoint: bytes):
+        self.upstream, self.endpoint, self.resets = upstream, endpoint, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            client, _ = self.listener.accept()
+            threading.Thread(target=self._relay, args=(client, socket.create_connection(self.upstream)),
+                             daemon=True).start()
+
+    def _relay(self, client: socket.socket, server: socket.socket):
+        # one thread per connection: a socket another thread is reading does not reset when closed
+        swallow = False
+        while True:
+            readable, _, _ = select.select([client, server], [], [])
+            data = readable[0].recv(65536)
+            if not data:
+                break
+            if readable[0] is client:
+                if self.endpoint in data.split(b"\r\n", 1)[0] and self.resets == 0:
+                    self.resets, swallow = 1, True
+                server.sendall(data)
+            elif swallow:  # carried out: the client hears nothing but a reset
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                break
+            else:
+                client.sendall(data)
+        client.close()
+        server.close()
+
+
+def test_a_dataset_input_the_server_carried_out_but_never_answered_is_sent_again(services, tmp_path):
+    """MLflow does not resend a LogInputs request that got no answer (it is not idempotent in
+    general); facslab's helper does, because the server links a run to a dataset once. Without it a
+    sweep's trial failed whenever the tracking server restarted while the trial logged its split."""
+    started, _ = services
+    proxy = _UnansweringProxy((started.host, started.mlflow_port), b"/runs/log-inputs")
+    script = tmp_path / "log_unanswered.py"
+    script.write_text(f"""
+import warnings
+import mlflow, pandas as pd
+from facslab.mlflow_store import log_dataset_input, setup_tracking
+warnings.simplefilter("ignore")
+setup_tracking("http://127.0.0.1:{proxy.port}", "unanswered")
+with mlflow.start_run() as run:
+    dataset = mlflow.data.from_pandas(pd.DataFrame({{"subject": ["S001"]}}), source="/data", digest="d0", name="split")
+    log_dataset_input(dataset, context="sweep-trial")
+print(run.info.run_id)
+""")
+    logged = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert proxy.resets == 1, "the relay never saw the request it should leave unanswered"
+    assert logged.returncode == 0, logged.stderr[-3000:]
+    run = MlflowClient(started.tracking_uri).get_run(logged.stdout.split()[-1])
+    assert [(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs] == [("split", "d0")]
+
+
 def test_workers_started_together_on_the_database_propose_different_parameters(services, ckplus, tmp_path):
     """Separately started workers all call themselves worker 0; loading an empty study at the same
     instant, they must still draw different sequences (a shared seed made one trial repeat
@@ -273,9 +340,9 @@ def test_the_mlflow_server_restarted_mid_sweep_loses_nothing(services, ckplus, t
     time.sleep(3)
     again = subprocess.run(up_command, capture_output=True, text=True, timeout=300)  # restarts only what is down
     assert again.returncode == 0, again.stderr[-3000:]
-    _finish(worker)
+    out = _finish(worker)
     study = optuna.load_study(study_name="restarted", storage=started.optuna_storage)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3, out[-30000:] + "\n" + _failures(started, study)
     trial_runs = [r for r in _runs(started) if r.data.tags.get("study") == "restarted" and "trial" in r.data.tags]
     assert len(trial_runs) == 3 and all(r.info.status == "FINISHED" for r in trial_runs)
     assert all("val_pr_auc" in r.data.metrics for r in trial_runs)
