@@ -116,6 +116,25 @@ def log_dataset_input(dataset, context: str, attempts: int = 3) -> None:
             time.sleep(0.2 * (attempt + 1))
 
 
+def start_child_run(run_name: str, parent_run_id: str):
+    """``mlflow.start_run`` of a run nested under ``parent_run_id`` whose name no other child of that
+    parent has (a sweep's trial). When the server carried out the CreateRun and the connection
+    closed before its answer, MLflow does not resend it (a second request makes a second run): the
+    run is then found by its parent and name, and created only if it is not there."""
+    try:
+        return mlflow.start_run(run_name=run_name, nested=True, parent_run_id=parent_run_id)
+    except mlflow.exceptions.MlflowException as error:
+        if not _unanswered(error):
+            raise
+    parent = mlflow.get_run(parent_run_id)
+    made = mlflow.search_runs([parent.info.experiment_id], output_format="list",
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                            f"attributes.run_name = '{run_name}'")
+    if made:
+        return mlflow.start_run(run_id=made[0].info.run_id, nested=True)
+    return mlflow.start_run(run_name=run_name, nested=True, parent_run_id=parent_run_id)
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,

@@ -20,7 +20,7 @@ from facslab.run_records import log_curves, log_run_basics
 from facslab.sweep.folds import finished_folds, fold_key, save_fold
 from facslab.sweep.recovery import trial_lock
 from facslab.sweep.settings import duplicate_of, suggest
-from facslab.mlflow_store import log_figure, log_json, log_table
+from facslab.mlflow_store import log_figure, log_json, log_table, start_child_run
 from facslab.training import fit, predict
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ class Objective:
         config, task = self.config, self.config.task_spec
         # a retry of an interrupted trial inherits its user attributes: the run holding its finished folds
         interrupted_run = trial.user_attrs.get("mlflow_run_id")
-        run = mlflow.start_run(run_name=task.run_name(trial.number, model_args), nested=True,
-                               parent_run_id=self.parent_run_id)
+        run = start_child_run(task.run_name(trial.number, model_args), self.parent_run_id)
         status = "FINISHED"
         try:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)

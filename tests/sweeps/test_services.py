@@ -165,13 +165,13 @@ print("ok")
 
 
 class _UnansweringProxy:
-    """A TCP relay to the tracking server that, once, forwards a request whose first line names
-    ``endpoint``, waits for the server's answer and then resets the client's connection instead of
-    passing the answer on: a request the server carried out and the client never heard back from,
-    as when a server stops for a restart."""
+    """A TCP relay to the tracking server that leaves the ``nth`` request naming ``endpoint``
+    unanswered: passes it on, waits for the server's answer and resets the client's connection
+    instead (``carried_out``, as when a server stops for a restart), or resets it at once."""
 
-    def __init__(self, upstream: tuple[str, int], endpoint: bytes):
-        self.upstream, self.endpoint, self.resets = upstream, endpoint, 0
+    def __init__(self, upstream: tuple[str, int], endpoint: bytes, nth: int = 1, carried_out: bool = True):
+        self.upstream, self.endpoint, self.nth, self.carried_out = upstream, endpoint, nth, carried_out
+        self.seen = self.resets = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -187,18 +187,26 @@ class _UnansweringProxy:
         swallow = False
         while True:
             readable, _, _ = select.select([client, server], [], [])
-            data = readable[0].recv(65536)
+            try:
+                data = readable[0].recv(65536)
+            except OSError:
+                break
             if not data:
                 break
             if readable[0] is client:
-                if self.endpoint in data.split(b"\r\n", 1)[0] and self.resets == 0:
-                    self.resets, swallow = 1, True
+                if self.endpoint in data.split(b"\r\n", 1)[0]:
+                    self.seen += 1
+                    swallow = self.seen == self.nth
+                    if swallow and not self.carried_out:
+                        break
                 server.sendall(data)
             elif swallow:  # carried out: the client hears nothing but a reset
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 break
             else:
                 client.sendall(data)
+        if swallow:
+            self.resets += 1
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         client.close()
         server.close()
 
@@ -226,6 +234,35 @@ print(run.info.run_id)
     assert logged.returncode == 0, logged.stderr[-3000:]
     run = MlflowClient(started.tracking_uri).get_run(logged.stdout.split()[-1])
     assert [(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs] == [("split", "d0")]
+
+
+@pytest.mark.parametrize("carried_out", [True, False], ids=["carried-out", "dropped"])
+def test_a_trial_run_the_server_never_answered_is_made_once(services, tmp_path, carried_out):
+    """A sweep's trial creates its run under the sweep's; when that request gets no answer, the
+    trial's run is the one the server made, or a new one if it made none, never a second."""
+    started, _ = services
+    proxy = _UnansweringProxy((started.host, started.mlflow_port), b"/runs/create", nth=2, carried_out=carried_out)
+    script = tmp_path / "create_unanswered.py"
+    script.write_text(f"""
+import warnings
+import mlflow
+from facslab.mlflow_store import setup_tracking, start_child_run
+warnings.simplefilter("ignore")
+setup_tracking("http://127.0.0.1:{proxy.port}", "unanswered-runs")
+with mlflow.start_run() as parent:  # the first CreateRun; the relay leaves the second unanswered
+    child = start_child_run("trial 007 resnet18", parent.info.run_id)
+    mlflow.end_run()
+print(parent.info.run_id, child.info.run_id)
+""")
+    logged = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert proxy.resets == 1, f"the relay saw {proxy.seen} CreateRun requests, not the 2 it waits for"
+    assert logged.returncode == 0, logged.stderr[-3000:]
+    parent_id, child_id = logged.stdout.split()[-2:]
+    client = MlflowClient(started.tracking_uri)
+    children = client.search_runs([client.get_run(parent_id).info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert [(r.info.run_id, r.info.run_name, r.info.status) for r in children] == [
+        (child_id, "trial 007 resnet18", "FINISHED")]
 
 
 def test_workers_started_together_on_the_database_propose_different_parameters(services, ckplus, tmp_path):
