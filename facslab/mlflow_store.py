@@ -87,14 +87,13 @@ def _unanswered(error: BaseException) -> bool:
     """The request was sent and the connection closed before an answer came: the server may or
     may not have carried it out (a tracking server stopping for a restart resets what it has not
     answered)."""
+    from requests.exceptions import ConnectionError as RequestFailed
     from urllib3.exceptions import ProtocolError
 
-    seen = error
-    while seen is not None:
-        if isinstance(seen, ProtocolError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    # MLflow raises its exception while handling requests' error, which wraps urllib3's; an error
+    # further back in the chain belongs to the caller, not to this request
+    failed = error.__cause__ or error.__context__
+    return isinstance(failed, RequestFailed) and bool(failed.args) and isinstance(failed.args[0], ProtocolError)
 
 
 def log_dataset_input(dataset, context: str, attempts: int = 3) -> None:
@@ -126,10 +125,12 @@ def start_child_run(run_name: str, parent_run_id: str):
     except mlflow.exceptions.MlflowException as error:
         if not _unanswered(error):
             raise
+    # the server answers only what it has committed, so a run it made is found; the name is compared
+    # here, as MLflow's filter strings cannot quote every name
     parent = mlflow.get_run(parent_run_id)
-    made = mlflow.search_runs([parent.info.experiment_id], output_format="list",
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
-                                            f"attributes.run_name = '{run_name}'")
+    children = mlflow.search_runs([parent.info.experiment_id], output_format="list",
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    made = [run for run in children if run.info.run_name == run_name]
     if made:
         return mlflow.start_run(run_id=made[0].info.run_id, nested=True)
     return mlflow.start_run(run_name=run_name, nested=True, parent_run_id=parent_run_id)

@@ -176,11 +176,20 @@ class _UnansweringProxy:
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.listener.close()
+
     def _accept(self):
         while True:
-            client, _ = self.listener.accept()
-            threading.Thread(target=self._relay, args=(client, socket.create_connection(self.upstream)),
-                             daemon=True).start()
+            try:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(self.upstream)
+            except OSError:  # closed, or the server gone: the client's request fails and says so
+                return
+            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
 
     def _relay(self, client: socket.socket, server: socket.socket):
         # one thread per connection: a socket another thread is reading does not reset when closed
@@ -189,21 +198,21 @@ class _UnansweringProxy:
             readable, _, _ = select.select([client, server], [], [])
             try:
                 data = readable[0].recv(65536)
+                if not data:
+                    break
+                if readable[0] is client:
+                    if self.endpoint in data.split(b"\r\n", 1)[0]:
+                        self.seen += 1
+                        swallow = self.seen == self.nth
+                        if swallow and not self.carried_out:
+                            break
+                    server.sendall(data)
+                elif swallow:  # carried out: the client hears nothing but a reset
+                    break
+                else:
+                    client.sendall(data)
             except OSError:
                 break
-            if not data:
-                break
-            if readable[0] is client:
-                if self.endpoint in data.split(b"\r\n", 1)[0]:
-                    self.seen += 1
-                    swallow = self.seen == self.nth
-                    if swallow and not self.carried_out:
-                        break
-                server.sendall(data)
-            elif swallow:  # carried out: the client hears nothing but a reset
-                break
-            else:
-                client.sendall(data)
         if swallow:
             self.resets += 1
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -229,7 +238,8 @@ with mlflow.start_run() as run:
     log_dataset_input(dataset, context="sweep-trial")
 print(run.info.run_id)
 """)
-    logged = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    with proxy:
+        logged = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
     assert proxy.resets == 1, "the relay never saw the request it should leave unanswered"
     assert logged.returncode == 0, logged.stderr[-3000:]
     run = MlflowClient(started.tracking_uri).get_run(logged.stdout.split()[-1])
@@ -254,7 +264,8 @@ with mlflow.start_run() as parent:  # the first CreateRun; the relay leaves the 
     mlflow.end_run()
 print(parent.info.run_id, child.info.run_id)
 """)
-    logged = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    with proxy:
+        logged = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
     assert proxy.resets == 1, f"the relay saw {proxy.seen} CreateRun requests, not the 2 it waits for"
     assert logged.returncode == 0, logged.stderr[-3000:]
     parent_id, child_id = logged.stdout.split()[-2:]
