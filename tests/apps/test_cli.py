@@ -304,7 +304,7 @@ def _emoji_process(image, env: dict, *options: str, verbose: bool = True) -> tup
 
     script = ("import json, sys\nfrom facslab.cli import main\ncode = main(sys.argv[1:])\nprint(json.dumps({'code': code, "
               "'loaded': sorted(m for m in ('torch', 'mlflow', 'mlflow.pyfunc') if m in sys.modules)}))")
-    done = subprocess.run([sys.executable, "-c", script, *["-v"][:verbose], "emoji", str(image), "--json", *options],
+    done = subprocess.run([sys.executable, "-c", script, *(["-v"] if verbose else []), "emoji", str(image), "--json", *options],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     *faces, status = done.stdout.strip().splitlines()

@@ -220,29 +220,38 @@ class _UnansweringProxy:
         server.close()
 
 
+def _through_relay(started: svc.Services, tmp_path: Path, experiment: str, body: str, endpoint: bytes,
+                   **relay) -> list[str]:
+    """``body`` (Python, MLflow pointed at ``experiment`` through an ``_UnansweringProxy``) run as its
+    own process; the words of what it printed. The relay must have left one request unanswered."""
+    proxy = _UnansweringProxy((started.host, started.mlflow_port), endpoint, **relay)
+    script = tmp_path / "through_relay.py"
+    script.write_text(f"""
+import warnings
+import mlflow, pandas as pd
+from facslab.mlflow_store import log_dataset_input, setup_tracking, start_child_run
+warnings.simplefilter("ignore")
+setup_tracking("http://127.0.0.1:{proxy.port}", "{experiment}")
+""" + body)
+    with proxy:
+        logged = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert proxy.resets == 1, f"the relay saw {proxy.seen} {endpoint.decode()} requests, not the {proxy.nth} it waits for"
+    assert logged.returncode == 0, logged.stderr[-3000:]
+    return logged.stdout.split()
+
+
 def test_a_dataset_input_the_server_carried_out_but_never_answered_is_sent_again(services, tmp_path):
     """MLflow does not resend a LogInputs request that got no answer (it is not idempotent in
     general); facslab's helper does, because the server links a run to a dataset once. Without it a
     sweep's trial failed whenever the tracking server restarted while the trial logged its split."""
     started, _ = services
-    proxy = _UnansweringProxy((started.host, started.mlflow_port), b"/runs/log-inputs")
-    script = tmp_path / "log_unanswered.py"
-    script.write_text(f"""
-import warnings
-import mlflow, pandas as pd
-from facslab.mlflow_store import log_dataset_input, setup_tracking
-warnings.simplefilter("ignore")
-setup_tracking("http://127.0.0.1:{proxy.port}", "unanswered")
+    printed = _through_relay(started, tmp_path, "unanswered", """
 with mlflow.start_run() as run:
-    dataset = mlflow.data.from_pandas(pd.DataFrame({{"subject": ["S001"]}}), source="/data", digest="d0", name="split")
+    dataset = mlflow.data.from_pandas(pd.DataFrame({"subject": ["S001"]}), source="/data", digest="d0", name="split")
     log_dataset_input(dataset, context="sweep-trial")
 print(run.info.run_id)
-""")
-    with proxy:
-        logged = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
-    assert proxy.resets == 1, "the relay never saw the request it should leave unanswered"
-    assert logged.returncode == 0, logged.stderr[-3000:]
-    run = MlflowClient(started.tracking_uri).get_run(logged.stdout.split()[-1])
+""", b"/runs/log-inputs")
+    run = MlflowClient(started.tracking_uri).get_run(printed[-1])
     assert [(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs] == [("split", "d0")]
 
 
@@ -251,24 +260,12 @@ def test_a_trial_run_the_server_never_answered_is_made_once(services, tmp_path, 
     """A sweep's trial creates its run under the sweep's; when that request gets no answer, the
     trial's run is the one the server made, or a new one if it made none, never a second."""
     started, _ = services
-    proxy = _UnansweringProxy((started.host, started.mlflow_port), b"/runs/create", nth=2, carried_out=carried_out)
-    script = tmp_path / "create_unanswered.py"
-    script.write_text(f"""
-import warnings
-import mlflow
-from facslab.mlflow_store import setup_tracking, start_child_run
-warnings.simplefilter("ignore")
-setup_tracking("http://127.0.0.1:{proxy.port}", "unanswered-runs")
+    parent_id, child_id = _through_relay(started, tmp_path, "unanswered-runs", """
 with mlflow.start_run() as parent:  # the first CreateRun; the relay leaves the second unanswered
     child = start_child_run("trial 007 resnet18", parent.info.run_id)
     mlflow.end_run()
 print(parent.info.run_id, child.info.run_id)
-""")
-    with proxy:
-        logged = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
-    assert proxy.resets == 1, f"the relay saw {proxy.seen} CreateRun requests, not the 2 it waits for"
-    assert logged.returncode == 0, logged.stderr[-3000:]
-    parent_id, child_id = logged.stdout.split()[-2:]
+""", b"/runs/create", nth=2, carried_out=carried_out)[-2:]
     client = MlflowClient(started.tracking_uri)
     children = client.search_runs([client.get_run(parent_id).info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
